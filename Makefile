@@ -1,0 +1,47 @@
+# linkhop — `make help` lists the targets.
+SHELL := /bin/bash
+GO ?= go
+FUZZTIME ?= 5s
+
+.PHONY: help
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+.PHONY: redis
+redis: ## install redis-server from Debian's packages when it is missing
+	@command -v redis-server >/dev/null 2>&1 || { \
+		echo "redis-server not found: installing Debian's redis-server package"; \
+		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y redis-server; \
+	}
+
+.PHONY: test
+test: redis ## what CI runs: vet, the race-enabled tests, short fuzz runs
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 8m ./...
+	@$(MAKE) --no-print-directory fuzz-short
+
+.PHONY: fuzz-short
+fuzz-short: ## run every fuzz target for FUZZTIME (default 5s)
+	@for pkg in $$($(GO) list ./...); do \
+		for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+			echo "fuzz $$pkg $$f"; \
+			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg >/dev/null || exit 1; \
+		done; \
+	done
+
+.PHONY: fuzz
+fuzz: ## run every fuzz target for 2 minutes
+	@$(MAKE) --no-print-directory fuzz-short FUZZTIME=2m
+
+.PHONY: bench
+bench: redis ## run the benchmarks and write docs/benchmarks.md
+	$(GO) run ./internal/benchcmd -out docs/benchmarks.md
+
+.PHONY: lint
+lint: ## golangci-lint (v2) when installed, else go vet
+	@if command -v golangci-lint >/dev/null; then golangci-lint run ./...; else $(GO) vet ./...; fi
+
+.PHONY: run
+run: ## the one-process dev mode
+	$(GO) run ./cmd/api -dev

@@ -621,4 +621,3 @@ func TestRedisCluster(t *testing.T) {
 		t.Fatalf("keys of one API key span slots %v", slots)
 	}
 }
-

@@ -22,6 +22,7 @@ import (
 	"github.com/linkhop/linkhop/internal/redistest"
 	"github.com/linkhop/linkhop/jobs"
 	"github.com/linkhop/linkhop/keys"
+	"github.com/linkhop/linkhop/quota"
 	"github.com/linkhop/linkhop/resolve"
 )
 
@@ -93,7 +94,8 @@ func newEnv(t *testing.T, o envOptions) *env {
 	e.handler = httpapi.New(httpapi.Deps{
 		Redis: e.rdb, Keys: e.keys, Jobs: e.jobs,
 		Queue:    jobs.NewQueue(e.rdb, e.jobs, jobs.TaskOptions{MaxAttempts: cfg.ResolveMaxAttempts, Timeout: cfg.ResolveTimeout}),
-		Registry: reg, Resolver: e.svc, Logger: log, Metrics: httpapi.NewMetrics(nil),
+		Registry: reg, Resolver: e.svc, Limiter: quota.New(e.rdb), AuthFailuresPerMinute: cfg.AuthFailuresPerMinute,
+		Logger: log, Metrics: httpapi.NewMetrics(nil),
 		Gatherer: prometheus.NewRegistry(), AllowPrivateTargets: cfg.AllowPrivateTargets,
 	})
 	e.api = httptest.NewServer(e.handler)

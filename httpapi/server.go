@@ -19,6 +19,7 @@ import (
 	"github.com/linkhop/linkhop/jobs"
 	"github.com/linkhop/linkhop/keys"
 	"github.com/linkhop/linkhop/problem"
+	"github.com/linkhop/linkhop/quota"
 	"github.com/linkhop/linkhop/resolve"
 )
 
@@ -30,12 +31,15 @@ type Deps struct {
 	Queue    *jobs.Queue
 	Registry *resolve.Registry
 	Resolver *resolve.Service // cache lookups and provider latencies
+	Limiter  *quota.Limiter
 	Logger   *slog.Logger
 	Metrics  *Metrics
 	Gatherer prometheus.Gatherer // what /metrics serves; nil: the default registry
 
 	// AllowPrivateTargets relaxes the webhook_url rules (dev and tests).
 	AllowPrivateTargets bool
+	// AuthFailuresPerMinute limits failed authentications per client address.
+	AuthFailuresPerMinute int
 }
 
 // Server is the API's http.Handler.

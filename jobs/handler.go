@@ -159,6 +159,8 @@ func finish(r *Record, res resolve.Result, re *resolve.Error) {
 	if re.Transient {
 		code = "provider_down"
 	}
+	// Failures cost nothing: the credits held at submission go back.
+	r.refund, r.CreditsHeld = r.CreditsHeld, 0
 	r.Status = StatusFailed
 	if code == "unsupported_link" {
 		r.Status = StatusInvalid

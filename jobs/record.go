@@ -52,6 +52,10 @@ type Record struct {
 	CompletedAt    *time.Time      `json:"completed_at"`
 	Hops           []resolve.Hop   `json:"hops"`
 	Webhook        *webhooks.State `json:"webhook"`
+
+	// refund, set by an Update function, gives credits back to the key in the same
+	// transaction that writes the record.
+	refund int64
 }
 
 // RecordKey is the Redis key of job id of key keyID.
@@ -136,6 +140,9 @@ func (s *Store) Update(ctx context.Context, keyID, id string, fn func(*Record) e
 			}
 			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 				p.SetArgs(ctx, key, b, redis.SetArgs{KeepTTL: true, Mode: "XX"})
+				if r.refund > 0 {
+					keys.AdjustCreditsIn(ctx, p, keyID, r.refund)
+				}
 				return nil
 			})
 			out = r

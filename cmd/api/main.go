@@ -26,6 +26,7 @@ import (
 	"github.com/linkhop/linkhop/internal/app"
 	"github.com/linkhop/linkhop/jobs"
 	"github.com/linkhop/linkhop/keys"
+	"github.com/linkhop/linkhop/quota"
 	"github.com/linkhop/linkhop/resolve"
 )
 
@@ -136,16 +137,18 @@ func newHandler(cfg config.Config, rdb redis.UniversalClient, reg *resolve.Regis
 	metrics := app.NewMetricsRegistry()
 	store := jobs.NewStore(rdb, cfg.JobRetention)
 	h := httpapi.New(httpapi.Deps{
-		Redis:               rdb,
-		Keys:                keys.NewStore(rdb),
-		Jobs:                store,
-		Queue:               jobs.NewQueue(rdb, store, jobs.TaskOptions{MaxAttempts: cfg.ResolveMaxAttempts, Timeout: cfg.ResolveTimeout}),
-		Registry:            reg,
-		Resolver:            svc,
-		Logger:              log,
-		Metrics:             httpapi.NewMetrics(metrics),
-		Gatherer:            metrics,
-		AllowPrivateTargets: cfg.AllowPrivateTargets,
+		Redis:                 rdb,
+		Keys:                  keys.NewStore(rdb),
+		Jobs:                  store,
+		Queue:                 jobs.NewQueue(rdb, store, jobs.TaskOptions{MaxAttempts: cfg.ResolveMaxAttempts, Timeout: cfg.ResolveTimeout}),
+		Registry:              reg,
+		Resolver:              svc,
+		Limiter:               quota.New(rdb),
+		AuthFailuresPerMinute: cfg.AuthFailuresPerMinute,
+		Logger:                log,
+		Metrics:               httpapi.NewMetrics(metrics),
+		Gatherer:              metrics,
+		AllowPrivateTargets:   cfg.AllowPrivateTargets,
 	})
 	return h, metrics
 }

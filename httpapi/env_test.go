@@ -39,6 +39,7 @@ type env struct {
 	cfg     config.Config
 	svc     *resolve.Service
 	handler *httpapi.Server
+	reg     *resolve.Registry
 }
 
 type envOptions struct {
@@ -88,6 +89,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 		Registry: reg, MaxHops: cfg.ResolveMaxHops, Timeout: cfg.ResolveTimeout,
 	})
 	e.svc = resolve.NewService(e.rdb, r, resolve.ServiceOptions{CacheTTL: cfg.ResolveCacheTTL, NegativeTTL: cfg.ResolveNegativeCacheTTL})
+	e.reg = reg
 	e.keys = keys.NewStore(e.rdb)
 	e.jobs = jobs.NewStore(e.rdb, cfg.JobRetention)
 	log := slog.New(slog.DiscardHandler)
@@ -108,6 +110,22 @@ func newEnv(t *testing.T, o envOptions) *env {
 		t.Cleanup(w.Shutdown)
 	}
 	return e
+}
+
+// newEnvOn builds a second API replica on the same Redis as e, with its own limiter and
+// handler, as another process would have.
+func newEnvOn(t *testing.T, e *env) *env {
+	t.Helper()
+	o := *e
+	o.handler = httpapi.New(httpapi.Deps{
+		Redis: e.rdb, Keys: keys.NewStore(e.rdb), Jobs: e.jobs,
+		Queue:    jobs.NewQueue(e.rdb, e.jobs, jobs.TaskOptions{MaxAttempts: 1, Timeout: time.Second}),
+		Registry: e.reg, Resolver: e.svc, Limiter: quota.New(e.rdb), AuthFailuresPerMinute: 30,
+		Logger: slog.New(slog.DiscardHandler), Metrics: httpapi.NewMetrics(nil), Gatherer: prometheus.NewRegistry(),
+	})
+	o.api = httptest.NewServer(o.handler)
+	t.Cleanup(o.api.Close)
+	return &o
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -13,10 +14,11 @@ import (
 // testEnv is a set of emulated providers: every host in hosts is served by one httptest
 // server through HostOverrides, as LINKHOP_HOST_OVERRIDES does in the black-box tests.
 type testEnv struct {
-	srv *httptest.Server
-	mux *http.ServeMux
-	reg *Registry
-	res *Resolver
+	srv  *httptest.Server
+	mux  *http.ServeMux
+	reg  *Registry
+	res  *Resolver
+	opts Options
 }
 
 // testHosts are the provider hosts of the test registry.
@@ -44,9 +46,17 @@ func newEnv(t *testing.T, opts Options) *testEnv {
 	if opts.Timeout == 0 {
 		opts.Timeout = 5 * time.Second
 	}
-	e.res = New(opts)
-	t.Cleanup(e.res.Close)
+	e.opts = opts
+	e.res = e.newResolver(t)
 	return e
+}
+
+// newResolver returns another resolver of the same emulated providers, as a second worker
+// process would have.
+func (e *testEnv) newResolver(t *testing.T) *Resolver {
+	r := New(e.opts)
+	t.Cleanup(r.Close)
+	return r
 }
 
 // handle registers a handler for host+path ("short.test/a").
@@ -90,3 +100,5 @@ func hopKinds(h []Hop) string {
 }
 
 func intp(i int) *int { return &i }
+
+func testdataFS(name string) ([]byte, error) { return os.ReadFile("testdata/" + name) }

@@ -3,6 +3,7 @@ package resolve
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"strings"
 )
@@ -38,8 +39,17 @@ func checkFetchable(u *url.URL) error {
 	default:
 		return fmt.Errorf("%w: scheme %q is not http or https", ErrUnsupportedURL, u.Scheme)
 	}
-	if u.Opaque != "" || u.Hostname() == "" {
+	h := u.Hostname()
+	if u.Opaque != "" || h == "" {
 		return fmt.Errorf("%w: no host", ErrUnsupportedURL)
+	}
+	if strings.ContainsAny(h, "[]") {
+		return fmt.Errorf("%w: malformed host", ErrUnsupportedURL)
+	}
+	if strings.Contains(h, ":") {
+		if _, err := netip.ParseAddr(h); err != nil {
+			return fmt.Errorf("%w: malformed IPv6 host", ErrUnsupportedURL)
+		}
 	}
 	return nil
 }
@@ -65,11 +75,11 @@ func normalized(u *url.URL) string {
 	if (n.Scheme == "http" && port == "80") || (n.Scheme == "https" && port == "443") {
 		port = ""
 	}
-	if strings.Contains(host, ":") {
+	switch {
+	case port != "":
+		host = net.JoinHostPort(host, port) // brackets an IPv6 literal
+	case strings.Contains(host, ":"):
 		host = "[" + host + "]"
-	}
-	if port != "" {
-		host = net.JoinHostPort(strings.Trim(host, "[]"), port)
 	}
 	n.Host = host
 	n.Fragment, n.RawFragment = "", ""

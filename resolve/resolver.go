@@ -367,7 +367,7 @@ func (w *walk) fetch(ctx context.Context, cur *url.URL, prov Provider, rule Rule
 		if ct == "" {
 			ct = "an unknown type"
 		}
-		return nil, "", w.fail("%s answered %d with %s and no redirect; no target found", cur.Host, status, ct)
+		return nil, "", w.fail("%s answered %d with %s and no redirect: no findable target", cur.Host, status, ct)
 	}
 	if hasCaptcha(body) {
 		return nil, "", w.fail("%s shows a captcha gate; linkhop does not solve captchas", cur.Host)

@@ -69,7 +69,8 @@ type Options struct {
 	// throttled *Error (ErrProviderBusy), so a slow provider's backlog leaves worker slots to
 	// others. Default 5s.
 	SlotWait time.Duration
-	// Rules are provider rules by provider ID; nil means BuiltinRules().
+	// Rules are provider rules by provider ID; nil means BuiltinRules(). A non-nil map replaces
+	// the built-ins, so extend a copy of BuiltinRules() to keep them.
 	Rules map[string]Rule
 }
 

@@ -4,7 +4,6 @@ import (
 	"net/url"
 	"strings"
 	"testing"
-	"unicode/utf8"
 )
 
 // FuzzExtractHTML: hop extraction from untrusted HTML never panics and only ever yields absolute
@@ -18,6 +17,9 @@ func FuzzExtractHTML(f *testing.F) {
 	f.Add([]byte(`<noscript><noscript><meta http-equiv=refresh content="0;url=/a"></noscript></noscript>`))
 	f.Add([]byte(`<script>location.replace('\u{1F600}\x2f\u002f')</script><base href="javascript:x">`))
 	f.Add([]byte(`<meta http-equiv="REFRESH" content="0; URL=">`))
+	for _, js := range []string{`https:\/\/a`, `\x2F\u002F\u{2F}`, `\u{110000}`, `\x`, `\u12`, `\`, `\\\'`} {
+		f.Add([]byte(`<script>top.location.href = "` + js + `";</script>`))
+	}
 	page, _ := url.Parse("https://short.test/p/q?x=1")
 	f.Fuzz(func(t *testing.T, body []byte) {
 		for _, h := range extractHTML(body, page) {
@@ -75,19 +77,6 @@ func FuzzDecodeWrapper(f *testing.F) {
 		}
 		if checkFetchable(d) != nil {
 			t.Fatalf("decoded %q from %q", d, s)
-		}
-	})
-}
-
-// FuzzUnescapeJS: JS unescaping never panics and yields valid UTF-8 from valid UTF-8.
-func FuzzUnescapeJS(f *testing.F) {
-	for _, s := range []string{`https:\/\/a`, `\x2F\u002F\u{2F}`, `\u{110000}`, `\x`, `\u12`, `\`, `\\\'`} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		out := unescapeJS(s)
-		if utf8.ValidString(s) && !strings.Contains(s, `\`) && out != s {
-			t.Fatalf("unescaped text without escapes changed: %q -> %q", s, out)
 		}
 	})
 }

@@ -35,8 +35,8 @@ type pageHop struct {
 
 // extractHTML finds the next hops an HTML page asks a browser to take — <meta http-equiv=refresh>
 // (any case, inside <noscript> too) and literal JavaScript location assignments (in <script> and
-// on* attributes) — in document order, resolved against the page URL or its <base href>. It never
-// runs JavaScript.
+// onload/onpageshow attributes) — in document order, resolved against the page URL or its
+// <base href>. It never runs JavaScript.
 func extractHTML(body []byte, page *url.URL) []resolvedHop {
 	var found []pageHop
 	base := ""
@@ -77,7 +77,8 @@ func scanHTML(body []byte, depth int, found *[]pageHop, base *string) {
 		}
 		tok := z.Token()
 		for _, a := range tok.Attr {
-			if strings.HasPrefix(a.Key, "on") {
+			// Only handlers that run by themselves: an onclick target is a button, not a redirect.
+			if a.Key == "onload" || a.Key == "onpageshow" {
 				*found = append(*found, scanJS(a.Val)...)
 			}
 		}

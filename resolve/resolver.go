@@ -69,7 +69,8 @@ type Options struct {
 	// throttled *Error (ErrProviderBusy), so a slow provider's backlog leaves worker slots to
 	// others. Default 5s.
 	SlotWait time.Duration
-	// Rules are provider rules by provider ID; nil means BuiltinRules().
+	// Rules are provider rules by provider ID; nil means BuiltinRules(). A non-nil map replaces
+	// the built-ins, so extend a copy of BuiltinRules() to keep them.
 	Rules map[string]Rule
 }
 
@@ -140,15 +141,15 @@ func (r *Resolver) Close() { r.transport.CloseIdleConnections() }
 // CONTRACT §6's outcomes and whose Hops are those reached so far.
 func (r *Resolver) Resolve(ctx context.Context, rawURL string) (Result, error) {
 	began := time.Now()
+	hops := []Hop{{URL: rawURL, Kind: KindStart}}
 	u, err := parseSubmitted(rawURL)
 	if err != nil {
-		return Result{}, &Error{Code: CodeUnsupportedLink, Detail: err.Error(), Cause: err}
+		return Result{}, &Error{Code: CodeUnsupportedLink, Detail: err.Error(), Cause: err, Hops: hops}
 	}
 	prov, ok := r.registry.Lookup(u.Host)
 	if !ok {
-		return Result{}, &Error{Code: CodeUnsupportedLink, Detail: fmt.Sprintf("host %q is not a provider host", u.Hostname()), Cause: ErrNotProvider}
+		return Result{}, &Error{Code: CodeUnsupportedLink, Detail: fmt.Sprintf("host %q is not a provider host", u.Hostname()), Cause: ErrNotProvider, Hops: hops}
 	}
-	hops := []Hop{{URL: rawURL, Kind: KindStart}}
 
 	release, aerr := r.acquire(ctx, prov.ID)
 	if aerr != nil {
@@ -349,9 +350,9 @@ func (w *walk) fetch(ctx context.Context, cur *url.URL, prov Provider, rule Rule
 			}
 		}
 	}
-	body, isHTML, rerr := readHTML(resp)
-	if rerr != nil {
-		return nil, "", w.transportError(ctx, cur, rerr)
+	body, isHTML, readErr := readHTML(resp)
+	if readErr != nil && len(body) == 0 {
+		return nil, "", w.transportError(ctx, cur, readErr)
 	}
 	if rule != nil && status < 300 {
 		next, ok, err := rule.Extract(Page{URL: cur, Status: status, Header: resp.Header, Body: body})
@@ -377,6 +378,10 @@ func (w *walk) fetch(ctx context.Context, cur *url.URL, prov Provider, rule Rule
 			return h.url, h.kind, nil
 		}
 	}
+	if readErr != nil {
+		// The body was cut short (a timeout, a reset) before anything useful arrived.
+		return nil, "", w.transportError(ctx, cur, readErr)
+	}
 	return nil, "", w.fail("%s answered %d with a page that has no findable target (no redirect, refresh or location assignment)", cur.Host, status)
 }
 
@@ -398,15 +403,12 @@ func readHTML(resp *http.Response) ([]byte, bool, error) {
 		}
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxBodyBytes))
-	if err != nil && len(body) == 0 {
-		return nil, false, err
-	}
-	if ct == "" && !strings.HasPrefix(http.DetectContentType(body), "text/html") {
+	if ct == "" && len(body) > 0 && !strings.HasPrefix(http.DetectContentType(body), "text/html") {
 		return nil, false, nil
 	}
-	// A read error after some bytes (a cut connection, the deadline) leaves a page worth
+	// With a read error (a cut connection, the deadline) the bytes read so far are still worth
 	// looking at: most redirect pages put their target in the first few KiB.
-	return body, true, nil
+	return body, true, err
 }
 
 // transportError classifies a failed request: the guard's refusals are final, the caller's

@@ -271,6 +271,15 @@ func TestOutcomes(t *testing.T) {
 		case <-time.After(5 * time.Second):
 		}
 	})
+	e.handle("short.test/drip", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		_, _ = io.WriteString(w, "<html><head><title>wait")
+		w.(http.Flusher).Flush()
+		select {
+		case <-r.Context().Done():
+		case <-time.After(5 * time.Second):
+		}
+	})
 	e.handle("short.test/loop-a", redirect("http://hop.test/loop-b", http.StatusFound))
 	e.handle("hop.test/loop-b", redirect("http://short.test/loop-a", http.StatusFound))
 	e.handle("short.test/js-scheme", redirect("javascript:alert(1)", http.StatusFound))
@@ -299,6 +308,7 @@ func TestOutcomes(t *testing.T) {
 		{"403", CodeResolveFailed, false, 0, "403"},
 		{"challenge", CodeResolveFailed, false, 0, "captcha"},
 		{"slow", CodeProviderDown, true, 0, "timed out"},
+		{"drip", CodeProviderDown, true, 0, "timed out"},
 		{"loop-a", CodeResolveFailed, false, 0, "loop"},
 		{"js-scheme", CodeResolveFailed, false, 0, "scheme javascript"},
 		{"data-scheme", CodeResolveFailed, false, 0, "scheme data"},

@@ -1,9 +1,11 @@
 package httpapi_test
 
 import (
+	"bytes"
 	"context"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/linkhop/linkhop/keys"
@@ -286,5 +288,42 @@ func TestGuardRefusesInternalRedirect(t *testing.T) {
 	}
 	if d, _ := job["error_detail"].(string); !strings.Contains(strings.ToLower(d), "block") && !strings.Contains(strings.ToLower(d), "internal") && !strings.Contains(strings.ToLower(d), "not allowed") {
 		t.Errorf("error_detail %q does not say the address was blocked", d)
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for the concurrent writers of a server.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func TestKeysNeverLogged(t *testing.T) {
+	t.Parallel()
+	var logs lockedBuffer
+	e := newEnv(t, envOptions{worker: true, logs: &logs})
+	c, tok := e.key(keys.CreateParams{})
+	r := e.do("POST", "/v1/resolve", tok, map[string]any{"url": "http://sho.rt/log"})
+	e.waitJob(tok, r.body["job_id"].(string))
+	e.do("GET", "/v1/providers", tok+"x", nil)
+	e.do("GET", "/v1/providers", tok, nil, "X-Request-Id", "trace-1")
+	out := logs.String()
+	secretPart := tok[len("sk_live_")+17:]
+	if strings.Contains(out, tok) || strings.Contains(out, secretPart) || strings.Contains(out, c.WebhookSecret()) {
+		t.Fatalf("a secret reached the logs:\n%s", out)
+	}
+	if !strings.Contains(out, `"request_id":"trace-1"`) || !strings.Contains(out, c.ID) {
+		t.Errorf("access log lacks request id or key id:\n%s", out)
 	}
 }

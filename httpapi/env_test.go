@@ -43,6 +43,7 @@ type env struct {
 }
 
 type envOptions struct {
+	logs     io.Writer // where API and worker logs go (nil: discarded)
 	worker   bool
 	shortFn  http.HandlerFunc
 	extra    []resolve.Provider
@@ -93,6 +94,9 @@ func newEnv(t *testing.T, o envOptions) *env {
 	e.keys = keys.NewStore(e.rdb)
 	e.jobs = jobs.NewStore(e.rdb, cfg.JobRetention)
 	log := slog.New(slog.DiscardHandler)
+	if o.logs != nil {
+		log = slog.New(slog.NewJSONHandler(o.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	e.handler = httpapi.New(httpapi.Deps{
 		Redis: e.rdb, Keys: e.keys, Jobs: e.jobs,
 		Queue:    jobs.NewQueue(e.rdb, e.jobs, jobs.TaskOptions{MaxAttempts: cfg.ResolveMaxAttempts, Timeout: cfg.ResolveTimeout}),

@@ -29,6 +29,8 @@ type ResolveHandler struct {
 	Resolver   Resolver
 	Logger     *slog.Logger
 	OnTerminal TerminalFunc
+	// MaxAttempts is RESOLVE_MAX_ATTEMPTS: tries for transient provider failures.
+	MaxAttempts int
 	// Observe, when set, is told each finished job's outcome and duration (metrics).
 	Observe func(status Status, code string, hops int, d time.Duration)
 }
@@ -42,6 +44,21 @@ type retryError struct {
 func (e *retryError) Error() string { return e.err.Error() }
 func (e *retryError) Unwrap() error { return e.err }
 
+// HeldError reschedules a task after Delay without counting a failed attempt: the work was
+// not tried (a provider's politeness cap, a webhook's rate limit). The worker's IsFailure
+// says false for it, so asynq spends no retry.
+type HeldError struct {
+	Delay time.Duration
+}
+
+func (e *HeldError) Error() string { return "held back; retry in " + e.Delay.String() }
+
+// IsHeld reports whether err is a *HeldError.
+func IsHeld(err error) bool {
+	var h *HeldError
+	return errors.As(err, &h)
+}
+
 // RetryDelay is the asynq RetryDelayFunc for resolve tasks: a provider's Retry-After when it
 // gave one, else base × 4^(n−1) with jitter (CONTRACT §1 RESOLVE_BACKOFF_BASE).
 func RetryDelay(base time.Duration) asynq.RetryDelayFunc {
@@ -50,7 +67,12 @@ func RetryDelay(base time.Duration) asynq.RetryDelayFunc {
 		if errors.As(err, &re) && re.delay > 0 {
 			return re.delay
 		}
-		return resolve.Backoff(base, n)
+		var he *HeldError
+		if errors.As(err, &he) {
+			return max(he.Delay, 100*time.Millisecond)
+		}
+		// asynq passes the retries done so far (0 before the first retry).
+		return resolve.Backoff(base, n+1)
 	}
 }
 
@@ -87,11 +109,23 @@ func (h *ResolveHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	switch {
 	case rerr == nil:
 	case errors.As(rerr, &re):
+		if re.Throttled {
+			// Nothing was sent to the provider (its politeness cap was full): try again
+			// later without spending one of the job's attempts.
+			return &HeldError{Delay: re.RetryAfter}
+		}
 		if re.Transient {
-			retried, _ := asynq.GetRetryCount(ctx)
-			maxRetry, _ := asynq.GetMaxRetry(ctx)
-			if retried < maxRetry {
-				log.Info("transient resolve failure; retrying", "attempt", retried+1, "detail", re.Detail)
+			// Attempts are counted on the record, not by asynq: held-back runs (above) and
+			// infrastructure errors (below) must not use up the provider's attempts.
+			rec, err = h.Store.Update(ctx, p.KeyID, p.JobID, func(r *Record) error {
+				r.Attempts++
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			if rec.Attempts < h.MaxAttempts {
+				log.Info("transient resolve failure; retrying", "attempt", rec.Attempts, "detail", re.Detail)
 				return &retryError{err: rerr, delay: re.RetryAfter}
 			}
 		}

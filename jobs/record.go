@@ -47,6 +47,7 @@ type Record struct {
 	ErrorDetail    *string         `json:"error_detail"`
 	CreditsCharged int64           `json:"credits_charged"`
 	CreditsHeld    int64           `json:"credits_held,omitempty"`
+	Attempts       int             `json:"attempts,omitempty"` // resolve attempts that reached the provider and failed transiently
 	CreatedAt      time.Time       `json:"created_at"`
 	UpdatedAt      time.Time       `json:"updated_at"`
 	CompletedAt    *time.Time      `json:"completed_at"`

@@ -31,6 +31,10 @@ type ResolvePayload struct {
 	KeyID string `json:"key_id"`
 }
 
+// infraRetries is how many more asynq retries a resolve task gets than provider attempts,
+// for errors that say nothing about the link (Redis unreachable mid-task).
+const infraRetries = 10
+
 // TaskOptions are the asynq settings of resolve tasks, from RESOLVE_* configuration.
 type TaskOptions struct {
 	MaxAttempts int           // RESOLVE_MAX_ATTEMPTS
@@ -43,12 +47,13 @@ func NewResolveTask(jobID, keyID string, o TaskOptions) (*asynq.Task, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jobs: encoding payload: %w", err)
 	}
-	attempts := max(o.MaxAttempts, 1)
 	timeout := max(o.Timeout, time.Second)
 	return asynq.NewTask(TypeResolve, b,
 		asynq.TaskID(jobID),
 		asynq.Queue(QueueResolve),
-		asynq.MaxRetry(attempts-1),
+		// The handler counts provider attempts on the record (RESOLVE_MAX_ATTEMPTS); asynq's
+		// own retries only bound infrastructure errors, so it gets some room above that.
+		asynq.MaxRetry(max(o.MaxAttempts, 1)+infraRetries),
 		// The margin covers the record updates around the resolve itself, so asynq never
 		// cancels a handler that is only finishing its bookkeeping.
 		asynq.Timeout(timeout+10*time.Second),

@@ -66,6 +66,7 @@ func NewWorker(rdb redis.UniversalClient, o WorkerOptions) *Worker {
 		},
 	})
 	w.delays[TypeResolve] = RetryDelay(o.ResolveBackoffBase)
+	w.NotFailure(IsHeld)
 	return w
 }
 

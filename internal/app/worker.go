@@ -55,7 +55,7 @@ func NewWorker(c config.Config, rdb redis.UniversalClient, log *slog.Logger, svc
 		ResolveBackoffBase: c.ResolveBackoffBase, Logger: log,
 	})
 	w.Handle(jobs.TypeResolve, &jobs.ResolveHandler{
-		Store: store, Resolver: svc, Logger: log, Observe: m.observe,
+		Store: store, Resolver: svc, Logger: log, Observe: m.observe, MaxAttempts: c.ResolveMaxAttempts,
 	}, nil)
 	return w
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"reflect"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -177,6 +178,13 @@ func checkURL(s string) (*url.URL, string) {
 		return nil, "must not contain userinfo"
 	case u.Host == "" || u.Hostname() == "":
 		return nil, "must have a host"
+	}
+	// url.Parse takes any digits as a port; a URL that no connection can reach is a mistake
+	// to report now, not a job to fail later.
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return nil, "must have a port between 1 and 65535"
+		}
 	}
 	return u, ""
 }

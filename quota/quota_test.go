@@ -182,12 +182,15 @@ func TestLimitChangesApplyAtOnce(t *testing.T) {
 	}
 }
 
-func TestUnlimitedWritesNothing(t *testing.T) {
+func TestUnlimited(t *testing.T) {
 	t.Parallel()
 	rdb := newRedis(t)
+	var cnt cmdCounter
+	rdb.AddHook(&cnt)
 	l := New(rdb)
+	ctx := context.Background()
 	for range 100 {
-		d := mustCheck(t, l, Request{KeyID: "key_u", Limits: Limits{PerMinute: 0, DailyQuota: -1}, CountDay: true})
+		d := mustCheck(t, l, Request{KeyID: "key_u", Limits: Limits{PerMinute: 0, DailyQuota: -1}})
 		if !d.Allowed || d.Minute.Limit != 0 || d.Day != nil {
 			t.Fatalf("%+v, want admitted without windows", d)
 		}
@@ -197,8 +200,26 @@ func TestUnlimitedWritesNothing(t *testing.T) {
 			t.Fatalf("headers %v, want none", h)
 		}
 	}
-	if n := rdb.DBSize(context.Background()).Val(); n != 0 {
-		t.Fatalf("redis holds %d keys, want 0", n)
+	if n := cnt.n.Load(); n != 0 {
+		t.Fatalf("%d Redis calls for a key with nothing to count, want 0", n)
+	}
+	// Resolves are counted for daily_used even without a quota; nothing else is written.
+	for range 3 {
+		d := mustCheck(t, l, Request{KeyID: "key_u", Limits: Limits{PerMinute: 0, DailyQuota: -1}, CountDay: true})
+		if !d.Allowed || d.Day != nil {
+			t.Fatalf("%+v, want admitted without windows", d)
+		}
+	}
+	if used, err := l.DayUsed(ctx, "key_u"); err != nil || used != 3 {
+		t.Fatalf("DayUsed = %d, %v; want 3", used, err)
+	}
+	if keys := rdb.Keys(ctx, "*").Val(); len(keys) != 1 || keys[0] != dayKey("key_u") {
+		t.Fatalf("keys %v, want only the day counter", keys)
+	}
+	// A quota set during the day counts the resolves already made.
+	d := mustCheck(t, l, Request{KeyID: "key_u", Limits: Limits{PerMinute: 0, DailyQuota: 3}, CountDay: true})
+	if d.Allowed || d.Code != CodeQuotaExceeded {
+		t.Fatalf("%+v, want quota_exceeded", d)
 	}
 }
 

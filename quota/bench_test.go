@@ -200,8 +200,8 @@ func TestRedisRateOvershootsExactDoesNot(t *testing.T) {
 			admitted += res.Allowed
 		}
 		t.Logf("redis_rate PerSecond(%d) admitted %d within %v of one window", n, admitted, span)
-		if admitted <= n || admitted > 2*n-1 {
-			t.Fatalf("redis_rate admitted %d in under one window; expected between %d and %d", admitted, n+1, 2*n-1)
+		if admitted <= n {
+			t.Fatalf("redis_rate admitted %d in under one window; expected an overshoot towards %d", admitted, 2*n-1)
 		}
 	})
 

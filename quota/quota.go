@@ -105,10 +105,10 @@ func (d Decision) RetryAfterSeconds() int64 {
 type Limiter struct {
 	rdb      redis.UniversalClient
 	window   time.Duration
-	prefix   string        // random per Limiter: log members are prefix + counter
-	seq      atomic.Uint64 // counter part of log members
-	blocked  *blockList    // nil when the local memory of 429s is off
-	fixedNow func() time.Time
+	prefix   string           // random per Limiter: log members are prefix + counter
+	seq      atomic.Uint64    // counter part of log members
+	blocked  *blockList       // nil when the local memory of 429s is off
+	fixedNow func() time.Time // tests only: a fixed script clock instead of Redis TIME
 }
 
 // Option configures a Limiter.

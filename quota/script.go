@@ -8,19 +8,21 @@ import "github.com/redis/go-redis/v9"
 //   - KEYS[1]: the sliding-window log, a sorted set (member = request id, score = Redis time
 //     in µs);
 //   - KEYS[2]: the day counter, a hash {d = UTC day number, n = accepted resolves that day};
-//     touched only when a quota applies, so callers without one pass a single key.
+//     touched only when a quota applies or the request counts, so other callers pass one key.
 //
 // Arguments:
 //   - ARGV[1]: per-window limit (0 = unlimited: the log is neither read nor written);
 //   - ARGV[2]: window length in µs;
 //   - ARGV[3]: the member to record when admitted;
 //   - ARGV[4]: daily quota (<0 = none);
-//   - ARGV[5]: "1" when this request counts against the daily quota;
+//   - ARGV[5]: "1" when this request counts against the daily quota (counted with or without
+//     a quota, so that daily_used is always true);
 //   - ARGV[6]: "" in production; tests pass a fixed time in µs to probe exact boundaries.
 //
 // Reply: {allowed, code, now_us, log_count, slot_free_us, day_used, day}, where code 0 =
 // admitted, 1 = per-window limit, 2 = daily quota; slot_free_us is when the entry whose leaving
-// frees the next slot leaves the window (0 when unlimited); day_used is -1 without a quota.
+// frees the next slot leaves the window (0 when unlimited); day_used is -1 when the day
+// counter was not read.
 // Only integers: Lua prints numbers with 14 significant digits and a time in µs has 16, which
 // is also why scores are written with %.0f.
 //
@@ -48,7 +50,7 @@ if limit > 0 then
   count = redis.call('ZCARD', KEYS[1])
 end
 local used = -1
-if quota >= 0 then
+if quota >= 0 or countDay then
   used = 0
   local h = redis.call('HMGET', KEYS[2], 'd', 'n')
   if tonumber(h[1]) == today then used = tonumber(h[2]) or 0 end
@@ -76,7 +78,7 @@ if limit > 0 then
   redis.call('PEXPIRE', KEYS[1], math.ceil(win / 1000))
   count = count + 1
 end
-if countDay and quota >= 0 then
+if countDay then
   used = used + 1
   redis.call('HSET', KEYS[2], 'd', today, 'n', used)
   redis.call('EXPIREAT', KEYS[2], (today + 1) * 86400 + 3600)

@@ -198,6 +198,12 @@ func (l *Limiter) check(ctx context.Context, lk, dk string, lim Limits, countDay
 	if len(res) != 7 {
 		return Decision{}, fmt.Errorf("%w: %d values from the check script", ErrUnexpectedReply, len(res))
 	}
+	return l.decide(res, lim, countDay, member, lk, dk, sent)
+}
+
+// decide turns the limiter's reply {allowed, code, now, count, free, used, today} into a
+// Decision, remembering a 429 in the local block list.
+func (l *Limiter) decide(res []int64, lim Limits, countDay bool, member, lk, dk string, sent time.Time) (Decision, error) {
 	allowed, code, now, count, free, used, today := res[0] == 1, res[1], res[2], res[3], res[4], res[5], res[6]
 	d := Decision{
 		Allowed: allowed,

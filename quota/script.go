@@ -2,7 +2,8 @@ package quota
 
 import "github.com/redis/go-redis/v9"
 
-// checkScript is the whole limiter: one EVALSHA per check.
+// limiterLua is the whole limiter, the Lua function check(). checkScript runs it for one
+// check (one EVALSHA, keys and arguments below); admitScript runs it after authenticating.
 //
 // Keys:
 //   - KEYS[1]: the sliding-window log, a sorted set (member = request id, score = Redis time
@@ -28,14 +29,11 @@ import "github.com/redis/go-redis/v9"
 //
 // Both budgets are checked before either is written, so a rejected request records nothing.
 // The window is (now - window, now]: an entry leaves exactly at score + window.
-var checkScript = redis.NewScript(`
-local limit = tonumber(ARGV[1])
-local win = tonumber(ARGV[2])
-local quota = tonumber(ARGV[4])
-local countDay = ARGV[5] == '1'
+const limiterLua = `
+local function check(LK, DK, limit, win, member, quota, countDay, fixed)
 local now, sec
-if ARGV[6] ~= '' then
-  now = tonumber(ARGV[6])
+if fixed ~= '' then
+  now = tonumber(fixed)
   sec = math.floor(now / 1000000)
 else
   local t = redis.call('TIME')
@@ -46,13 +44,13 @@ local today = math.floor(sec / 86400)
 
 local count = 0
 if limit > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now - win))
-  count = redis.call('ZCARD', KEYS[1])
+  redis.call('ZREMRANGEBYSCORE', LK, '-inf', string.format('%.0f', now - win))
+  count = redis.call('ZCARD', LK)
 end
 local used = -1
 if quota >= 0 or countDay then
   used = 0
-  local h = redis.call('HMGET', KEYS[2], 'd', 'n')
+  local h = redis.call('HMGET', DK, 'd', 'n')
   if tonumber(h[1]) == today then used = tonumber(h[2]) or 0 end
 end
 
@@ -63,7 +61,7 @@ local function slotFree(c)
   if c == 0 then return now end
   local i = c - limit
   if i < 0 then i = 0 end
-  local e = redis.call('ZRANGE', KEYS[1], i, i, 'WITHSCORES')
+  local e = redis.call('ZRANGE', LK, i, i, 'WITHSCORES')
   return tonumber(e[2]) + win
 end
 
@@ -74,18 +72,23 @@ if countDay and quota >= 0 and used >= quota then
   return {0, 2, now, count, slotFree(count), used, today}
 end
 if limit > 0 then
-  redis.call('ZADD', KEYS[1], string.format('%.0f', now), ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], math.ceil(win / 1000))
+  redis.call('ZADD', LK, string.format('%.0f', now), member)
+  redis.call('PEXPIRE', LK, math.ceil(win / 1000))
   count = count + 1
 end
 if countDay then
   used = used + 1
-  redis.call('HSET', KEYS[2], 'd', today, 'n', used)
-  redis.call('EXPIREAT', KEYS[2], (today + 1) * 86400 + 3600)
+  redis.call('HSET', DK, 'd', today, 'n', used)
+  redis.call('EXPIREAT', DK, (today + 1) * 86400 + 3600)
 end
 local free = 0
 if count == 1 then free = now + win else free = slotFree(count) end
 return {1, 0, now, count, free, used, today}
+end
+`
+
+var checkScript = redis.NewScript(limiterLua + `
+return check(KEYS[1], KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4]), ARGV[5] == '1', ARGV[6])
 `)
 
 // refundScript undoes an admission: it removes the log entry (ARGV[1], "" = keep it) and gives

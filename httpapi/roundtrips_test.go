@@ -27,7 +27,6 @@ func (c *counter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Proc
 	}
 }
 
-
 // CONTRACT §8: at most 3 round trips for an accepted resolve, 1 for a poll.
 func TestRoundTrips(t *testing.T) {
 	t.Parallel()

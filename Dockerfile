@@ -17,13 +17,17 @@ RUN --mount=type=cache,target=/go/pkg/mod \
     go mod download
 COPY . .
 ARG TARGETOS TARGETARCH
+# The version logged at start and sent in the webhooks' User-Agent:
+#   docker build --build-arg VERSION=v1.2.3 …
+ARG VERSION=dev
 # CGO off: static binaries that run on a base with no libc. -trimpath keeps the build
 # machine's paths out of the binaries; -s -w drops the symbol tables (stack traces keep
 # function names and lines).
 RUN --mount=type=cache,target=/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
     CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH \
-    go build -trimpath -ldflags="-s -w" -o /out/ ./cmd/api ./cmd/worker
+    go build -trimpath -ldflags="-s -w -X github.com/linkhop/linkhop/internal/app.Version=${VERSION}" \
+      -o /out/ ./cmd/api ./cmd/worker
 
 # distroless/static: CA certificates and tzdata, no shell, no package manager.
 FROM gcr.io/distroless/static-debian12:nonroot

@@ -25,6 +25,7 @@ func (s *Server) routes() http.Handler {
 	r.HandleFunc("/v1/jobs/{job_id}", s.getJob).Methods(http.MethodGet)
 	r.HandleFunc("/v1/providers", s.authed(s.getProviders)).Methods(http.MethodGet)
 	r.HandleFunc("/v1/account", s.authed(s.getAccount)).Methods(http.MethodGet)
+	s.adminRoutes(r) // admin.go; reachable only through adminGate
 
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		problem.Write(w, RequestID(req), problem.New(problem.NotFound, "No such route: "+req.Method+" "+req.URL.Path+"."))
@@ -35,7 +36,7 @@ func (s *Server) routes() http.Handler {
 			req.Method+" is not allowed here; use "+strings.Join(allow, ", ")+".").
 			WithHeader("Allow", strings.Join(allow, ", ")))
 	})
-	return r
+	return s.adminGate(r)
 }
 
 // allowedMethods lists the methods the route of req would accept, for the Allow header.

@@ -108,36 +108,6 @@ func (s *Server) adminRoutes(r *mux.Router) {
 	}
 }
 
-// adminKey is a key as the admin API (and `api keys`, CONTRACT §1) prints it. The full key
-// appears only in the answer to create; the webhook secret in create, show and rotate.
-type adminKey struct {
-	ID                 string   `json:"id"`
-	Key                string   `json:"key,omitempty"`
-	WebhookSecret      string   `json:"webhook_secret,omitempty"`
-	Name               string   `json:"name"`
-	Scopes             []string `json:"scopes"`
-	RateLimitPerMinute int      `json:"rate_limit_per_minute"`
-	DailyQuota         *int64   `json:"daily_quota"`
-	Credits            *int64   `json:"credits"`
-	CreatedAt          *stamp   `json:"created_at,omitempty"`
-	RevokedAt          *stamp   `json:"revoked_at,omitempty"`
-}
-
-func toAdminKey(k keys.Key, withSecret bool) adminKey {
-	a := adminKey{
-		ID: k.ID, Name: k.Name, Scopes: k.Scopes, RateLimitPerMinute: k.RateLimitPerMinute,
-		DailyQuota: k.DailyQuota, Credits: k.Credits,
-		CreatedAt: stampPtr(&k.CreatedAt), RevokedAt: stampPtr(k.RevokedAt),
-	}
-	if a.Scopes == nil {
-		a.Scopes = []string{}
-	}
-	if withSecret {
-		a.WebhookSecret = k.WebhookSecret()
-	}
-	return a
-}
-
 // createKeyRequest is the body of POST /admin/keys; absent fields take the CLI's defaults.
 type createKeyRequest struct {
 	Name               string    `json:"name"`
@@ -192,11 +162,8 @@ func (s *Server) adminCreateKey(w http.ResponseWriter, r *http.Request) {
 		s.adminFail(w, r, err)
 		return
 	}
-	out := toAdminKey(c.Key, true)
-	out.Key = c.Token
-	out.CreatedAt = nil // exactly the CLI's create object (CONTRACT §1)
 	w.Header().Set("Location", "/admin/keys/"+c.ID)
-	writeJSON(w, http.StatusCreated, out)
+	writeJSON(w, http.StatusCreated, keys.ViewOfCreated(c))
 }
 
 func (s *Server) adminListKeys(w http.ResponseWriter, r *http.Request) {
@@ -205,9 +172,9 @@ func (s *Server) adminListKeys(w http.ResponseWriter, r *http.Request) {
 		s.adminFail(w, r, err)
 		return
 	}
-	out := make([]adminKey, 0, len(all))
+	out := make([]keys.View, 0, len(all))
 	for _, k := range all {
-		out = append(out, toAdminKey(k, false))
+		out = append(out, keys.ViewOf(k, false))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"keys": out})
 }
@@ -218,7 +185,7 @@ func (s *Server) adminShowKey(w http.ResponseWriter, r *http.Request) {
 		s.adminFail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, toAdminKey(k, true))
+	writeJSON(w, http.StatusOK, keys.ViewOf(k, true))
 }
 
 func (s *Server) adminUpdateKey(w http.ResponseWriter, r *http.Request) {
@@ -241,7 +208,7 @@ func (s *Server) adminUpdateKey(w http.ResponseWriter, r *http.Request) {
 		s.adminFail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, toAdminKey(k, false))
+	writeJSON(w, http.StatusOK, keys.ViewOf(k, false))
 }
 
 func (s *Server) adminRevokeKey(w http.ResponseWriter, r *http.Request) {
@@ -250,7 +217,7 @@ func (s *Server) adminRevokeKey(w http.ResponseWriter, r *http.Request) {
 		s.adminFail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, toAdminKey(k, false))
+	writeJSON(w, http.StatusOK, keys.ViewOf(k, false))
 }
 
 func (s *Server) adminRotateKey(w http.ResponseWriter, r *http.Request) {
@@ -276,9 +243,9 @@ func (s *Server) adminRotateKey(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, struct {
-		adminKey
+		keys.View
 		PreviousValidUntil stamp `json:"previous_secret_valid_until"`
-	}{toAdminKey(k, true), stamp(time.Now().Add(grace))})
+	}{keys.ViewOf(k, true), stamp(time.Now().Add(grace))})
 }
 
 // parseGrace reads a rotation grace period: a Go duration, not negative.

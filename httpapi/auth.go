@@ -104,10 +104,15 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, countDay bool) (q
 		s.fail(w, r, err)
 		return d, false
 	}
+	return d, s.admitted(w, r, d)
+}
+
+// admitted sets the rate-limit headers of d and answers 429 itself when d is a rejection.
+func (s *Server) admitted(w http.ResponseWriter, r *http.Request, d quota.Decision) bool {
 	quota.SetHeaders(w.Header(), d)
 	if d.Allowed {
 		s.metrics.limiter.WithLabelValues("allowed").Inc()
-		return d, true
+		return true
 	}
 	s.metrics.limiter.WithLabelValues(d.Code).Inc()
 	var p *problem.Problem
@@ -117,7 +122,7 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, countDay bool) (q
 		p = problem.New(problem.RateLimited, "The per-minute limit of this key is used up; retry after the Retry-After delay.")
 	}
 	problem.Write(w, RequestID(r), p.WithRetryAfter(d.RetryAfter))
-	return d, false
+	return false
 }
 
 // refund gives back what an admitted request took when it fails after admission or turns

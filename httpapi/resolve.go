@@ -12,6 +12,7 @@ import (
 	"github.com/linkhop/linkhop/jobs"
 	"github.com/linkhop/linkhop/keys"
 	"github.com/linkhop/linkhop/problem"
+	"github.com/linkhop/linkhop/quota"
 	"github.com/linkhop/linkhop/resolve"
 )
 
@@ -105,7 +106,7 @@ func (s *Server) postResolve(w http.ResponseWriter, r *http.Request) {
 	k := keyOf(r)
 	in, p := s.parseResolve(w, r)
 	scoped := k.HasScope(keys.ScopeResolve)
-	d, ok := s.admit(w, r, p == nil && scoped)
+	d, overQuota, ok := s.admitResolve(w, r, p == nil && scoped, in.idemKey != "")
 	if !ok {
 		return
 	}
@@ -140,6 +141,13 @@ func (s *Server) postResolve(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			s.refund(r, d, true, true)
 			s.fail(w, r, err)
+			return
+		}
+		if prev == nil && overQuota != nil {
+			// A new request after all: the daily quota refuses it, and a refused request
+			// records nothing (neither the minute slot nor the claim).
+			undo(true)
+			s.admitted(w, r, *overQuota)
 			return
 		}
 		if prev != nil {
@@ -217,6 +225,32 @@ func (s *Server) postResolve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.writeQueued(w, rec.ID, pos)
+}
+
+// admitResolve admits a POST /v1/resolve; countDay says whether it would count against the
+// daily quota. A replay is not a new request and does not count against the quota (CONTRACT
+// §3), so a client retrying its last accepted request must still get the answer: a request
+// with an idempotency key that only the quota refuses is admitted against the per-minute
+// limit alone, and overQuota keeps the refusal for postResolve to answer if the key turns out
+// to be new.
+func (s *Server) admitResolve(w http.ResponseWriter, r *http.Request, countDay, idempotent bool) (d quota.Decision, overQuota *quota.Decision, ok bool) {
+	if !countDay || !idempotent {
+		d, ok = s.admit(w, r, countDay)
+		return d, nil, ok
+	}
+	k := keyOf(r)
+	first, err := s.Limiter.Check(r.Context(), quota.Request{KeyID: k.ID, Limits: limitsOf(k), CountDay: true})
+	if err != nil {
+		s.fail(w, r, err)
+		return first, nil, false
+	}
+	if first.Allowed || first.Code != quota.CodeQuotaExceeded {
+		return first, nil, s.admitted(w, r, first)
+	}
+	if d, ok = s.admit(w, r, false); !ok {
+		return d, nil, false
+	}
+	return d, &first, true
 }
 
 // replay answers an idempotent replay for the first request's job: 200 in the cached shape

@@ -9,8 +9,9 @@ import (
 
 // providerLatency formats a measured median for the "latency" field.
 func providerLatency(p resolve.Provider, measured map[string]time.Duration) string {
-	if d, ok := measured[p.ID]; ok && d > 0 {
-		return "~" + d.Round(10*time.Millisecond).String()
+	if d, ok := measured[p.ID]; ok {
+		// resolve's form ("~40ms", "~1.2s"): rounding by hand turned fast resolves into "~0s".
+		return resolve.FormatLatency(d)
 	}
 	if p.Latency != "" {
 		return p.Latency

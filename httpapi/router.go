@@ -18,6 +18,7 @@ func (s *Server) routes() http.Handler {
 	r.HandleFunc("/healthz", s.healthz).Methods(http.MethodGet, http.MethodHead)
 	r.HandleFunc("/readyz", s.readyz).Methods(http.MethodGet, http.MethodHead)
 	r.Handle("/metrics", promhttp.HandlerFor(s.Gatherer, promhttp.HandlerOpts{})).Methods(http.MethodGet)
+	r.HandleFunc("/openapi.json", s.getOpenAPI).Methods(http.MethodGet)
 
 	// Full paths, not a /v1 subrouter: gorilla/mux answers a method mismatch inside a
 	// subrouter with 404 instead of 405.

@@ -193,13 +193,23 @@ func TestOpenAPIDocument(t *testing.T) {
 func TestOpenAPIMatchesHandlers(t *testing.T) {
 	t.Parallel()
 	s := loadSpec(t)
+	// Links under /stall stay running until the test ends, so their jobs are never done.
+	stall := make(chan struct{})
 	e := premiumEnv(t, envOptions{worker: true, shortFn: func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.Path, "/gone") {
+		switch {
+		case strings.HasPrefix(r.URL.Path, "/gone"):
 			http.NotFound(w, r)
-			return
+		case strings.HasPrefix(r.URL.Path, "/stall"):
+			select {
+			case <-stall:
+			case <-r.Context().Done():
+			}
+			http.NotFound(w, r)
+		default:
+			http.Redirect(w, r, "https://example.com/dest"+r.URL.Path, http.StatusFound)
 		}
-		http.Redirect(w, r, "https://example.com/dest"+r.URL.Path, http.StatusFound)
 	}})
+	t.Cleanup(func() { close(stall) }) // before the worker and the shortener stop
 	ctx := context.Background()
 	_, tok := e.key(keys.CreateParams{RateLimit: ptr(0)})
 	_, metered := e.key(keys.CreateParams{RateLimit: ptr(100), DailyQuota: ptr[int64](100), Credits: ptr[int64](3)})
@@ -229,7 +239,7 @@ func TestOpenAPIMatchesHandlers(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	queued := e.accepted(tok, map[string]any{"url": "http://sho.rt/q"}, "Idempotency-Key", "oa-1")
+	queued := e.accepted(tok, map[string]any{"url": "http://sho.rt/stall"}, "Idempotency-Key", "oa-1")
 
 	huge := `{"url":"https://sho.rt/` + strings.Repeat("a", 70000) + `"}`
 	cases := []struct {
@@ -250,7 +260,7 @@ func TestOpenAPIMatchesHandlers(t *testing.T) {
 		{"resolve queued", "POST", "/v1/resolve", tok, map[string]any{"url": "https://sho.rt/new"}, nil, 202, false},
 		{"resolve queued with webhook and key", "POST", "/v1/resolve", metered, map[string]any{"url": "https://pre.mi/p", "webhook_url": "https://hooks.example.com/x", "idempotency_key": "oa-2"}, nil, 202, false},
 		{"resolve null optionals", "POST", "/v1/resolve", tok, map[string]any{"url": "https://sho.rt/nulls", "webhook_url": nil, "idempotency_key": nil}, nil, 202, false},
-		{"resolve replay queued", "POST", "/v1/resolve", tok, map[string]any{"url": "http://sho.rt/q"}, []string{"Idempotency-Key", "oa-1"}, 202, false},
+		{"resolve replay queued", "POST", "/v1/resolve", tok, map[string]any{"url": "http://sho.rt/stall"}, []string{"Idempotency-Key", "oa-1"}, 202, false},
 		{"resolve cached", "POST", "/v1/resolve", metered, map[string]any{"url": "http://sho.rt/done"}, nil, 200, false},
 		{"resolve cached unlimited key", "POST", "/v1/resolve", tok, map[string]any{"url": "http://sho.rt/done"}, nil, 200, false},
 		{"resolve malformed", "POST", "/v1/resolve", tok, `{"url":`, nil, 400, true},
@@ -270,7 +280,7 @@ func TestOpenAPIMatchesHandlers(t *testing.T) {
 		{"resolve quota exceeded", "POST", "/v1/resolve", noQuota, map[string]any{"url": "https://sho.rt/x"}, nil, 429, false},
 		{"resolve internal error", "POST", "/v1/resolve", brokenTok, map[string]any{"url": "https://sho.rt/x"}, nil, 500, false},
 
-		{"job queued", "GET", "/v1/jobs/" + queued, tok, nil, nil, 200, false},
+		{"job queued or running", "GET", "/v1/jobs/" + queued, tok, nil, nil, 200, false},
 		{"job done metered", "GET", "/v1/jobs/" + done, metered, nil, nil, 200, false},
 		{"job failed", "GET", "/v1/jobs/" + failed, tok, nil, nil, 200, false},
 		{"job with webhook", "GET", "/v1/jobs/" + hooked, tok, nil, nil, 200, false},

@@ -10,14 +10,18 @@ import (
 	"github.com/linkhop/linkhop/problem"
 )
 
-// routes is every route of the API, in one place.
-func (s *Server) routes() http.Handler {
+// routes is the whole API: the router behind the admin gate.
+func (s *Server) routes() http.Handler { return s.adminGate(s.router()) }
+
+// router is every route of the API, in one place.
+func (s *Server) router() *mux.Router {
 	r := mux.NewRouter()
 	r.Use(routeName)
 
 	r.HandleFunc("/healthz", s.healthz).Methods(http.MethodGet, http.MethodHead)
 	r.HandleFunc("/readyz", s.readyz).Methods(http.MethodGet, http.MethodHead)
 	r.Handle("/metrics", promhttp.HandlerFor(s.Gatherer, promhttp.HandlerOpts{})).Methods(http.MethodGet)
+	r.HandleFunc("/openapi.json", s.getOpenAPI).Methods(http.MethodGet)
 
 	// Full paths, not a /v1 subrouter: gorilla/mux answers a method mismatch inside a
 	// subrouter with 404 instead of 405.
@@ -36,7 +40,7 @@ func (s *Server) routes() http.Handler {
 			req.Method+" is not allowed here; use "+strings.Join(allow, ", ")+".").
 			WithHeader("Allow", strings.Join(allow, ", ")))
 	})
-	return s.adminGate(r)
+	return r
 }
 
 // allowedMethods lists the methods the route of req would accept, for the Allow header.

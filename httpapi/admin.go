@@ -72,21 +72,7 @@ func adminAuthorized(r *http.Request, adminToken string) bool {
 // adminAuthFailed answers 401 with the challenges a script and a browser understand, after
 // the same per-address failed-authentication limit as /v1 (CONTRACT §2).
 func (s *Server) adminAuthFailed(w http.ResponseWriter, r *http.Request) {
-	if s.Limiter != nil {
-		d, err := s.Limiter.CheckAuthFailure(r.Context(), clientIP(r), s.AuthFailuresPerMinute)
-		if err != nil {
-			s.fail(w, r, err)
-			return
-		}
-		if !d.Allowed {
-			s.metrics.limiter.WithLabelValues("auth_limited").Inc()
-			problem.Write(w, RequestID(r), problem.New(problem.RateLimited,
-				"Too many failed authentications from this address; wait before trying again.").
-				WithRetryAfter(d.RetryAfter))
-			return
-		}
-	}
-	problem.Write(w, RequestID(r), problem.New(problem.InvalidKey,
+	s.authFailedWith(w, r, problem.New(problem.InvalidKey,
 		"Send the admin token as Authorization: Bearer <LINKHOP_ADMIN_TOKEN>.").
 		WithHeader("WWW-Authenticate", "Bearer "+adminRealm).
 		WithHeader("WWW-Authenticate", "Basic "+adminRealm+`, charset="UTF-8"`))

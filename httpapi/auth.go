@@ -133,9 +133,14 @@ func (s *Server) gate(w http.ResponseWriter, r *http.Request, o gateOptions) (ga
 	return gated{key: k, decision: d, fetched: adm.Fetched}, true
 }
 
-// authFailed answers a failed authentication: 401, or 429 once the client's address has
-// failed too often in the rolling minute (CONTRACT §2).
+// authFailed answers a failed /v1 authentication.
 func (s *Server) authFailed(w http.ResponseWriter, r *http.Request) {
+	s.authFailedWith(w, r, problem.New(problem.InvalidKey, "Send a valid API key as Authorization: Bearer sk_live_…"))
+}
+
+// authFailedWith answers a failed authentication with unauthorized (a 401), or with 429 once
+// the client's address has failed too often in the rolling minute (CONTRACT §2).
+func (s *Server) authFailedWith(w http.ResponseWriter, r *http.Request, unauthorized *problem.Problem) {
 	if s.Limiter != nil {
 		d, err := s.Limiter.CheckAuthFailure(r.Context(), clientIP(r), s.AuthFailuresPerMinute)
 		if err != nil {
@@ -150,8 +155,7 @@ func (s *Server) authFailed(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	problem.Write(w, RequestID(r), problem.New(problem.InvalidKey,
-		"Send a valid API key as Authorization: Bearer sk_live_…"))
+	problem.Write(w, RequestID(r), unauthorized)
 }
 
 // refund gives back what an admitted request took when it fails after admission or turns

@@ -138,6 +138,11 @@ func startProc(t *testing.T, name, bin string, env []string, msg, addrField stri
 	}()
 	t.Cleanup(func() {
 		p.kill()
+		if dir := os.Getenv("FAULTS_LOGDIR"); dir != "" {
+			// Whole logs for a person investigating a failure (make test-faults FAULTS_LOGDIR=…).
+			name := strings.NewReplacer("/", "_", " ", "_").Replace(t.Name()) + "-" + p.name + ".log"
+			_ = os.WriteFile(filepath.Join(dir, name), []byte(p.logs.String()), 0o644)
+		}
 		if t.Failed() {
 			t.Logf("--- %s output (last 40 lines) ---\n%s", name, tail(p.logs.String(), 40))
 		}

@@ -178,7 +178,8 @@ func (p *proc) signal(sig syscall.Signal) {
 	}
 }
 
-// wait waits up to d for the process to exit and returns its exit code (-1: still running).
+// wait waits up to d for the process to exit and returns its exit code: 128+n for death by
+// signal n (as a shell reports it), -1 while it still runs.
 func (p *proc) wait(d time.Duration) int {
 	select {
 	case <-p.done:
@@ -187,6 +188,9 @@ func (p *proc) wait(d time.Duration) int {
 	}
 	var ee *exec.ExitError
 	if errors.As(p.err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return 128 + int(ws.Signal())
+		}
 		return ee.ExitCode()
 	}
 	if p.err != nil {

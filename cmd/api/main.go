@@ -1,0 +1,154 @@
+// Command api is linkhop's HTTP API and its key administration CLI.
+//
+//	api                 serve the API (configuration from the environment, CONTRACT §1)
+//	api -dev            everything in one process on an embedded Redis, for trying linkhop
+//	api keys …          manage API keys (api keys help)
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/linkhop/linkhop/config"
+	"github.com/linkhop/linkhop/httpapi"
+	"github.com/linkhop/linkhop/internal/app"
+	"github.com/linkhop/linkhop/jobs"
+	"github.com/linkhop/linkhop/keys"
+	"github.com/linkhop/linkhop/quota"
+	"github.com/linkhop/linkhop/resolve"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "keys" {
+		os.Exit(keysCommand(os.Args[2:], os.Stdout, os.Stderr))
+	}
+	fs := flag.NewFlagSet("api", flag.ContinueOnError)
+	dev := fs.Bool("dev", false, "run API and worker in one process on an embedded in-memory Redis")
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		os.Exit(2)
+	}
+	cfg, err := config.FromEnv(config.API)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if *dev {
+		err = runDev(ctx, cfg, os.Stdout)
+	} else {
+		err = run(ctx, cfg, app.NewLogger(cfg, os.Stderr), runOptions{})
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "api:", err)
+		var ce *config.Error
+		if errors.As(err, &ce) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+// deps is what run builds; tests and dev mode reach in through it.
+type deps struct {
+	rdb     redis.UniversalClient
+	metrics *prometheus.Registry
+	ln      net.Listener
+}
+
+// runOptions are what dev mode and tests add to a plain run.
+type runOptions struct {
+	providers []resolve.Provider // extra providers (dev mode's demo shortener)
+	worker    bool               // run the worker in this process too (dev mode)
+	ready     func(deps)         // called once the listener is open
+}
+
+// run serves the API until ctx ends, then shuts down in order.
+func run(ctx context.Context, cfg config.Config, log *slog.Logger, o runOptions) error {
+	app.WarnPrivate(cfg, log)
+	rdb, err := app.NewRedis(cfg)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	reg, err := app.Registry(cfg, o.providers...)
+	if err != nil {
+		return err
+	}
+	svc := app.NewResolver(cfg, rdb, reg)
+	h, metrics := newHandler(cfg, rdb, reg, svc, log)
+	if o.worker {
+		w := app.NewWorker(cfg, rdb, log, svc, metrics)
+		if err := w.Start(); err != nil {
+			return fmt.Errorf("starting the worker: %w", err)
+		}
+		// Deferred after rdb.Close, so it runs before it: the worker stops before Redis closes.
+		defer w.Shutdown()
+	}
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return &config.Error{Var: "HTTP_ADDR", Reason: err.Error()}
+	}
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	log.Info("api listening", "addr", ln.Addr().String(), "version", app.Version)
+	if o.ready != nil {
+		o.ready(deps{rdb: rdb, metrics: metrics, ln: ln})
+	}
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	// Shutdown order: stop accepting and let in-flight requests finish (bounded by
+	// SHUTDOWN_TIMEOUT, below the pod's grace period); only then close Redis (deferred).
+	log.Info("shutting down: draining in-flight requests", "timeout", cfg.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("draining requests: %w", err)
+	}
+	log.Info("api stopped")
+	return nil
+}
+
+// newHandler builds the API handler and its metrics registry.
+func newHandler(cfg config.Config, rdb redis.UniversalClient, reg *resolve.Registry, svc *resolve.Service, log *slog.Logger) (http.Handler, *prometheus.Registry) {
+	metrics := app.NewMetricsRegistry()
+	store := jobs.NewStore(rdb, cfg.JobRetention)
+	h := httpapi.New(httpapi.Deps{
+		Redis:                 rdb,
+		Keys:                  keys.NewStore(rdb),
+		Jobs:                  store,
+		Queue:                 jobs.NewQueue(rdb, store, jobs.TaskOptions{MaxAttempts: cfg.ResolveMaxAttempts, Timeout: cfg.ResolveTimeout}),
+		Registry:              reg,
+		Resolver:              svc,
+		Limiter:               quota.New(rdb),
+		AuthFailuresPerMinute: cfg.AuthFailuresPerMinute,
+		Logger:                log,
+		Metrics:               httpapi.NewMetrics(metrics),
+		Gatherer:              metrics,
+		AllowPrivateTargets:   cfg.AllowPrivateTargets,
+	})
+	return h, metrics
+}

@@ -1,0 +1,350 @@
+// Package config reads linkhop's configuration from the environment.
+//
+// Both binaries read the same variable names (CONTRACT §1). Every variable may instead be
+// given as NAME_FILE, the path of a file holding the value (for Kubernetes/Docker secrets).
+// The zero value of every field means its documented default, and Load refuses bad values
+// with an *Error naming the variable, so a misconfigured process never starts half-right.
+package config
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Process says which binary is loading the configuration; only HTTP_ADDR's default differs.
+type Process int
+
+const (
+	// API is cmd/api.
+	API Process = iota
+	// Worker is cmd/worker.
+	Worker
+)
+
+// Config is the whole configuration of one process.
+type Config struct {
+	RedisURL          string   // REDIS_URL
+	RedisClusterAddrs []string // REDIS_CLUSTER_ADDRS; non-empty selects Cluster mode
+	HTTPAddr          string   // HTTP_ADDR
+	LogLevel          slog.Level
+	LogFormat         string // "json" or "text"
+
+	AllowPrivateTargets bool              // LINKHOP_ALLOW_PRIVATE_TARGETS
+	HostOverrides       map[string]string // LINKHOP_HOST_OVERRIDES: host -> ip:port
+	ProvidersFile       string            // LINKHOP_PROVIDERS_FILE
+
+	WorkerConcurrency         int           // WORKER_CONCURRENCY
+	ResolveMaxHops            int           // RESOLVE_MAX_HOPS (1..20)
+	ResolveTimeout            time.Duration // RESOLVE_TIMEOUT
+	ResolveMaxAttempts        int           // RESOLVE_MAX_ATTEMPTS
+	ResolveBackoffBase        time.Duration // RESOLVE_BACKOFF_BASE
+	ResolveCacheTTL           time.Duration // RESOLVE_CACHE_TTL
+	ResolveNegativeCacheTTL   time.Duration // RESOLVE_NEGATIVE_CACHE_TTL (linkhop extension)
+	ResolvePerHostConcurrency int           // RESOLVE_PER_HOST_CONCURRENCY (linkhop extension)
+	JobRetention              time.Duration // JOB_RETENTION
+
+	WebhookRatePerSecond int           // WEBHOOK_RATE_PER_SECOND
+	WebhookMaxRetries    int           // WEBHOOK_MAX_RETRIES
+	WebhookTimeout       time.Duration // WEBHOOK_TIMEOUT
+	WebhookBackoffBase   time.Duration // WEBHOOK_BACKOFF_BASE
+
+	AdminToken            string        // LINKHOP_ADMIN_TOKEN; empty disables /admin/*
+	AuthFailuresPerMinute int           // AUTH_FAILURES_PER_MINUTE (linkhop extension)
+	ShutdownTimeout       time.Duration // SHUTDOWN_TIMEOUT (linkhop extension)
+}
+
+// Error is a refused configuration value. Its message is the one line a process prints
+// before exiting with status 2.
+type Error struct {
+	Var    string
+	Reason string
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("config: %s: %s", e.Var, e.Reason) }
+
+// Defaults of CONTRACT §1 (and of linkhop's own extensions, documented in docs/configuration.md).
+const (
+	DefaultRedisURL                  = "redis://127.0.0.1:6379/0"
+	DefaultAPIAddr                   = ":8080"
+	DefaultWorkerAddr                = ":9090"
+	DefaultWorkerConcurrency         = 50
+	DefaultResolveMaxHops            = 10
+	MaxResolveHops                   = 20
+	DefaultResolveTimeout            = 20 * time.Second
+	DefaultResolveMaxAttempts        = 3
+	DefaultResolveBackoffBase        = 2 * time.Second
+	DefaultResolveCacheTTL           = 24 * time.Hour
+	DefaultResolveNegativeCacheTTL   = 10 * time.Minute
+	DefaultResolvePerHostConcurrency = 8
+	DefaultJobRetention              = 168 * time.Hour
+	DefaultWebhookRatePerSecond      = 10
+	DefaultWebhookMaxRetries         = 3
+	DefaultWebhookTimeout            = 30 * time.Second
+	DefaultWebhookBackoffBase        = 5 * time.Second
+	DefaultAuthFailuresPerMinute     = 30
+	DefaultShutdownTimeout           = 20 * time.Second
+)
+
+// EnvNames lists every variable Load reads (without the _FILE forms), for documentation and
+// for the deployment manifests' consistency test.
+func EnvNames() []string {
+	return []string{
+		"REDIS_URL", "REDIS_CLUSTER_ADDRS", "HTTP_ADDR", "LOG_LEVEL", "LOG_FORMAT",
+		"LINKHOP_ALLOW_PRIVATE_TARGETS", "LINKHOP_HOST_OVERRIDES", "LINKHOP_PROVIDERS_FILE",
+		"WORKER_CONCURRENCY", "RESOLVE_MAX_HOPS", "RESOLVE_TIMEOUT", "RESOLVE_MAX_ATTEMPTS",
+		"RESOLVE_BACKOFF_BASE", "RESOLVE_CACHE_TTL", "RESOLVE_NEGATIVE_CACHE_TTL",
+		"RESOLVE_PER_HOST_CONCURRENCY", "JOB_RETENTION", "WEBHOOK_RATE_PER_SECOND",
+		"WEBHOOK_MAX_RETRIES", "WEBHOOK_TIMEOUT", "WEBHOOK_BACKOFF_BASE", "LINKHOP_ADMIN_TOKEN",
+		"AUTH_FAILURES_PER_MINUTE", "SHUTDOWN_TIMEOUT",
+	}
+}
+
+// LookupFunc reads one environment variable; os.LookupEnv in production.
+type LookupFunc func(name string) (string, bool)
+
+// FromEnv loads the configuration of process p from the process environment.
+func FromEnv(p Process) (Config, error) { return Load(p, os.LookupEnv) }
+
+// Load reads every variable through lookup, applies defaults and validates.
+func Load(p Process, lookup LookupFunc) (Config, error) {
+	r := reader{lookup: lookup}
+	c := Config{
+		RedisURL:          r.str("REDIS_URL", DefaultRedisURL),
+		RedisClusterAddrs: r.list("REDIS_CLUSTER_ADDRS"),
+		LogFormat:         strings.ToLower(r.str("LOG_FORMAT", "json")),
+
+		AllowPrivateTargets: r.boolean("LINKHOP_ALLOW_PRIVATE_TARGETS"),
+		HostOverrides:       r.overrides("LINKHOP_HOST_OVERRIDES"),
+		ProvidersFile:       r.str("LINKHOP_PROVIDERS_FILE", ""),
+
+		WorkerConcurrency:         r.integer("WORKER_CONCURRENCY", DefaultWorkerConcurrency, 1, 10000),
+		ResolveMaxHops:            r.integer("RESOLVE_MAX_HOPS", DefaultResolveMaxHops, 1, MaxResolveHops),
+		ResolveTimeout:            r.duration("RESOLVE_TIMEOUT", DefaultResolveTimeout),
+		ResolveMaxAttempts:        r.integer("RESOLVE_MAX_ATTEMPTS", DefaultResolveMaxAttempts, 1, 100),
+		ResolveBackoffBase:        r.duration("RESOLVE_BACKOFF_BASE", DefaultResolveBackoffBase),
+		ResolveCacheTTL:           r.duration("RESOLVE_CACHE_TTL", DefaultResolveCacheTTL),
+		ResolveNegativeCacheTTL:   r.duration("RESOLVE_NEGATIVE_CACHE_TTL", DefaultResolveNegativeCacheTTL),
+		ResolvePerHostConcurrency: r.integer("RESOLVE_PER_HOST_CONCURRENCY", DefaultResolvePerHostConcurrency, 1, 10000),
+		JobRetention:              r.duration("JOB_RETENTION", DefaultJobRetention),
+
+		WebhookRatePerSecond: r.integer("WEBHOOK_RATE_PER_SECOND", DefaultWebhookRatePerSecond, 1, 100000),
+		WebhookMaxRetries:    r.integer("WEBHOOK_MAX_RETRIES", DefaultWebhookMaxRetries, 0, 100),
+		WebhookTimeout:       r.duration("WEBHOOK_TIMEOUT", DefaultWebhookTimeout),
+		WebhookBackoffBase:   r.duration("WEBHOOK_BACKOFF_BASE", DefaultWebhookBackoffBase),
+
+		AdminToken:            r.str("LINKHOP_ADMIN_TOKEN", ""),
+		AuthFailuresPerMinute: r.integer("AUTH_FAILURES_PER_MINUTE", DefaultAuthFailuresPerMinute, 1, 1000000),
+		ShutdownTimeout:       r.duration("SHUTDOWN_TIMEOUT", DefaultShutdownTimeout),
+	}
+	def := DefaultAPIAddr
+	if p == Worker {
+		def = DefaultWorkerAddr
+	}
+	c.HTTPAddr = r.str("HTTP_ADDR", def)
+	c.LogLevel = r.level("LOG_LEVEL")
+	if r.err != nil {
+		return Config{}, r.err
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// Validate checks relations and formats that single-value parsing cannot.
+func (c Config) Validate() error {
+	if len(c.RedisClusterAddrs) == 0 {
+		u, err := url.Parse(c.RedisURL)
+		if err != nil {
+			return &Error{"REDIS_URL", "not a URL"}
+		}
+		switch u.Scheme {
+		case "redis", "rediss", "redis-sentinel", "unix":
+		default:
+			return &Error{"REDIS_URL", fmt.Sprintf("scheme %q is not redis://, rediss:// or redis-sentinel://", u.Scheme)}
+		}
+	}
+	for _, a := range c.RedisClusterAddrs {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return &Error{"REDIS_CLUSTER_ADDRS", fmt.Sprintf("%q is not host:port", a)}
+		}
+	}
+	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+		return &Error{"HTTP_ADDR", fmt.Sprintf("%q is not [host]:port", c.HTTPAddr)}
+	}
+	if c.LogFormat != "json" && c.LogFormat != "text" {
+		return &Error{"LOG_FORMAT", fmt.Sprintf("%q is not json or text", c.LogFormat)}
+	}
+	if c.ProvidersFile != "" {
+		if _, err := os.Stat(c.ProvidersFile); err != nil {
+			return &Error{"LINKHOP_PROVIDERS_FILE", "cannot read the file: " + err.Error()}
+		}
+	}
+	positive := []struct {
+		name string
+		d    time.Duration
+	}{
+		{"RESOLVE_TIMEOUT", c.ResolveTimeout}, {"RESOLVE_BACKOFF_BASE", c.ResolveBackoffBase},
+		{"RESOLVE_CACHE_TTL", c.ResolveCacheTTL}, {"RESOLVE_NEGATIVE_CACHE_TTL", c.ResolveNegativeCacheTTL},
+		{"JOB_RETENTION", c.JobRetention}, {"WEBHOOK_TIMEOUT", c.WebhookTimeout},
+		{"WEBHOOK_BACKOFF_BASE", c.WebhookBackoffBase}, {"SHUTDOWN_TIMEOUT", c.ShutdownTimeout},
+	}
+	for _, p := range positive {
+		if p.d <= 0 {
+			return &Error{p.name, "must be a positive duration"}
+		}
+	}
+	if c.JobRetention < time.Minute {
+		return &Error{"JOB_RETENTION", "must be at least 1m"}
+	}
+	return nil
+}
+
+// reader collects the first error so Load reports exactly one variable.
+type reader struct {
+	lookup LookupFunc
+	err    error
+}
+
+func (r *reader) fail(name, reason string) {
+	if r.err == nil {
+		r.err = &Error{name, reason}
+	}
+}
+
+// raw returns the value of name or of name_FILE; ok is false when neither is set (or empty).
+func (r *reader) raw(name string) (string, bool) {
+	v, hasV := r.lookup(name)
+	path, hasF := r.lookup(name + "_FILE")
+	if hasV && hasF && v != "" && path != "" {
+		r.fail(name, "both "+name+" and "+name+"_FILE are set")
+		return "", false
+	}
+	if hasF && path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			r.fail(name+"_FILE", "cannot read the file: "+err.Error())
+			return "", false
+		}
+		return strings.TrimRight(string(b), "\r\n"), true
+	}
+	v = strings.TrimSpace(v)
+	return v, v != ""
+}
+
+func (r *reader) str(name, def string) string {
+	if v, ok := r.raw(name); ok {
+		return v
+	}
+	return def
+}
+
+func (r *reader) list(name string) []string {
+	v, ok := r.raw(name)
+	if !ok {
+		return nil
+	}
+	var out []string
+	for _, part := range strings.Split(v, ",") {
+		if part = strings.TrimSpace(part); part != "" {
+			out = append(out, part)
+		}
+	}
+	return out
+}
+
+func (r *reader) boolean(name string) bool {
+	v, ok := r.raw(name)
+	if !ok {
+		return false
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		r.fail(name, fmt.Sprintf("%q is not a boolean (true/false)", v))
+	}
+	return b
+}
+
+func (r *reader) integer(name string, def, lo, hi int) int {
+	v, ok := r.raw(name)
+	if !ok {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		r.fail(name, fmt.Sprintf("%q is not an integer", v))
+		return def
+	}
+	if n < lo || n > hi {
+		r.fail(name, fmt.Sprintf("%d is outside %d..%d", n, lo, hi))
+	}
+	return n
+}
+
+func (r *reader) duration(name string, def time.Duration) time.Duration {
+	v, ok := r.raw(name)
+	if !ok {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		r.fail(name, fmt.Sprintf("%q is not a duration like 30s or 24h", v))
+		return def
+	}
+	if d <= 0 {
+		r.fail(name, "must be a positive duration")
+	}
+	return d
+}
+
+func (r *reader) level(name string) slog.Level {
+	v, ok := r.raw(name)
+	if !ok {
+		return slog.LevelInfo
+	}
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(v)); err != nil {
+		r.fail(name, fmt.Sprintf("%q is not debug, info, warn or error", v))
+	}
+	return l
+}
+
+// overrides parses "host=ip:port,…". The operator vouches for these addresses, so the only
+// checks are syntactic: a host name and a literal IP with a port.
+func (r *reader) overrides(name string) map[string]string {
+	v, ok := r.raw(name)
+	if !ok {
+		return nil
+	}
+	out := map[string]string{}
+	for _, part := range strings.Split(v, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		host, addr, found := strings.Cut(part, "=")
+		host = strings.ToLower(strings.TrimSpace(host))
+		addr = strings.TrimSpace(addr)
+		if !found || host == "" || strings.ContainsAny(host, "/:@ ") {
+			r.fail(name, fmt.Sprintf("%q is not host=ip:port", part))
+			return nil
+		}
+		ip, port, err := net.SplitHostPort(addr)
+		if err != nil || net.ParseIP(ip) == nil {
+			r.fail(name, fmt.Sprintf("%q: %q is not ip:port", part, addr))
+			return nil
+		}
+		if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+			r.fail(name, fmt.Sprintf("%q: bad port", part))
+			return nil
+		}
+		out[host] = addr
+	}
+	return out
+}

@@ -1,0 +1,140 @@
+package config
+
+import (
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func env(m map[string]string) LookupFunc {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+func TestDefaults(t *testing.T) {
+	t.Parallel()
+	c, err := Load(API, env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Config{
+		RedisURL: DefaultRedisURL, HTTPAddr: ":8080", LogLevel: slog.LevelInfo, LogFormat: "json",
+		WorkerConcurrency: 50, ResolveMaxHops: 10, ResolveTimeout: 20 * time.Second,
+		ResolveMaxAttempts: 3, ResolveBackoffBase: 2 * time.Second, ResolveCacheTTL: 24 * time.Hour,
+		ResolveNegativeCacheTTL: 10 * time.Minute, ResolvePerHostConcurrency: 8,
+		JobRetention: 168 * time.Hour, WebhookRatePerSecond: 10, WebhookMaxRetries: 3,
+		WebhookTimeout: 30 * time.Second, WebhookBackoffBase: 5 * time.Second,
+		AuthFailuresPerMinute: 30, ShutdownTimeout: 20 * time.Second,
+	}
+	if d := cmp.Diff(want, c); d != "" {
+		t.Errorf("defaults (-want +got):\n%s", d)
+	}
+	w, err := Load(Worker, env(nil))
+	if err != nil || w.HTTPAddr != ":9090" {
+		t.Errorf("worker HTTP_ADDR = %q, %v; want :9090", w.HTTPAddr, err)
+	}
+}
+
+func TestValues(t *testing.T) {
+	t.Parallel()
+	c, err := Load(API, env(map[string]string{
+		"REDIS_CLUSTER_ADDRS":           "a:1, b:2",
+		"LINKHOP_ALLOW_PRIVATE_TARGETS": "true",
+		"LINKHOP_HOST_OVERRIDES":        "Bit.ly=127.0.0.1:8081,t.co=[::1]:443",
+		"RESOLVE_MAX_HOPS":              "20",
+		"WEBHOOK_TIMEOUT":               "1500ms",
+		"LOG_LEVEL":                     "debug",
+		"LOG_FORMAT":                    "TEXT",
+		"WEBHOOK_MAX_RETRIES":           "0",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff([]string{"a:1", "b:2"}, c.RedisClusterAddrs); d != "" {
+		t.Error(d)
+	}
+	if d := cmp.Diff(map[string]string{"bit.ly": "127.0.0.1:8081", "t.co": "[::1]:443"}, c.HostOverrides); d != "" {
+		t.Error(d)
+	}
+	if !c.AllowPrivateTargets || c.ResolveMaxHops != 20 || c.WebhookTimeout != 1500*time.Millisecond ||
+		c.LogLevel != slog.LevelDebug || c.LogFormat != "text" || c.WebhookMaxRetries != 0 {
+		t.Errorf("unexpected config %+v", c)
+	}
+}
+
+func TestFileVariant(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	p := filepath.Join(dir, "token")
+	if err := os.WriteFile(p, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(API, env(map[string]string{"LINKHOP_ADMIN_TOKEN_FILE": p}))
+	if err != nil || c.AdminToken != "s3cret" {
+		t.Fatalf("got %q, %v", c.AdminToken, err)
+	}
+	_, err = Load(API, env(map[string]string{"LINKHOP_ADMIN_TOKEN_FILE": filepath.Join(dir, "missing")}))
+	wantVar(t, err, "LINKHOP_ADMIN_TOKEN_FILE")
+	_, err = Load(API, env(map[string]string{"LINKHOP_ADMIN_TOKEN_FILE": p, "LINKHOP_ADMIN_TOKEN": "x"}))
+	wantVar(t, err, "LINKHOP_ADMIN_TOKEN")
+}
+
+func TestRefused(t *testing.T) {
+	t.Parallel()
+	cases := map[string]map[string]string{
+		"REDIS_URL":                     {"REDIS_URL": "http://x"},
+		"REDIS_CLUSTER_ADDRS":           {"REDIS_CLUSTER_ADDRS": "nohost"},
+		"HTTP_ADDR":                     {"HTTP_ADDR": "8080"},
+		"LOG_LEVEL":                     {"LOG_LEVEL": "loud"},
+		"LOG_FORMAT":                    {"LOG_FORMAT": "xml"},
+		"LINKHOP_ALLOW_PRIVATE_TARGETS": {"LINKHOP_ALLOW_PRIVATE_TARGETS": "yes please"},
+		"LINKHOP_HOST_OVERRIDES":        {"LINKHOP_HOST_OVERRIDES": "bit.ly=localhost:80"},
+		"LINKHOP_PROVIDERS_FILE":        {"LINKHOP_PROVIDERS_FILE": "/nonexistent/providers.json"},
+		"WORKER_CONCURRENCY":            {"WORKER_CONCURRENCY": "0"},
+		"RESOLVE_MAX_HOPS":              {"RESOLVE_MAX_HOPS": "21"},
+		"RESOLVE_TIMEOUT":               {"RESOLVE_TIMEOUT": "20"},
+		"RESOLVE_MAX_ATTEMPTS":          {"RESOLVE_MAX_ATTEMPTS": "-1"},
+		"RESOLVE_BACKOFF_BASE":          {"RESOLVE_BACKOFF_BASE": "-2s"},
+		"RESOLVE_CACHE_TTL":             {"RESOLVE_CACHE_TTL": "0s"},
+		"JOB_RETENTION":                 {"JOB_RETENTION": "1s"},
+		"WEBHOOK_RATE_PER_SECOND":       {"WEBHOOK_RATE_PER_SECOND": "ten"},
+		"WEBHOOK_MAX_RETRIES":           {"WEBHOOK_MAX_RETRIES": "101"},
+		"WEBHOOK_TIMEOUT":               {"WEBHOOK_TIMEOUT": "soon"},
+		"WEBHOOK_BACKOFF_BASE":          {"WEBHOOK_BACKOFF_BASE": "0"},
+		"AUTH_FAILURES_PER_MINUTE":      {"AUTH_FAILURES_PER_MINUTE": "0"},
+		"SHUTDOWN_TIMEOUT":              {"SHUTDOWN_TIMEOUT": "x"},
+	}
+	for name, e := range cases {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			_, err := Load(API, env(e))
+			wantVar(t, err, name)
+		})
+	}
+}
+
+func wantVar(t *testing.T, err error, name string) {
+	t.Helper()
+	var ce *Error
+	if !errors.As(err, &ce) || ce.Var != name {
+		t.Fatalf("err = %v, want a config error naming %s", err, name)
+	}
+	if strings.Contains(err.Error(), "\n") {
+		t.Errorf("error is more than one line: %q", err)
+	}
+}
+
+func TestEnvNamesCoverContract(t *testing.T) {
+	t.Parallel()
+	// Every name must be read by Load: setting it to garbage must be refused or change something.
+	for _, n := range EnvNames() {
+		if _, err := Load(API, env(map[string]string{n + "_FILE": "/nonexistent/x"})); err == nil {
+			t.Errorf("%s_FILE is not read by Load", n)
+		}
+	}
+}

@@ -1,0 +1,217 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"reflect"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/go-playground/validator/v10"
+
+	"github.com/linkhop/linkhop/problem"
+	"github.com/linkhop/linkhop/resolve"
+)
+
+// MaxBodyBytes is the largest request body accepted (CONTRACT §3).
+const MaxBodyBytes = 64 << 10
+
+// readJSON reads a JSON object body strictly into dst: JSON content type, at most
+// MaxBodyBytes, no unknown fields, nothing after the object.
+func readJSON(w http.ResponseWriter, r *http.Request, dst any) *problem.Problem {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "application/json" {
+		return problem.New(problem.UnsupportedMediaType, "Send the body as Content-Type: application/json.")
+	}
+	if r.ContentLength > MaxBodyBytes {
+		return tooLarge()
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return tooLarge()
+		}
+		return invalid("", "the body could not be read")
+	}
+	trimmed := bytes.TrimLeft(body, " \t\r\n")
+	if len(trimmed) == 0 {
+		return invalid("", "the body is empty; send a JSON object")
+	}
+	if trimmed[0] != '{' {
+		return invalid("", "the body must be a JSON object")
+	}
+	if !utf8.Valid(body) {
+		return invalid("", "the body is not valid UTF-8")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(dst); err != nil {
+		return decodeProblem(err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return invalid("", "unexpected data after the JSON object")
+	}
+	return nil
+}
+
+func tooLarge() *problem.Problem {
+	return problem.New(problem.PayloadTooLarge, fmt.Sprintf("The body is larger than %d bytes.", MaxBodyBytes))
+}
+
+func invalid(field, reason string) *problem.Problem {
+	detail := "The request body is invalid: " + reason + "."
+	if field != "" {
+		detail = fmt.Sprintf("The field %s is invalid: %s.", field, reason)
+	}
+	return problem.New(problem.InvalidRequest, detail).WithErrors(problem.FieldError{Field: field, Reason: reason})
+}
+
+func decodeProblem(err error) *problem.Problem {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn):
+		return invalid("", fmt.Sprintf("malformed JSON at byte %d", syn.Offset))
+	case errors.As(err, &typ):
+		return invalid(typ.Field, "must be a "+jsonType(typ.Type))
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return invalid("", "the JSON object is not complete")
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		f := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		return invalid(f, "unknown field")
+	}
+	return invalid("", "malformed JSON")
+}
+
+func jsonType(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "string"
+	case reflect.Int, reflect.Int64, reflect.Float64:
+		return "number"
+	case reflect.Bool:
+		return "boolean"
+	}
+	return "JSON " + t.Kind().String()
+}
+
+// newValidator registers linkhop's URL rules on validator v10.
+func newValidator() *validator.Validate {
+	v := validator.New(validator.WithRequiredStructEnabled())
+	v.RegisterTagNameFunc(func(f reflect.StructField) string {
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		return name
+	})
+	// absurl: parses as an absolute URL with a host and no userinfo.
+	_ = v.RegisterValidation("absurl", func(fl validator.FieldLevel) bool {
+		_, reason := checkURL(fl.Field().String())
+		return reason == ""
+	})
+	return v
+}
+
+// checkURL parses s as an absolute URL with a host and without userinfo; reason says what is
+// wrong otherwise.
+func checkURL(s string) (*url.URL, string) {
+	for _, c := range s {
+		if c < 0x20 || c == 0x7f || c == ' ' {
+			return nil, "must not contain spaces or control characters"
+		}
+	}
+	u, err := url.Parse(s)
+	switch {
+	case err != nil:
+		return nil, "must be a valid URL"
+	case u.Scheme == "" || u.Opaque != "":
+		return nil, "must be an absolute http(s) URL"
+	case u.User != nil:
+		return nil, "must not contain userinfo"
+	case u.Host == "" || u.Hostname() == "":
+		return nil, "must have a host"
+	}
+	return u, ""
+}
+
+// resolveRequest is the body of POST /v1/resolve.
+type resolveRequest struct {
+	URL            string  `json:"url" validate:"required,max=2048,absurl"`
+	WebhookURL     *string `json:"webhook_url" validate:"omitempty,max=2048,absurl"`
+	IdempotencyKey *string `json:"idempotency_key" validate:"omitempty,min=1,max=128,printascii"`
+}
+
+// validationProblem turns validator errors into one invalid_request with every field.
+func validationProblem(err error) *problem.Problem {
+	var verrs validator.ValidationErrors
+	if !errors.As(err, &verrs) {
+		return invalid("", "the request is invalid")
+	}
+	var fes []problem.FieldError
+	for _, fe := range verrs {
+		fes = append(fes, problem.FieldError{Field: fe.Field(), Reason: reasonFor(fe)})
+	}
+	p := problem.New(problem.InvalidRequest, "The request has invalid fields; see errors.")
+	return p.WithErrors(fes...)
+}
+
+func reasonFor(fe validator.FieldError) string {
+	switch fe.Tag() {
+	case "required":
+		return "is required"
+	case "max":
+		return "must be at most " + fe.Param() + " characters"
+	case "min":
+		return "must be at least " + fe.Param() + " characters"
+	case "printascii":
+		return "must be printable ASCII"
+	case "absurl":
+		_, reason := checkURL(fmt.Sprint(fe.Value()))
+		if s, ok := fe.Value().(*string); ok && s != nil {
+			_, reason = checkURL(*s)
+		}
+		return reason
+	}
+	return "is invalid"
+}
+
+// checkWebhookURL applies the webhook_url rules beyond syntax: https and a public host,
+// unless private targets are allowed (dev and tests).
+func checkWebhookURL(raw string, allowPrivate bool) string {
+	u, reason := checkURL(raw)
+	if reason != "" {
+		return reason
+	}
+	scheme := strings.ToLower(u.Scheme)
+	if scheme != "https" && !(allowPrivate && scheme == "http") {
+		return "must use https"
+	}
+	if allowPrivate {
+		return ""
+	}
+	if err := resolve.CheckWebhookHost(u.Hostname()); err != nil {
+		return "must not point at an internal, private or reserved address"
+	}
+	return ""
+}
+
+// validIdempotencyKey mirrors the body rule for the Idempotency-Key header.
+func validIdempotencyKey(s string) bool {
+	if len(s) < 1 || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,98 @@
+package httpapi
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/google/uuid"
+	"github.com/gorilla/mux"
+
+	"github.com/linkhop/linkhop/jobs"
+	"github.com/linkhop/linkhop/problem"
+	"github.com/linkhop/linkhop/resolve"
+	"github.com/linkhop/linkhop/webhooks"
+)
+
+// jobView is the GET /v1/jobs/{id} body (CONTRACT §3).
+type jobView struct {
+	JobID          string        `json:"job_id"`
+	Status         jobs.Status   `json:"status"`
+	URL            string        `json:"url"`
+	TargetURL      *string       `json:"target_url"`
+	Provider       *string       `json:"provider"`
+	Tier           *string       `json:"tier"`
+	Error          *string       `json:"error"`
+	ErrorDetail    *string       `json:"error_detail"`
+	CreditsCharged int64         `json:"credits_charged"`
+	Balance        *int64        `json:"balance"`
+	CreatedAt      stamp         `json:"created_at"`
+	UpdatedAt      stamp         `json:"updated_at"`
+	CompletedAt    *stamp        `json:"completed_at"`
+	Hops           []resolve.Hop `json:"hops"`
+	Webhook        *webhookView  `json:"webhook"`
+}
+
+type webhookView struct {
+	URL            string  `json:"url"`
+	Status         string  `json:"status"`
+	Attempts       int     `json:"attempts"`
+	LastAttemptAt  *stamp  `json:"last_attempt_at"`
+	LastStatusCode *int    `json:"last_status_code"`
+	LastError      *string `json:"last_error"`
+	NextAttemptAt  *stamp  `json:"next_attempt_at"`
+}
+
+func viewOf(r jobs.Record, balance *int64) jobView {
+	v := jobView{
+		JobID: r.ID, Status: r.Status, URL: r.URL, TargetURL: r.TargetURL, Tier: tierPtr(r.Tier),
+		Error: r.Error, ErrorDetail: r.ErrorDetail, CreditsCharged: r.CreditsCharged, Balance: balance,
+		CreatedAt: stamp(r.CreatedAt), UpdatedAt: stamp(r.UpdatedAt), CompletedAt: stampPtr(r.CompletedAt),
+		Hops: r.Hops, Webhook: webhookViewOf(r.Webhook),
+	}
+	if r.Provider != "" {
+		v.Provider = &r.Provider
+	}
+	if v.Hops == nil {
+		v.Hops = []resolve.Hop{}
+	}
+	return v
+}
+
+func webhookViewOf(st *webhooks.State) *webhookView {
+	if st == nil {
+		return nil
+	}
+	return &webhookView{
+		URL: st.URL, Status: st.Status, Attempts: st.Attempts, LastAttemptAt: stampPtr(st.LastAttemptAt),
+		LastStatusCode: st.LastStatusCode, LastError: st.LastError, NextAttemptAt: stampPtr(st.NextAttemptAt),
+	}
+}
+
+// jobID returns the {job_id} of r when it is a canonical UUID.
+func jobID(r *http.Request) (string, bool) {
+	id := mux.Vars(r)["job_id"]
+	u, err := uuid.Parse(id)
+	if err != nil || u.String() != id {
+		return "", false
+	}
+	return id, true
+}
+
+func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
+	k := keyOf(r)
+	id, ok := jobID(r)
+	if !ok {
+		problem.Write(w, RequestID(r), problem.New(problem.NotFound, "No such job."))
+		return
+	}
+	rec, err := s.Jobs.Get(r.Context(), k.ID, id)
+	if errors.Is(err, jobs.ErrNotFound) {
+		problem.Write(w, RequestID(r), problem.New(problem.NotFound, "No such job."))
+		return
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, viewOf(rec, k.Credits))
+}

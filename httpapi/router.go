@@ -1,0 +1,53 @@
+package httpapi
+
+import (
+	"net/http"
+	"strings"
+
+	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/linkhop/linkhop/problem"
+)
+
+// routes is every route of the API, in one place.
+func (s *Server) routes() http.Handler {
+	r := mux.NewRouter()
+	r.Use(routeName)
+
+	r.HandleFunc("/healthz", s.healthz).Methods(http.MethodGet, http.MethodHead)
+	r.HandleFunc("/readyz", s.readyz).Methods(http.MethodGet, http.MethodHead)
+	r.Handle("/metrics", promhttp.HandlerFor(s.Gatherer, promhttp.HandlerOpts{})).Methods(http.MethodGet)
+
+	// Full paths, not a /v1 subrouter: gorilla/mux answers a method mismatch inside a
+	// subrouter with 404 instead of 405.
+	r.HandleFunc("/v1/resolve", s.authenticated(s.postResolve)).Methods(http.MethodPost)
+	r.HandleFunc("/v1/jobs/{job_id}", s.authed(s.getJob)).Methods(http.MethodGet)
+	r.HandleFunc("/v1/providers", s.authed(s.getProviders)).Methods(http.MethodGet)
+	r.HandleFunc("/v1/account", s.authed(s.getAccount)).Methods(http.MethodGet)
+
+	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		problem.Write(w, RequestID(req), problem.New(problem.NotFound, "No such route: "+req.Method+" "+req.URL.Path+"."))
+	})
+	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		allow := allowedMethods(r, req)
+		problem.Write(w, RequestID(req), problem.New(problem.MethodNotAllowed,
+			req.Method+" is not allowed here; use "+strings.Join(allow, ", ")+".").
+			WithHeader("Allow", strings.Join(allow, ", ")))
+	})
+	return r
+}
+
+// allowedMethods lists the methods the route of req would accept, for the Allow header.
+func allowedMethods(r *mux.Router, req *http.Request) []string {
+	var out []string
+	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+		c := req.Clone(req.Context())
+		c.Method = m
+		var match mux.RouteMatch
+		if r.Match(c, &match) && match.MatchErr == nil {
+			out = append(out, m)
+		}
+	}
+	return out
+}

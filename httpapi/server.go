@@ -1,0 +1,121 @@
+// Package httpapi is linkhop's HTTP API: routing (every route in router.go), middleware,
+// authentication, request validation and the handlers of CONTRACT §3.
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/go-playground/validator/v10"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/linkhop/linkhop/jobs"
+	"github.com/linkhop/linkhop/keys"
+	"github.com/linkhop/linkhop/problem"
+	"github.com/linkhop/linkhop/quota"
+	"github.com/linkhop/linkhop/resolve"
+)
+
+// Deps are what the API needs; the mains build them from config.
+type Deps struct {
+	Redis    redis.UniversalClient
+	Keys     *keys.Store
+	Jobs     *jobs.Store
+	Queue    *jobs.Queue
+	Registry *resolve.Registry
+	Resolver *resolve.Service // cache lookups and provider latencies
+	Limiter  *quota.Limiter
+	Logger   *slog.Logger
+	Metrics  *Metrics
+	Gatherer prometheus.Gatherer // what /metrics serves; nil: the default registry
+
+	// AllowPrivateTargets relaxes the webhook_url rules (dev and tests).
+	AllowPrivateTargets bool
+	// AuthFailuresPerMinute limits failed authentications per client address.
+	AuthFailuresPerMinute int
+}
+
+// Server is the API's http.Handler.
+type Server struct {
+	Deps
+	log      *slog.Logger
+	metrics  *Metrics
+	validate *validator.Validate
+	handler  http.Handler
+}
+
+// New builds the API handler.
+func New(d Deps) *Server {
+	s := &Server{Deps: d, log: d.Logger, metrics: d.Metrics, validate: newValidator()}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.Gatherer == nil {
+		s.Gatherer = prometheus.DefaultGatherer
+	}
+	if s.metrics == nil {
+		s.metrics = NewMetrics(nil)
+	}
+	s.handler = s.outer(s.routes())
+	return s
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
+
+// fail writes the problem for err: a *problem.Problem as it is, Redis trouble as 503 (nothing
+// was done, the client may retry), anything else as 500 with no internals.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var p *problem.Problem
+	if errors.As(err, &p) {
+		problem.Write(w, RequestID(r), p)
+		return
+	}
+	if unavailable(err) {
+		s.log.Warn("redis unavailable", "request_id", RequestID(r), "err", err)
+		problem.Write(w, RequestID(r), problem.New(problem.ServiceUnavailable,
+			"The service cannot reach its data store; nothing was done. Retry later.").WithRetryAfter(5*time.Second))
+		return
+	}
+	s.log.Error("internal error", "request_id", RequestID(r), "err", err)
+	problem.Write(w, RequestID(r), problem.New(problem.InternalError, "An unexpected error occurred."))
+}
+
+// unavailable reports whether err means Redis could not be reached or answered in time.
+func unavailable(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, redis.ErrClosed) || errors.Is(err, redis.ErrPoolTimeout) ||
+		strings.Contains(err.Error(), "connection refused") || strings.Contains(err.Error(), "LOADING") ||
+		strings.Contains(err.Error(), "EOF") || strings.Contains(err.Error(), "i/o timeout")
+}
+
+// writeJSON sends v with status.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// stamp marshals a time as RFC 3339 UTC with exactly three fractional digits.
+type stamp time.Time
+
+func (t stamp) MarshalJSON() ([]byte, error) {
+	return []byte(`"` + time.Time(t).UTC().Format("2006-01-02T15:04:05.000Z07:00") + `"`), nil
+}
+
+func stampPtr(t *time.Time) *stamp {
+	if t == nil || t.IsZero() {
+		return nil
+	}
+	s := stamp(*t)
+	return &s
+}

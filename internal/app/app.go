@@ -1,0 +1,98 @@
+// Package app wires linkhop's parts together from a config.Config: the logger, the Redis
+// client, the resolver and the worker. Both mains and the one-process dev mode use it, so the
+// two binaries and dev mode cannot drift apart.
+package app
+
+import (
+	"io"
+	"log/slog"
+	"strings"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/linkhop/linkhop/config"
+	"github.com/linkhop/linkhop/resolve"
+)
+
+// Version is the build's version, set with -ldflags "-X github.com/linkhop/linkhop/internal/app.Version=…".
+var Version = "dev"
+
+// NewLogger builds the slog logger of LOG_LEVEL and LOG_FORMAT.
+func NewLogger(c config.Config, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: c.LogLevel}
+	if c.LogFormat == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// NewRedis connects to REDIS_CLUSTER_ADDRS when set, else to REDIS_URL, which may be
+// redis://, rediss:// or redis-sentinel:// (parsed by asynq, so both sides agree).
+func NewRedis(c config.Config) (redis.UniversalClient, error) {
+	if len(c.RedisClusterAddrs) > 0 {
+		return redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.RedisClusterAddrs}), nil
+	}
+	opt, err := asynq.ParseRedisURI(c.RedisURL)
+	if err != nil {
+		return nil, &config.Error{Var: "REDIS_URL", Reason: err.Error()}
+	}
+	client, ok := opt.MakeRedisClient().(redis.UniversalClient)
+	if !ok {
+		return nil, &config.Error{Var: "REDIS_URL", Reason: "unsupported Redis URL"}
+	}
+	return client, nil
+}
+
+// Registry builds the provider registry: the built-in providers plus LINKHOP_PROVIDERS_FILE.
+func Registry(c config.Config, extra ...resolve.Provider) (*resolve.Registry, error) {
+	if c.ProvidersFile != "" {
+		fromFile, err := resolve.LoadProvidersFile(c.ProvidersFile)
+		if err != nil {
+			return nil, &config.Error{Var: "LINKHOP_PROVIDERS_FILE", Reason: oneLine(err.Error())}
+		}
+		extra = append(extra, fromFile...)
+	}
+	r, err := resolve.NewRegistry(extra)
+	if err != nil {
+		return nil, &config.Error{Var: "LINKHOP_PROVIDERS_FILE", Reason: oneLine(err.Error())}
+	}
+	return r, nil
+}
+
+// Guard is the address-guard configuration of c.
+func Guard(c config.Config) resolve.GuardOptions {
+	return resolve.GuardOptions{AllowPrivate: c.AllowPrivateTargets, HostOverrides: c.HostOverrides}
+}
+
+// NewResolver builds the resolve service (cache, single flight, politeness) of c.
+func NewResolver(c config.Config, rdb redis.UniversalClient, reg *resolve.Registry) *resolve.Service {
+	r := resolve.New(resolve.Options{
+		Guard:              Guard(c),
+		Registry:           reg,
+		MaxHops:            c.ResolveMaxHops,
+		Timeout:            c.ResolveTimeout,
+		UserAgent:          "",
+		PerHostConcurrency: c.ResolvePerHostConcurrency,
+	})
+	return resolve.NewService(rdb, r, resolve.ServiceOptions{
+		CacheTTL: c.ResolveCacheTTL, NegativeTTL: c.ResolveNegativeCacheTTL,
+	})
+}
+
+// WarnPrivate logs loudly when private targets are allowed: a production deployment with it
+// on lets users make linkhop fetch internal addresses.
+func WarnPrivate(c config.Config, log *slog.Logger) {
+	if c.AllowPrivateTargets {
+		log.Warn("LINKHOP_ALLOW_PRIVATE_TARGETS is on: resolves and webhooks may reach loopback and private addresses; never use this in production")
+	}
+	if len(c.HostOverrides) > 0 {
+		hosts := make([]string, 0, len(c.HostOverrides))
+		for h, a := range c.HostOverrides {
+			hosts = append(hosts, h+"="+a)
+		}
+		log.Warn("LINKHOP_HOST_OVERRIDES in effect; these hosts bypass the address guard", "overrides", strings.Join(hosts, ","))
+	}
+}
+
+func oneLine(s string) string { return strings.ReplaceAll(s, "\n", " ") }

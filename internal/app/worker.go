@@ -1,0 +1,61 @@
+package app
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/linkhop/linkhop/config"
+	"github.com/linkhop/linkhop/jobs"
+	"github.com/linkhop/linkhop/resolve"
+)
+
+// WorkerMetrics are the worker's job collectors (namespace linkhop).
+type WorkerMetrics struct {
+	jobs     *prometheus.HistogramVec
+	hops     prometheus.Histogram
+	outcomes *prometheus.CounterVec
+}
+
+// NewWorkerMetrics registers the worker's job collectors on reg.
+func NewWorkerMetrics(reg prometheus.Registerer) *WorkerMetrics {
+	m := &WorkerMetrics{
+		jobs: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "linkhop", Subsystem: "jobs", Name: "duration_seconds",
+			Help:    "Time from a resolve task's start to its job's terminal state, by status.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2.5, 10),
+		}, []string{"status"}),
+		hops: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "linkhop", Subsystem: "resolve", Name: "hops",
+			Help: "Hops recorded per finished job.", Buckets: prometheus.LinearBuckets(1, 1, 20),
+		}),
+		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "linkhop", Subsystem: "jobs", Name: "finished_total",
+			Help: "Finished jobs by status and error code.",
+		}, []string{"status", "error"}),
+	}
+	reg.MustRegister(m.jobs, m.hops, m.outcomes)
+	return m
+}
+
+func (m *WorkerMetrics) observe(status jobs.Status, code string, hops int, d time.Duration) {
+	m.jobs.WithLabelValues(string(status)).Observe(d.Seconds())
+	m.hops.Observe(float64(hops))
+	m.outcomes.WithLabelValues(string(status), code).Inc()
+}
+
+// NewWorker assembles the worker: the asynq server with every task handler registered.
+func NewWorker(c config.Config, rdb redis.UniversalClient, log *slog.Logger, svc *resolve.Service, reg prometheus.Registerer) *jobs.Worker {
+	store := jobs.NewStore(rdb, c.JobRetention)
+	m := NewWorkerMetrics(reg)
+	w := jobs.NewWorker(rdb, jobs.WorkerOptions{
+		Concurrency: c.WorkerConcurrency, ShutdownTimeout: c.ShutdownTimeout,
+		ResolveBackoffBase: c.ResolveBackoffBase, Logger: log,
+	})
+	w.Handle(jobs.TypeResolve, &jobs.ResolveHandler{
+		Store: store, Resolver: svc, Logger: log, Observe: m.observe,
+	}, nil)
+	return w
+}

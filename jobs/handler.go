@@ -1,0 +1,172 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/linkhop/linkhop/resolve"
+	"github.com/linkhop/linkhop/webhooks"
+)
+
+// Resolver resolves one link; *resolve.Service in production.
+type Resolver interface {
+	Resolve(ctx context.Context, rawURL string) (resolve.Result, error)
+}
+
+// TerminalFunc is called after a job became terminal (and again if the task is retried after
+// that), for example to queue its webhook delivery. It must be idempotent.
+type TerminalFunc func(ctx context.Context, r Record) error
+
+// ResolveHandler runs TypeResolve tasks.
+type ResolveHandler struct {
+	Store      *Store
+	Resolver   Resolver
+	Logger     *slog.Logger
+	OnTerminal TerminalFunc
+	// Observe, when set, is told each finished job's outcome and duration (metrics).
+	Observe func(status Status, code string, hops int, d time.Duration)
+}
+
+// retryError asks asynq to run the task again after delay without marking the job failed.
+type retryError struct {
+	err   error
+	delay time.Duration
+}
+
+func (e *retryError) Error() string { return e.err.Error() }
+func (e *retryError) Unwrap() error { return e.err }
+
+// RetryDelay is the asynq RetryDelayFunc for resolve tasks: a provider's Retry-After when it
+// gave one, else base × 4^(n−1) with jitter (CONTRACT §1 RESOLVE_BACKOFF_BASE).
+func RetryDelay(base time.Duration) asynq.RetryDelayFunc {
+	return func(n int, err error, t *asynq.Task) time.Duration {
+		var re *retryError
+		if errors.As(err, &re) && re.delay > 0 {
+			return re.delay
+		}
+		return resolve.Backoff(base, n)
+	}
+}
+
+// ProcessTask implements asynq.Handler.
+func (h *ResolveHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	var p ResolvePayload
+	if err := json.Unmarshal(t.Payload(), &p); err != nil || p.JobID == "" || p.KeyID == "" {
+		return fmt.Errorf("jobs: bad resolve payload: %v: %w", err, asynq.SkipRetry)
+	}
+	log := h.Logger.With("job_id", p.JobID, "key_id", p.KeyID)
+	start := time.Now()
+	rec, err := h.Store.Update(ctx, p.KeyID, p.JobID, func(r *Record) error {
+		if r.Status != StatusQueued {
+			return ErrNoChange
+		}
+		r.Status = StatusRunning
+		return nil
+	})
+	if errors.Is(err, ErrNotFound) {
+		// Expired, or the submit was undone after a failed enqueue: nothing to do.
+		log.Warn("resolve task for a missing job")
+		return fmt.Errorf("jobs: job %s: %w", p.JobID, asynq.SkipRetry)
+	}
+	if err != nil {
+		return err
+	}
+	if rec.Status.Terminal() {
+		// A redelivered task (at-least-once): finish only what may not have happened.
+		return h.terminal(ctx, rec)
+	}
+
+	res, rerr := h.Resolver.Resolve(ctx, rec.URL)
+	var re *resolve.Error
+	switch {
+	case rerr == nil:
+	case errors.As(rerr, &re):
+		if re.Transient {
+			retried, _ := asynq.GetRetryCount(ctx)
+			maxRetry, _ := asynq.GetMaxRetry(ctx)
+			if retried < maxRetry {
+				log.Info("transient resolve failure; retrying", "attempt", retried+1, "detail", re.Detail)
+				return &retryError{err: rerr, delay: re.RetryAfter}
+			}
+		}
+	default:
+		// Not a verdict on the link (Redis down, shutdown): let asynq retry the task; the job
+		// stays running and is picked up again.
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		retried, _ := asynq.GetRetryCount(ctx)
+		maxRetry, _ := asynq.GetMaxRetry(ctx)
+		if retried < maxRetry {
+			return rerr
+		}
+		re = &resolve.Error{Code: "resolve_failed", Detail: "internal error while resolving"}
+		log.Error("resolve failed with an internal error", "err", rerr)
+	}
+
+	rec, err = h.Store.Update(ctx, p.KeyID, p.JobID, func(r *Record) error {
+		if r.Status.Terminal() {
+			return ErrNoChange
+		}
+		finish(r, res, re)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if h.Observe != nil {
+		code := ""
+		if rec.Error != nil {
+			code = *rec.Error
+		}
+		h.Observe(rec.Status, code, len(rec.Hops), time.Since(start))
+	}
+	log.Info("job finished", "status", rec.Status, "hops", len(rec.Hops))
+	return h.terminal(ctx, rec)
+}
+
+func (h *ResolveHandler) terminal(ctx context.Context, r Record) error {
+	if h.OnTerminal == nil {
+		return nil
+	}
+	return h.OnTerminal(ctx, r)
+}
+
+// finish fills the terminal state of r from a resolve result or error.
+func finish(r *Record, res resolve.Result, re *resolve.Error) {
+	t := now()
+	r.CompletedAt = &t
+	if r.WebhookURL != "" {
+		r.Webhook = &webhooks.State{URL: r.WebhookURL, Status: webhooks.StatusPending}
+	}
+	if re == nil {
+		r.Status = StatusDone
+		r.TargetURL = &res.TargetURL
+		r.Hops = res.Hops
+		if res.Provider.ID != "" {
+			r.Provider, r.Tier = res.Provider.ID, res.Provider.Tier
+		}
+		r.CreditsCharged, r.CreditsHeld = r.CreditsHeld, 0
+		return
+	}
+	code, detail := re.Code, re.Detail
+	if re.Transient {
+		code = "provider_down"
+	}
+	// Failures cost nothing: the credits held at submission go back.
+	r.refund, r.CreditsHeld = r.CreditsHeld, 0
+	r.Status = StatusFailed
+	if code == "unsupported_link" {
+		r.Status = StatusInvalid
+	}
+	r.Error, r.ErrorDetail = &code, &detail
+	if len(re.Hops) > 0 {
+		r.Hops = re.Hops
+	}
+}

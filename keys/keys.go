@@ -1,0 +1,483 @@
+// Package keys mints, stores and authenticates API keys.
+//
+// A key is shown once, at creation; Redis holds only its SHA-256. The token carries the key's
+// id (sk_live_<id>_<secret>), so authentication is one lookup by id and a constant-time
+// comparison of digests, with no index from secret to key. All of a key's data lives under
+// the hash tag {k:<id>}, so the key record, its limiter state and its jobs share one Redis
+// Cluster slot.
+package keys
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base32"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+const (
+	// TokenPrefix starts every API key.
+	TokenPrefix = "sk_live_"
+	// SecretPrefix starts every webhook signing secret.
+	SecretPrefix = "whsec_"
+	// IDPrefix starts every key id.
+	IDPrefix = "key_"
+	// ScopeResolve grants POST /v1/resolve.
+	ScopeResolve = "resolve"
+	// DefaultRateLimit is the per-minute limit of a new key.
+	DefaultRateLimit = 60
+
+	idLen    = 16 // base32 characters of a key id
+	indexKey = "linkhop:keys"
+)
+
+var idEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
+
+// KnownScopes lists the scopes a key may hold.
+var KnownScopes = []string{ScopeResolve}
+
+// Key is a stored API key, without its secret.
+type Key struct {
+	ID                 string     `json:"id"`
+	Name               string     `json:"name"`
+	Scopes             []string   `json:"scopes"`
+	RateLimitPerMinute int        `json:"rate_limit_per_minute"`
+	DailyQuota         *int64     `json:"daily_quota"`
+	Credits            *int64     `json:"credits"`
+	CreatedAt          time.Time  `json:"created_at"`
+	RevokedAt          *time.Time `json:"revoked_at"`
+
+	hash               string
+	webhookSecret      string
+	prevWebhookSecret  string
+	prevSecretValidEnd time.Time
+}
+
+// HasScope reports whether k holds scope s.
+func (k Key) HasScope(s string) bool { return slices.Contains(k.Scopes, s) }
+
+// Revoked reports whether k was revoked.
+func (k Key) Revoked() bool { return k.RevokedAt != nil }
+
+// WebhookSecret is the current signing secret of k.
+func (k Key) WebhookSecret() string { return k.webhookSecret }
+
+// SigningSecrets lists the secrets that sign webhooks at now: the current one first and,
+// during a rotation's grace period, the previous one after it.
+func (k Key) SigningSecrets(now time.Time) []string {
+	out := []string{k.webhookSecret}
+	if k.prevWebhookSecret != "" && now.Before(k.prevSecretValidEnd) {
+		out = append(out, k.prevWebhookSecret)
+	}
+	return out
+}
+
+// RecordKey is the Redis key of the record of key id. Other packages put their per-key data
+// next to it under the same hash tag; see Tag.
+func RecordKey(id string) string { return Tag(id) + ":key" }
+
+// Tag is the common prefix, with Cluster hash tag, of every Redis key that belongs to key id.
+func Tag(id string) string { return "linkhop:{k:" + id + "}" }
+
+// ParseToken extracts the key id from a bearer token, checking only its shape.
+func ParseToken(token string) (id string, ok bool) {
+	rest, found := strings.CutPrefix(token, TokenPrefix)
+	if !found {
+		return "", false
+	}
+	idPart, secret, found := strings.Cut(rest, "_")
+	if !found || len(idPart) != idLen || len(secret) != 43 {
+		return "", false
+	}
+	for _, c := range idPart {
+		if !(c >= 'a' && c <= 'z' || c >= '2' && c <= '7') {
+			return "", false
+		}
+	}
+	for _, c := range secret {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return "", false
+		}
+	}
+	return IDPrefix + idPart, true
+}
+
+// ValidID reports whether s has the shape of a key id.
+func ValidID(s string) bool {
+	p, ok := strings.CutPrefix(s, IDPrefix)
+	if !ok || len(p) != idLen {
+		return false
+	}
+	_, valid := ParseToken(TokenPrefix + p + "_" + strings.Repeat("a", 43))
+	return valid
+}
+
+// NewWebhookSecret mints a signing secret: whsec_ and 32 random bytes in standard base64, the
+// form Standard Webhooks libraries expect.
+func NewWebhookSecret() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return SecretPrefix + base64.StdEncoding.EncodeToString(b)
+}
+
+func digest(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:])
+}
+
+func mint() (id, token string) {
+	b := make([]byte, 10)
+	_, _ = rand.Read(b)
+	idPart := strings.ToLower(idEncoding.EncodeToString(b))
+	s := make([]byte, 32)
+	_, _ = rand.Read(s)
+	return IDPrefix + idPart, TokenPrefix + idPart + "_" + base64.RawURLEncoding.EncodeToString(s)
+}
+
+// Store keeps keys in Redis.
+type Store struct {
+	rdb redis.UniversalClient
+	now func() time.Time
+}
+
+// NewStore returns a Store on rdb.
+func NewStore(rdb redis.UniversalClient) *Store {
+	return &Store{rdb: rdb, now: time.Now}
+}
+
+// CreateParams are the settings of a new key. Nil pointers mean "none" (unlimited).
+type CreateParams struct {
+	Name       string
+	Scopes     []string // nil: [resolve]
+	RateLimit  *int     // nil: DefaultRateLimit; 0 unlimited
+	DailyQuota *int64
+	Credits    *int64
+}
+
+// Created is what Create returns: the only time the full key is visible.
+type Created struct {
+	Key
+	Token string
+}
+
+// Create mints and stores a new key.
+func (s *Store) Create(ctx context.Context, p CreateParams) (Created, error) {
+	if strings.TrimSpace(p.Name) == "" || len(p.Name) > 200 {
+		return Created{}, fmt.Errorf("%w: name must be 1-200 characters", ErrInvalidArgument)
+	}
+	scopes := p.Scopes
+	if scopes == nil {
+		scopes = []string{ScopeResolve}
+	}
+	for _, sc := range scopes {
+		if !slices.Contains(KnownScopes, sc) {
+			return Created{}, fmt.Errorf("%w: unknown scope %q", ErrInvalidArgument, sc)
+		}
+	}
+	rl := DefaultRateLimit
+	if p.RateLimit != nil {
+		rl = *p.RateLimit
+	}
+	if err := checkLimits(&rl, p.DailyQuota, p.Credits); err != nil {
+		return Created{}, err
+	}
+	id, token := mint()
+	k := Key{
+		ID: id, Name: p.Name, Scopes: slices.Clone(scopes), RateLimitPerMinute: rl,
+		DailyQuota: p.DailyQuota, Credits: p.Credits, CreatedAt: s.now().UTC().Truncate(time.Millisecond),
+		hash: digest(token), webhookSecret: NewWebhookSecret(),
+	}
+	fields := map[string]any{
+		"hash": k.hash, "name": k.Name, "scopes": strings.Join(k.Scopes, ","),
+		"rate_limit": rl, "created_at": k.CreatedAt.UnixMilli(), "whsec": k.webhookSecret,
+	}
+	if p.DailyQuota != nil {
+		fields["daily_quota"] = *p.DailyQuota
+	}
+	if p.Credits != nil {
+		fields["credits"] = *p.Credits
+	}
+	// Two keys in two slots: a plain pipeline (not MULTI) stays valid on Cluster. The index
+	// only serves listing, so a crash between the two commands at worst hides a key from list.
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSet(ctx, RecordKey(id), fields)
+		p.SAdd(ctx, indexKey, id)
+		return nil
+	})
+	if err != nil {
+		return Created{}, fmt.Errorf("keys: storing key: %w", err)
+	}
+	return Created{Key: k, Token: token}, nil
+}
+
+func checkLimits(rl *int, quota, credits *int64) error {
+	if rl != nil && *rl < 0 {
+		return fmt.Errorf("%w: rate limit must be >= 0", ErrInvalidArgument)
+	}
+	if quota != nil && *quota < 0 {
+		return fmt.Errorf("%w: daily quota must be >= 0", ErrInvalidArgument)
+	}
+	if credits != nil && *credits < 0 {
+		return fmt.Errorf("%w: credits must be >= 0", ErrInvalidArgument)
+	}
+	return nil
+}
+
+// Get reads key id.
+func (s *Store) Get(ctx context.Context, id string) (Key, error) {
+	if !ValidID(id) {
+		return Key{}, ErrNotFound
+	}
+	m, err := s.rdb.HGetAll(ctx, RecordKey(id)).Result()
+	if err != nil {
+		return Key{}, fmt.Errorf("keys: reading %s: %w", id, err)
+	}
+	if len(m) == 0 {
+		return Key{}, ErrNotFound
+	}
+	return decode(id, m)
+}
+
+// Authenticate returns the key a bearer token belongs to, or ErrInvalidKey for a malformed,
+// unknown or revoked token.
+func (s *Store) Authenticate(ctx context.Context, token string) (Key, error) {
+	id, ok := ParseToken(token)
+	if !ok {
+		return Key{}, ErrInvalidKey
+	}
+	m, err := s.rdb.HGetAll(ctx, RecordKey(id)).Result()
+	if err != nil {
+		return Key{}, fmt.Errorf("keys: reading %s: %w", id, err)
+	}
+	return Check(id, token, m)
+}
+
+// Check authenticates token against a record read by the caller (HGETALL of RecordKey(id)),
+// for callers that read the record together with other data in one round trip.
+func Check(id, token string, record map[string]string) (Key, error) {
+	if len(record) == 0 {
+		return Key{}, ErrInvalidKey
+	}
+	// Both sides are SHA-256 digests; comparing in constant time anyway costs nothing.
+	if subtle.ConstantTimeCompare([]byte(digest(token)), []byte(record["hash"])) != 1 {
+		return Key{}, ErrInvalidKey
+	}
+	k, err := decode(id, record)
+	if err != nil {
+		return Key{}, err
+	}
+	if k.Revoked() {
+		return Key{}, ErrInvalidKey
+	}
+	return k, nil
+}
+
+// List returns every key, oldest first.
+func (s *Store) List(ctx context.Context) ([]Key, error) {
+	ids, err := s.rdb.SMembers(ctx, indexKey).Result()
+	if err != nil {
+		return nil, fmt.Errorf("keys: listing: %w", err)
+	}
+	cmds := make([]*redis.MapStringStringCmd, len(ids))
+	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, id := range ids {
+			cmds[i] = p.HGetAll(ctx, RecordKey(id))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("keys: listing: %w", err)
+	}
+	out := make([]Key, 0, len(ids))
+	for i, id := range ids {
+		m := cmds[i].Val()
+		if len(m) == 0 {
+			continue
+		}
+		k, err := decode(id, m)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, k)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
+			return out[i].CreatedAt.Before(out[j].CreatedAt)
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out, nil
+}
+
+// Optional is an update of a nullable number: unset leaves it, Null clears it ("none").
+type Optional struct {
+	Set   bool
+	Null  bool
+	Value int64
+}
+
+// UpdateParams changes a key's limits; unset fields stay.
+type UpdateParams struct {
+	RateLimit  *int
+	DailyQuota Optional
+	Credits    Optional
+}
+
+// Update changes key id's limits. Changes reach every replica's next request (nothing is
+// cached), so they take effect at once.
+func (s *Store) Update(ctx context.Context, id string, p UpdateParams) (Key, error) {
+	if err := checkLimits(p.RateLimit, optPtr(p.DailyQuota), optPtr(p.Credits)); err != nil {
+		return Key{}, err
+	}
+	if _, err := s.Get(ctx, id); err != nil {
+		return Key{}, err
+	}
+	rk := RecordKey(id)
+	_, err := s.rdb.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
+		if p.RateLimit != nil {
+			pipe.HSet(ctx, rk, "rate_limit", *p.RateLimit)
+		}
+		for field, o := range map[string]Optional{"daily_quota": p.DailyQuota, "credits": p.Credits} {
+			switch {
+			case o.Set && o.Null:
+				pipe.HDel(ctx, rk, field)
+			case o.Set:
+				pipe.HSet(ctx, rk, field, o.Value)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return Key{}, fmt.Errorf("keys: updating %s: %w", id, err)
+	}
+	return s.Get(ctx, id)
+}
+
+func optPtr(o Optional) *int64 {
+	if o.Set && !o.Null {
+		return &o.Value
+	}
+	return nil
+}
+
+// Revoke marks key id revoked; its next request anywhere is refused. Revoking twice keeps
+// the first time.
+func (s *Store) Revoke(ctx context.Context, id string) (Key, error) {
+	if _, err := s.Get(ctx, id); err != nil {
+		return Key{}, err
+	}
+	if err := s.rdb.HSetNX(ctx, RecordKey(id), "revoked_at", s.now().UnixMilli()).Err(); err != nil {
+		return Key{}, fmt.Errorf("keys: revoking %s: %w", id, err)
+	}
+	return s.Get(ctx, id)
+}
+
+// RotateWebhookSecret gives key id a new signing secret; the old one keeps signing too for
+// grace (0 ends it at once).
+func (s *Store) RotateWebhookSecret(ctx context.Context, id string, grace time.Duration) (Key, error) {
+	if grace < 0 {
+		return Key{}, fmt.Errorf("%w: grace must be >= 0", ErrInvalidArgument)
+	}
+	k, err := s.Get(ctx, id)
+	if err != nil {
+		return Key{}, err
+	}
+	rk := RecordKey(id)
+	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSet(ctx, rk, "whsec", NewWebhookSecret(), "whsec_prev", k.webhookSecret,
+			"whsec_prev_until", s.now().Add(grace).UnixMilli())
+		return nil
+	})
+	if err != nil {
+		return Key{}, fmt.Errorf("keys: rotating %s: %w", id, err)
+	}
+	return s.Get(ctx, id)
+}
+
+// adjustScript adds ARGV[1] to a key's balance only when it has one: a key switched to
+// unlimited in the meantime must not grow a balance from a refund.
+const adjustScript = `if redis.call('HEXISTS', KEYS[1], 'credits') == 1 then
+  return redis.call('HINCRBY', KEYS[1], 'credits', ARGV[1]) end return 0`
+
+// AdjustCredits adds delta to key id's credit balance when it has one.
+func (s *Store) AdjustCredits(ctx context.Context, id string, delta int64) error {
+	return AdjustCreditsIn(ctx, s.rdb, id, delta).Err()
+}
+
+// AdjustCreditsIn queues AdjustCredits on c, for a caller's pipeline or transaction (the job
+// store refunds in the same MULTI that marks a job failed).
+func AdjustCreditsIn(ctx context.Context, c redis.Scripter, id string, delta int64) *redis.Cmd {
+	return c.Eval(ctx, adjustScript, []string{RecordKey(id)}, delta)
+}
+
+func decode(id string, m map[string]string) (Key, error) {
+	k := Key{
+		ID: id, Name: m["name"], hash: m["hash"], webhookSecret: m["whsec"],
+		prevWebhookSecret: m["whsec_prev"], Scopes: []string{},
+	}
+	if m["scopes"] != "" {
+		k.Scopes = strings.Split(m["scopes"], ",")
+	}
+	var err error
+	num := func(field string) int64 {
+		v, e := strconv.ParseInt(m[field], 10, 64)
+		if e != nil && err == nil {
+			err = fmt.Errorf("keys: record %s: field %s: %w", id, field, e)
+		}
+		return v
+	}
+	k.RateLimitPerMinute = int(num("rate_limit"))
+	k.CreatedAt = time.UnixMilli(num("created_at")).UTC()
+	if _, ok := m["daily_quota"]; ok {
+		v := num("daily_quota")
+		k.DailyQuota = &v
+	}
+	if _, ok := m["credits"]; ok {
+		v := num("credits")
+		k.Credits = &v
+	}
+	if _, ok := m["revoked_at"]; ok {
+		t := time.UnixMilli(num("revoked_at")).UTC()
+		k.RevokedAt = &t
+	}
+	if _, ok := m["whsec_prev_until"]; ok {
+		k.prevSecretValidEnd = time.UnixMilli(num("whsec_prev_until"))
+	}
+	return k, err
+}
+
+// reserveScript takes cost credits from a key that has a balance, never below zero.
+// Returns {1, balance} when taken, {0, balance} when the balance is too low, {1, -1} when the
+// key has no balance (unlimited).
+var reserveScript = redis.NewScript(`
+local b = redis.call('HGET', KEYS[1], 'credits')
+if not b then return {1, -1} end
+b = tonumber(b)
+local cost = tonumber(ARGV[1])
+if b < cost then return {0, b} end
+return {1, redis.call('HINCRBY', KEYS[1], 'credits', -cost)}`)
+
+// ReserveCredits takes cost credits from key id atomically. ok is false (and nothing is
+// taken) when the key's balance is below cost; balance is the balance after the call, nil
+// for a key without a balance.
+func (s *Store) ReserveCredits(ctx context.Context, id string, cost int64) (balance *int64, ok bool, err error) {
+	v, err := reserveScript.Run(ctx, s.rdb, []string{RecordKey(id)}, cost).Int64Slice()
+	if err != nil {
+		return nil, false, fmt.Errorf("keys: reserving credits: %w", err)
+	}
+	if v[1] >= 0 {
+		b := v[1]
+		balance = &b
+	}
+	return balance, v[0] == 1, nil
+}

@@ -1,0 +1,133 @@
+package keys
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/linkhop/linkhop/internal/redistest"
+)
+
+func ptr[T any](v T) *T { return &v }
+
+func TestCreateAuthenticate(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb := redistest.New(t)
+	s := NewStore(rdb)
+	c, err := s.Create(ctx, CreateParams{Name: "agency", DailyQuota: ptr[int64](100)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(c.Token, TokenPrefix) || !strings.HasPrefix(c.ID, IDPrefix) {
+		t.Fatalf("bad shapes: %q %q", c.Token, c.ID)
+	}
+	if id, ok := ParseToken(c.Token); !ok || id != c.ID {
+		t.Fatalf("ParseToken(%q) = %q, %v", c.Token, id, ok)
+	}
+	sec := c.WebhookSecret()
+	raw, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(sec, SecretPrefix))
+	if !strings.HasPrefix(sec, SecretPrefix) || err != nil || len(raw) != 32 {
+		t.Fatalf("webhook secret %q: %v (%d bytes)", sec, err, len(raw))
+	}
+	// Only the digest is stored.
+	all, _ := rdb.HGetAll(ctx, RecordKey(c.ID)).Result()
+	for f, v := range all {
+		if strings.Contains(v, c.Token) || strings.Contains(v, strings.TrimPrefix(c.Token, TokenPrefix)) {
+			t.Fatalf("field %s stores the key in clear", f)
+		}
+	}
+	k, err := s.Authenticate(ctx, c.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.Name != "agency" || k.RateLimitPerMinute != 60 || *k.DailyQuota != 100 || k.Credits != nil || !k.HasScope(ScopeResolve) {
+		t.Fatalf("unexpected key %+v", k)
+	}
+
+	bad := []string{"", "sk_live_", c.Token + "x", strings.Replace(c.Token, "sk_live_", "sk_test_", 1),
+		c.Token[:len(c.Token)-1] + flip(c.Token[len(c.Token)-1]), "Bearer " + c.Token}
+	for _, tok := range bad {
+		if _, err := s.Authenticate(ctx, tok); !errors.Is(err, ErrInvalidKey) {
+			t.Errorf("Authenticate(%q) = %v, want ErrInvalidKey", tok, err)
+		}
+	}
+	if _, err := s.Revoke(ctx, c.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Authenticate(ctx, c.Token); !errors.Is(err, ErrInvalidKey) {
+		t.Errorf("revoked key authenticated: %v", err)
+	}
+}
+
+func flip(b byte) string {
+	if b == 'a' {
+		return "b"
+	}
+	return "a"
+}
+
+func TestUpdateListRotate(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := NewStore(redistest.New(t))
+	a, _ := s.Create(ctx, CreateParams{Name: "a", Credits: ptr[int64](5)})
+	b, _ := s.Create(ctx, CreateParams{Name: "b", Scopes: []string{}, RateLimit: ptr(0)})
+	k, err := s.Update(ctx, a.ID, UpdateParams{RateLimit: ptr(5), DailyQuota: Optional{Set: true, Value: 7}, Credits: Optional{Set: true, Null: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.RateLimitPerMinute != 5 || k.DailyQuota == nil || *k.DailyQuota != 7 || k.Credits != nil {
+		t.Fatalf("update: %+v", k)
+	}
+	list, err := s.List(ctx)
+	if err != nil || len(list) != 2 || list[0].ID != a.ID || list[1].ID != b.ID {
+		t.Fatalf("list = %+v, %v", list, err)
+	}
+	if list[1].HasScope(ScopeResolve) || list[1].RateLimitPerMinute != 0 {
+		t.Errorf("b = %+v", list[1])
+	}
+	old := a.WebhookSecret()
+	r, err := s.RotateWebhookSecret(ctx, a.ID, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := r.SigningSecrets(time.Now())
+	if len(got) != 2 || got[1] != old || got[0] == old {
+		t.Fatalf("secrets during grace = %v", got)
+	}
+	if got := r.SigningSecrets(time.Now().Add(2 * time.Hour)); len(got) != 1 {
+		t.Fatalf("secrets after grace = %v", got)
+	}
+	for name, err := range map[string]error{
+		"update unknown": func() error { _, err := s.Update(ctx, "key_aaaaaaaaaaaaaaaa", UpdateParams{}); return err }(),
+		"revoke bad id":  func() error { _, err := s.Revoke(ctx, "nope"); return err }(),
+	} {
+		if !errors.Is(err, ErrNotFound) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	for name, p := range map[string]CreateParams{
+		"no name": {}, "bad scope": {Name: "x", Scopes: []string{"admin"}},
+		"negative limit": {Name: "x", RateLimit: ptr(-1)}, "negative credits": {Name: "x", Credits: ptr[int64](-1)},
+	} {
+		if _, err := s.Create(ctx, p); !errors.Is(err, ErrInvalidArgument) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
+func FuzzParseToken(f *testing.F) {
+	f.Add("sk_live_abcdefghijklmnop_" + strings.Repeat("A", 43))
+	f.Add("sk_live_")
+	f.Add("sk_live_abc_def")
+	f.Fuzz(func(t *testing.T, s string) {
+		id, ok := ParseToken(s)
+		if ok && (!ValidID(id) || !strings.HasPrefix(s, TokenPrefix)) {
+			t.Fatalf("accepted %q as %q", s, id)
+		}
+	})
+}

@@ -1,0 +1,111 @@
+package quota
+
+import "github.com/redis/go-redis/v9"
+
+// checkScript is the whole limiter: one EVALSHA per check.
+//
+// Keys:
+//   - KEYS[1]: the sliding-window log, a sorted set (member = request id, score = Redis time
+//     in µs);
+//   - KEYS[2]: the day counter, a hash {d = UTC day number, n = accepted resolves that day};
+//     touched only when a quota applies, so callers without one pass a single key.
+//
+// Arguments:
+//   - ARGV[1]: per-window limit (0 = unlimited: the log is neither read nor written);
+//   - ARGV[2]: window length in µs;
+//   - ARGV[3]: the member to record when admitted;
+//   - ARGV[4]: daily quota (<0 = none);
+//   - ARGV[5]: "1" when this request counts against the daily quota;
+//   - ARGV[6]: "" in production; tests pass a fixed time in µs to probe exact boundaries.
+//
+// Reply: {allowed, code, now_us, log_count, slot_free_us, day_used, day}, where code 0 =
+// admitted, 1 = per-window limit, 2 = daily quota; slot_free_us is when the entry whose leaving
+// frees the next slot leaves the window (0 when unlimited); day_used is -1 without a quota.
+// Only integers: Lua prints numbers with 14 significant digits and a time in µs has 16, which
+// is also why scores are written with %.0f.
+//
+// Both budgets are checked before either is written, so a rejected request records nothing.
+// The window is (now - window, now]: an entry leaves exactly at score + window.
+var checkScript = redis.NewScript(`
+local limit = tonumber(ARGV[1])
+local win = tonumber(ARGV[2])
+local quota = tonumber(ARGV[4])
+local countDay = ARGV[5] == '1'
+local now, sec
+if ARGV[6] ~= '' then
+  now = tonumber(ARGV[6])
+  sec = math.floor(now / 1000000)
+else
+  local t = redis.call('TIME')
+  sec = tonumber(t[1])
+  now = sec * 1000000 + tonumber(t[2])
+end
+local today = math.floor(sec / 86400)
+
+local count = 0
+if limit > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now - win))
+  count = redis.call('ZCARD', KEYS[1])
+end
+local used = -1
+if quota >= 0 then
+  used = 0
+  local h = redis.call('HMGET', KEYS[2], 'd', 'n')
+  if tonumber(h[1]) == today then used = tonumber(h[2]) or 0 end
+end
+
+-- With c entries logged, the next slot frees when entry number c - limit (0-based, oldest
+-- first) leaves; that is the oldest one unless the limit was lowered below the log's size.
+local function slotFree(c)
+  if limit <= 0 then return 0 end
+  if c == 0 then return now end
+  local i = c - limit
+  if i < 0 then i = 0 end
+  local e = redis.call('ZRANGE', KEYS[1], i, i, 'WITHSCORES')
+  return tonumber(e[2]) + win
+end
+
+if limit > 0 and count >= limit then
+  return {0, 1, now, count, slotFree(count), used, today}
+end
+if countDay and quota >= 0 and used >= quota then
+  return {0, 2, now, count, slotFree(count), used, today}
+end
+if limit > 0 then
+  redis.call('ZADD', KEYS[1], string.format('%.0f', now), ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], math.ceil(win / 1000))
+  count = count + 1
+end
+if countDay and quota >= 0 then
+  used = used + 1
+  redis.call('HSET', KEYS[2], 'd', today, 'n', used)
+  redis.call('EXPIREAT', KEYS[2], (today + 1) * 86400 + 3600)
+end
+local free = 0
+if count == 1 then free = now + win else free = slotFree(count) end
+return {1, 0, now, count, free, used, today}
+`)
+
+// refundScript undoes an admission: it removes the log entry (ARGV[1], "" = keep it) and gives
+// back one unit of the day counter when it still counts the day of the admission (ARGV[2],
+// "" = keep it). A refund after midnight gives nothing back: the new day started from zero.
+var refundScript = redis.NewScript(`
+if ARGV[1] ~= '' then redis.call('ZREM', KEYS[1], ARGV[1]) end
+if ARGV[2] ~= '' then
+  local h = redis.call('HMGET', KEYS[2], 'd', 'n')
+  local n = tonumber(h[2])
+  if tonumber(h[1]) == tonumber(ARGV[2]) and n and n > 0 then
+    redis.call('HINCRBY', KEYS[2], 'n', -1)
+  end
+end
+return 0
+`)
+
+// dayUsedScript reads the day counter against Redis time: a counter of an earlier day reads 0.
+var dayUsedScript = redis.NewScript(`
+local t = redis.call('TIME')
+local today = math.floor(tonumber(t[1]) / 86400)
+local h = redis.call('HMGET', KEYS[1], 'd', 'n')
+if tonumber(h[1]) == today then return tonumber(h[2]) or 0 end
+return 0
+`)

@@ -1,0 +1,92 @@
+package resolve
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+// testEnv is a set of emulated providers: every host in hosts is served by one httptest
+// server through HostOverrides, as LINKHOP_HOST_OVERRIDES does in the black-box tests.
+type testEnv struct {
+	srv *httptest.Server
+	mux *http.ServeMux
+	reg *Registry
+	res *Resolver
+}
+
+// testHosts are the provider hosts of the test registry.
+var testHosts = []string{"short.test", "hop.test", "other.test"}
+
+func newEnv(t *testing.T, opts Options) *testEnv {
+	t.Helper()
+	e := &testEnv{mux: http.NewServeMux()}
+	e.srv = httptest.NewServer(e.mux)
+	t.Cleanup(e.srv.Close)
+	reg, err := NewRegistry([]Provider{
+		{ID: "short", Label: "Short", Hosts: []string{"short.test"}, Tier: TierStandard},
+		{ID: "hop", Label: "Hop", Hosts: []string{"hop.test", "other.test"}, Tier: TierPremium},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.reg = reg
+	ov := map[string]string{}
+	for _, h := range testHosts {
+		ov[h] = e.srv.Listener.Addr().String()
+	}
+	opts.Registry = reg
+	opts.Guard.HostOverrides = ov
+	if opts.Timeout == 0 {
+		opts.Timeout = 5 * time.Second
+	}
+	e.res = New(opts)
+	t.Cleanup(e.res.Close)
+	return e
+}
+
+// handle registers a handler for host+path ("short.test/a").
+func (e *testEnv) handle(pattern string, h http.HandlerFunc) { e.mux.HandleFunc(pattern, h) }
+
+func redirect(to string, code int) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Location", to)
+		w.WriteHeader(code)
+	}
+}
+
+func htmlPage(body string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_, _ = w.Write([]byte(body))
+	}
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func asError(t *testing.T, err error) *Error {
+	t.Helper()
+	var re *Error
+	if !errors.As(err, &re) {
+		t.Fatalf("error %v (%T) is not an *Error", err, err)
+	}
+	return re
+}
+
+func hopKinds(h []Hop) string {
+	var k []string
+	for _, x := range h {
+		k = append(k, x.Kind)
+	}
+	return strings.Join(k, ",")
+}
+
+func intp(i int) *int { return &i }

@@ -1,0 +1,421 @@
+package resolve
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/singleflight"
+)
+
+// Service defaults.
+const (
+	DefaultCacheTTL       = 24 * time.Hour
+	DefaultNegativeTTL    = 10 * time.Minute
+	DefaultPollInterval   = 50 * time.Millisecond
+	DefaultLatencySamples = 50
+	// sharedFailureTTL is how long a failed resolve's outcome is kept for the workers that waited
+	// on it. Only waiters of that very resolve (same lock token) take it, so a later retry never
+	// sees an old failure.
+	sharedFailureTTL = 30 * time.Second
+	// latencyTTL lets a provider's measurements fade when it is no longer used.
+	latencyTTL = 24 * time.Hour
+	// keyPrefix prefixes every Redis key of this package.
+	keyPrefix = "linkhop:resolve:"
+)
+
+// ServiceOptions configures a Service. The zero value of each field means its default.
+type ServiceOptions struct {
+	// CacheTTL is RESOLVE_CACHE_TTL: how long a resolved link is served from cache. Default 24h.
+	CacheTTL time.Duration
+	// NegativeTTL is how long a link_removed outcome is remembered. Default 10m.
+	NegativeTTL time.Duration
+	// LockTTL bounds how long one worker may hold a URL's upstream-resolve lock (it is released
+	// as soon as the resolve ends). Default: the resolver's timeout + slot wait + 10s.
+	LockTTL time.Duration
+	// PollInterval is how often a worker waiting on another's resolve looks for the outcome.
+	// Default 50ms.
+	PollInterval time.Duration
+	// LatencySamples is how many recent resolve durations are kept per provider. Default 50.
+	LatencySamples int
+}
+
+// Service adds the shared Redis cache, the negative cache, one-upstream-resolve-per-URL across
+// all workers, and provider latency stats on top of a Resolver. It is safe for concurrent use.
+type Service struct {
+	rdb  redis.UniversalClient
+	r    *Resolver
+	opts ServiceOptions
+	sf   singleflight.Group
+}
+
+// NewService returns a Service over rdb and r with opts, defaults filled in.
+func NewService(rdb redis.UniversalClient, r *Resolver, opts ServiceOptions) *Service {
+	if opts.CacheTTL <= 0 {
+		opts.CacheTTL = DefaultCacheTTL
+	}
+	if opts.NegativeTTL <= 0 {
+		opts.NegativeTTL = DefaultNegativeTTL
+	}
+	if opts.LockTTL <= 0 {
+		opts.LockTTL = r.timeout + r.slotWait + 10*time.Second
+	}
+	if opts.PollInterval <= 0 {
+		opts.PollInterval = DefaultPollInterval
+	}
+	if opts.LatencySamples <= 0 {
+		opts.LatencySamples = DefaultLatencySamples
+	}
+	return &Service{rdb: rdb, r: r, opts: opts}
+}
+
+// Resolver returns the underlying resolver.
+func (s *Service) Resolver() *Resolver { return s.r }
+
+// Record states in the cache.
+const (
+	stateDone    = "done"
+	stateRemoved = "removed"
+)
+
+// record is a cache entry: a success or a remembered removal of one normalised URL.
+type record struct {
+	State      string   `json:"state"`
+	URL        string   `json:"url"` // the normalised URL: guards against hash collisions
+	TargetURL  string   `json:"target_url,omitempty"`
+	Provider   Provider `json:"provider"`
+	Hops       []Hop    `json:"hops,omitempty"`
+	DurationMS int64    `json:"duration_ms,omitempty"`
+	Detail     string   `json:"detail,omitempty"`
+}
+
+// sharedFailure is a failed outcome left for the workers that waited on the lock holder Token.
+type sharedFailure struct {
+	Token        string `json:"token"`
+	Code         string `json:"code"`
+	Detail       string `json:"detail"`
+	Transient    bool   `json:"transient"`
+	RetryAfterMS int64  `json:"retry_after_ms"`
+	Hops         []Hop  `json:"hops"`
+}
+
+// urlKeys are the Redis keys of one normalised URL. They share a hash tag, so they live in one
+// Cluster slot and the finishing script may touch them together.
+type urlKeys struct{ rec, lock, fail string }
+
+func keysFor(norm string) urlKeys {
+	sum := sha256.Sum256([]byte(norm))
+	tag := keyPrefix + "{" + hex.EncodeToString(sum[:16]) + "}:"
+	return urlKeys{rec: tag + "rec", lock: tag + "lock", fail: tag + "fail"}
+}
+
+func latencyKey(providerID string) string { return keyPrefix + "lat:" + providerID }
+
+// Lookup is the API's cache read: found=true with the cached Result, or removed=true when the
+// negative cache says link_removed. Exactly one Redis round trip.
+func (s *Service) Lookup(ctx context.Context, rawURL string) (res Result, found, removed bool, err error) {
+	u, err := parseSubmitted(rawURL)
+	if err != nil {
+		return Result{}, false, false, err
+	}
+	norm := normalized(u)
+	raw, err := s.rdb.Get(ctx, keysFor(norm).rec).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return Result{}, false, false, nil
+	}
+	if err != nil {
+		return Result{}, false, false, fmt.Errorf("resolve cache read: %w", err)
+	}
+	return s.fromRecord(raw, rawURL, norm, u)
+}
+
+func (s *Service) fromRecord(raw []byte, rawURL, norm string, u *url.URL) (Result, bool, bool, error) {
+	var rec record
+	if err := json.Unmarshal(raw, &rec); err != nil || rec.URL != norm {
+		return Result{}, false, false, nil // unreadable or a hash collision: a miss
+	}
+	switch rec.State {
+	case stateRemoved:
+		return Result{}, false, true, nil
+	case stateDone:
+		prov := rec.Provider
+		if p, ok := s.r.registry.Lookup(u.Host); ok {
+			prov = p // labels and tiers as configured now
+		}
+		return Result{
+			URL: rawURL, TargetURL: rec.TargetURL, Provider: prov, Hops: rec.Hops,
+			Cached: true, Duration: time.Duration(rec.DurationMS) * time.Millisecond,
+		}, true, false, nil
+	}
+	return Result{}, false, false, nil
+}
+
+// Resolve is cache → one upstream resolve per URL (singleflight in process, a Redis lock across
+// workers) → resolver → cache. Waiters take the lock holder's outcome. A failure is an *Error
+// (link_removed from the negative cache too), or a plain error when Redis fails.
+func (s *Service) Resolve(ctx context.Context, rawURL string) (Result, error) {
+	u, err := parseSubmitted(rawURL)
+	if err != nil {
+		return Result{}, &Error{Code: CodeUnsupportedLink, Detail: err.Error(), Cause: err, Hops: []Hop{{URL: rawURL, Kind: KindStart}}}
+	}
+	if _, ok := s.r.registry.Lookup(u.Host); !ok {
+		return Result{}, &Error{Code: CodeUnsupportedLink, Cause: ErrNotProvider,
+			Detail: fmt.Sprintf("host %q is not a provider host", u.Hostname()), Hops: []Hop{{URL: rawURL, Kind: KindStart}}}
+	}
+	res, found, removed, err := s.Lookup(ctx, rawURL)
+	switch {
+	case err != nil:
+		return Result{}, err
+	case found:
+		return res, nil
+	case removed:
+		return Result{}, removedError(rawURL)
+	}
+	norm := normalized(u)
+	ch := s.sf.DoChan(norm, func() (any, error) {
+		// Detached from this caller: other callers share the outcome. The resolver's own
+		// timeout and the lock TTL bound it.
+		return s.shared(context.WithoutCancel(ctx), rawURL, norm)
+	})
+	select {
+	case out := <-ch:
+		if out.Err != nil {
+			var re *Error
+			if errors.As(out.Err, &re) {
+				return Result{}, re.clone()
+			}
+			return Result{}, out.Err
+		}
+		res := out.Val.(Result)
+		res.URL = rawURL
+		res.Hops = cloneHops(res.Hops)
+		if out.Shared {
+			res.Cached = true
+		}
+		return res, nil
+	case <-ctx.Done():
+		return Result{}, cancelled(ctx.Err())
+	}
+}
+
+func removedError(rawURL string) *Error {
+	return &Error{Code: CodeLinkRemoved, Detail: "the provider reported this link removed (remembered from a recent resolve)",
+		Hops: []Hop{{URL: rawURL, Kind: KindStart}}}
+}
+
+// shared runs one resolve of norm across all workers: whoever takes the lock resolves, the
+// others wait for its outcome.
+func (s *Service) shared(ctx context.Context, rawURL, norm string) (Result, error) {
+	k := keysFor(norm)
+	token := newToken()
+	for {
+		ok, err := s.rdb.SetNX(ctx, k.lock, token, s.opts.LockTTL).Result()
+		if err != nil {
+			return Result{}, fmt.Errorf("resolve lock: %w", err)
+		}
+		if ok {
+			return s.lead(ctx, rawURL, norm, k, token)
+		}
+		holder, err := s.rdb.Get(ctx, k.lock).Result()
+		if errors.Is(err, redis.Nil) {
+			continue // released in between: try again
+		}
+		if err != nil {
+			return Result{}, fmt.Errorf("resolve lock: %w", err)
+		}
+		res, err, done := s.wait(ctx, rawURL, norm, k, holder)
+		if done {
+			return res, err
+		}
+	}
+}
+
+// finishScript stores the outcome (if any) and then releases the lock if still ours, in that
+// order, so a waiter that sees the lock gone also sees the outcome.
+var finishScript = redis.NewScript(`
+if ARGV[2] ~= "" then
+  redis.call("SET", KEYS[2], ARGV[2], "PX", ARGV[3])
+end
+if redis.call("GET", KEYS[1]) == ARGV[1] then
+  redis.call("DEL", KEYS[1])
+end
+return 1`)
+
+// lead resolves upstream while holding the lock and publishes the outcome.
+func (s *Service) lead(ctx context.Context, rawURL, norm string, k urlKeys, token string) (Result, error) {
+	res, rerr := s.r.Resolve(ctx, rawURL)
+	outKey, val, ttl := "", []byte(nil), time.Duration(0)
+	var re *Error
+	switch {
+	case rerr == nil:
+		rec := record{State: stateDone, URL: norm, TargetURL: res.TargetURL, Provider: res.Provider, Hops: res.Hops, DurationMS: res.Duration.Milliseconds()}
+		outKey, ttl = k.rec, s.opts.CacheTTL
+		val, _ = json.Marshal(rec)
+	case errors.As(rerr, &re) && re.Code == CodeLinkRemoved:
+		outKey, ttl = k.rec, s.opts.NegativeTTL
+		val, _ = json.Marshal(record{State: stateRemoved, URL: norm, Detail: re.Detail})
+	case errors.As(rerr, &re) && !re.Throttled:
+		// Throttled means this process had no free slot; other workers may have one, so they
+		// are not told to fail.
+		outKey, ttl = k.fail, sharedFailureTTL
+		val, _ = json.Marshal(sharedFailure{Token: token, Code: re.Code, Detail: re.Detail, Transient: re.Transient,
+			RetryAfterMS: re.RetryAfter.Milliseconds(), Hops: re.Hops})
+	}
+	// The outcome is written even when the caller has gone: other workers wait for it.
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	// Best effort: if Redis fails here the result is still good for this caller, and waiters
+	// take over when the lock expires.
+	_ = finishScript.Run(wctx, s.rdb, []string{k.lock, cacheKeyOr(outKey, k.lock)}, token, string(val), ttl.Milliseconds()).Err()
+	if rerr == nil {
+		s.recordLatency(wctx, res.Provider.ID, res.Duration)
+	}
+	return res, rerr
+}
+
+// cacheKeyOr returns key, or fallback when key is empty (scripts need a key in the slot anyway).
+func cacheKeyOr(key, fallback string) string {
+	if key == "" {
+		return fallback
+	}
+	return key
+}
+
+// wait polls for the outcome of holder's resolve. done=false means the lock was released or
+// lost without an outcome for us, and the caller should try to take the lock itself.
+func (s *Service) wait(ctx context.Context, rawURL, norm string, k urlKeys, holder string) (Result, error, bool) {
+	u, _ := url.Parse(rawURL)
+	t := time.NewTicker(s.opts.PollInterval)
+	defer t.Stop()
+	giveUp := time.NewTimer(s.opts.LockTTL + time.Second)
+	defer giveUp.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-giveUp.C:
+			return Result{}, nil, false
+		case <-ctx.Done():
+			return Result{}, cancelled(ctx.Err()), true
+		}
+		var rec, fail, lock *redis.StringCmd
+		_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			rec, fail, lock = p.Get(ctx, k.rec), p.Get(ctx, k.fail), p.Get(ctx, k.lock)
+			return nil
+		})
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return Result{}, fmt.Errorf("resolve wait: %w", err), true
+		}
+		if b, err := rec.Bytes(); err == nil {
+			res, found, removed, _ := s.fromRecord(b, rawURL, norm, u)
+			if found {
+				return res, nil, true
+			}
+			if removed {
+				return Result{}, removedError(rawURL), true
+			}
+		}
+		if b, err := fail.Bytes(); err == nil {
+			var f sharedFailure
+			if json.Unmarshal(b, &f) == nil && f.Token == holder {
+				return Result{}, &Error{Code: f.Code, Detail: f.Detail, Transient: f.Transient,
+					RetryAfter: time.Duration(f.RetryAfterMS) * time.Millisecond, Hops: f.Hops}, true
+			}
+		}
+		if cur, err := lock.Result(); err != nil || cur != holder {
+			return Result{}, nil, false
+		}
+	}
+}
+
+func newToken() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// recordLatency keeps the provider's most recent resolve durations.
+func (s *Service) recordLatency(ctx context.Context, providerID string, d time.Duration) {
+	k := latencyKey(providerID)
+	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.LPush(ctx, k, d.Milliseconds())
+		p.LTrim(ctx, k, 0, int64(s.opts.LatencySamples-1))
+		p.Expire(ctx, k, latencyTTL)
+		return nil
+	})
+}
+
+// Latencies returns, per provider ID, the median duration of its recent resolves; providers
+// without measurements are absent.
+func (s *Service) Latencies(ctx context.Context) (map[string]time.Duration, error) {
+	provs := s.r.registry.All()
+	cmds := make([]*redis.StringSliceCmd, len(provs))
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, pr := range provs {
+			cmds[i] = p.LRange(ctx, latencyKey(pr.ID), 0, -1)
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("reading provider latencies: %w", err)
+	}
+	out := map[string]time.Duration{}
+	for i, pr := range provs {
+		var ms []int64
+		for _, v := range cmds[i].Val() {
+			if n, err := strconv.ParseInt(v, 10, 64); err == nil && n >= 0 {
+				ms = append(ms, n)
+			}
+		}
+		if len(ms) == 0 {
+			continue
+		}
+		slices.Sort(ms)
+		m := ms[len(ms)/2]
+		if len(ms)%2 == 0 {
+			m = (ms[len(ms)/2-1] + ms[len(ms)/2]) / 2
+		}
+		out[pr.ID] = time.Duration(m) * time.Millisecond
+	}
+	return out, nil
+}
+
+// Providers returns the registry's providers with Latency filled from Latencies where measured:
+// the body of GET /v1/providers.
+func (s *Service) Providers(ctx context.Context) ([]Provider, error) {
+	lat, err := s.Latencies(ctx)
+	if err != nil {
+		return nil, err
+	}
+	provs := s.r.registry.All()
+	for i := range provs {
+		if d, ok := lat[provs[i].ID]; ok {
+			provs[i].Latency = FormatLatency(d)
+		}
+	}
+	return provs, nil
+}
+
+// FormatLatency renders a duration the way provider latencies are shown: "~350ms", "~1.5s",
+// "~12s", "~2m".
+func FormatLatency(d time.Duration) string {
+	switch {
+	case d < time.Second:
+		return fmt.Sprintf("~%dms", max(d.Round(10*time.Millisecond).Milliseconds(), 1))
+	case d < 10*time.Second:
+		s := strconv.FormatFloat(d.Round(100*time.Millisecond).Seconds(), 'f', -1, 64)
+		return "~" + s + "s"
+	case d < 2*time.Minute:
+		return fmt.Sprintf("~%ds", int64(d.Round(time.Second).Seconds()))
+	default:
+		return fmt.Sprintf("~%dm", int64(d.Round(time.Minute).Minutes()))
+	}
+}

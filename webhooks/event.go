@@ -53,31 +53,39 @@ type State struct {
 	LastStatusCode *int       `json:"last_status_code"`
 	LastError      *string    `json:"last_error"`
 	NextAttemptAt  *time.Time `json:"next_attempt_at"`
+	// Generation counts the job's deliveries: 1 for the first, +1 per redelivery. It is the
+	// delivery task's bookkeeping (a task of an older generation does nothing) and part of
+	// the webhook-id; it is stored with the record but is not part of the API's object.
+	Generation int `json:"generation,omitempty"`
 }
 
 // NewState is the state of a delivery that has just been queued: pending, no attempts yet,
-// the first attempt due at now.
+// the first attempt due at now, generation 1.
 func NewState(url string, now time.Time) *State {
 	next := now.UTC()
-	return &State{URL: url, Status: StatusPending, NextAttemptAt: &next}
+	return &State{URL: url, Status: StatusPending, NextAttemptAt: &next, Generation: 1}
 }
+
+// CurrentGeneration is Generation, with records written before it existed counting as 1.
+func (s *State) CurrentGeneration() int { return max(s.Generation, 1) }
 
 // Pending says whether a delivery is still in progress, which is when a redelivery is refused
 // (409): two deliveries of one job would race on this state.
 func (s *State) Pending() bool { return s != nil && s.Status == StatusPending }
 
-// Redeliver starts a fresh delivery: pending, attempts counted from zero again, the first
-// attempt due at now. The last_* fields are kept so the previous failure stays visible until
-// the first new attempt replaces it.
+// Redeliver starts a fresh delivery, the next generation: pending, attempts counted from zero
+// again, the first attempt due at now. The last_* fields are kept so the previous outcome
+// stays visible until the first new attempt replaces it.
 func (s *State) Redeliver(now time.Time) {
 	next := now.UTC()
+	s.Generation = s.CurrentGeneration() + 1
 	s.Status = StatusPending
 	s.Attempts = 0
 	s.NextAttemptAt = &next
 }
 
 // MarshalJSON writes the object with timestamps as RFC 3339 UTC milliseconds, null for the
-// ones not set, in the field order of the contract.
+// ones not set, in the field order of the contract (then generation, when set).
 func (s State) MarshalJSON() ([]byte, error) {
 	return marshalNoEscape(struct {
 		URL            string  `json:"url"`
@@ -87,6 +95,7 @@ func (s State) MarshalJSON() ([]byte, error) {
 		LastStatusCode *int    `json:"last_status_code"`
 		LastError      *string `json:"last_error"`
 		NextAttemptAt  *string `json:"next_attempt_at"`
+		Generation     int     `json:"generation,omitempty"`
 	}{
 		URL:            s.URL,
 		Status:         s.Status,
@@ -95,6 +104,7 @@ func (s State) MarshalJSON() ([]byte, error) {
 		LastStatusCode: s.LastStatusCode,
 		LastError:      s.LastError,
 		NextAttemptAt:  formatTimePtr(s.NextAttemptAt),
+		Generation:     s.Generation,
 	})
 }
 

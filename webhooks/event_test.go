@@ -70,7 +70,7 @@ func TestStateJSON(t *testing.T) {
 		{
 			name: "new",
 			in:   *NewState("https://hooks.example/x", at),
-			want: `{"url":"https://hooks.example/x","status":"pending","attempts":0,"last_attempt_at":null,"last_status_code":null,"last_error":null,"next_attempt_at":"2026-06-05T12:00:00.007Z"}`,
+			want: `{"url":"https://hooks.example/x","status":"pending","attempts":0,"last_attempt_at":null,"last_status_code":null,"last_error":null,"next_attempt_at":"2026-06-05T12:00:00.007Z","generation":1}`,
 		},
 		{
 			name: "failed attempt",
@@ -116,12 +116,13 @@ func TestStateJSON(t *testing.T) {
 func TestStateRedeliver(t *testing.T) {
 	t.Parallel()
 	at := time.Date(2026, 6, 5, 12, 0, 0, 0, time.UTC)
+	// Generation 0: a record from before generations existed counts as the first.
 	s := State{URL: "https://h.example", Status: StatusFailed, Attempts: 4, LastStatusCode: ptr(500), LastError: ptr("x")}
-	if s.Pending() {
-		t.Fatal("failed state is pending")
+	if s.Pending() || s.CurrentGeneration() != 1 {
+		t.Fatal("failed state is pending, or not generation 1")
 	}
 	s.Redeliver(at)
-	want := State{URL: "https://h.example", Status: StatusPending, Attempts: 0, LastStatusCode: ptr(500), LastError: ptr("x"), NextAttemptAt: &at}
+	want := State{URL: "https://h.example", Status: StatusPending, Attempts: 0, LastStatusCode: ptr(500), LastError: ptr("x"), NextAttemptAt: &at, Generation: 2}
 	if d := cmp.Diff(want, s); d != "" {
 		t.Errorf("(-want +got):\n%s", d)
 	}

@@ -2,7 +2,6 @@ package webhooks
 
 import (
 	"crypto/hmac"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
@@ -50,15 +49,6 @@ const (
 	maxSignatures = 16
 	maxIDLen      = 256
 )
-
-// NewSecret makes a webhook secret: "whsec_" and the standard base64 of 32 random bytes.
-func NewSecret() (string, error) {
-	b := make([]byte, 32)
-	if _, err := rand.Read(b); err != nil {
-		return "", fmt.Errorf("webhooks: reading random bytes: %w", err)
-	}
-	return SecretPrefix + base64.StdEncoding.EncodeToString(b), nil
-}
 
 // MessageID is the webhook-id of a job's delivery. generation counts the deliveries of the
 // job (1 for the first, +1 per redelivery): retries of one delivery share the id, so

@@ -17,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/linkhop/linkhop/resolve"
+	"github.com/linkhop/linkhop/webhooks"
 )
 
 // TypeResolve is the asynq task type that resolves one job's link.
@@ -35,6 +36,8 @@ type ResolvePayload struct {
 type TaskOptions struct {
 	MaxAttempts int           // RESOLVE_MAX_ATTEMPTS
 	Timeout     time.Duration // RESOLVE_TIMEOUT; the task gets a margin above it
+	// Webhooks is the WEBHOOK_* policy, for the tasks of redeliveries.
+	Webhooks webhooks.Policy
 }
 
 // NewResolveTask builds the task of job jobID.

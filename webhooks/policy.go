@@ -118,8 +118,8 @@ func (p Policy) RetryDelay(n int, o Outcome) time.Duration {
 	return p.Backoff(n)
 }
 
-// Apply records one finished attempt, made at at, in s and says whether another attempt
-// follows and after how long.
+// Apply records one finished attempt, started at at, in s and says whether another attempt
+// follows and after how long (counted from the attempt's end, at + o.Duration).
 //
 // Success (2xx) makes s delivered. A permanent failure (410) or a failure with the retries
 // used up makes s failed. Any other failure keeps s pending with next_attempt_at set, and
@@ -149,7 +149,8 @@ func (p Policy) Apply(s *State, o Outcome, at time.Time) (delay time.Duration, r
 		return 0, false
 	}
 	delay = p.RetryDelay(s.Attempts, o)
-	next := at.Add(delay)
+	// The delay runs from the attempt's end, which is when the caller schedules the retry.
+	next := at.Add(o.Duration + delay)
 	s.Status = StatusPending
 	s.NextAttemptAt = &next
 	return delay, true

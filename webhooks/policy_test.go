@@ -93,7 +93,7 @@ func TestApplySequences(t *testing.T) {
 		{"always 500 fails after 4", []Outcome{status(500)}, 4, StatusFailed, 500},
 		{"410 stops at once", []Outcome{status(410)}, 1, StatusFailed, 410},
 		{"302 is a failure", []Outcome{status(302)}, 4, StatusFailed, 302},
-		{"timeout then 200", []Outcome{{Err: ErrTimeout}, status(200)}, 2, StatusDelivered, 200},
+		{"timeout then 200", []Outcome{{Err: ErrTimeout, Duration: 30 * time.Second}, status(200)}, 2, StatusDelivered, 200},
 		{"first try", []Outcome{status(200)}, 1, StatusDelivered, 200},
 	}
 	for _, tt := range tests {
@@ -107,7 +107,7 @@ func TestApplySequences(t *testing.T) {
 				if !retry {
 					break
 				}
-				if s.Status != StatusPending || s.NextAttemptAt == nil || !s.NextAttemptAt.Equal(at.Add(delay)) {
+				if s.Status != StatusPending || s.NextAttemptAt == nil || !s.NextAttemptAt.Equal(at.Add(o.Duration+delay)) {
 					t.Fatalf("after attempt %d: %+v, delay %s", s.Attempts, s, delay)
 				}
 				if s.LastError == nil || *s.LastError == "" {

@@ -72,17 +72,30 @@ func enqueueWebhook(ctx context.Context, c *asynq.Client, jobID, keyID string, g
 	return nil
 }
 
+// stuckAfter is how long past its next_attempt_at a pending delivery must be before a
+// redelivery may replace it. A live delivery is never that late (retries are forwarded within
+// 100 ms, held-back attempts within a second or two); one that is has lost its task (asynq
+// archived it after a long Redis outage), and refusing with 409 forever would leave the user
+// no way out. Replacing a delivery that was only slow is harmless: its task belongs to an
+// older generation and does nothing.
+const stuckAfter = 15 * time.Minute
+
+func stuck(st *webhooks.State) bool {
+	return st.NextAttemptAt != nil && time.Since(*st.NextAttemptAt) > stuckAfter
+}
+
 // RedeliverWebhook starts a fresh delivery of job jobID's webhook for its owner keyID and
 // returns the new webhook state (pending, attempts 0). ErrNotFound when the job does not
 // exist or belongs to another key; ErrNoWebhook when it has no webhook_url; ErrWebhookPending
-// while a delivery is pending, including before the job has finished.
+// while a delivery is pending, including before the job has finished (a pending delivery
+// more than 15 minutes overdue counts as lost and may be replaced).
 func (q *Queue) RedeliverWebhook(ctx context.Context, keyID, jobID string) (webhooks.State, error) {
 	var prev webhooks.State
 	rec, err := q.store.Update(ctx, keyID, jobID, func(r *Record) error {
 		if r.WebhookURL == "" {
 			return ErrNoWebhook
 		}
-		if !r.Status.Terminal() || r.Webhook == nil || r.Webhook.Pending() {
+		if !r.Status.Terminal() || r.Webhook == nil || (r.Webhook.Pending() && !stuck(r.Webhook)) {
 			return ErrWebhookPending
 		}
 		prev = *r.Webhook

@@ -473,6 +473,22 @@ func TestRedeliverWebhook(t *testing.T) {
 	if _, err := q.RedeliverWebhook(ctx, e.key.ID, plain.ID); !errors.Is(err, jobs.ErrNoWebhook) {
 		t.Errorf("job without webhook: %v", err)
 	}
+
+	// A pending delivery long overdue has lost its task: it may be replaced, and the new
+	// generation delivers.
+	lost := time.Now().Add(-time.Hour)
+	stale := jobs.Record{ID: uuid.NewString(), KeyID: e.key.ID, Status: jobs.StatusDone, WebhookURL: rcv.URL,
+		Webhook: webhooks.NewState(rcv.URL, lost)}
+	if err := e.store.Create(ctx, &stale); err != nil {
+		t.Fatal(err)
+	}
+	st, err = q.RedeliverWebhook(ctx, e.key.ID, stale.ID)
+	if err != nil || st.Generation != 2 {
+		t.Fatalf("overdue delivery: %+v, %v", st, err)
+	}
+	if st := e.waitWebhook(stale.ID, 10*time.Second); st.Status != webhooks.StatusDelivered {
+		t.Errorf("after replacing a lost delivery: %+v", st)
+	}
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -47,9 +47,12 @@ func NewWorker(rdb redis.UniversalClient, o WorkerOptions) *Worker {
 		Logger:          slogAdapter{log.With("component", "asynq")},
 		LogLevel:        asynq.InfoLevel,
 		// Short polling intervals: a new job starts within ~100 ms of being queued instead
-		// of asynq's default 1 s, and a retry is picked up within 1 s of its time.
+		// of asynq's default 1 s, and a retry is picked up within 100 ms of its time. The
+		// latter matters to webhooks held back by their per-URL rate: with 1 s they would come
+		// back up to a second after their slot freed, and a busy URL would get far fewer than
+		// WEBHOOK_RATE_PER_SECOND attempts. It costs a few cheap Lua calls per queue per tick.
 		TaskCheckInterval:        100 * time.Millisecond,
-		DelayedTaskCheckInterval: time.Second,
+		DelayedTaskCheckInterval: 100 * time.Millisecond,
 		RetryDelayFunc: func(n int, err error, t *asynq.Task) time.Duration {
 			if f, ok := w.delays[t.Type()]; ok {
 				return f(n, err, t)

@@ -17,7 +17,8 @@ import (
 // TestWorkerSIGKILLMidResolve: a worker is killed with SIGKILL while its resolve is waiting on
 // the provider. Nothing tells Redis; the task stays "active" under the dead worker's lease.
 // Another worker must finish the job once asynq's recoverer finds the lease expired, and the
-// job must end done exactly once: the right target, charged once, its hops recorded.
+// job must end done exactly once: the right target, charged once, its hops recorded, and its
+// webhook delivered once.
 //
 // How long that takes is asynq v0.26's arithmetic (internal/rdb.LeaseDuration, recoverer.go):
 // the lease is 30 s and is extended every 5 s by the heartbeater; the recoverer takes tasks
@@ -27,7 +28,8 @@ import (
 // the kill here, so its first periodic run comes at about 62 s; the bound allows for the
 // unlucky phase too.
 func TestWorkerSIGKILLMidResolve(t *testing.T) {
-	s := newStack(t, nil)
+	s := newStack(t, nil, hookEnv()...)
+	hook := newReceiver(t, nil)
 	arrived := make(chan struct{}, 1)
 	hold := make(chan struct{})
 	t.Cleanup(func() { close(hold) }) // before the shortener closes (cleanups run last-in first-out)
@@ -42,7 +44,7 @@ func TestWorkerSIGKILLMidResolve(t *testing.T) {
 	api := s.startAPI()
 	a := s.startWorker("worker-a")
 	token, keyID := s.newKey("--rate-limit", "0", "--credits", "10")
-	sub := call(context.Background(), api.addr, "POST", "/v1/resolve", token, map[string]string{"url": "http://bit.ly/kill"})
+	sub := call(context.Background(), api.addr, "POST", "/v1/resolve", token, map[string]string{"url": "http://bit.ly/kill", "webhook_url": hook.url("/hook")})
 	if sub.status != http.StatusAccepted {
 		t.Fatalf("submit: %d %s", sub.status, sub.raw)
 	}
@@ -84,6 +86,11 @@ func TestWorkerSIGKILLMidResolve(t *testing.T) {
 	}
 	if n := s.short.hitsOf("/kill"); n != 2 {
 		t.Errorf("the provider saw %d requests, want 2 (the killed attempt and the recovered one)", n)
+	}
+	// Its webhook ends delivered, once (the killed worker never reached the terminal state).
+	st := (&hookStack{stack: s, token: token, keyID: keyID}).hookState(id, 30*time.Second).Webhook
+	if got := hook.arrivals(); st.Status != "delivered" || st.Attempts != 1 || len(got) != 1 || got[0].jobID != id || !got[0].sig {
+		t.Errorf("webhook %+v with %d arrivals, want delivered once", st, len(got))
 	}
 	// The task is gone (asynq deletes a task without retention when it succeeds).
 	if _, err := asynq.NewInspectorFromRedisClient(s.rdb).GetTaskInfo(jobs.QueueResolve, id); err == nil {

@@ -24,9 +24,10 @@ import (
 
 // loadResult is one request of a load generator.
 type loadResult struct {
-	idem string
-	a    answer
-	at   time.Time
+	idem  string
+	a     answer
+	start time.Time // when the request was sent
+	at    time.Time // when its answer (or error) came
 }
 
 // resolveLoad posts resolves with unique idempotency keys (prefix-n) from workers
@@ -46,10 +47,11 @@ func resolveLoad(ctx context.Context, addr func() string, token, prefix string, 
 			for ctx.Err() == nil {
 				i := n.Add(1)
 				idem := fmt.Sprintf("%s-%d", prefix, i)
+				start := time.Now()
 				a := call(context.Background(), addr(), "POST", "/v1/resolve", token,
 					map[string]string{"url": "http://bit.ly/" + idem, "idempotency_key": idem})
 				mu.Lock()
-				out = append(out, loadResult{idem: idem, a: a, at: time.Now()})
+				out = append(out, loadResult{idem: idem, a: a, start: start, at: time.Now()})
 				mu.Unlock()
 				if id, _ := a.body["job_id"].(string); id != "" {
 					last = id
@@ -59,9 +61,10 @@ func resolveLoad(ctx context.Context, addr func() string, token, prefix string, 
 					continue
 				}
 				if last != "" && i%2 == 0 {
+					start := time.Now()
 					p := call(context.Background(), addr(), "GET", "/v1/jobs/"+last, token, nil)
 					mu.Lock()
-					out = append(out, loadResult{idem: "poll", a: p, at: time.Now()})
+					out = append(out, loadResult{idem: "poll", a: p, start: start, at: time.Now()})
 					mu.Unlock()
 				}
 			}

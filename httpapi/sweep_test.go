@@ -224,8 +224,9 @@ func TestBadInputSweep(t *testing.T) {
 		authn bool
 	}{
 		{"/v1/resolve", "POST", true}, {job, "GET", true}, {"/v1/providers", "GET", true},
-		{"/v1/account", "GET", true}, {"/healthz", "GET", false}, {"/readyz", "GET", false},
-		{"/metrics", "GET", false},
+		{"/v1/account", "GET", true}, {job + "/webhook/redeliver", "POST", true},
+		{"/healthz", "GET", false}, {"/readyz", "GET", false}, {"/metrics", "GET", false},
+		{"/openapi.json", "GET", false},
 	}
 	for _, ep := range endpoints {
 		for _, m := range []string{"GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECTX", "BREW"} {
@@ -254,7 +255,7 @@ func TestBadInputSweep(t *testing.T) {
 			"invalid utf-8 key": "Bearer sk_live_\xff\xfe",
 		} {
 			r := rawReq{method: ep.allow, path: ep.path, headers: []string{"Authorization", h}}
-			if ep.allow == "POST" {
+			if ep.path == "/v1/resolve" {
 				r.headers = append(r.headers, "Content-Type", "application/json")
 				r.body = []byte(`{"url":"https://bit.ly/x"}`)
 			}
@@ -283,11 +284,22 @@ func TestBadInputSweep(t *testing.T) {
 		"/v1/jobs/{00000000-0000-4000-8000-000000000000}", "/v1/jobs/00000000000040008000000000000000",
 		"/v1/jobs/urn:uuid:00000000-0000-4000-8000-000000000000", "/v1/jobs/" + strings.ToUpper(job[9:]),
 		"/v1/jobs/00000000-0000-4000-8000-000000000000/", "/v1/jobs/00000000-0000-4000-8000-000000000000;x",
-		"/v1/jobs/00000000-0000-4000-8000-000000000000/webhook", "/admin/keys", "/admin/queues/",
+		"/v1/jobs/00000000-0000-4000-8000-000000000000/webhook", "/admin/keys", "/admin/queues/", "/admin",
+		"/admin/%2e%2e/v1/account", "/ADMIN/keys", "/v1/jobs/00000000-0000-4000-8000-000000000000/webhook/redeliver/",
 		"/%2e%2e/%2e%2e/etc/passwd", "/metrics/../v1/account", "//v1/account",
 	} {
 		add("path "+p, rawReq{method: "GET", path: p, headers: []string{"Authorization", auth}}, expect{status: 404, code: problem.NotFound})
 	}
+	// Redelivery: the body is ignored, the job must be the key's and have a webhook.
+	for name, body := range map[string]string{"no body": "", "garbage body": "\x00{[", "huge body": strings.Repeat("x", 100<<10)} {
+		add("redeliver "+name, rawReq{method: "POST", path: job + "/webhook/redeliver", body: []byte(body),
+			headers: []string{"Authorization", auth, "Content-Type", "text/plain"}}, expect{status: 404, code: problem.NotFound})
+	}
+	for _, id := range []string{"x", "%00", "..", strings.Repeat("a", 2049), strings.ToUpper(job[9:])} {
+		add("redeliver id "+trunc(id), rawReq{method: "POST", path: "/v1/jobs/" + id + "/webhook/redeliver",
+			headers: []string{"Authorization", auth}}, expect{status: 404, code: problem.NotFound})
+	}
+
 	// Query strings and fragments do not change routing.
 	add("query on account", rawReq{method: "GET", path: "/v1/account?x=%00&y=" + strings.Repeat("z", 4000),
 		headers: []string{"Authorization", auth}}, expect{status: 200, code: ""})
@@ -599,4 +611,90 @@ func trunc(s string) string {
 		return s[:40] + "…"
 	}
 	return s
+}
+
+// TestAdminBadInputSweep: /admin with its token set gets the same treatment: hostile bodies,
+// odd key ids and methods are complete problems, never a 5xx or a hang. Without the right
+// token every /admin path is a 401 whatever the request (404 without a token configured is
+// covered by the sweep above, whose API has none).
+func TestAdminBadInputSweep(t *testing.T) {
+	t.Parallel()
+	e := newAdminEnv(t, adminToken, 1_000_000)
+	c, _ := e.key(keys.CreateParams{})
+	addr := strings.TrimPrefix(e.api.URL, "http://")
+	admin := "Bearer " + adminToken
+	var cases []sweepCase
+	add := func(name string, r rawReq, want expect) { cases = append(cases, sweepCase{name, r, want}) }
+	bad := expect{status: 400, code: problem.InvalidRequest}
+	body := func(method, path, b string) rawReq {
+		return rawReq{method: method, path: path, body: []byte(b),
+			headers: []string{"Authorization", admin, "Content-Type", "application/json"}}
+	}
+	deep := strings.Repeat("[", 20000) + strings.Repeat("]", 20000)
+	for name, b := range map[string]string{
+		"empty":            ``,
+		"array":            `[]`,
+		"deep":             `{"name":` + deep + `}`,
+		"unknown field":    `{"name":"x","admin":true}`,
+		"duplicate":        `{"name":"x","name":"y"}`,
+		"case-folded":      `{"NAME":"x"}`,
+		"name number":      `{"name":1}`,
+		"scopes string":    `{"name":"x","scopes":"resolve"}`,
+		"scopes nested":    `{"name":"x","scopes":[["resolve"]]}`,
+		"rate huge":        `{"name":"x","rate_limit_per_minute":1e30}`,
+		"rate negative":    `{"name":"x","rate_limit_per_minute":-1}`,
+		"rate fraction":    `{"name":"x","rate_limit_per_minute":1.5}`,
+		"credits overflow": `{"name":"x","credits":99999999999999999999}`,
+		"quota negative":   `{"name":"x","daily_quota":-5}`,
+		"nul":              "{\"name\":\"a\x00\"}",
+		"invalid utf-8":    "{\"name\":\"\xff\"}",
+		"trailing":         `{"name":"x"}{}`,
+	} {
+		add("create "+name, body("POST", "/admin/keys", b), bad)
+	}
+	for name, b := range map[string]string{
+		"rate null":        `{"rate_limit_per_minute":null}`,
+		"rate string":      `{"rate_limit_per_minute":"5"}`,
+		"rate overflow":    `{"rate_limit_per_minute":9223372036854775808}`,
+		"rate above int32": `{"rate_limit_per_minute":4294967296}`,
+		"credits object":   `{"credits":{}}`,
+		"duplicate":        `{"credits":1,"credits":2}`,
+		"deep":             `{"credits":` + deep + `}`,
+		"unknown":          `{"name":"renamed"}`,
+	} {
+		add("update "+name, body("PATCH", "/admin/keys/"+c.ID, b), bad)
+	}
+	for name, b := range map[string]string{
+		"grace negative": `{"grace":"-1h"}`,
+		"grace garbage":  `{"grace":"soon"}`,
+		"grace number":   `{"grace":3600}`,
+		"grace huge":     `{"grace":"99999999999h"}`,
+	} {
+		add("rotate "+name, body("POST", "/admin/keys/"+c.ID+"/rotate-webhook-secret", b), bad)
+	}
+	for _, id := range []string{"key_nope", "x", "%00", "..", "%2e%2e", strings.Repeat("k", 3000), "key_{x}", "key_" + strings.Repeat("a", 16) + "%0a"} {
+		for _, m := range []string{"GET", "PATCH", "DELETE"} {
+			r := body(m, "/admin/keys/"+id, `{}`)
+			add(m+" key "+trunc(id), r, expect{status: 404, code: problem.NotFound})
+		}
+		add("rotate key "+trunc(id), body("POST", "/admin/keys/"+id+"/rotate-webhook-secret", ``), expect{status: 404, code: problem.NotFound})
+	}
+	for _, m := range []string{"PUT", "TRACE", "OPTIONS"} {
+		add(m+" /admin/keys", body(m, "/admin/keys", `{}`), expect{status: 405, code: problem.MethodNotAllowed})
+	}
+	for name, h := range map[string]string{
+		"none": "", "api-style": "Bearer sk_live_x", "prefix": admin[:len(admin)-1], "longer": admin + "x",
+		"basic wrong": "Basic Og==", "huge": "Bearer " + strings.Repeat("t", 16<<10),
+	} {
+		add("auth "+name, rawReq{method: "GET", path: "/admin/keys", headers: []string{"Authorization", h}},
+			expect{status: 401, code: problem.InvalidKey})
+		add("auth "+name+" unknown path", rawReq{method: "DELETE", path: "/admin/%00", headers: []string{"Authorization", h}},
+			expect{status: 401, code: problem.InvalidKey})
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			checkAnswer(t, c.name, send(t, addr, c.req), c.want)
+		})
+	}
 }

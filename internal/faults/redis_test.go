@@ -4,12 +4,14 @@ package faults
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/linkhop/linkhop/jobs"
+	"github.com/linkhop/linkhop/webhooks"
 )
 
 // readiness polls GET /readyz of addr every 100 ms and remembers every answer with its time.
@@ -60,7 +62,8 @@ func TestRedisRestartUnderLoad(t *testing.T) {
 	// Long enough that requests sent during it run out of go-redis's own retries (about
 	// 2–3 s of dialling and backing off) and must be answered with 503.
 	const down = 6 * time.Second
-	s := newStack(t, []string{"--appendonly", "yes", "--appendfsync", "always"})
+	s := newStack(t, []string{"--appendonly", "yes", "--appendfsync", "always"}, hookEnv()...)
+	hook := newReceiver(t, nil)
 	api := s.startAPI()
 	w := s.startWorker("worker")
 	token, keyID := s.newKey("--rate-limit", "0")
@@ -71,7 +74,7 @@ func TestRedisRestartUnderLoad(t *testing.T) {
 
 	loadCtx, stopLoad := context.WithCancel(context.Background())
 	defer stopLoad()
-	wait := resolveLoad(loadCtx, func() string { return api.addr }, token, "load", 4)
+	wait := resolveLoad(loadCtx, func() string { return api.addr }, token, "load", hook.url("/hook"), 4)
 	time.Sleep(2 * time.Second)
 
 	outageStart := time.Now()
@@ -145,7 +148,7 @@ func TestRedisRestartUnderLoad(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d answers; accepted %d before, %d during, %d after the outage; %d refused with 503, %d of them sent and answered during it; slowest answer %v",
+	t.Logf("%d answers; accepted %d before, %d during, %d after the outage; %d resolves refused with 503; %d 503s (resolves and polls) sent and answered while Redis was down; slowest answer %v",
 		answered, before, during, after, len(refusedIdem), inOutage, slowest.Round(time.Millisecond))
 	if inOutage == 0 {
 		t.Error("no request sent during the outage was answered 503 during it")
@@ -157,10 +160,14 @@ func TestRedisRestartUnderLoad(t *testing.T) {
 		t.Fatalf("the load did not cover the outage (before %d, after %d, 503s %d)", before, after, len(refusedIdem))
 	}
 
-	// Clients retry what was refused, with the same idempotency key.
+	// Clients retry what was refused, with the same idempotency key and body.
 	for _, idem := range refusedIdem {
-		a := call(context.Background(), api.addr, "POST", "/v1/resolve", token,
-			map[string]string{"url": "http://bit.ly/" + idem, "idempotency_key": idem})
+		body := map[string]string{"url": "http://bit.ly/" + idem, "idempotency_key": idem}
+		var n int
+		if _, err := fmt.Sscanf(idem, "load-%d", &n); err == nil && n%3 == 0 {
+			body["webhook_url"] = hook.url("/hook")
+		}
+		a := call(context.Background(), api.addr, "POST", "/v1/resolve", token, body)
 		id, _ := a.body["job_id"].(string)
 		if (a.status != http.StatusAccepted && a.status != http.StatusOK) || id == "" {
 			t.Errorf("retry of %s: %d %s", idem, a.status, a.raw)
@@ -195,4 +202,29 @@ func TestRedisRestartUnderLoad(t *testing.T) {
 		}
 	}
 	t.Logf("%d accepted jobs, %d not done", len(accepted), lost)
+
+	// Every job that asked for a webhook has it delivered (or visibly failed: the receiver
+	// here never fails, so delivered), and each event arrived at least once.
+	h := &hookStack{stack: s, token: token, keyID: keyID}
+	arrived := map[string]bool{}
+	hooks := 0
+	for _, id := range accepted {
+		if r := recs[id]; r.WebhookURL == "" {
+			continue
+		}
+		hooks++
+		st := h.hookState(id, 150*time.Second).Webhook
+		if st.Status != webhooks.StatusDelivered {
+			t.Errorf("job %s webhook %+v", id, st)
+		}
+	}
+	for _, a := range hook.arrivals() {
+		arrived[a.jobID] = true
+	}
+	for _, id := range accepted {
+		if recs[id].WebhookURL != "" && !arrived[id] {
+			t.Errorf("job %s: webhook delivered per the record, but the receiver never saw it", id)
+		}
+	}
+	t.Logf("%d webhooks, all delivered; %d arrivals at the receiver", hooks, len(hook.arrivals()))
 }

@@ -31,8 +31,9 @@ type loadResult struct {
 }
 
 // resolveLoad posts resolves with unique idempotency keys (prefix-n) from workers
-// goroutines until ctx ends, with a poll of the previous job between posts.
-func resolveLoad(ctx context.Context, addr func() string, token, prefix string, workers int) (wait func() []loadResult) {
+// goroutines until ctx ends, with a poll of the previous job between posts. When hook is set,
+// every third resolve asks for a webhook to it.
+func resolveLoad(ctx context.Context, addr func() string, token, prefix, hook string, workers int) (wait func() []loadResult) {
 	var (
 		mu  sync.Mutex
 		out []loadResult
@@ -48,8 +49,11 @@ func resolveLoad(ctx context.Context, addr func() string, token, prefix string, 
 				i := n.Add(1)
 				idem := fmt.Sprintf("%s-%d", prefix, i)
 				start := time.Now()
-				a := call(context.Background(), addr(), "POST", "/v1/resolve", token,
-					map[string]string{"url": "http://bit.ly/" + idem, "idempotency_key": idem})
+				body := map[string]string{"url": "http://bit.ly/" + idem, "idempotency_key": idem}
+				if hook != "" && i%3 == 0 {
+					body["webhook_url"] = hook
+				}
+				a := call(context.Background(), addr(), "POST", "/v1/resolve", token, body)
 				mu.Lock()
 				out = append(out, loadResult{idem: idem, a: a, start: start, at: time.Now()})
 				mu.Unlock()
@@ -107,7 +111,7 @@ func TestAPIGracefulShutdown(t *testing.T) {
 
 	ctx, stopLoad := context.WithCancel(context.Background())
 	defer stopLoad()
-	wait := resolveLoad(ctx, func() string { return api.addr }, token, "load", 8)
+	wait := resolveLoad(ctx, func() string { return api.addr }, token, "load", "", 8)
 	time.Sleep(1500 * time.Millisecond)
 
 	api.signal(syscall.SIGTERM)

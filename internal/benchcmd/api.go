@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -80,7 +82,72 @@ func scenarioResolve(ctx context.Context, e *runEnv) ([]row, error) {
 		r.target, r.min = "≥ 0.5×", 0.5
 		rows = append(rows, r)
 	}
-	return rows, nil
+	floor, err := resolveFloor(ctx, e, fmt.Sprintf("2%c", 'a'+len(e.conc)))
+	return append(rows, floor...), err
+}
+
+// resolveFloor is an informational row for scenario 2: how close to raw Enqueue any HTTP
+// endpoint can come on this machine. The bare handler decodes the body, makes one raw Enqueue
+// and answers 202: no authentication, limits, validation or job record.
+func resolveFloor(ctx context.Context, e *runEnv, id string) ([]row, error) {
+	conc := e.conc[0]
+	if err := e.redis.flush(ctx); err != nil {
+		return nil, err
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: e.redis.addr})
+	defer rdb.Close()
+	raw := asynq.NewClientFromRedisClient(rdb)
+	bare, err := serve(bareEnqueueHandler(raw))
+	if err != nil {
+		return nil, err
+	}
+	defer bare.close()
+	client := newHTTPClient(conc)
+	defer client.CloseIdleConnections()
+	var seq atomic.Int64
+	ours := func(ctx context.Context, d time.Duration) sample {
+		return closedLoop(ctx, conc, d, func(ctx context.Context, _ int) error {
+			_, err := postResolve(ctx, client, bare.url, "", "http://"+shortHost+"/f/"+strconv.FormatInt(seq.Add(1), 36), "", http.StatusAccepted)
+			return err
+		})
+	}
+	theirs := func(ctx context.Context, d time.Duration) sample {
+		return closedLoop(ctx, conc, d, func(ctx context.Context, _ int) error {
+			t, _ := refTask()
+			_, err := raw.EnqueueContext(ctx, t)
+			return err
+		})
+	}
+	e.progress("floor: bare HTTP enqueue handler vs raw enqueue, concurrency %d", conc)
+	a, b, err := e.timing.pair(ctx, fmt.Sprintf("resolve-floor-c%d", conc), ours, theirs)
+	if err != nil {
+		return nil, err
+	}
+	r := compare(id, fmt.Sprintf("floor, for scale: bare `net/http` POST handler making one raw `Enqueue` vs raw `Enqueue`/s, c=%d", conc), a, b, true)
+	return []row{r}, nil
+}
+
+// bareEnqueueHandler answers POST /v1/resolve with one raw Enqueue and nothing else.
+func bareEnqueueHandler(c *asynq.Client) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/resolve", func(w http.ResponseWriter, r *http.Request) {
+		var body struct {
+			URL string `json:"url"`
+		}
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&body); err != nil || body.URL == "" {
+			http.Error(w, "bad body", http.StatusBadRequest)
+			return
+		}
+		t, id := refTask()
+		if _, err := c.EnqueueContext(r.Context(), t); err != nil {
+			http.Error(w, "enqueue", http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		w.WriteHeader(http.StatusAccepted)
+		_, _ = fmt.Fprintf(w, `{"job_id":%q,"status":"queued"}`, id)
+	})
+	return mux
 }
 
 // bareHandler is the polls' reference: a net/http handler making one Redis call (GET of the

@@ -301,14 +301,24 @@ func (s *stack) nextURL(prefix string) string {
 
 // submit posts one link and returns the job id of its 202 answer.
 func (s *stack) submit(ctx context.Context, token, link string) (string, error) {
-	body, _ := json.Marshal(map[string]string{"url": link})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.api.url+"/v1/resolve", bytes.NewReader(body))
+	return postResolve(ctx, s.client, s.api.url, token, link, "", http.StatusAccepted)
+}
+
+// postResolve sends POST base/v1/resolve for link (with an idempotency key unless idem is
+// empty), wants status, and returns the job_id of the answer ("" when it has none).
+func postResolve(ctx context.Context, c *http.Client, base, token, link, idem string, status int) (string, error) {
+	fields := map[string]string{"url": link}
+	if idem != "" {
+		fields["idempotency_key"] = idem
+	}
+	body, _ := json.Marshal(fields)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/resolve", bytes.NewReader(body))
 	if err != nil {
 		return "", err
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Content-Type", "application/json")
-	res, err := s.client.Do(req)
+	res, err := c.Do(req)
 	if err != nil {
 		return "", err
 	}
@@ -317,16 +327,19 @@ func (s *stack) submit(ctx context.Context, token, link string) (string, error) 
 	if err != nil {
 		return "", err
 	}
-	if res.StatusCode != http.StatusAccepted {
-		return "", fmt.Errorf("%w: POST /v1/resolve: %d %s", errStatus, res.StatusCode, bytes.TrimSpace(raw))
+	if res.StatusCode != status {
+		return "", fmt.Errorf("%w: POST /v1/resolve: %d, want %d: %s", errStatus, res.StatusCode, status, bytes.TrimSpace(raw))
 	}
 	var q struct {
-		JobID string `json:"job_id"`
+		JobID *string `json:"job_id"`
 	}
 	if err := json.Unmarshal(raw, &q); err != nil {
-		return "", fmt.Errorf("decoding the 202 body: %w", err)
+		return "", fmt.Errorf("decoding the answer: %w", err)
 	}
-	return q.JobID, nil
+	if q.JobID == nil {
+		return "", nil
+	}
+	return *q.JobID, nil
 }
 
 // get reads base+path with token and wants 200.

@@ -1,11 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -149,10 +146,12 @@ func scenarioTrips(ctx context.Context, e *runEnv) ([]row, error) {
 		}},
 		{"6b", "… with an `Idempotency-Key` (new key → 202)", 3, "≤ 3", func() error {
 			seq++
-			return s.post(ctx, tok, s.nextURL("i"), "bench-"+strconv.Itoa(seq), http.StatusAccepted)
+			_, err := postResolve(ctx, s.client, s.api.url, tok, s.nextURL("i"), "bench-"+strconv.Itoa(seq), http.StatusAccepted)
+			return err
 		}},
 		{"6c", "… of a cached link (→ 200 `cached:true`)", 3, "≤ 3", func() error {
-			return s.post(ctx, tok, cachedURL, "", http.StatusOK)
+			_, err := postResolve(ctx, s.client, s.api.url, tok, cachedURL, "", http.StatusOK)
+			return err
 		}},
 		{"6d", "Redis round trips per `GET /v1/jobs/{id}` poll", 1, "1", func() error {
 			return get(ctx, s.client, s.api.url+"/v1/jobs/"+id, tok)
@@ -188,29 +187,4 @@ func scenarioTrips(ctx context.Context, e *runEnv) ([]row, error) {
 	}
 	e.note("6: counted with a go-redis hook on the API's client (a pipeline counts as one); the references make 1 each (raw `asynq.Client.Enqueue`: one script; the bare handler: one `GET`).")
 	return rows, nil
-}
-
-// post sends POST /v1/resolve with an optional idempotency key and wants status.
-func (s *stack) post(ctx context.Context, token, link, idem string, status int) error {
-	body := map[string]string{"url": link}
-	if idem != "" {
-		body["idempotency_key"] = idem
-	}
-	b, _ := json.Marshal(body)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.api.url+"/v1/resolve", bytes.NewReader(b))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Content-Type", "application/json")
-	res, err := s.client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer res.Body.Close()
-	raw, _ := io.ReadAll(res.Body)
-	if res.StatusCode != status {
-		return fmt.Errorf("%w: POST /v1/resolve: %d, want %d: %s", errStatus, res.StatusCode, status, bytes.TrimSpace(raw))
-	}
-	return nil
 }

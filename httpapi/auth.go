@@ -6,15 +6,14 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/linkhop/linkhop/keys"
 	"github.com/linkhop/linkhop/problem"
 	"github.com/linkhop/linkhop/quota"
 )
 
-const (
-	keyCtx ctxKey = iota + 1
-	decisionCtx
-)
+const keyCtx ctxKey = 1
 
 // keyOf returns the authenticated key of r (inside authed handlers).
 func keyOf(r *http.Request) keys.Key {
@@ -32,42 +31,116 @@ func bearer(r *http.Request) (string, bool) {
 	return token, token != ""
 }
 
-// authed wraps a /v1 handler that counts against the per-minute limit only: it
-// authenticates, admits the request and puts the key in the context.
+// authed wraps a /v1 handler that needs nothing more than an admitted key: it authenticates
+// and admits (one round trip), then puts the key in the context.
 func (s *Server) authed(next http.HandlerFunc) http.HandlerFunc {
-	return s.authenticated(func(w http.ResponseWriter, r *http.Request) {
-		if _, ok := s.admit(w, r, false); ok {
-			next(w, r)
-		}
-	})
-}
-
-// authenticated wraps a handler that calls admit itself (POST /v1/resolve decides whether the
-// request counts against the daily quota only after reading its body).
-func (s *Server) authenticated(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		token, ok := bearer(r)
-		var k keys.Key
-		err := keys.ErrInvalidKey
-		if ok {
-			k, err = s.Keys.Authenticate(r.Context(), token)
+		if g, ok := s.gate(w, r, gateOptions{}); ok {
+			next(w, r.WithContext(context.WithValue(r.Context(), keyCtx, g.key)))
 		}
-		if errors.Is(err, keys.ErrInvalidKey) {
-			s.authFailed(w, r)
-			return
-		}
-		if err != nil {
-			s.fail(w, r, err)
-			return
-		}
-		info(r).keyID = k.ID
-		next(w, r.WithContext(context.WithValue(r.Context(), keyCtx, k)))
 	}
 }
 
-// authFailed answers a failed authentication: 401, or 429 once the client's address has
-// failed too often in the rolling minute (CONTRACT §2).
+// gateOptions say what else the admission round trip carries.
+type gateOptions struct {
+	countDay bool                                 // the request counts against the daily quota
+	fetch    func(keyID string) string            // a key of the same API key to read with it
+	batch    func(p redis.Pipeliner) func() error // more commands in the same round trip
+	// onQuota, when set, may answer a quota_exceeded rejection itself (an idempotent replay
+	// is answered even when the quota is used up); it reports whether it did.
+	onQuota func(k keys.Key) bool
+}
+
+// gated is an authenticated, admitted request.
+type gated struct {
+	key      keys.Key
+	decision quota.Decision
+	fetched  []byte
+}
+
+// gate authenticates the bearer key and admits the request against its limits in one Redis
+// round trip (with whatever o adds to it), sets the rate-limit headers, and answers 401, 429
+// or 503 itself when the request may not proceed.
+func (s *Server) gate(w http.ResponseWriter, r *http.Request, o gateOptions) (gated, bool) {
+	token, ok := bearer(r)
+	var id string
+	if ok {
+		id, ok = keys.ParseToken(token)
+	}
+	if !ok {
+		s.authFailed(w, r)
+		return gated{}, false
+	}
+	req := quota.AdmitRequest{KeyID: id, RecordKey: keys.RecordKey(id), Digest: keys.Digest(token), CountDay: o.countDay}
+	if o.fetch != nil {
+		req.Fetch = o.fetch(id)
+	}
+	var adm quota.Admission
+	var err error
+	for attempt := 0; attempt < 2; attempt++ {
+		var decode func() (quota.Admission, error)
+		var more func() error
+		_, _ = s.Redis.Pipelined(r.Context(), func(p redis.Pipeliner) error {
+			decode = s.Limiter.AdmitIn(r.Context(), p, req)
+			if o.batch != nil {
+				more = o.batch(p)
+			}
+			return nil
+		})
+		adm, err = decode()
+		if errors.Is(err, quota.ErrNoScript) && attempt == 0 {
+			if err = s.Limiter.LoadScripts(r.Context()); err == nil {
+				continue
+			}
+		}
+		if err == nil && more != nil {
+			err = more()
+		}
+		break
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return gated{}, false
+	}
+	if !adm.Authenticated {
+		s.authFailed(w, r)
+		return gated{}, false
+	}
+	k, err := keys.Check(id, token, adm.Record)
+	if err != nil {
+		// The script matched the digest; this only fails for a corrupt record.
+		s.fail(w, r, err)
+		return gated{}, false
+	}
+	info(r).keyID = k.ID
+	d := adm.Decision
+	quota.SetHeaders(w.Header(), d)
+	if !d.Allowed {
+		s.metrics.limiter.WithLabelValues(d.Code).Inc()
+		if d.Code == quota.CodeQuotaExceeded && o.onQuota != nil && o.onQuota(k) {
+			return gated{}, false
+		}
+		var p *problem.Problem
+		if d.Code == quota.CodeQuotaExceeded {
+			p = problem.New(problem.QuotaExceeded, "The daily quota of this key is used up; it renews at 00:00 UTC.")
+		} else {
+			p = problem.New(problem.RateLimited, "The per-minute limit of this key is used up; retry after the Retry-After delay.")
+		}
+		problem.Write(w, RequestID(r), p.WithRetryAfter(d.RetryAfter))
+		return gated{}, false
+	}
+	s.metrics.limiter.WithLabelValues("allowed").Inc()
+	return gated{key: k, decision: d, fetched: adm.Fetched}, true
+}
+
+// authFailed answers a failed /v1 authentication.
 func (s *Server) authFailed(w http.ResponseWriter, r *http.Request) {
+	s.authFailedWith(w, r, problem.New(problem.InvalidKey, "Send a valid API key as Authorization: Bearer sk_live_…"))
+}
+
+// authFailedWith answers a failed authentication with unauthorized (a 401), or with 429 once
+// the client's address has failed too often in the rolling minute (CONTRACT §2).
+func (s *Server) authFailedWith(w http.ResponseWriter, r *http.Request, unauthorized *problem.Problem) {
 	if s.Limiter != nil {
 		d, err := s.Limiter.CheckAuthFailure(r.Context(), clientIP(r), s.AuthFailuresPerMinute)
 		if err != nil {
@@ -82,42 +155,7 @@ func (s *Server) authFailed(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	problem.Write(w, RequestID(r), problem.New(problem.InvalidKey,
-		"Send a valid API key as Authorization: Bearer sk_live_…"))
-}
-
-// limitsOf maps a key record to the limiter's budgets.
-func limitsOf(k keys.Key) quota.Limits {
-	l := quota.Limits{PerMinute: k.RateLimitPerMinute, DailyQuota: -1}
-	if k.DailyQuota != nil {
-		l.DailyQuota = *k.DailyQuota
-	}
-	return l
-}
-
-// admit checks the request of the authenticated key against its limits, sets the rate-limit
-// headers, and answers 429 (or 503) itself when the request may not proceed.
-func (s *Server) admit(w http.ResponseWriter, r *http.Request, countDay bool) (quota.Decision, bool) {
-	k := keyOf(r)
-	d, err := s.Limiter.Check(r.Context(), quota.Request{KeyID: k.ID, Limits: limitsOf(k), CountDay: countDay})
-	if err != nil {
-		s.fail(w, r, err)
-		return d, false
-	}
-	quota.SetHeaders(w.Header(), d)
-	if d.Allowed {
-		s.metrics.limiter.WithLabelValues("allowed").Inc()
-		return d, true
-	}
-	s.metrics.limiter.WithLabelValues(d.Code).Inc()
-	var p *problem.Problem
-	if d.Code == quota.CodeQuotaExceeded {
-		p = problem.New(problem.QuotaExceeded, "The daily quota of this key is used up; it renews at 00:00 UTC.")
-	} else {
-		p = problem.New(problem.RateLimited, "The per-minute limit of this key is used up; retry after the Retry-After delay.")
-	}
-	problem.Write(w, RequestID(r), p.WithRetryAfter(d.RetryAfter))
-	return d, false
+	problem.Write(w, RequestID(r), unauthorized)
 }
 
 // refund gives back what an admitted request took when it fails after admission or turns

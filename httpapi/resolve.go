@@ -1,13 +1,13 @@
 package httpapi
 
 import (
-	"context"
 	"errors"
 	"net/http"
 	"strings"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/linkhop/linkhop/jobs"
 	"github.com/linkhop/linkhop/keys"
@@ -97,78 +97,77 @@ func creditCost(tier string) int64 {
 	return 1
 }
 
-// postResolve accepts a link. In order: read and validate the body (no Redis), admit against
-// the limits (the daily quota counts only a request that could be accepted), idempotency,
-// the cache, credits, then the job. Whatever fails after admission gives back what it took:
-// a non-2xx answer means nothing was created, queued or charged.
+// postResolve accepts a link. The body is read and validated first (no Redis), then three
+// round trips make an accepted resolve: (1) authentication, limits and the cache lookup,
+// (2) the job with its idempotency claim and credits, (3) the enqueue. Whatever fails after
+// admission gives back what it took: a non-2xx answer means nothing was created, queued or
+// charged.
 func (s *Server) postResolve(w http.ResponseWriter, r *http.Request) {
-	k := keyOf(r)
-	in, p := s.parseResolve(w, r)
-	scoped := k.HasScope(keys.ScopeResolve)
-	d, ok := s.admit(w, r, p == nil && scoped)
+	ctx := r.Context()
+	in, bad := s.parseResolve(w, r)
+	var lookup func() (resolve.Result, bool, bool, error)
+	g, ok := s.gate(w, r, gateOptions{
+		// Only a request that can be accepted counts against the daily quota.
+		countDay: bad == nil,
+		batch: func(p redis.Pipeliner) func() error {
+			if bad == nil {
+				lookup = s.Resolver.LookupIn(ctx, p, in.url)
+			}
+			return nil
+		},
+		// A replay does not count again, so it is answered even when the quota is used up.
+		onQuota: func(k keys.Key) bool {
+			if in.idemKey == "" {
+				return false
+			}
+			prev, err := s.Jobs.GetClaim(ctx, k.ID, in.idemKey)
+			if err != nil || prev == nil {
+				return false
+			}
+			s.answerClaim(w, r, k, in, *prev)
+			return true
+		},
+	})
 	if !ok {
 		return
 	}
-	if !scoped {
+	k, d := g.key, g.decision
+	if !k.HasScope(keys.ScopeResolve) {
+		s.refund(r, d, false, true)
 		problem.Write(w, RequestID(r), problem.New(problem.ForbiddenScope, "This key lacks the resolve scope."))
 		return
 	}
-	if p != nil {
-		problem.Write(w, RequestID(r), p)
+	if bad != nil {
+		problem.Write(w, RequestID(r), bad)
 		return
 	}
-	ctx := r.Context()
-	jobID := uuid.NewString()
-	// undo gives back the admission and the idempotency claim of a request that ends without
-	// a job; minute says whether the per-minute slot goes back too (it does for our failures,
-	// not for a client's answered request).
-	release := func() {
-		if in.idemKey == "" {
-			return
-		}
-		if err := s.Jobs.ReleaseIdempotency(context.WithoutCancel(ctx), k.ID, in.idemKey, jobID); err != nil {
-			s.log.Warn("releasing an idempotency key failed", "request_id", RequestID(r), "err", err)
-		}
-	}
-	undo := func(minute bool) {
-		s.refund(r, d, minute, true)
-		release()
-	}
 
-	if in.idemKey != "" {
-		prev, err := s.Jobs.ClaimIdempotency(ctx, k.ID, in.idemKey, jobs.Claim{JobID: jobID, URL: in.url, WebhookURL: in.webhookURL})
-		if err != nil {
-			s.refund(r, d, true, true)
-			s.fail(w, r, err)
-			return
-		}
-		if prev != nil {
-			// Not a new request: it costs no quota, whatever the answer.
-			s.refund(r, d, false, true)
-			if prev.URL != in.url || prev.WebhookURL != in.webhookURL {
-				problem.Write(w, RequestID(r), problem.New(problem.IdempotencyConflict,
-					"This idempotency key was used with a different url or webhook_url."))
-				return
-			}
-			s.replay(w, r, *prev)
-			return
-		}
-	}
-
-	res, found, removed, err := s.Resolver.Lookup(ctx, in.url)
+	res, found, removed, err := lookup()
 	if err != nil {
-		undo(true)
+		s.refund(r, d, true, true)
 		s.fail(w, r, err)
 		return
 	}
 	if removed {
-		undo(false)
+		s.refund(r, d, false, true)
 		problem.Write(w, RequestID(r), problem.New(problem.LinkRemoved, "The provider reports that this link was removed."))
 		return
 	}
 	if found {
-		// Accepted (it counts against the quota), but no job: the claim goes.
-		release()
+		// An idempotency key already used answers for its first job, not from the cache.
+		if in.idemKey != "" {
+			prev, err := s.Jobs.GetClaim(ctx, k.ID, in.idemKey)
+			if err != nil {
+				s.refund(r, d, true, true)
+				s.fail(w, r, err)
+				return
+			}
+			if prev != nil {
+				s.refund(r, d, false, true)
+				s.answerClaim(w, r, k, in, *prev)
+				return
+			}
+		}
 		writeJSON(w, http.StatusOK, cachedResponse{
 			Status: "done", URL: in.url, TargetURL: res.TargetURL,
 			Provider: in.provider.ID, Tier: tierPtr(in.provider.Tier), Cached: true, Balance: k.Credits,
@@ -176,64 +175,54 @@ func (s *Server) postResolve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	var held int64
+	var cost int64
 	if k.Credits != nil {
-		cost := creditCost(in.provider.Tier)
-		balance, ok, err := s.Keys.ReserveCredits(ctx, k.ID, cost)
-		if err != nil {
-			undo(true)
-			s.fail(w, r, err)
-			return
-		}
-		if !ok {
-			undo(false)
-			var b int64
-			if balance != nil {
-				b = *balance
-			}
-			problem.Write(w, RequestID(r), problem.New(problem.OutOfCredits,
-				"This link costs "+itoa(int(cost))+" credits; the key's balance is lower.").WithBalance(b))
-			return
-		}
-		held = cost
+		cost = creditCost(in.provider.Tier)
 	}
-
 	rec := &jobs.Record{
-		ID: jobID, KeyID: k.ID, URL: in.url, WebhookURL: in.webhookURL, IdempotencyKey: in.idemKey,
-		Provider: in.provider.ID, Tier: in.provider.Tier, CreditsHeld: held,
+		ID: uuid.NewString(), KeyID: k.ID, URL: in.url, WebhookURL: in.webhookURL, IdempotencyKey: in.idemKey,
+		Provider: in.provider.ID, Tier: in.provider.Tier,
 	}
-	pos, err := s.Queue.Submit(ctx, rec)
-	if err != nil {
+	sub, err := s.Queue.Submit(ctx, rec, cost)
+	switch {
+	case err != nil:
 		s.metrics.enqueueErrors.Inc()
 		s.log.Error("submitting a job failed", "request_id", RequestID(r), "err", err)
-		undo(true)
-		if held > 0 {
-			if err := s.Keys.AdjustCredits(context.WithoutCancel(ctx), k.ID, held); err != nil {
-				s.log.Error("refunding credits failed", "request_id", RequestID(r), "key_id", k.ID, "err", err)
-			}
-		}
+		s.refund(r, d, true, true)
 		problem.Write(w, RequestID(r), problem.New(problem.ServiceUnavailable,
 			"The job could not be queued; nothing was created or charged. Retry later.").WithRetryAfter(5*time.Second))
-		return
+	case sub.Replay != nil:
+		s.refund(r, d, false, true)
+		s.answerClaim(w, r, k, in, *sub.Replay)
+	case sub.OutOfCredits:
+		s.refund(r, d, false, true)
+		problem.Write(w, RequestID(r), problem.New(problem.OutOfCredits,
+			"This link costs "+itoa(int(cost))+" credits; the key's balance is lower.").WithBalance(*sub.Balance))
+	default:
+		s.writeQueued(w, rec.ID, sub.Position)
 	}
-	s.writeQueued(w, rec.ID, pos)
 }
 
-// replay answers an idempotent replay for the first request's job: 200 in the cached shape
-// when it is done, else 202.
-func (s *Server) replay(w http.ResponseWriter, r *http.Request, c jobs.Claim) {
+// answerClaim answers a request whose idempotency key was used before: 409 when it differs
+// from the first request, else the first request's job (200 in the cached shape when it is
+// done, else 202), with Idempotent-Replayed.
+func (s *Server) answerClaim(w http.ResponseWriter, r *http.Request, k keys.Key, in resolveInput, c jobs.Claim) {
+	if c.URL != in.url || c.WebhookURL != in.webhookURL {
+		problem.Write(w, RequestID(r), problem.New(problem.IdempotencyConflict,
+			"This idempotency key was used with a different url or webhook_url."))
+		return
+	}
 	w.Header().Set("Idempotent-Replayed", "true")
-	rec, err := s.Jobs.Get(r.Context(), keyOf(r).ID, c.JobID)
+	rec, err := s.Jobs.Get(r.Context(), k.ID, c.JobID)
 	if err != nil && !errors.Is(err, jobs.ErrNotFound) {
 		s.fail(w, r, err)
 		return
 	}
-	// A record not there yet belongs to a concurrent first request still being accepted.
 	if err == nil && rec.Status == jobs.StatusDone && rec.TargetURL != nil {
 		id := rec.ID
 		writeJSON(w, http.StatusOK, cachedResponse{
 			JobID: &id, Status: "done", URL: rec.URL, TargetURL: *rec.TargetURL, Provider: rec.Provider,
-			Tier: tierPtr(rec.Tier), CreditsCharged: rec.CreditsCharged, Cached: false, Balance: keyOf(r).Credits,
+			Tier: tierPtr(rec.Tier), CreditsCharged: rec.CreditsCharged, Cached: false, Balance: k.Credits,
 		})
 		return
 	}

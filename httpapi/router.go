@@ -10,21 +10,26 @@ import (
 	"github.com/linkhop/linkhop/problem"
 )
 
-// routes is every route of the API, in one place.
-func (s *Server) routes() http.Handler {
+// routes is the whole API: the router behind the admin gate.
+func (s *Server) routes() http.Handler { return s.adminGate(s.router()) }
+
+// router is every route of the API, in one place.
+func (s *Server) router() *mux.Router {
 	r := mux.NewRouter()
 	r.Use(routeName)
 
 	r.HandleFunc("/healthz", s.healthz).Methods(http.MethodGet, http.MethodHead)
 	r.HandleFunc("/readyz", s.readyz).Methods(http.MethodGet, http.MethodHead)
 	r.Handle("/metrics", promhttp.HandlerFor(s.Gatherer, promhttp.HandlerOpts{})).Methods(http.MethodGet)
+	r.HandleFunc("/openapi.json", s.getOpenAPI).Methods(http.MethodGet)
 
 	// Full paths, not a /v1 subrouter: gorilla/mux answers a method mismatch inside a
 	// subrouter with 404 instead of 405.
-	r.HandleFunc("/v1/resolve", s.authenticated(s.postResolve)).Methods(http.MethodPost)
-	r.HandleFunc("/v1/jobs/{job_id}", s.authed(s.getJob)).Methods(http.MethodGet)
+	r.HandleFunc("/v1/resolve", s.postResolve).Methods(http.MethodPost)
+	r.HandleFunc("/v1/jobs/{job_id}", s.getJob).Methods(http.MethodGet)
 	r.HandleFunc("/v1/providers", s.authed(s.getProviders)).Methods(http.MethodGet)
 	r.HandleFunc("/v1/account", s.authed(s.getAccount)).Methods(http.MethodGet)
+	s.adminRoutes(r) // admin.go; reachable only through adminGate
 
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		problem.Write(w, RequestID(req), problem.New(problem.NotFound, "No such route: "+req.Method+" "+req.URL.Path+"."))

@@ -40,6 +40,10 @@ type Deps struct {
 	AllowPrivateTargets bool
 	// AuthFailuresPerMinute limits failed authentications per client address.
 	AuthFailuresPerMinute int
+	// AdminToken (LINKHOP_ADMIN_TOKEN) guards /admin/*; empty: /admin/* is 404.
+	AdminToken string
+	// QueuesUI is the asynq web UI served at QueuesPath behind the admin token; nil: none.
+	QueuesUI http.Handler
 }
 
 // Server is the API's http.Handler.

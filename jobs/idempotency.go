@@ -27,39 +27,18 @@ func idemKey(keyID, key string) string {
 	return keys.Tag(keyID) + ":idem:" + hex.EncodeToString(sum[:16])
 }
 
-// claimScript returns the existing claim, or stores ARGV[1] and returns false: one atomic
-// step, so concurrent requests with one key see exactly one winner.
-var claimScript = redis.NewScript(`
-local v = redis.call('GET', KEYS[1])
-if v then return v end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return false`)
-
-// ClaimIdempotency claims key for c, remembered for the job retention. It returns the earlier
-// claim when the key was used before (and then stores nothing).
-func (s *Store) ClaimIdempotency(ctx context.Context, keyID, key string, c Claim) (*Claim, error) {
-	b, _ := json.Marshal(c)
-	v, err := claimScript.Run(ctx, s.rdb, []string{idemKey(keyID, key)}, b, s.retention.Milliseconds()).Text()
+// GetClaim reads the claim of an idempotency key, nil when it was not used.
+func (s *Store) GetClaim(ctx context.Context, keyID, key string) (*Claim, error) {
+	v, err := s.rdb.Get(ctx, idemKey(keyID, key)).Bytes()
 	if errors.Is(err, redis.Nil) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("jobs: idempotency claim: %w", err)
 	}
-	var prev Claim
-	if err := json.Unmarshal([]byte(v), &prev); err != nil {
+	var c Claim
+	if err := json.Unmarshal(v, &c); err != nil {
 		return nil, fmt.Errorf("jobs: idempotency claim: %w", err)
 	}
-	return &prev, nil
-}
-
-var releaseScript = redis.NewScript(`
-local v = redis.call('GET', KEYS[1])
-if v and cjson.decode(v).job_id == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0`)
-
-// ReleaseIdempotency forgets key if it still names jobID: the request that claimed it created
-// nothing after all (cached answer, failure), so a retry must be free to create the job.
-func (s *Store) ReleaseIdempotency(ctx context.Context, keyID, key, jobID string) error {
-	return releaseScript.Run(ctx, s.rdb, []string{idemKey(keyID, key)}, jobID).Err()
+	return &c, nil
 }

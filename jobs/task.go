@@ -11,11 +11,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/linkhop/linkhop/keys"
 	"github.com/linkhop/linkhop/resolve"
 )
 
@@ -78,49 +81,145 @@ func NewQueue(rdb redis.UniversalClient, store *Store, o TaskOptions) *Queue {
 // v0.18); reading its length is cheaper than the Inspector's full queue statistics.
 func pendingKey(queue string) string { return "asynq:{" + queue + "}:pending" }
 
-// Submit stores r (status queued) and enqueues its resolve task. It returns the number of
-// tasks ahead of it in the queue, a hint for the client.
-func (q *Queue) Submit(ctx context.Context, r *Record) (position int64, err error) {
+// createScript creates a job in one step, under the API key's hash tag: it honours an
+// earlier idempotency claim, takes the job's credits from a key that has a balance (never
+// below zero), stores the record and the claim. Reply {code, value}: 0 created (value: the
+// balance after, -1 without one), 1 replay (value: the earlier claim), 2 out of credits
+// (value: the balance), 3 the job id exists.
+//
+// KEYS: the job record, the idempotency key, the key record.
+// ARGV: record JSON, retention in ms, claim JSON ("" = no idempotency key), credit cost
+// (0 = no credit check).
+var createScript = redis.NewScript(`
+if ARGV[3] ~= '' then
+  local prev = redis.call('GET', KEYS[2])
+  if prev then return {1, prev} end
+end
+local bal = -1
+local cost = tonumber(ARGV[4])
+if cost > 0 then
+  local b = redis.call('HGET', KEYS[3], 'credits')
+  if b then
+    b = tonumber(b)
+    if b < cost then return {2, tostring(b)} end
+    bal = redis.call('HINCRBY', KEYS[3], 'credits', -cost)
+  end
+end
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {3, ''} end
+if ARGV[3] ~= '' then redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2]) end
+return {0, tostring(bal)}`)
+
+// undoScript removes what createScript made for a job whose enqueue failed: the record, the
+// claim (if it is still this job's) and the credits (to a key that still has a balance).
+// KEYS as createScript; ARGV: job id, credits to give back.
+var undoScript = redis.NewScript(`
+redis.call('DEL', KEYS[1])
+local c = redis.call('GET', KEYS[2])
+if c and cjson.decode(c).job_id == ARGV[1] then redis.call('DEL', KEYS[2]) end
+local n = tonumber(ARGV[2])
+if n > 0 and redis.call('HEXISTS', KEYS[3], 'credits') == 1 then
+  redis.call('HINCRBY', KEYS[3], 'credits', n)
+end
+return 0`)
+
+// Submitted is the outcome of Submit.
+type Submitted struct {
+	// Position is the number of tasks ahead in the queue, a hint for the client.
+	Position int64
+	// Replay is the earlier claim of the request's idempotency key; nothing was created.
+	Replay *Claim
+	// OutOfCredits says the key's balance (Balance) is below the job's cost; nothing was created.
+	OutOfCredits bool
+	// Balance is the key's credit balance after the call, nil for a key without one.
+	Balance *int64
+}
+
+// Submit creates job r (status queued) and enqueues its resolve task: two round trips, the
+// create script with the queue length, then asynq's enqueue. cost is the credits to take
+// (0 for a key without a balance); r.IdempotencyKey, when set, is claimed in the same step.
+// If the enqueue fails, everything is undone and the error returned: a failed submit leaves
+// nothing behind.
+func (q *Queue) Submit(ctx context.Context, r *Record, cost int64) (Submitted, error) {
 	task, err := NewResolveTask(r.ID, r.KeyID, q.opts)
 	if err != nil {
-		return 0, err
+		return Submitted{}, err
 	}
 	r.Status = StatusQueued
 	if r.CreatedAt.IsZero() {
 		r.CreatedAt = now()
 	}
 	r.UpdatedAt = r.CreatedAt
+	r.CreditsHeld = cost
 	if r.Hops == nil {
 		r.Hops = []resolve.Hop{}
 	}
 	b, err := json.Marshal(r)
 	if err != nil {
-		return 0, fmt.Errorf("jobs: encoding %s: %w", r.ID, err)
+		return Submitted{}, fmt.Errorf("jobs: encoding %s: %w", r.ID, err)
 	}
-	// One round trip: the record and the queue length (the position hint) together.
-	var created *redis.BoolCmd
+	claim := ""
+	if r.IdempotencyKey != "" {
+		c, _ := json.Marshal(Claim{JobID: r.ID, URL: r.URL, WebhookURL: r.WebhookURL})
+		claim = string(c)
+	}
+	ks := []string{RecordKey(r.KeyID, r.ID), idemKey(r.KeyID, r.IdempotencyKey), keys.RecordKey(r.KeyID)}
+	var created *redis.Cmd
 	var pending *redis.IntCmd
-	_, err = q.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		created = p.SetNX(ctx, RecordKey(r.KeyID, r.ID), b, q.store.retention)
-		pending = p.LLen(ctx, pendingKey(QueueResolve))
-		return nil
-	})
-	// Only the record's write matters; the position is a hint and its error is ignored.
-	_ = err
-	if err := created.Err(); err != nil {
-		return 0, fmt.Errorf("jobs: storing %s: %w", r.ID, err)
+	run := func() error {
+		_, err := q.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			created = createScript.EvalSha(ctx, p, ks, b, q.store.retention.Milliseconds(), claim, cost)
+			pending = p.LLen(ctx, pendingKey(QueueResolve))
+			return nil
+		})
+		return err
 	}
-	if !created.Val() {
-		return 0, fmt.Errorf("jobs: storing %s: %w", r.ID, ErrExists)
+	// The position is only a hint: the pipeline's error matters only through the script's.
+	_ = run()
+	if isNoScript(created.Err()) {
+		if err := createScript.Load(ctx, q.rdb).Err(); err != nil {
+			return Submitted{}, fmt.Errorf("jobs: loading the create script: %w", err)
+		}
+		_ = run()
+	}
+	reply, err := created.Slice()
+	if err != nil {
+		return Submitted{}, fmt.Errorf("jobs: creating %s: %w", r.ID, err)
+	}
+	code, _ := reply[0].(int64)
+	val, _ := reply[1].(string)
+	var out Submitted
+	switch code {
+	case 1:
+		var c Claim
+		if err := json.Unmarshal([]byte(val), &c); err != nil {
+			return Submitted{}, fmt.Errorf("jobs: reading an idempotency claim: %w", err)
+		}
+		out.Replay = &c
+		return out, nil
+	case 2:
+		n, _ := strconv.ParseInt(val, 10, 64)
+		out.OutOfCredits, out.Balance = true, &n
+		return out, nil
+	case 3:
+		return Submitted{}, fmt.Errorf("jobs: creating %s: %w", r.ID, ErrExists)
+	}
+	if n, _ := strconv.ParseInt(val, 10, 64); n >= 0 {
+		out.Balance = &n
 	}
 	if _, err := q.client.EnqueueContext(ctx, task); err != nil {
 		// Undo with a fresh context: the request's may be what failed.
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		defer cancel()
-		if derr := q.store.Delete(cctx, r.KeyID, r.ID); derr != nil {
-			err = errors.Join(err, fmt.Errorf("undoing the record: %w", derr))
+		if uerr := undoScript.Run(cctx, q.rdb, ks, r.ID, cost).Err(); uerr != nil {
+			err = errors.Join(err, fmt.Errorf("undoing the job: %w", uerr))
 		}
-		return 0, fmt.Errorf("jobs: enqueueing %s: %w", r.ID, err)
+		return Submitted{}, fmt.Errorf("jobs: enqueueing %s: %w", r.ID, err)
 	}
-	return pending.Val(), nil
+	out.Position = pending.Val()
+	return out, nil
+}
+
+// isNoScript reports whether Redis did not know a script's SHA (first use, or after a restart).
+func isNoScript(err error) bool {
+	return err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT")
 }

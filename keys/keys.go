@@ -130,6 +130,9 @@ func NewWebhookSecret() string {
 	return SecretPrefix + base64.StdEncoding.EncodeToString(b)
 }
 
+// Digest is the stored form of a token: hex SHA-256.
+func Digest(token string) string { return digest(token) }
+
 func digest(token string) string {
 	sum := sha256.Sum256([]byte(token))
 	return hex.EncodeToString(sum[:])
@@ -409,12 +412,7 @@ func (s *Store) RotateWebhookSecret(ctx context.Context, id string, grace time.D
 const adjustScript = `if redis.call('HEXISTS', KEYS[1], 'credits') == 1 then
   return redis.call('HINCRBY', KEYS[1], 'credits', ARGV[1]) end return 0`
 
-// AdjustCredits adds delta to key id's credit balance when it has one.
-func (s *Store) AdjustCredits(ctx context.Context, id string, delta int64) error {
-	return AdjustCreditsIn(ctx, s.rdb, id, delta).Err()
-}
-
-// AdjustCreditsIn queues AdjustCredits on c, for a caller's pipeline or transaction (the job
+// AdjustCreditsIn adds delta to key id's credit balance, when it has one, on c: for a caller's pipeline or transaction (the job
 // store refunds in the same MULTI that marks a job failed).
 func AdjustCreditsIn(ctx context.Context, c redis.Scripter, id string, delta int64) *redis.Cmd {
 	return c.Eval(ctx, adjustScript, []string{RecordKey(id)}, delta)
@@ -454,30 +452,4 @@ func decode(id string, m map[string]string) (Key, error) {
 		k.prevSecretValidEnd = time.UnixMilli(num("whsec_prev_until"))
 	}
 	return k, err
-}
-
-// reserveScript takes cost credits from a key that has a balance, never below zero.
-// Returns {1, balance} when taken, {0, balance} when the balance is too low, {1, -1} when the
-// key has no balance (unlimited).
-var reserveScript = redis.NewScript(`
-local b = redis.call('HGET', KEYS[1], 'credits')
-if not b then return {1, -1} end
-b = tonumber(b)
-local cost = tonumber(ARGV[1])
-if b < cost then return {0, b} end
-return {1, redis.call('HINCRBY', KEYS[1], 'credits', -cost)}`)
-
-// ReserveCredits takes cost credits from key id atomically. ok is false (and nothing is
-// taken) when the key's balance is below cost; balance is the balance after the call, nil
-// for a key without a balance.
-func (s *Store) ReserveCredits(ctx context.Context, id string, cost int64) (balance *int64, ok bool, err error) {
-	v, err := reserveScript.Run(ctx, s.rdb, []string{RecordKey(id)}, cost).Int64Slice()
-	if err != nil {
-		return nil, false, fmt.Errorf("keys: reserving credits: %w", err)
-	}
-	if v[1] >= 0 {
-		b := v[1]
-		balance = &b
-	}
-	return balance, v[0] == 1, nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"fmt"
 	"net/netip"
 	"strings"
 )
@@ -28,7 +27,7 @@ func (l *Limiter) CheckAuthFailure(ctx context.Context, ip string, perMinute int
 	lk := "linkhop:{ip:" + ClientKey(ip) + "}:authfail"
 	d, err := l.check(ctx, lk, "", Limits{PerMinute: perMinute, DailyQuota: -1}, false)
 	if err != nil {
-		return Decision{}, fmt.Errorf("quota: auth failure: %w", err)
+		return Decision{}, err // already says "quota: check: …"
 	}
 	d.policy = PolicyAuthFailures
 	return d, nil

@@ -13,3 +13,7 @@ var ErrInvalidLimits = errors.New("quota: invalid limits")
 // ErrUnexpectedReply is returned when Redis answers a script with a shape this package does not
 // know, which means the script and the code that reads it have drifted apart.
 var ErrUnexpectedReply = errors.New("quota: unexpected reply from redis")
+
+// ErrNoScript means Redis did not know a script that was sent by its SHA; load it with
+// LoadScripts and run the batch again.
+var ErrNoScript = errors.New("quota: script not loaded")

@@ -78,7 +78,8 @@ type Decision struct {
 	Minute Window
 	// Day is the daily quota, nil when the key has none.
 	Day *Window
-	// Now is the Redis time of the check.
+	// Now is the Redis time of the check (the local time when a key with neither a limit nor a
+	// quota made a request that does not count: then Redis is not asked at all).
 	Now time.Time
 	// Window is the length of the rolling window the check used (DefaultWindow unless the
 	// Limiter was built WithWindow); the RateLimit-Policy header reports it.
@@ -104,10 +105,10 @@ func (d Decision) RetryAfterSeconds() int64 {
 type Limiter struct {
 	rdb      redis.UniversalClient
 	window   time.Duration
-	prefix   string        // random per Limiter: log members are prefix + counter
-	seq      atomic.Uint64 // counter part of log members
-	blocked  *blockList    // nil when the local memory of 429s is off
-	fixedNow func() time.Time
+	prefix   string           // random per Limiter: log members are prefix + counter
+	seq      atomic.Uint64    // counter part of log members
+	blocked  *blockList       // nil when the local memory of 429s is off
+	fixedNow func() time.Time // tests only: a fixed script clock instead of Redis TIME
 }
 
 // Option configures a Limiter.
@@ -168,12 +169,16 @@ func (l *Limiter) Check(ctx context.Context, r Request) (Decision, error) {
 }
 
 func (l *Limiter) check(ctx context.Context, lk, dk string, lim Limits, countDay bool) (Decision, error) {
+	if lim.PerMinute == 0 && lim.DailyQuota < 0 && !countDay {
+		// Nothing to count or report: no round trip. Now is the local clock here.
+		return Decision{Allowed: true, Now: time.Now().UTC(), Window: l.window, logKey: lk, dayKey: dk, day: -1}, nil
+	}
 	if d, ok := l.blocked.lookup(lk, lim, time.Now()); ok {
 		return d, nil
 	}
 	member := l.prefix + strconv.FormatUint(l.seq.Add(1), 36)
 	keys := []string{lk}
-	if lim.DailyQuota >= 0 {
+	if lim.DailyQuota >= 0 || countDay {
 		keys = append(keys, dk)
 	}
 	fixed := ""
@@ -193,6 +198,12 @@ func (l *Limiter) check(ctx context.Context, lk, dk string, lim Limits, countDay
 	if len(res) != 7 {
 		return Decision{}, fmt.Errorf("%w: %d values from the check script", ErrUnexpectedReply, len(res))
 	}
+	return l.decide(res, lim, countDay, member, lk, dk, sent)
+}
+
+// decide turns the limiter's reply {allowed, code, now, count, free, used, today} into a
+// Decision, remembering a 429 in the local block list.
+func (l *Limiter) decide(res []int64, lim Limits, countDay bool, member, lk, dk string, sent time.Time) (Decision, error) {
 	allowed, code, now, count, free, used, today := res[0] == 1, res[1], res[2], res[3], res[4], res[5], res[6]
 	d := Decision{
 		Allowed: allowed,
@@ -218,7 +229,7 @@ func (l *Limiter) check(ctx context.Context, lk, dk string, lim Limits, countDay
 		if lim.PerMinute > 0 {
 			d.member = member
 		}
-		if countDay && lim.DailyQuota >= 0 {
+		if countDay {
 			d.day = today
 		}
 	case 1:
@@ -266,7 +277,9 @@ func (l *Limiter) Refund(ctx context.Context, d Decision, minute, day bool) erro
 }
 
 // DayUsed reports how many resolves keyID has had accepted during the current UTC day (Redis
-// time), for GET /v1/account's daily_used.
+// time), for GET /v1/account's daily_used. Resolves are counted whether or not the key has a
+// quota, so the number is true for every key, and a quota set during the day applies to the
+// resolves already made that day.
 func (l *Limiter) DayUsed(ctx context.Context, keyID string) (int64, error) {
 	if keyID == "" {
 		return 0, ErrNoKeyID

@@ -182,12 +182,15 @@ func TestLimitChangesApplyAtOnce(t *testing.T) {
 	}
 }
 
-func TestUnlimitedWritesNothing(t *testing.T) {
+func TestUnlimited(t *testing.T) {
 	t.Parallel()
 	rdb := newRedis(t)
+	var cnt cmdCounter
+	rdb.AddHook(&cnt)
 	l := New(rdb)
+	ctx := context.Background()
 	for range 100 {
-		d := mustCheck(t, l, Request{KeyID: "key_u", Limits: Limits{PerMinute: 0, DailyQuota: -1}, CountDay: true})
+		d := mustCheck(t, l, Request{KeyID: "key_u", Limits: Limits{PerMinute: 0, DailyQuota: -1}})
 		if !d.Allowed || d.Minute.Limit != 0 || d.Day != nil {
 			t.Fatalf("%+v, want admitted without windows", d)
 		}
@@ -197,8 +200,26 @@ func TestUnlimitedWritesNothing(t *testing.T) {
 			t.Fatalf("headers %v, want none", h)
 		}
 	}
-	if n := rdb.DBSize(context.Background()).Val(); n != 0 {
-		t.Fatalf("redis holds %d keys, want 0", n)
+	if n := cnt.n.Load(); n != 0 {
+		t.Fatalf("%d Redis calls for a key with nothing to count, want 0", n)
+	}
+	// Resolves are counted for daily_used even without a quota; nothing else is written.
+	for range 3 {
+		d := mustCheck(t, l, Request{KeyID: "key_u", Limits: Limits{PerMinute: 0, DailyQuota: -1}, CountDay: true})
+		if !d.Allowed || d.Day != nil {
+			t.Fatalf("%+v, want admitted without windows", d)
+		}
+	}
+	if used, err := l.DayUsed(ctx, "key_u"); err != nil || used != 3 {
+		t.Fatalf("DayUsed = %d, %v; want 3", used, err)
+	}
+	if keys := rdb.Keys(ctx, "*").Val(); len(keys) != 1 || keys[0] != dayKey("key_u") {
+		t.Fatalf("keys %v, want only the day counter", keys)
+	}
+	// A quota set during the day counts the resolves already made.
+	d := mustCheck(t, l, Request{KeyID: "key_u", Limits: Limits{PerMinute: 0, DailyQuota: 3}, CountDay: true})
+	if d.Allowed || d.Code != CodeQuotaExceeded {
+		t.Fatalf("%+v, want quota_exceeded", d)
 	}
 }
 
@@ -468,11 +489,10 @@ func TestTwoReplicasAdmitExactlyN(t *testing.T) {
 
 func TestLocalBlock(t *testing.T) {
 	t.Parallel()
-	srv := redistest.Start(t)
-	rdb := srv.Client(t)
+	rdb := newRedis(t)
 	var cnt cmdCounter
 	rdb.AddHook(&cnt)
-	l := New(rdb, WithWindow(time.Second))
+	l := New(rdb)
 	ctx := context.Background()
 	r := Request{KeyID: "key_l", Limits: Limits{PerMinute: 2, DailyQuota: 10}, CountDay: true}
 	var admitted []Decision
@@ -494,7 +514,6 @@ func TestLocalBlock(t *testing.T) {
 	if !d.Minute.Reset.Equal(first.Minute.Reset) || d.Day == nil || *d.Day != *first.Day || d.Now.Before(first.Now) {
 		t.Fatalf("local answer windows %+v / %+v, want those of %+v / %+v", d.Minute, d.Day, first.Minute, first.Day)
 	}
-	// The local answer never claims a later reset than the real one: Redis agrees it is full.
 	if srvD := mustCheck(t, New(rdb), r); srvD.Allowed {
 		t.Fatal("another replica was admitted while this one answered 429 from memory")
 	}
@@ -503,25 +522,39 @@ func TestLocalBlock(t *testing.T) {
 	if d := mustCheck(t, l, Request{KeyID: "key_l", Limits: Limits{PerMinute: 3, DailyQuota: 10}}); !d.Allowed {
 		t.Fatalf("raised limit: %+v, want admitted", d)
 	}
-	// A refund through this Limiter frees a slot and forgets the block.
+	// A refund through this Limiter forgets the block: Redis is asked again.
 	if err := l.Refund(ctx, admitted[0], true, true); err != nil {
 		t.Fatal(err)
 	}
+	before = cnt.n.Load()
 	// Log: admitted[1] and the raised-limit one; limit 2 → still full.
 	if d := mustCheck(t, l, r); d.Allowed {
 		t.Fatalf("%+v, want rejected", d)
 	}
-	// Once the block's time is over, Redis is asked again and admits.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		d := mustCheck(t, l, r)
-		if d.Allowed {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("never admitted again")
-		}
-		time.Sleep(d.RetryAfter)
+	if cnt.n.Load() == before {
+		t.Fatal("after a refund the key was not checked with Redis")
+	}
+}
+
+func TestLocalBlockEnds(t *testing.T) {
+	t.Parallel()
+	rdb := newRedis(t)
+	var cnt cmdCounter
+	rdb.AddHook(&cnt)
+	l := New(rdb, WithWindow(300*time.Millisecond))
+	r := Request{KeyID: "key_m", Limits: Limits{PerMinute: 1, DailyQuota: -1}}
+	mustCheck(t, l, r)
+	blocked := mustCheck(t, l, r)
+	if blocked.Allowed {
+		t.Fatal("second request admitted")
+	}
+	time.Sleep(blocked.RetryAfter)
+	before := cnt.n.Load()
+	if d := mustCheck(t, l, r); !d.Allowed {
+		t.Fatalf("after the block: %+v, want admitted", d)
+	}
+	if cnt.n.Load() == before {
+		t.Fatal("the ended block answered instead of Redis")
 	}
 }
 

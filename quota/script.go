@@ -2,38 +2,38 @@ package quota
 
 import "github.com/redis/go-redis/v9"
 
-// checkScript is the whole limiter: one EVALSHA per check.
+// limiterLua is the whole limiter, the Lua function check(). checkScript runs it for one
+// check (one EVALSHA, keys and arguments below); admitScript runs it after authenticating.
 //
 // Keys:
 //   - KEYS[1]: the sliding-window log, a sorted set (member = request id, score = Redis time
 //     in µs);
 //   - KEYS[2]: the day counter, a hash {d = UTC day number, n = accepted resolves that day};
-//     touched only when a quota applies, so callers without one pass a single key.
+//     touched only when a quota applies or the request counts, so other callers pass one key.
 //
 // Arguments:
 //   - ARGV[1]: per-window limit (0 = unlimited: the log is neither read nor written);
 //   - ARGV[2]: window length in µs;
 //   - ARGV[3]: the member to record when admitted;
 //   - ARGV[4]: daily quota (<0 = none);
-//   - ARGV[5]: "1" when this request counts against the daily quota;
+//   - ARGV[5]: "1" when this request counts against the daily quota (counted with or without
+//     a quota, so that daily_used is always true);
 //   - ARGV[6]: "" in production; tests pass a fixed time in µs to probe exact boundaries.
 //
 // Reply: {allowed, code, now_us, log_count, slot_free_us, day_used, day}, where code 0 =
 // admitted, 1 = per-window limit, 2 = daily quota; slot_free_us is when the entry whose leaving
-// frees the next slot leaves the window (0 when unlimited); day_used is -1 without a quota.
+// frees the next slot leaves the window (0 when unlimited); day_used is -1 when the day
+// counter was not read.
 // Only integers: Lua prints numbers with 14 significant digits and a time in µs has 16, which
 // is also why scores are written with %.0f.
 //
 // Both budgets are checked before either is written, so a rejected request records nothing.
 // The window is (now - window, now]: an entry leaves exactly at score + window.
-var checkScript = redis.NewScript(`
-local limit = tonumber(ARGV[1])
-local win = tonumber(ARGV[2])
-local quota = tonumber(ARGV[4])
-local countDay = ARGV[5] == '1'
+const limiterLua = `
+local function check(LK, DK, limit, win, member, quota, countDay, fixed)
 local now, sec
-if ARGV[6] ~= '' then
-  now = tonumber(ARGV[6])
+if fixed ~= '' then
+  now = tonumber(fixed)
   sec = math.floor(now / 1000000)
 else
   local t = redis.call('TIME')
@@ -44,13 +44,13 @@ local today = math.floor(sec / 86400)
 
 local count = 0
 if limit > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now - win))
-  count = redis.call('ZCARD', KEYS[1])
+  redis.call('ZREMRANGEBYSCORE', LK, '-inf', string.format('%.0f', now - win))
+  count = redis.call('ZCARD', LK)
 end
 local used = -1
-if quota >= 0 then
+if quota >= 0 or countDay then
   used = 0
-  local h = redis.call('HMGET', KEYS[2], 'd', 'n')
+  local h = redis.call('HMGET', DK, 'd', 'n')
   if tonumber(h[1]) == today then used = tonumber(h[2]) or 0 end
 end
 
@@ -61,7 +61,7 @@ local function slotFree(c)
   if c == 0 then return now end
   local i = c - limit
   if i < 0 then i = 0 end
-  local e = redis.call('ZRANGE', KEYS[1], i, i, 'WITHSCORES')
+  local e = redis.call('ZRANGE', LK, i, i, 'WITHSCORES')
   return tonumber(e[2]) + win
 end
 
@@ -72,18 +72,23 @@ if countDay and quota >= 0 and used >= quota then
   return {0, 2, now, count, slotFree(count), used, today}
 end
 if limit > 0 then
-  redis.call('ZADD', KEYS[1], string.format('%.0f', now), ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], math.ceil(win / 1000))
+  redis.call('ZADD', LK, string.format('%.0f', now), member)
+  redis.call('PEXPIRE', LK, math.ceil(win / 1000))
   count = count + 1
 end
-if countDay and quota >= 0 then
+if countDay then
   used = used + 1
-  redis.call('HSET', KEYS[2], 'd', today, 'n', used)
-  redis.call('EXPIREAT', KEYS[2], (today + 1) * 86400 + 3600)
+  redis.call('HSET', DK, 'd', today, 'n', used)
+  redis.call('EXPIREAT', DK, (today + 1) * 86400 + 3600)
 end
 local free = 0
 if count == 1 then free = now + win else free = slotFree(count) end
 return {1, 0, now, count, free, used, today}
+end
+`
+
+var checkScript = redis.NewScript(limiterLua + `
+return check(KEYS[1], KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4]), ARGV[5] == '1', ARGV[6])
 `)
 
 // refundScript undoes an admission: it removes the log entry (ARGV[1], "" = keep it) and gives

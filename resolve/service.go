@@ -123,19 +123,36 @@ func latencyKey(providerID string) string { return keyPrefix + "lat:" + provider
 // Lookup is the API's cache read: found=true with the cached Result, or removed=true when the
 // negative cache says link_removed. Exactly one Redis round trip.
 func (s *Service) Lookup(ctx context.Context, rawURL string) (res Result, found, removed bool, err error) {
-	u, err := parseSubmitted(rawURL)
-	if err != nil {
-		return Result{}, false, false, err
-	}
-	norm := normalized(u)
-	raw, err := s.rdb.Get(ctx, keysFor(norm).rec).Bytes()
-	if errors.Is(err, redis.Nil) {
-		return Result{}, false, false, nil
-	}
-	if err != nil {
+	var decode func() (Result, bool, bool, error)
+	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		decode = s.LookupIn(ctx, p, rawURL)
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
 		return Result{}, false, false, fmt.Errorf("resolve cache read: %w", err)
 	}
-	return s.fromRecord(raw, rawURL, norm, u)
+	return decode()
+}
+
+// LookupIn queues Lookup's read on p, for callers that batch it with their own commands in one
+// round trip; the returned function decodes the reply after p has been executed.
+func (s *Service) LookupIn(ctx context.Context, p redis.Pipeliner, rawURL string) func() (res Result, found, removed bool, err error) {
+	u, err := parseSubmitted(rawURL)
+	if err != nil {
+		return func() (Result, bool, bool, error) { return Result{}, false, false, err }
+	}
+	norm := normalized(u)
+	cmd := p.Get(ctx, keysFor(norm).rec)
+	return func() (Result, bool, bool, error) {
+		raw, err := cmd.Bytes()
+		if errors.Is(err, redis.Nil) {
+			return Result{}, false, false, nil
+		}
+		if err != nil {
+			return Result{}, false, false, fmt.Errorf("resolve cache read: %w", err)
+		}
+		return s.fromRecord(raw, rawURL, norm, u)
+	}
 }
 
 func (s *Service) fromRecord(raw []byte, rawURL, norm string, u *url.URL) (Result, bool, bool, error) {

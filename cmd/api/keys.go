@@ -25,35 +25,6 @@ const keysUsage = `usage:
   api keys rotate-webhook-secret ID [--grace 24h]
 Every command prints JSON on stdout. Redis is found through REDIS_URL (CONTRACT §1).`
 
-// keyJSON is how the CLI (and the admin API) prints a key. Secret fields are set only where
-// the operator needs them: the API key at creation, the webhook secret at creation, show and
-// rotation.
-type keyJSON struct {
-	ID                 string     `json:"id"`
-	Key                string     `json:"key,omitempty"`
-	WebhookSecret      string     `json:"webhook_secret,omitempty"`
-	Name               string     `json:"name"`
-	Scopes             []string   `json:"scopes"`
-	RateLimitPerMinute int        `json:"rate_limit_per_minute"`
-	DailyQuota         *int64     `json:"daily_quota"`
-	Credits            *int64     `json:"credits"`
-	CreatedAt          *time.Time `json:"created_at,omitempty"`
-	RevokedAt          *time.Time `json:"revoked_at,omitempty"`
-}
-
-func toJSON(k keys.Key, withSecret bool) keyJSON {
-	j := keyJSON{ID: k.ID, Name: k.Name, Scopes: k.Scopes, RateLimitPerMinute: k.RateLimitPerMinute,
-		DailyQuota: k.DailyQuota, Credits: k.Credits, RevokedAt: k.RevokedAt}
-	if !k.CreatedAt.IsZero() {
-		t := k.CreatedAt
-		j.CreatedAt = &t
-	}
-	if withSecret {
-		j.WebhookSecret = k.WebhookSecret()
-	}
-	return j
-}
-
 // keysCommand runs "api keys …" and returns the exit status: 0 ok, 1 failed, 2 usage.
 func keysCommand(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
@@ -157,10 +128,7 @@ func keysRun(ctx context.Context, s *keys.Store, args []string) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		j := toJSON(c.Key, true)
-		j.Key = c.Token
-		j.CreatedAt = nil
-		return j, nil
+		return keys.ViewOfCreated(c), nil
 	case "list":
 		if err := fs.Parse(rest); err != nil || fs.NArg() > 0 {
 			return nil, usageError("list takes no arguments")
@@ -169,9 +137,9 @@ func keysRun(ctx context.Context, s *keys.Store, args []string) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		out := make([]keyJSON, 0, len(all))
+		out := make([]keys.View, 0, len(all))
 		for _, k := range all {
-			out = append(out, toJSON(k, false))
+			out = append(out, keys.ViewOf(k, false))
 		}
 		return map[string]any{"keys": out}, nil
 	case "show":
@@ -179,7 +147,7 @@ func keysRun(ctx context.Context, s *keys.Store, args []string) (any, error) {
 			return nil, usageError("show takes only an ID")
 		}
 		k, err := s.Get(ctx, id)
-		return toJSON(k, true), err
+		return keys.ViewOf(k, true), err
 	case "update":
 		var rate intFlag
 		var quota, credits nullableInt
@@ -190,13 +158,13 @@ func keysRun(ctx context.Context, s *keys.Store, args []string) (any, error) {
 			return nil, usageError(err.Error())
 		}
 		k, err := s.Update(ctx, id, keys.UpdateParams{RateLimit: rate.p, DailyQuota: quota.o, Credits: credits.o})
-		return toJSON(k, false), err
+		return keys.ViewOf(k, false), err
 	case "revoke":
 		if err := fs.Parse(rest); err != nil || fs.NArg() > 0 {
 			return nil, usageError("revoke takes only an ID")
 		}
 		k, err := s.Revoke(ctx, id)
-		return toJSON(k, false), err
+		return keys.ViewOf(k, false), err
 	case "rotate-webhook-secret":
 		grace := fs.Duration("grace", 24*time.Hour, "how long the previous secret keeps signing")
 		if err := fs.Parse(rest); err != nil {
@@ -206,11 +174,10 @@ func keysRun(ctx context.Context, s *keys.Store, args []string) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		until := time.Now().Add(*grace).UTC().Truncate(time.Second)
 		return struct {
-			keyJSON
-			PreviousValidUntil time.Time `json:"previous_secret_valid_until"`
-		}{toJSON(k, true), until}, nil
+			keys.View
+			PreviousValidUntil string `json:"previous_secret_valid_until"`
+		}{keys.ViewOf(k, true), time.Now().Add(*grace).UTC().Format("2006-01-02T15:04:05.000Z07:00")}, nil
 	}
 	return nil, usageError("unknown command " + cmd)
 }

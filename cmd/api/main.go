@@ -135,6 +135,7 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger, o runOptions)
 // newHandler builds the API handler and its metrics registry.
 func newHandler(cfg config.Config, rdb redis.UniversalClient, reg *resolve.Registry, svc *resolve.Service, log *slog.Logger) (http.Handler, *prometheus.Registry) {
 	metrics := app.NewMetricsRegistry()
+	app.RegisterQueueMetrics(metrics, rdb)
 	store := jobs.NewStore(rdb, cfg.JobRetention)
 	h := httpapi.New(httpapi.Deps{
 		Redis:                 rdb,
@@ -149,6 +150,8 @@ func newHandler(cfg config.Config, rdb redis.UniversalClient, reg *resolve.Regis
 		Metrics:               httpapi.NewMetrics(metrics),
 		Gatherer:              metrics,
 		AllowPrivateTargets:   cfg.AllowPrivateTargets,
+		AdminToken:            cfg.AdminToken,
+		QueuesUI:              app.QueuesUI(rdb, httpapi.QueuesPath),
 	})
 	return h, metrics
 }

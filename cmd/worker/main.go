@@ -49,6 +49,7 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 		return err
 	}
 	metrics := app.NewMetricsRegistry()
+	app.RegisterQueueMetrics(metrics, rdb)
 	w := app.NewWorker(cfg, rdb, log, app.NewResolver(cfg, rdb, reg), metrics)
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)

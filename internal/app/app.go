@@ -27,15 +27,28 @@ func NewLogger(c config.Config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
-// NewRedis connects to REDIS_CLUSTER_ADDRS when set, else to REDIS_URL, which may be
-// redis://, rediss:// or redis-sentinel:// (parsed by asynq, so both sides agree).
+// NewRedis connects to REDIS_CLUSTER_ADDRS when set, else to REDIS_URL. redis:// and
+// rediss:// URLs are parsed by go-redis (user, password, TLS, database, options);
+// redis-sentinel:// by asynq, whose syntax operators of asynq deployments know. In Cluster
+// mode, the user, password and TLS of REDIS_URL (when it names any) apply to every node.
 func NewRedis(c config.Config) (redis.UniversalClient, error) {
 	if len(c.RedisClusterAddrs) > 0 {
-		return redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.RedisClusterAddrs}), nil
+		opt := &redis.ClusterOptions{Addrs: c.RedisClusterAddrs}
+		if u, err := redis.ParseURL(c.RedisURL); err == nil {
+			opt.Username, opt.Password, opt.TLSConfig = u.Username, u.Password, u.TLSConfig
+		}
+		return redis.NewClusterClient(opt), nil
+	}
+	if strings.HasPrefix(c.RedisURL, "redis://") || strings.HasPrefix(c.RedisURL, "rediss://") {
+		opt, err := redis.ParseURL(c.RedisURL)
+		if err != nil {
+			return nil, &config.Error{Var: "REDIS_URL", Reason: oneLine(err.Error())}
+		}
+		return redis.NewClient(opt), nil
 	}
 	opt, err := asynq.ParseRedisURI(c.RedisURL)
 	if err != nil {
-		return nil, &config.Error{Var: "REDIS_URL", Reason: err.Error()}
+		return nil, &config.Error{Var: "REDIS_URL", Reason: oneLine(err.Error())}
 	}
 	client, ok := opt.MakeRedisClient().(redis.UniversalClient)
 	if !ok {

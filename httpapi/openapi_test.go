@@ -1,0 +1,466 @@
+package httpapi_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/getkin/kin-openapi/routers"
+	"github.com/getkin/kin-openapi/routers/gorillamux"
+
+	"github.com/linkhop/linkhop/httpapi"
+	"github.com/linkhop/linkhop/jobs"
+	"github.com/linkhop/linkhop/keys"
+	"github.com/linkhop/linkhop/problem"
+	"github.com/linkhop/linkhop/webhooks"
+)
+
+// spec is the served OpenAPI document, loaded and checked once for all tests.
+type spec struct {
+	doc    *openapi3.T
+	router routers.Router
+}
+
+var (
+	specOnce sync.Once
+	specVal  *spec
+	specErr  error
+)
+
+func loadSpec(t *testing.T) *spec {
+	t.Helper()
+	specOnce.Do(func() {
+		loader := openapi3.NewLoader()
+		doc, err := loader.LoadFromData(httpapi.OpenAPI())
+		if err != nil {
+			specErr = err
+			return
+		}
+		if err := doc.Validate(context.Background()); err != nil {
+			specErr = err
+			return
+		}
+		r, err := gorillamux.NewRouter(doc)
+		if err != nil {
+			specErr = err
+			return
+		}
+		specVal = &spec{doc: doc, router: r}
+	})
+	if specErr != nil {
+		t.Fatalf("the OpenAPI document: %v", specErr)
+	}
+	return specVal
+}
+
+var filterOptions = &openapi3filter.Options{
+	// Authentication is the server's business; the document only says which scheme applies.
+	AuthenticationFunc: openapi3filter.NoopAuthenticationFunc,
+	// A status the document does not list for the operation is drift, not an extension.
+	IncludeResponseStatus: true,
+	MultiError:            true,
+}
+
+// exchange is one real request and the handlers' answer.
+type exchange struct {
+	method, path string
+	reqHeader    http.Header
+	reqBody      []byte
+	status       int
+	header       http.Header
+	body         []byte
+}
+
+// call sends a request to e and records the exchange.
+func (e *env) call(method, path, token string, body any, hdr ...string) exchange {
+	e.t.Helper()
+	var raw []byte
+	switch b := body.(type) {
+	case nil:
+	case string:
+		raw = []byte(b)
+	default:
+		raw, _ = json.Marshal(b)
+	}
+	req, err := http.NewRequest(method, e.api.URL+path, bytes.NewReader(raw))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	x := exchange{method: method, path: path, reqHeader: req.Header.Clone(), reqBody: raw}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	x.status, x.header = res.StatusCode, res.Header
+	x.body, _ = io.ReadAll(res.Body)
+	return x
+}
+
+// validate checks x against the document: the request (its error is returned, since some
+// cases send requests the document forbids) and, always, the response.
+func (s *spec) validate(x exchange) (reqErr, resErr error) {
+	req, _ := http.NewRequest(x.method, "http://linkhop.test"+x.path, bytes.NewReader(x.reqBody))
+	req.Header = x.reqHeader.Clone()
+	route, params, err := s.router.FindRoute(req)
+	if err != nil {
+		return err, err
+	}
+	in := &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route, Options: filterOptions}
+	reqErr = openapi3filter.ValidateRequest(context.Background(), in)
+	// The request body was consumed by the validation; the response check does not need it.
+	out := &openapi3filter.ResponseValidationInput{RequestValidationInput: in, Status: x.status, Header: x.header, Options: filterOptions}
+	out.SetBodyBytes(x.body)
+	return reqErr, openapi3filter.ValidateResponse(context.Background(), out)
+}
+
+// validateComponent checks an answer that no operation describes (405, unknown routes)
+// against a shared response of the document.
+func (s *spec) validateComponent(name string, x exchange) error {
+	r := s.doc.Components.Responses[name].Value
+	for h, ref := range r.Headers {
+		if ref.Value.Required && x.header.Get(h) == "" {
+			return &openapi3filter.ResponseError{Reason: "missing required header " + h}
+		}
+	}
+	mt := r.Content.Get(x.header.Get("Content-Type"))
+	if mt == nil {
+		return &openapi3filter.ResponseError{Reason: "content type " + x.header.Get("Content-Type")}
+	}
+	var v any
+	if err := json.Unmarshal(x.body, &v); err != nil {
+		return err
+	}
+	return mt.Schema.Value.VisitJSON(v, openapi3.EnableJSONSchema2020())
+}
+
+func TestOpenAPIDocument(t *testing.T) {
+	t.Parallel()
+	s := loadSpec(t)
+	if s.doc.OpenAPI != "3.1.0" || !s.doc.IsOpenAPI31OrLater() {
+		t.Errorf("openapi %q, want 3.1.0", s.doc.OpenAPI)
+	}
+	// Every problem code of the service, each with its own schema and a response that uses it.
+	enum := s.doc.Components.Schemas["ProblemCode"].Value.Enum
+	var codes []any
+	for _, c := range problem.Codes() {
+		codes = append(codes, string(c))
+		if s.doc.Components.Schemas["Problem_"+string(c)] == nil {
+			t.Errorf("no schema for problem code %s", c)
+		}
+	}
+	if !slices.Equal(enum, codes) {
+		t.Errorf("ProblemCode enum %v, want %v", enum, codes)
+	}
+	raw, _ := json.Marshal(s.doc.Components.Responses)
+	for _, c := range problem.Codes() {
+		if !strings.Contains(string(raw), `"#/components/schemas/Problem_`+string(c)+`"`) {
+			t.Errorf("no response uses the problem code %s", c)
+		}
+	}
+	// The server serves exactly the embedded document.
+	e := newEnv(t, envOptions{})
+	r := e.do("GET", "/openapi.json", "", nil)
+	if r.status != http.StatusOK || !bytes.Equal(r.raw, httpapi.OpenAPI()) {
+		t.Fatalf("GET /openapi.json: %d, %d bytes", r.status, len(r.raw))
+	}
+	if ct := r.header.Get("Content-Type"); ct != "application/json; charset=utf-8" {
+		t.Errorf("content type %q", ct)
+	}
+}
+
+// TestOpenAPIMatchesHandlers sends real requests for every operation, success and each error,
+// and validates request and answer against the document.
+func TestOpenAPIMatchesHandlers(t *testing.T) {
+	t.Parallel()
+	s := loadSpec(t)
+	// Links under /stall stay running until the test ends, so their jobs are never done.
+	stall := make(chan struct{})
+	e := premiumEnv(t, envOptions{worker: true, shortFn: func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case strings.HasPrefix(r.URL.Path, "/gone"):
+			http.NotFound(w, r)
+		case strings.HasPrefix(r.URL.Path, "/stall"):
+			select {
+			case <-stall:
+			case <-r.Context().Done():
+			}
+			http.NotFound(w, r)
+		default:
+			http.Redirect(w, r, "https://example.com/dest"+r.URL.Path, http.StatusFound)
+		}
+	}})
+	t.Cleanup(func() { close(stall) }) // before the worker and the shortener stop
+	ctx := context.Background()
+	_, tok := e.key(keys.CreateParams{RateLimit: ptr(0)})
+	_, metered := e.key(keys.CreateParams{RateLimit: ptr(100), DailyQuota: ptr[int64](100), Credits: ptr[int64](3)})
+	_, poor := e.key(keys.CreateParams{Credits: ptr[int64](1)})
+	_, reader := e.key(keys.CreateParams{Scopes: []string{}})
+	_, slow := e.key(keys.CreateParams{RateLimit: ptr(1)})
+	_, noQuota := e.key(keys.CreateParams{DailyQuota: ptr[int64](0)})
+	broken, brokenTok := e.key(keys.CreateParams{})
+	// A corrupt key record makes authentication fail with an internal error: the 500 answer.
+	if err := e.rdb.HSet(ctx, keys.RecordKey(broken.ID), "rate_limit", "many").Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Jobs in each state: done, failed, and one whose webhook state is filled in.
+	done := e.accepted(metered, map[string]any{"url": "http://sho.rt/done"})
+	failed := e.accepted(tok, map[string]any{"url": "http://sho.rt/gone"})
+	hooked := e.accepted(tok, map[string]any{"url": "http://pre.mi/hook", "webhook_url": "https://hooks.example.com/in"})
+	e.waitJob(metered, done)
+	e.waitJob(tok, failed)
+	e.waitJob(tok, hooked)
+	at := time.Now().UTC()
+	if _, err := e.jobs.Update(ctx, e.keyID(tok), hooked, func(r *jobs.Record) error {
+		code, msg := 503, "receiver answered 503"
+		r.Webhook = &webhooks.State{URL: r.WebhookURL, Status: webhooks.StatusPending, Attempts: 2,
+			LastAttemptAt: &at, LastStatusCode: &code, LastError: &msg, NextAttemptAt: &at}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	queued := e.accepted(tok, map[string]any{"url": "http://sho.rt/stall"}, "Idempotency-Key", "oa-1")
+
+	huge := `{"url":"https://sho.rt/` + strings.Repeat("a", 70000) + `"}`
+	cases := []struct {
+		name       string
+		method     string
+		path       string
+		token      string
+		body       any
+		hdr        []string
+		status     int
+		reqInvalid bool // the document itself forbids the request
+	}{
+		{"healthz", "GET", "/healthz", "", nil, nil, 200, false},
+		{"readyz", "GET", "/readyz", "", nil, nil, 200, false},
+		{"metrics", "GET", "/metrics", "", nil, nil, 200, false},
+		{"openapi", "GET", "/openapi.json", "", nil, nil, 200, false},
+
+		{"resolve queued", "POST", "/v1/resolve", tok, map[string]any{"url": "https://sho.rt/new"}, nil, 202, false},
+		{"resolve queued with webhook and key", "POST", "/v1/resolve", metered, map[string]any{"url": "https://pre.mi/p", "webhook_url": "https://hooks.example.com/x", "idempotency_key": "oa-2"}, nil, 202, false},
+		{"resolve null optionals", "POST", "/v1/resolve", tok, map[string]any{"url": "https://sho.rt/nulls", "webhook_url": nil, "idempotency_key": nil}, nil, 202, false},
+		{"resolve replay queued", "POST", "/v1/resolve", tok, map[string]any{"url": "http://sho.rt/stall"}, []string{"Idempotency-Key", "oa-1"}, 202, false},
+		{"resolve cached", "POST", "/v1/resolve", metered, map[string]any{"url": "http://sho.rt/done"}, nil, 200, false},
+		{"resolve cached unlimited key", "POST", "/v1/resolve", tok, map[string]any{"url": "http://sho.rt/done"}, nil, 200, false},
+		{"resolve malformed", "POST", "/v1/resolve", tok, `{"url":`, nil, 400, true},
+		{"resolve unknown field", "POST", "/v1/resolve", tok, `{"url":"https://sho.rt/x","x":1}`, nil, 400, true},
+		{"resolve missing url", "POST", "/v1/resolve", tok, `{}`, nil, 400, true},
+		{"resolve bad webhook", "POST", "/v1/resolve", tok, map[string]any{"url": "https://sho.rt/x", "webhook_url": "https://10.0.0.1/"}, nil, 400, false},
+		{"resolve bad idempotency header", "POST", "/v1/resolve", tok, map[string]any{"url": "https://sho.rt/x"}, []string{"Idempotency-Key", strings.Repeat("k", 129)}, 400, true},
+		{"resolve no key", "POST", "/v1/resolve", "", map[string]any{"url": "https://sho.rt/x"}, nil, 401, false},
+		{"resolve bad key", "POST", "/v1/resolve", "sk_live_nope", map[string]any{"url": "https://sho.rt/x"}, nil, 401, false},
+		{"resolve out of credits", "POST", "/v1/resolve", poor, map[string]any{"url": "https://pre.mi/x"}, nil, 402, false},
+		{"resolve forbidden scope", "POST", "/v1/resolve", reader, map[string]any{"url": "https://sho.rt/x"}, nil, 403, false},
+		{"resolve conflict", "POST", "/v1/resolve", tok, map[string]any{"url": "https://sho.rt/other"}, []string{"Idempotency-Key", "oa-1"}, 409, false},
+		{"resolve removed", "POST", "/v1/resolve", tok, map[string]any{"url": "http://sho.rt/gone"}, nil, 410, false},
+		{"resolve too large", "POST", "/v1/resolve", tok, huge, nil, 413, true},
+		{"resolve not json", "POST", "/v1/resolve", tok, "url=x", []string{"Content-Type", "text/plain"}, 415, true},
+		{"resolve not a provider", "POST", "/v1/resolve", tok, map[string]any{"url": "https://example.com/x"}, nil, 422, false},
+		{"resolve quota exceeded", "POST", "/v1/resolve", noQuota, map[string]any{"url": "https://sho.rt/x"}, nil, 429, false},
+		{"resolve internal error", "POST", "/v1/resolve", brokenTok, map[string]any{"url": "https://sho.rt/x"}, nil, 500, false},
+
+		{"job queued or running", "GET", "/v1/jobs/" + queued, tok, nil, nil, 200, false},
+		{"job done metered", "GET", "/v1/jobs/" + done, metered, nil, nil, 200, false},
+		{"job failed", "GET", "/v1/jobs/" + failed, tok, nil, nil, 200, false},
+		{"job with webhook", "GET", "/v1/jobs/" + hooked, tok, nil, nil, 200, false},
+		{"job of another key", "GET", "/v1/jobs/" + done, tok, nil, nil, 404, false},
+		{"job malformed id", "GET", "/v1/jobs/nope", tok, nil, nil, 404, false},
+		{"job no key", "GET", "/v1/jobs/" + done, "", nil, nil, 401, false},
+		{"job internal error", "GET", "/v1/jobs/" + done, brokenTok, nil, nil, 500, false},
+
+		{"redeliver unknown job", "POST", "/v1/jobs/00000000-0000-4000-8000-000000000000/webhook/redeliver", tok, nil, nil, 404, false},
+
+		{"account", "GET", "/v1/account", tok, nil, nil, 200, false},
+		{"account metered", "GET", "/v1/account", metered, nil, nil, 200, false},
+		{"account no scopes", "GET", "/v1/account", reader, nil, nil, 200, false},
+		{"account no key", "GET", "/v1/account", "", nil, nil, 401, false},
+		{"account internal error", "GET", "/v1/account", brokenTok, nil, nil, 500, false},
+		{"providers", "GET", "/v1/providers", tok, nil, nil, 200, false},
+		{"providers no key", "GET", "/v1/providers", "", nil, nil, 401, false},
+		{"providers internal error", "GET", "/v1/providers", brokenTok, nil, nil, 500, false},
+
+		// The key "slow" has one request per minute: the first passes, then everything is 429.
+		{"providers first of minute", "GET", "/v1/providers", slow, nil, nil, 200, false},
+		{"providers rate limited", "GET", "/v1/providers", slow, nil, nil, 429, false},
+		{"account rate limited", "GET", "/v1/account", slow, nil, nil, 429, false},
+		{"job rate limited", "GET", "/v1/jobs/" + done, slow, nil, nil, 429, false},
+		{"resolve rate limited", "POST", "/v1/resolve", slow, map[string]any{"url": "https://sho.rt/x"}, nil, 429, false},
+	}
+	seen := map[string]bool{}
+	for _, tc := range cases {
+		// Sequential: some cases depend on earlier ones (the per-minute limit of "slow").
+		x := e.call(tc.method, tc.path, tc.token, tc.body, tc.hdr...)
+		if x.status != tc.status {
+			t.Errorf("%s: status %d, want %d: %s", tc.name, x.status, tc.status, x.body)
+			continue
+		}
+		reqErr, resErr := s.validate(x)
+		if resErr != nil {
+			t.Errorf("%s: the answer does not match the document: %v\n%s", tc.name, resErr, x.body)
+		}
+		if tc.reqInvalid != (reqErr != nil) {
+			t.Errorf("%s: request validation error %v, want invalid=%v", tc.name, reqErr, tc.reqInvalid)
+		}
+		if route, _, err := s.router.FindRoute(mustRequest(tc.method, tc.path)); err == nil {
+			seen[tc.method+" "+route.Path+" "+strconv.Itoa(x.status)] = true
+		}
+	}
+	// Every documented answer of every operation was produced at least once, except the 503s
+	// (TestOpenAPIUnavailable stops Redis for them) and the redelivery route's, which the
+	// webhooks work tests.
+	for path, item := range s.doc.Paths.Map() {
+		for method, op := range item.Operations() {
+			if method == http.MethodHead || strings.HasSuffix(path, "/redeliver") {
+				continue
+			}
+			for status := range op.Responses.Map() {
+				if k := method + " " + path + " " + status; !seen[k] && status != "503" {
+					t.Errorf("no case produced %s", k)
+				}
+			}
+		}
+	}
+
+	// Answers no operation describes: unknown routes and wrong methods.
+	if err := s.validateComponent("NotFound", e.call("GET", "/v2/nothing", tok, nil)); err != nil {
+		t.Errorf("unknown route: %v", err)
+	}
+	x := e.call("GET", "/v1/resolve", tok, nil)
+	if x.status != http.StatusMethodNotAllowed {
+		t.Fatalf("wrong method: %d", x.status)
+	}
+	if err := s.validateComponent("MethodNotAllowed", x); err != nil {
+		t.Errorf("wrong method: %v", err)
+	}
+}
+
+// TestOpenAPIUnavailable validates the 503 answers with Redis stopped.
+func TestOpenAPIUnavailable(t *testing.T) {
+	t.Parallel()
+	s := loadSpec(t)
+	e := newEnv(t, envOptions{})
+	_, tok := e.key(keys.CreateParams{})
+	e.redis.Stop()
+	var wg sync.WaitGroup
+	// In parallel: each answer waits for the client's dial attempts to give up.
+	for _, c := range []struct{ method, path string }{
+		{"GET", "/readyz"}, {"POST", "/v1/resolve"}, {"GET", "/v1/jobs/00000000-0000-4000-8000-000000000000"},
+		{"GET", "/v1/account"}, {"GET", "/v1/providers"},
+	} {
+		wg.Go(func() {
+			var body any
+			if c.method == "POST" {
+				body = map[string]any{"url": "https://sho.rt/x"}
+			}
+			x := e.call(c.method, c.path, tok, body)
+			if x.status != http.StatusServiceUnavailable {
+				t.Errorf("%s %s: %d %s", c.method, c.path, x.status, x.body)
+				return
+			}
+			if _, err := s.validate(x); err != nil {
+				t.Errorf("%s %s: %v\n%s", c.method, c.path, err, x.body)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// TestOpenAPIValidatorChecksTypes proves the validation above has teeth: real answers, altered
+// in one member each, must fail it.
+func TestOpenAPIValidatorChecksTypes(t *testing.T) {
+	t.Parallel()
+	s := loadSpec(t)
+	e := newEnv(t, envOptions{})
+	_, tok := e.key(keys.CreateParams{Credits: ptr[int64](5)})
+	id := e.accepted(tok, map[string]any{"url": "https://sho.rt/neg"})
+	job := e.call("GET", "/v1/jobs/"+id, tok, nil)
+	acc := e.call("GET", "/v1/account", tok, nil)
+	queued := e.call("POST", "/v1/resolve", tok, map[string]any{"url": "https://sho.rt/neg2"})
+	prob := e.call("POST", "/v1/resolve", tok, `{"url":1}`)
+	for _, x := range []exchange{job, acc, queued, prob} {
+		if _, err := s.validate(x); err != nil {
+			t.Fatalf("the unaltered answer %s %s fails: %v", x.method, x.path, err)
+		}
+	}
+	cases := []struct {
+		name   string
+		base   exchange
+		mutate func(m map[string]any)
+	}{
+		{"credits_charged as string", job, func(m map[string]any) { m["credits_charged"] = "0" }},
+		{"credits_charged fractional", job, func(m map[string]any) { m["credits_charged"] = 0.5 }},
+		{"balance as string", job, func(m map[string]any) { m["balance"] = "5" }},
+		{"balance fractional", acc, func(m map[string]any) { m["balance"] = 4.5 }},
+		{"status outside the enum", job, func(m map[string]any) { m["status"] = "pending" }},
+		{"tier outside the enum", job, func(m map[string]any) { m["tier"] = "gold" }},
+		{"created_at without milliseconds", job, func(m map[string]any) { m["created_at"] = "2026-01-02T03:04:05Z" }},
+		{"hops null", job, func(m map[string]any) { m["hops"] = nil }},
+		{"member missing", job, func(m map[string]any) { delete(m, "webhook") }},
+		{"undocumented member", job, func(m map[string]any) { m["extra"] = true }},
+		{"telegram_id as string", acc, func(m map[string]any) { m["telegram_id"] = "0" }},
+		{"scopes null", acc, func(m map[string]any) { m["scopes"] = nil }},
+		{"queued status done", queued, func(m map[string]any) { m["status"] = "done" }},
+		{"queue_position as string", queued, func(m map[string]any) { m["queue_position"] = "0" }},
+		{"problem code unknown", prob, func(m map[string]any) { m["code"] = "teapot" }},
+		{"problem without errors", prob, func(m map[string]any) { delete(m, "errors") }},
+		{"problem with balance", prob, func(m map[string]any) { m["balance"] = 1 }},
+		{"problem status mismatch", prob, func(m map[string]any) { m["status"] = 418 }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var m map[string]any
+			if err := json.Unmarshal(tc.base.body, &m); err != nil {
+				t.Fatal(err)
+			}
+			tc.mutate(m)
+			x := tc.base
+			x.body, _ = json.Marshal(m)
+			if _, err := s.validate(x); err == nil {
+				t.Errorf("the altered answer passes validation: %s", x.body)
+			}
+		})
+	}
+	// A missing required header fails too.
+	x := queued
+	x.header = queued.header.Clone()
+	x.header.Del("Location")
+	if _, err := s.validate(x); err == nil {
+		t.Error("a 202 without Location passes validation")
+	}
+}
+
+func mustRequest(method, path string) *http.Request {
+	r, _ := http.NewRequest(method, "http://linkhop.test"+path, nil)
+	return r
+}
+
+// keyID returns the key id of a token.
+func (e *env) keyID(token string) string {
+	e.t.Helper()
+	id, ok := keys.ParseToken(token)
+	if !ok {
+		e.t.Fatalf("bad token %q", token)
+	}
+	return id
+}

@@ -1,0 +1,156 @@
+package quota
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// admitScript authenticates an API key and admits its request in one step: it reads the key
+// record, compares the token digest, and runs the limiter with the limits the record holds
+// right now (so `api keys update` and `revoke` act on the very next request), then reads one
+// more key of the same API key if asked (a job record, for a poll in one round trip).
+//
+// KEYS: the key record (hash: hash, revoked_at, rate_limit, daily_quota, …), the log, the day
+// counter, the key to fetch ("" in ARGV[6] = none; KEYS[4] is then a dummy of the same slot).
+// ARGV: token digest, window µs, member, "1" when the request counts against the daily quota,
+// fixed time ("" in production), "1" to fetch KEYS[4].
+//
+// Reply: {0} when authentication failed (nothing recorded), else
+// {1, record (flat HGETALL), fetched value or false, allowed, code, now, count, free, used, today}.
+//
+// The digests are compared in Lua with plain equality: both are SHA-256 of secrets, so the
+// timing of a mismatch reveals nothing about a key; Go compares them again in constant time.
+var admitScript = redis.NewScript(limiterLua + `
+local rec = redis.call('HGETALL', KEYS[1])
+local f = {}
+for i = 1, #rec, 2 do f[rec[i]] = rec[i + 1] end
+if f['hash'] == nil or f['hash'] ~= ARGV[1] or f['revoked_at'] ~= nil then return {0} end
+local limit = tonumber(f['rate_limit']) or 0
+local quota = -1
+if f['daily_quota'] ~= nil then quota = tonumber(f['daily_quota']) end
+local fetched = false
+if ARGV[6] == '1' then fetched = redis.call('GET', KEYS[4]) end
+local r = check(KEYS[2], KEYS[3], limit, tonumber(ARGV[2]), ARGV[3], quota, ARGV[4] == '1', ARGV[5])
+return {1, rec, fetched, r[1], r[2], r[3], r[4], r[5], r[6], r[7]}
+`)
+
+// AdmitRequest is one request to authenticate and admit.
+type AdmitRequest struct {
+	// KeyID is the id the bearer token names; RecordKey the Redis key of its record.
+	KeyID, RecordKey string
+	// Digest is the hex SHA-256 of the bearer token, compared with the record's "hash".
+	Digest string
+	// CountDay: the request counts against the daily quota.
+	CountDay bool
+	// Fetch, when set, is a key of the same API key (same hash tag) read in the same step.
+	Fetch string
+}
+
+// Admission is the outcome of Admit.
+type Admission struct {
+	// Authenticated is false when the token did not match a live key; nothing was recorded.
+	Authenticated bool
+	// Record is the key record (HGETALL) when authenticated.
+	Record map[string]string
+	// Fetched is the value of AdmitRequest.Fetch, nil when absent or not asked.
+	Fetched []byte
+	// Decision is the limiter's decision when authenticated.
+	Decision Decision
+}
+
+// AdmitIn queues the admission of r on p, so the caller can batch it with commands of its own
+// (one round trip for all). After p ran, the returned function decodes the reply; it reports
+// ErrNoScript when Redis did not know the script yet, and then the caller loads it with
+// LoadScripts and runs its batch again (nothing was executed by the script).
+func (l *Limiter) AdmitIn(ctx context.Context, p redis.Pipeliner, r AdmitRequest) func() (Admission, error) {
+	member := l.prefix + strconv.FormatUint(l.seq.Add(1), 36)
+	lk, dk := logKey(r.KeyID), dayKey(r.KeyID)
+	fetch, fk := "0", lk // a dummy of the same slot when nothing is fetched
+	if r.Fetch != "" {
+		fetch, fk = "1", r.Fetch
+	}
+	fixed := ""
+	if l.fixedNow != nil {
+		fixed = strconv.FormatInt(l.fixedNow().UnixMicro(), 10)
+	}
+	cd := "0"
+	if r.CountDay {
+		cd = "1"
+	}
+	cmd := admitScript.EvalSha(ctx, p, []string{r.RecordKey, lk, dk, fk},
+		r.Digest, l.window.Microseconds(), member, cd, fixed, fetch)
+	return func() (Admission, error) {
+		v, err := cmd.Slice()
+		if err != nil {
+			if strings.HasPrefix(err.Error(), "NOSCRIPT") {
+				return Admission{}, ErrNoScript
+			}
+			return Admission{}, fmt.Errorf("quota: admit: %w", err)
+		}
+		if len(v) == 1 {
+			return Admission{}, nil
+		}
+		if len(v) != 10 {
+			return Admission{}, fmt.Errorf("%w: %d values from the admit script", ErrUnexpectedReply, len(v))
+		}
+		a := Admission{Authenticated: true, Record: map[string]string{}}
+		flat, _ := v[1].([]any)
+		for i := 0; i+1 < len(flat); i += 2 {
+			k, _ := flat[i].(string)
+			val, _ := flat[i+1].(string)
+			a.Record[k] = val
+		}
+		if s, ok := v[2].(string); ok {
+			a.Fetched = []byte(s)
+		}
+		res := make([]int64, 7)
+		for i := range res {
+			n, ok := v[3+i].(int64)
+			if !ok {
+				return Admission{}, fmt.Errorf("%w: non-integer from the admit script", ErrUnexpectedReply)
+			}
+			res[i] = n
+		}
+		lim := Limits{DailyQuota: -1}
+		lim.PerMinute, _ = strconv.Atoi(a.Record["rate_limit"])
+		if q, ok := a.Record["daily_quota"]; ok {
+			lim.DailyQuota, _ = strconv.ParseInt(q, 10, 64)
+		}
+		a.Decision, err = l.decide(res, lim, r.CountDay, member, lk, dk, time.Now())
+		return a, err
+	}
+}
+
+// Admit is AdmitIn on its own: one round trip (two the first time Redis sees the script).
+func (l *Limiter) Admit(ctx context.Context, r AdmitRequest) (Admission, error) {
+	for range 2 {
+		var decode func() (Admission, error)
+		_, _ = l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			decode = l.AdmitIn(ctx, p, r)
+			return nil
+		})
+		a, err := decode()
+		if !errors.Is(err, ErrNoScript) {
+			return a, err
+		}
+		if err := l.LoadScripts(ctx); err != nil {
+			return Admission{}, err
+		}
+	}
+	return Admission{}, fmt.Errorf("quota: admit: %w", ErrNoScript)
+}
+
+// LoadScripts loads the admit script into Redis (after ErrNoScript: first use, or a restarted
+// Redis that lost its script cache).
+func (l *Limiter) LoadScripts(ctx context.Context) error {
+	if err := admitScript.Load(ctx, l.rdb).Err(); err != nil {
+		return fmt.Errorf("quota: loading scripts: %w", err)
+	}
+	return nil
+}

@@ -8,6 +8,7 @@ import (
 	"runtime/pprof"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -19,6 +20,10 @@ type sample struct {
 	lat      []time.Duration // one per successful op, sorted lazily by pct
 	firstErr error
 	sorted   bool
+	// goCPU and redisCPU are the CPU time this process (load generator included) and the
+	// redis-server spent during the measured time; zero when not measured. Per operation they
+	// vary much less with a busy machine than rates do.
+	goCPU, redisCPU time.Duration
 }
 
 // add merges o into s (rounds of one side are merged into one sample).
@@ -28,9 +33,19 @@ func (s *sample) add(o sample) {
 	s.elapsed += o.elapsed
 	s.lat = append(s.lat, o.lat...)
 	s.sorted = false
+	s.goCPU += o.goCPU
+	s.redisCPU += o.redisCPU
 	if s.firstErr == nil {
 		s.firstErr = o.firstErr
 	}
+}
+
+// perOp divides a CPU time by the operations done.
+func (s *sample) perOp(d time.Duration) time.Duration {
+	if s.ops == 0 {
+		return 0
+	}
+	return d / time.Duration(s.ops)
 }
 
 // rate is successful operations per second.
@@ -108,9 +123,40 @@ type timing struct {
 	warmup time.Duration // per side, discarded
 	d      time.Duration // per side, measured, split over rounds
 	rounds int
-	// profileDir, when set, receives a CPU profile of linkhop's side (its first measured
-	// round) per measurement, named after it.
+	// profileDir, when set, receives CPU profiles of each side's first measured round per
+	// measurement: NAME.pprof for linkhop, NAME-ref.pprof for the reference.
 	profileDir string
+	// redisCPU, when set, reads the redis-server's total CPU time.
+	redisCPU func(context.Context) (time.Duration, error)
+}
+
+// measured runs one side for d and adds the CPU time spent by this process and by Redis.
+func (t timing) measured(ctx context.Context, s side, d time.Duration) sample {
+	g0, r0 := processCPU(), t.readRedisCPU(ctx)
+	out := s(ctx, d)
+	out.goCPU = processCPU() - g0
+	out.redisCPU = t.readRedisCPU(ctx) - r0
+	return out
+}
+
+func (t timing) readRedisCPU(ctx context.Context) time.Duration {
+	if t.redisCPU == nil {
+		return 0
+	}
+	d, err := t.redisCPU(ctx)
+	if err != nil {
+		return 0
+	}
+	return d
+}
+
+// processCPU is the user and system CPU time of this process so far.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // pair measures linkhop (a) against its reference (b) in alternating rounds (a b, b a, a b, …)
@@ -122,47 +168,31 @@ func (t timing) pair(ctx context.Context, name string, a, b side) (sa, sb sample
 	}
 	rounds := max(t.rounds, 1)
 	per := t.d / time.Duration(rounds)
+	// profiled runs one round of a side, under the CPU profiler in round 0 when asked.
+	profiled := func(r int, file string, s side) sample {
+		if r == 0 && t.profileDir != "" {
+			stop, perr := startProfile(t.profileDir, file)
+			if perr != nil {
+				err = perr
+			} else {
+				defer stop()
+			}
+		}
+		return t.measured(ctx, s, per)
+	}
 	for r := range rounds {
 		if err := ctx.Err(); err != nil {
 			return sa, sb, err
 		}
-		runA := func() {
-			if r == 0 && t.profileDir != "" {
-				stop, perr := startProfile(t.profileDir, name)
-				if perr != nil {
-					err = perr
-				} else {
-					defer stop()
-				}
-			}
-			sa.add(a(ctx, per))
-		}
 		if r%2 == 0 {
-			runA()
-			sb.add(b(ctx, per))
+			sa.add(profiled(r, name, a))
+			sb.add(profiled(r, name+"-ref", b))
 		} else {
-			sb.add(b(ctx, per))
-			runA()
+			sb.add(profiled(r, name+"-ref", b))
+			sa.add(profiled(r, name, a))
 		}
 	}
 	return sa, sb, err
-}
-
-// single measures one side alone (scenarios without a reference).
-func (t timing) single(ctx context.Context, name string, a side) (sample, error) {
-	if t.warmup > 0 {
-		a(ctx, t.warmup)
-	}
-	var s sample
-	if t.profileDir != "" {
-		stop, err := startProfile(t.profileDir, name)
-		if err != nil {
-			return s, err
-		}
-		defer stop()
-	}
-	s.add(a(ctx, t.d))
-	return s, ctx.Err()
 }
 
 func startProfile(dir, name string) (func(), error) {

@@ -27,6 +27,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 func main() {
@@ -53,7 +55,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.timing.d, "duration", 10*time.Second, "measured time per side of each measurement")
 	fs.DurationVar(&o.timing.warmup, "warmup", time.Second, "discarded warm-up per side of each measurement")
 	fs.IntVar(&o.timing.rounds, "rounds", 2, "alternating rounds the measured time is split into")
-	fs.StringVar(&o.timing.profileDir, "cpuprofile", "", "directory for a CPU profile of linkhop's side of each measurement")
+	fs.StringVar(&o.timing.profileDir, "cpuprofile", "", "directory for CPU profiles of both sides of each measurement (NAME.pprof, NAME-ref.pprof)")
 	fs.StringVar(&conc, "concurrency", "16,64", "load concurrencies of scenarios 2 and 3; the first is used by 1, 4 and 5")
 	fs.StringVar(&only, "only", "", "comma-separated scenario numbers to run (default: all)")
 	if err := fs.Parse(args); err != nil {
@@ -128,6 +130,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer rs.close()
+	stats := redis.NewClient(&redis.Options{Addr: rs.addr})
+	defer stats.Close()
+	o.timing.redisCPU = func(ctx context.Context) (time.Duration, error) { return rs.cpu(ctx, stats) }
 	e := &runEnv{redis: rs, timing: o.timing, conc: o.conc, log: stderr}
 	var rows []row
 	failed := false

@@ -124,6 +124,23 @@ func (s *redisServer) flush(ctx context.Context) error {
 	return nil
 }
 
+// cpu is the server's CPU time so far (INFO cpu: used_cpu_user + used_cpu_sys).
+func (s *redisServer) cpu(ctx context.Context, c *redis.Client) (time.Duration, error) {
+	info, err := c.Info(ctx, "cpu").Result()
+	if err != nil {
+		return 0, fmt.Errorf("info cpu: %w", err)
+	}
+	var total float64
+	for _, f := range []string{"used_cpu_user", "used_cpu_sys"} {
+		v, err := strconv.ParseFloat(infoField(info, f), 64)
+		if err != nil {
+			return 0, fmt.Errorf("info cpu %s: %w", f, err)
+		}
+		total += v
+	}
+	return time.Duration(total * float64(time.Second)), nil
+}
+
 // infoField reads one "name:value" line of an INFO reply.
 func infoField(info, name string) string {
 	for line := range strings.SplitSeq(info, "\n") {

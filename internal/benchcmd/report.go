@@ -79,7 +79,19 @@ func fmtSample(s *sample, lat bool) string {
 	if lat && len(s.lat) > 0 {
 		out += " · p50 " + fmtDur(s.pct(50)) + " · p99 " + fmtDur(s.pct(99))
 	}
+	if s.goCPU > 0 && s.ops > 0 {
+		out += "<br>CPU/op: Go " + fmtMicros(s.perOp(s.goCPU)) + ", Redis " + fmtMicros(s.perOp(s.redisCPU))
+	}
 	return out
+}
+
+// fmtMicros prints a small duration in µs.
+func fmtMicros(d time.Duration) string {
+	us := float64(d) / float64(time.Microsecond)
+	if us < 10 {
+		return fmt.Sprintf("%.1f µs", us)
+	}
+	return fmt.Sprintf("%.0f µs", us)
 }
 
 // fmtRate prints a per-second rate with thousands separators.

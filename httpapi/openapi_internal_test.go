@@ -49,8 +49,6 @@ func TestOpenAPICoversEveryRoute(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The redelivery route is documented ahead of its handler, which the webhooks work adds.
-	const pending = "POST /v1/jobs/{job_id}/webhook/redeliver"
 	var missing, undocumented []string
 	for k := range served {
 		if !documented[k] {
@@ -58,7 +56,7 @@ func TestOpenAPICoversEveryRoute(t *testing.T) {
 		}
 	}
 	for k := range documented {
-		if !served[k] && k != pending {
+		if !served[k] {
 			missing = append(missing, k)
 		}
 	}

@@ -27,6 +27,7 @@ func (s *Server) router() *mux.Router {
 	// subrouter with 404 instead of 405.
 	r.HandleFunc("/v1/resolve", s.postResolve).Methods(http.MethodPost)
 	r.HandleFunc("/v1/jobs/{job_id}", s.getJob).Methods(http.MethodGet)
+	r.HandleFunc("/v1/jobs/{job_id}/webhook/redeliver", s.authed(s.postRedeliver)).Methods(http.MethodPost)
 	r.HandleFunc("/v1/providers", s.authed(s.getProviders)).Methods(http.MethodGet)
 	r.HandleFunc("/v1/account", s.authed(s.getAccount)).Methods(http.MethodGet)
 	s.adminRoutes(r) // admin.go; reachable only through adminGate

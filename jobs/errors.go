@@ -10,3 +10,10 @@ var ErrExists = errors.New("jobs: already exists")
 
 // ErrNoChange, returned by an Update function, ends the update without writing.
 var ErrNoChange = errors.New("jobs: no change")
+
+// ErrNoWebhook means the job was submitted without a webhook_url.
+var ErrNoWebhook = errors.New("jobs: job has no webhook")
+
+// ErrWebhookPending means a webhook delivery of the job is still pending (or the job has not
+// finished yet, and its delivery is still to come), so a redelivery is refused.
+var ErrWebhookPending = errors.New("jobs: webhook delivery pending")

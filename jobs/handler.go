@@ -177,7 +177,7 @@ func finish(r *Record, res resolve.Result, re *resolve.Error) {
 	t := now()
 	r.CompletedAt = &t
 	if r.WebhookURL != "" {
-		r.Webhook = &webhooks.State{URL: r.WebhookURL, Status: webhooks.StatusPending}
+		r.Webhook = webhooks.NewState(r.WebhookURL, t)
 	}
 	if re == nil {
 		r.Status = StatusDone

@@ -76,6 +76,23 @@ func NewStore(rdb redis.UniversalClient, retention time.Duration) *Store {
 // Retention is how long a record lives after creation.
 func (s *Store) Retention() time.Duration { return s.retention }
 
+// Create stores a new record as it is (Submit is the way to create a queued job; this is for
+// records made whole elsewhere, such as tests); it expires JOB_RETENTION after creation.
+func (s *Store) Create(ctx context.Context, r *Record) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("jobs: encoding %s: %w", r.ID, err)
+	}
+	ok, err := s.rdb.SetNX(ctx, RecordKey(r.KeyID, r.ID), b, s.retention).Result()
+	if err != nil {
+		return fmt.Errorf("jobs: storing %s: %w", r.ID, err)
+	}
+	if !ok {
+		return fmt.Errorf("jobs: storing %s: %w", r.ID, ErrExists)
+	}
+	return nil
+}
+
 // Get reads job id of key keyID; ErrNotFound when it does not exist (or expired).
 func (s *Store) Get(ctx context.Context, keyID, id string) (Record, error) {
 	b, err := s.rdb.Get(ctx, RecordKey(keyID, id)).Bytes()

@@ -20,6 +20,7 @@ import (
 
 	"github.com/linkhop/linkhop/keys"
 	"github.com/linkhop/linkhop/resolve"
+	"github.com/linkhop/linkhop/webhooks"
 )
 
 // TypeResolve is the asynq task type that resolves one job's link.
@@ -42,6 +43,8 @@ const infraRetries = 10
 type TaskOptions struct {
 	MaxAttempts int           // RESOLVE_MAX_ATTEMPTS
 	Timeout     time.Duration // RESOLVE_TIMEOUT; the task gets a margin above it
+	// Webhooks is the WEBHOOK_* policy, for the tasks of redeliveries.
+	Webhooks webhooks.Policy
 }
 
 // NewResolveTask builds the task of job jobID.

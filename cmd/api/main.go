@@ -141,7 +141,7 @@ func newHandler(cfg config.Config, rdb redis.UniversalClient, reg *resolve.Regis
 		Redis:                 rdb,
 		Keys:                  keys.NewStore(rdb),
 		Jobs:                  store,
-		Queue:                 jobs.NewQueue(rdb, store, jobs.TaskOptions{MaxAttempts: cfg.ResolveMaxAttempts, Timeout: cfg.ResolveTimeout}),
+		Queue:                 jobs.NewQueue(rdb, store, jobs.TaskOptions{MaxAttempts: cfg.ResolveMaxAttempts, Timeout: cfg.ResolveTimeout, Webhooks: app.WebhookPolicy(cfg)}),
 		Registry:              reg,
 		Resolver:              svc,
 		Limiter:               quota.New(rdb),

@@ -53,9 +53,18 @@ func NewWorker(c config.Config, rdb redis.UniversalClient, log *slog.Logger, svc
 	w := jobs.NewWorker(rdb, jobs.WorkerOptions{
 		Concurrency: c.WorkerConcurrency, ShutdownTimeout: c.ShutdownTimeout,
 		ResolveBackoffBase: c.ResolveBackoffBase, Logger: log,
+		Queues: map[string]int{jobs.QueueResolve: 1, jobs.QueueWebhooks: 1},
 	})
+	wh, err := NewWebhookHandler(c, rdb, log, reg)
+	if err != nil {
+		// Only a second registration on one registry fails, a wiring bug like MustRegister's.
+		panic(err)
+	}
+	w.Handle(jobs.TypeWebhook, wh, jobs.WebhookRetryDelay)
+	w.NotFailure(jobs.IsWebhookDeferred)
 	w.Handle(jobs.TypeResolve, &jobs.ResolveHandler{
 		Store: store, Resolver: svc, Logger: log, Observe: m.observe, MaxAttempts: c.ResolveMaxAttempts,
+		OnTerminal: wh.OnTerminal,
 	}, nil)
 	return w
 }

@@ -1,0 +1,50 @@
+package app
+
+import (
+	"fmt"
+	"log/slog"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/linkhop/linkhop/config"
+	"github.com/linkhop/linkhop/jobs"
+	"github.com/linkhop/linkhop/keys"
+	"github.com/linkhop/linkhop/resolve"
+	"github.com/linkhop/linkhop/webhooks"
+)
+
+// WebhookPolicy is the WEBHOOK_* policy of c. WEBHOOK_MAX_RETRIES=0 means no retries, which
+// webhooks.Policy spells as a negative MaxRetries (its zero value means the default).
+func WebhookPolicy(c config.Config) webhooks.Policy {
+	p := webhooks.Policy{
+		RatePerSecond: c.WebhookRatePerSecond,
+		MaxRetries:    c.WebhookMaxRetries,
+		Timeout:       c.WebhookTimeout,
+		BackoffBase:   c.WebhookBackoffBase,
+	}
+	if p.MaxRetries == 0 {
+		p.MaxRetries = -1
+	}
+	return p
+}
+
+// NewWebhookHandler builds the delivery handler of c: requests go through the address guard
+// (checked at dial time, like resolves), attempts are paced per URL across all workers, and
+// its collectors are registered on reg.
+func NewWebhookHandler(c config.Config, rdb redis.UniversalClient, log *slog.Logger, reg prometheus.Registerer) (*jobs.WebhookHandler, error) {
+	m, err := webhooks.NewMetrics(reg)
+	if err != nil {
+		return nil, fmt.Errorf("webhook metrics: %w", err)
+	}
+	p := WebhookPolicy(c)
+	h := jobs.NewWebhookHandler(rdb)
+	h.Store = jobs.NewStore(rdb, c.JobRetention)
+	h.Keys = keys.NewStore(rdb)
+	h.Limiter = webhooks.NewRateLimiter(rdb, p.Rate())
+	h.Sender = webhooks.NewSender(resolve.NewTransport(Guard(c)), p)
+	h.Policy = p
+	h.Metrics = m
+	h.Logger = log.With("component", "webhooks")
+	return h, nil
+}

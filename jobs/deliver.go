@@ -1,0 +1,373 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/linkhop/linkhop/keys"
+	"github.com/linkhop/linkhop/webhooks"
+)
+
+// TypeWebhook is the asynq task type that delivers one job's webhook event.
+const TypeWebhook = "webhook:deliver"
+
+// QueueWebhooks is the asynq queue of webhook deliveries, apart from resolves so that the
+// two kinds of work can be weighed and watched separately.
+const QueueWebhooks = "webhooks"
+
+// notDueSlack is how early a task may start its attempt: below the forwarder's granularity,
+// so that a task is not bounced back for a few milliseconds of clock difference.
+const notDueSlack = 20 * time.Millisecond
+
+// webhookTaskSpare is how many asynq retries a delivery task has beyond the policy's own:
+// attempts are counted in the job's webhook state, but errors that are not attempts (Redis
+// unreachable) also use up asynq retries, and asynq must not archive a delivery for those
+// while the policy still has attempts to make.
+const webhookTaskSpare = 20
+
+// WebhookPayload is the payload of a TypeWebhook task: ids only, plus the delivery generation
+// it belongs to (1 for the first delivery, +1 per redelivery).
+type WebhookPayload struct {
+	JobID      string `json:"job_id"`
+	KeyID      string `json:"key_id"`
+	Generation int    `json:"generation"`
+}
+
+// NewWebhookTask builds the delivery task of generation gen of job jobID. Its TaskID names
+// job and generation, so one generation is queued at most once at a time; its timeout stays
+// above the policy's attempt timeout, so asynq never starts a second run of a delivery while
+// the first is still inside its HTTP request.
+func NewWebhookTask(jobID, keyID string, gen int, p webhooks.Policy) (*asynq.Task, error) {
+	b, err := json.Marshal(WebhookPayload{JobID: jobID, KeyID: keyID, Generation: gen})
+	if err != nil {
+		return nil, fmt.Errorf("jobs: encoding webhook payload: %w", err)
+	}
+	return asynq.NewTask(TypeWebhook, b,
+		asynq.TaskID("webhook:"+jobID+":"+strconv.Itoa(gen)),
+		asynq.Queue(QueueWebhooks),
+		asynq.MaxRetry(p.Retries()+webhookTaskSpare),
+		asynq.Timeout(p.TaskTimeout()),
+	), nil
+}
+
+// enqueueWebhook queues generation gen of job jobID. A task of that generation already in a
+// queue counts as success: callers (a re-run resolve task) may ask twice.
+func enqueueWebhook(ctx context.Context, c *asynq.Client, jobID, keyID string, gen int, p webhooks.Policy) error {
+	task, err := NewWebhookTask(jobID, keyID, gen, p)
+	if err != nil {
+		return err
+	}
+	if _, err := c.EnqueueContext(ctx, task); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+		return fmt.Errorf("jobs: enqueueing webhook of %s: %w", jobID, err)
+	}
+	return nil
+}
+
+// stuckAfter is how long past its next_attempt_at a pending delivery must be before a
+// redelivery may replace it. A live delivery is never that late (retries are forwarded within
+// 100 ms, held-back attempts within a second or two); one that is has lost its task (asynq
+// archived it after a long Redis outage), and refusing with 409 forever would leave the user
+// no way out. Replacing a delivery that was only slow is harmless: its task belongs to an
+// older generation and does nothing.
+const stuckAfter = 15 * time.Minute
+
+func stuck(st *webhooks.State) bool {
+	return st.NextAttemptAt != nil && time.Since(*st.NextAttemptAt) > stuckAfter
+}
+
+// RedeliverWebhook starts a fresh delivery of job jobID's webhook for its owner keyID and
+// returns the new webhook state (pending, attempts 0). ErrNotFound when the job does not
+// exist or belongs to another key; ErrNoWebhook when it has no webhook_url; ErrWebhookPending
+// while a delivery is pending, including before the job has finished (a pending delivery
+// more than 15 minutes overdue counts as lost and may be replaced).
+func (q *Queue) RedeliverWebhook(ctx context.Context, keyID, jobID string) (webhooks.State, error) {
+	var prev webhooks.State
+	rec, err := q.store.Update(ctx, keyID, jobID, func(r *Record) error {
+		if r.WebhookURL == "" {
+			return ErrNoWebhook
+		}
+		if !r.Status.Terminal() || r.Webhook == nil || (r.Webhook.Pending() && !stuck(r.Webhook)) {
+			return ErrWebhookPending
+		}
+		prev = *r.Webhook
+		r.Webhook.Redeliver(now())
+		return nil
+	})
+	if err != nil {
+		return webhooks.State{}, err
+	}
+	gen := rec.Webhook.Generation
+	if err := enqueueWebhook(ctx, q.client, jobID, keyID, gen, q.opts.Webhooks); err != nil {
+		// Put the state back: a job left "pending" with no task would refuse every later
+		// redelivery with 409 and never deliver.
+		_, uerr := q.store.Update(context.WithoutCancel(ctx), keyID, jobID, func(r *Record) error {
+			if r.Webhook == nil || r.Webhook.Generation != gen {
+				return ErrNoChange
+			}
+			*r.Webhook = prev
+			return nil
+		})
+		if uerr != nil {
+			err = errors.Join(err, fmt.Errorf("undoing the redelivery: %w", uerr))
+		}
+		return webhooks.State{}, err
+	}
+	return *rec.Webhook, nil
+}
+
+// WebhookHandler runs TypeWebhook tasks: one attempt per run, paced by the per-URL rate,
+// signed with the key's current secrets, recorded in the job's webhook state.
+type WebhookHandler struct {
+	Store   *Store
+	Keys    *keys.Store
+	Limiter *webhooks.RateLimiter
+	Sender  *webhooks.Sender
+	Policy  webhooks.Policy
+	Metrics *webhooks.Metrics // nil: no metrics
+	Logger  *slog.Logger      // nil: no logs
+
+	client *asynq.Client
+}
+
+// NewWebhookHandler returns a handler whose OnTerminal queues deliveries on rdb; fill in
+// the other fields.
+func NewWebhookHandler(rdb redis.UniversalClient) *WebhookHandler {
+	return &WebhookHandler{client: asynq.NewClientFromRedisClient(rdb)}
+}
+
+// OnTerminal queues the webhook delivery of a job that just became terminal; it is the
+// ResolveHandler's TerminalFunc. A job without a webhook, or whose delivery already ended,
+// queues nothing, so calling it again (a re-run resolve task) is harmless.
+func (h *WebhookHandler) OnTerminal(ctx context.Context, r Record) error {
+	if r.Webhook == nil || !r.Webhook.Pending() {
+		return nil
+	}
+	return enqueueWebhook(ctx, h.client, r.ID, r.KeyID, r.Webhook.CurrentGeneration(), h.Policy)
+}
+
+// notDueError reschedules a delivery task that asynq started before its next_attempt_at.
+// asynq keeps retry times in whole seconds and may start a task up to a second early; a
+// receiver's Retry-After and the backoff schedule must not be cut short by that.
+type notDueError struct{ wait time.Duration }
+
+func (e *notDueError) Error() string {
+	return fmt.Sprintf("jobs: webhook attempt not due for %s", e.wait)
+}
+
+// IsWebhookDeferred reports whether err reschedules a delivery without it being a failure:
+// an attempt held back by the per-URL rate, or a task started before its attempt was due.
+// Register it with Worker.NotFailure, so no retry is spent.
+func IsWebhookDeferred(err error) bool {
+	var hb *webhooks.HeldBackError
+	var nd *notDueError
+	return errors.As(err, &hb) || errors.As(err, &nd)
+}
+
+// WebhookRetryDelay is the asynq RetryDelayFunc of TypeWebhook tasks: the rate limiter's wait
+// for a held-back attempt, the time left for one not yet due, the policy's delay (backoff or
+// Retry-After) for a failed one, and a short capped backoff for errors that were not attempts
+// (Redis trouble).
+func WebhookRetryDelay(n int, err error, _ *asynq.Task) time.Duration {
+	var hb *webhooks.HeldBackError
+	if errors.As(err, &hb) {
+		return max(hb.Wait, time.Millisecond)
+	}
+	var nd *notDueError
+	if errors.As(err, &nd) {
+		return max(nd.wait, time.Millisecond)
+	}
+	var re *retryError
+	if errors.As(err, &re) && re.delay > 0 {
+		return re.delay
+	}
+	return min(time.Second<<min(n, 6), time.Minute)
+}
+
+func (h *WebhookHandler) log() *slog.Logger {
+	if h.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return h.Logger
+}
+
+// current reports whether st is the live, pending delivery of generation gen.
+func current(st *webhooks.State, gen int) bool {
+	return st != nil && st.Pending() && st.CurrentGeneration() == gen
+}
+
+// ProcessTask implements asynq.Handler: one attempt of one delivery.
+func (h *WebhookHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	var p WebhookPayload
+	if err := json.Unmarshal(t.Payload(), &p); err != nil || p.JobID == "" || p.KeyID == "" || p.Generation < 1 {
+		return fmt.Errorf("jobs: bad webhook payload: %v: %w", err, asynq.SkipRetry)
+	}
+	log := h.log().With("job_id", p.JobID, "key_id", p.KeyID, "generation", p.Generation)
+	rec, err := h.Store.Get(ctx, p.KeyID, p.JobID)
+	if errors.Is(err, ErrNotFound) {
+		log.Warn("webhook task for a missing job; nothing to deliver")
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if !current(rec.Webhook, p.Generation) {
+		// Delivered, failed, or superseded by a redelivery: a duplicate or stale task.
+		return nil
+	}
+	url := rec.Webhook.URL
+	if next := rec.Webhook.NextAttemptAt; next != nil {
+		if wait := time.Until(*next); wait > notDueSlack {
+			return &notDueError{wait: wait}
+		}
+	}
+
+	// The rate slot first: a held-back attempt is rescheduled for when a slot frees, and
+	// costs neither a retry nor a worker slot while it waits.
+	wait, err := h.Limiter.Reserve(ctx, url)
+	if err != nil {
+		return err
+	}
+	if wait > 0 {
+		h.Metrics.HeldBack()
+		h.noteHeldBack(ctx, p, rec.Webhook.NextAttemptAt, wait)
+		return &webhooks.HeldBackError{Wait: wait}
+	}
+
+	key, err := h.Keys.Get(ctx, p.KeyID)
+	if errors.Is(err, keys.ErrNotFound) {
+		return h.giveUp(ctx, p, "the API key of this job no longer exists")
+	}
+	if err != nil {
+		return err
+	}
+	body, err := eventOf(rec, key.Credits).Body()
+	if err != nil {
+		return fmt.Errorf("jobs: encoding webhook event: %w: %w", err, asynq.SkipRetry)
+	}
+	at := now()
+	hdr := http.Header{}
+	if err := webhooks.Sign(hdr, key.SigningSecrets(at), webhooks.MessageID(p.JobID, p.Generation), at, body); err != nil {
+		log.Error("cannot sign the webhook", "err", err)
+		return h.giveUp(ctx, p, "the key's webhook secret is unusable")
+	}
+	o := h.Sender.Send(ctx, url, hdr, body)
+	if ctx.Err() != nil && !o.Delivered {
+		// Shutdown or asynq's own timeout interrupted the attempt: not the receiver's doing,
+		// so not an attempt; asynq runs the task again.
+		return fmt.Errorf("jobs: webhook attempt interrupted: %w", ctx.Err())
+	}
+	h.Metrics.Attempt(o)
+
+	var delay time.Duration
+	var retry, applied bool
+	rec, err = h.Store.Update(ctx, p.KeyID, p.JobID, func(r *Record) error {
+		if !current(r.Webhook, p.Generation) {
+			return ErrNoChange
+		}
+		delay, retry = h.Policy.Apply(r.Webhook, o, at)
+		applied = true
+		return nil
+	})
+	if err != nil {
+		// The attempt happened but is not recorded; asynq runs the task again and the
+		// receiver may see this event twice, with the same webhook-id.
+		return fmt.Errorf("jobs: recording webhook attempt of %s: %w", p.JobID, err)
+	}
+	if !applied {
+		return nil
+	}
+	st := rec.Webhook
+	attrs := []any{"attempt", st.Attempts, "status_code", o.StatusCode, "duration", o.Duration}
+	switch {
+	case o.Delivered:
+		h.Metrics.Delivery(webhooks.OutcomeDelivered)
+		log.Info("webhook delivered", attrs...)
+		return nil
+	case retry:
+		h.Metrics.Delivery(webhooks.OutcomeRetrying)
+		log.Info("webhook attempt failed; retrying", append(attrs, "error", o.Describe(), "retry_in", delay)...)
+		return &retryError{err: fmt.Errorf("jobs: webhook attempt %d failed: %s", st.Attempts, o.Describe()), delay: delay}
+	default:
+		h.Metrics.Delivery(webhooks.OutcomeFailed)
+		log.Warn("webhook delivery failed; no more retries", append(attrs, "error", o.Describe())...)
+		return nil
+	}
+}
+
+// noteHeldBack moves next_attempt_at to when the rate will let the attempt run, so the job
+// shows the truth. It writes only a change of more than a second: a busy URL holds tasks back
+// again and again, and the record need not follow every few milliseconds. Best effort: the
+// attempt is rescheduled whether or not this is written.
+func (h *WebhookHandler) noteHeldBack(ctx context.Context, p WebhookPayload, stored *time.Time, wait time.Duration) {
+	next := now().Add(wait)
+	if stored != nil && next.Sub(*stored) <= time.Second {
+		return
+	}
+	_, err := h.Store.Update(ctx, p.KeyID, p.JobID, func(r *Record) error {
+		if !current(r.Webhook, p.Generation) {
+			return ErrNoChange
+		}
+		r.Webhook.NextAttemptAt = &next
+		return nil
+	})
+	if err != nil {
+		h.log().Warn("recording a held-back webhook attempt", "job_id", p.JobID, "err", err)
+	}
+}
+
+// giveUp ends a delivery that no retry can make succeed (no key, unusable secret): failed,
+// with the reason in last_error, and no attempt counted since nothing was sent.
+func (h *WebhookHandler) giveUp(ctx context.Context, p WebhookPayload, reason string) error {
+	_, err := h.Store.Update(ctx, p.KeyID, p.JobID, func(r *Record) error {
+		if !current(r.Webhook, p.Generation) {
+			return ErrNoChange
+		}
+		r.Webhook.Status = webhooks.StatusFailed
+		r.Webhook.LastError = &reason
+		r.Webhook.NextAttemptAt = nil
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	h.Metrics.Delivery(webhooks.OutcomeFailed)
+	h.log().Error("webhook delivery given up", "job_id", p.JobID, "reason", reason)
+	return nil
+}
+
+// eventOf is the event of terminal job r (CONTRACT §7). It is built from the stored record,
+// so every attempt of a delivery sends the same fields; balance is the key's balance when the
+// attempt is made (null for a key without a credit balance).
+func eventOf(r Record, balance *int64) webhooks.Event {
+	e := webhooks.Event{
+		Event:          webhooks.EventFor(string(r.Status)),
+		CreatedAt:      r.UpdatedAt,
+		JobID:          r.ID,
+		Status:         string(r.Status),
+		TargetURL:      r.TargetURL,
+		Error:          r.Error,
+		CreditsCharged: r.CreditsCharged,
+		Balance:        balance,
+	}
+	if r.CompletedAt != nil {
+		e.CreatedAt = *r.CompletedAt
+	}
+	if r.Provider != "" {
+		provider := r.Provider
+		e.Provider = &provider
+	}
+	if r.Tier == "standard" || r.Tier == "premium" {
+		tier := r.Tier
+		e.Tier = &tier
+	}
+	return e
+}

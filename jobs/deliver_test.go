@@ -1,0 +1,494 @@
+package jobs_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/linkhop/linkhop/internal/redistest"
+	"github.com/linkhop/linkhop/jobs"
+	"github.com/linkhop/linkhop/keys"
+	"github.com/linkhop/linkhop/resolve"
+	"github.com/linkhop/linkhop/webhooks"
+)
+
+// hookEnv is a real Redis, an API key, and delivery workers, with the webhook tasks of jobs
+// it creates queued the way the resolve handler queues them.
+type hookEnv struct {
+	t       *testing.T
+	srv     *redistest.Server
+	rdb     *redis.Client
+	store   *jobs.Store
+	keys    *keys.Store
+	key     keys.Created
+	policy  webhooks.Policy
+	handler *jobs.WebhookHandler // of the first worker
+	metrics []*prometheus.Registry
+}
+
+type hookOptions struct {
+	policy  webhooks.Policy
+	workers int
+	// guard is the address guard of the senders; the zero value is production's, so tests
+	// that deliver set Allow to 127.0.0.1/32.
+	guard resolve.GuardOptions
+}
+
+var loopback = resolve.GuardOptions{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}
+
+func newHookEnv(t *testing.T, o hookOptions) *hookEnv {
+	t.Helper()
+	srv := redistest.Start(t)
+	e := &hookEnv{t: t, srv: srv, rdb: srv.Client(t), policy: o.policy}
+	e.store = jobs.NewStore(e.rdb, time.Hour)
+	e.keys = keys.NewStore(e.rdb)
+	var err error
+	if e.key, err = e.keys.Create(context.Background(), keys.CreateParams{Name: "hooks"}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range max(o.workers, 1) {
+		// Each worker has its own connection, as separate processes would.
+		rdb := srv.Client(t)
+		h := jobs.NewWebhookHandler(rdb)
+		h.Store = jobs.NewStore(rdb, time.Hour)
+		h.Keys = keys.NewStore(rdb)
+		h.Limiter = webhooks.NewRateLimiter(rdb, o.policy.Rate())
+		sender := webhooks.NewSender(resolve.NewTransport(o.guard), o.policy)
+		t.Cleanup(sender.Client.CloseIdleConnections)
+		h.Sender = sender
+		h.Policy = o.policy
+		reg := prometheus.NewRegistry()
+		if h.Metrics, err = webhooks.NewMetrics(reg); err != nil {
+			t.Fatal(err)
+		}
+		e.metrics = append(e.metrics, reg)
+		if i == 0 {
+			e.handler = h
+		}
+		w := jobs.NewWorker(rdb, jobs.WorkerOptions{
+			Concurrency: 20, ShutdownTimeout: time.Second, Queues: map[string]int{jobs.QueueWebhooks: 1},
+		})
+		w.Handle(jobs.TypeWebhook, h, jobs.WebhookRetryDelay)
+		w.NotFailure(jobs.IsWebhookDeferred)
+		if err := w.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(w.Shutdown)
+	}
+	return e
+}
+
+// counter sums a webhook counter over the workers' registries.
+func (e *hookEnv) counter(name string, label ...string) float64 {
+	e.t.Helper()
+	sum := 0.0
+	for _, reg := range e.metrics {
+		mfs, err := reg.Gather()
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != name {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				if len(label) == 2 && !slices.ContainsFunc(m.GetLabel(), func(l *dto.LabelPair) bool {
+					return l.GetName() == label[0] && l.GetValue() == label[1]
+				}) {
+					continue
+				}
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
+}
+
+// finishedJob stores a done job with a webhook to url and queues its delivery, as the
+// resolve handler does when a job becomes terminal.
+func (e *hookEnv) finishedJob(url string) jobs.Record {
+	e.t.Helper()
+	done := time.Now().UTC().Truncate(time.Millisecond)
+	target := "https://example.com/landing?a=1&b=2"
+	r := jobs.Record{
+		ID: uuid.NewString(), KeyID: e.key.ID, Status: jobs.StatusDone, URL: "https://sho.rt/x",
+		WebhookURL: url, TargetURL: &target, Provider: "short", Tier: "standard", CreditsCharged: 1,
+		CreatedAt: done, UpdatedAt: done, CompletedAt: &done, Hops: []resolve.Hop{},
+		Webhook: webhooks.NewState(url, done),
+	}
+	if err := e.store.Create(context.Background(), &r); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := e.handler.OnTerminal(context.Background(), r); err != nil {
+		e.t.Fatal(err)
+	}
+	return r
+}
+
+// waitWebhook polls the job until its webhook is no longer pending.
+func (e *hookEnv) waitWebhook(id string, within time.Duration) webhooks.State {
+	e.t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		r, err := e.store.Get(context.Background(), e.key.ID, id)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		if !r.Webhook.Pending() {
+			return *r.Webhook
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("webhook of %s still pending after %s: %+v", id, within, *r.Webhook)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// hit is one request a receiver got.
+type hit struct {
+	at     time.Time
+	path   string
+	header http.Header
+	body   []byte
+}
+
+// receiver answers each request with the next of codes (the last repeats) and records it.
+type receiver struct {
+	*httptest.Server
+	mu    sync.Mutex
+	hits  []hit
+	codes []int
+	delay time.Duration
+}
+
+func newReceiver(t *testing.T, codes ...int) *receiver {
+	t.Helper()
+	r := &receiver{codes: codes}
+	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		at := time.Now()
+		body, _ := io.ReadAll(req.Body)
+		r.mu.Lock()
+		code := r.codes[min(len(r.hits), len(r.codes)-1)]
+		r.hits = append(r.hits, hit{at: at, path: req.URL.Path, header: req.Header.Clone(), body: body})
+		delay := r.delay
+		r.mu.Unlock()
+		if delay > 0 {
+			select {
+			case <-time.After(delay):
+			case <-req.Context().Done():
+			}
+		}
+		if code == http.StatusFound {
+			w.Header().Set("Location", "/elsewhere")
+		}
+		w.WriteHeader(code)
+	}))
+	t.Cleanup(r.Close)
+	return r
+}
+
+func (r *receiver) got() []hit {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.hits)
+}
+
+func fastPolicy() webhooks.Policy {
+	return webhooks.Policy{BackoffBase: 50 * time.Millisecond, Timeout: 5 * time.Second}
+}
+
+// The issue's delivery checks, end to end through asynq and real Redis.
+func TestWebhookDeliveries(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name         string
+		codes        []int
+		policy       webhooks.Policy
+		delay        time.Duration
+		wantAttempts int
+		wantStatus   string
+		wantCode     *int
+		wantError    string
+	}{
+		{name: "500, 500, 204", codes: []int{500, 500, 204}, wantAttempts: 3, wantStatus: "delivered", wantCode: ptr(204)},
+		{name: "always 500", codes: []int{500}, wantAttempts: 4, wantStatus: "failed", wantCode: ptr(500), wantError: "500"},
+		{name: "410 ends at once", codes: []int{410}, wantAttempts: 1, wantStatus: "failed", wantCode: ptr(410), wantError: "410"},
+		{name: "302 is not followed", codes: []int{302}, wantAttempts: 4, wantStatus: "failed", wantCode: ptr(302), wantError: "redirects are not followed"},
+		{name: "slower than the timeout", codes: []int{204}, delay: 2 * time.Second,
+			policy:       webhooks.Policy{BackoffBase: 50 * time.Millisecond, Timeout: 200 * time.Millisecond, MaxRetries: 1},
+			wantAttempts: 2, wantStatus: "failed", wantError: "timed out"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			p := tt.policy
+			if p == (webhooks.Policy{}) {
+				p = fastPolicy()
+			}
+			e := newHookEnv(t, hookOptions{policy: p, guard: loopback})
+			rcv := newReceiver(t, tt.codes...)
+			rcv.delay = tt.delay
+			job := e.finishedJob(rcv.URL + "/hook")
+			st := e.waitWebhook(job.ID, 20*time.Second)
+			hits := rcv.got()
+			if len(hits) != tt.wantAttempts || st.Attempts != tt.wantAttempts || st.Status != tt.wantStatus {
+				t.Fatalf("receiver saw %d requests; state %+v", len(hits), st)
+			}
+			if (tt.wantCode == nil) != (st.LastStatusCode == nil) || (tt.wantCode != nil && *st.LastStatusCode != *tt.wantCode) {
+				t.Errorf("last_status_code %v, want %v", st.LastStatusCode, tt.wantCode)
+			}
+			if tt.wantError == "" && st.LastError != nil || tt.wantError != "" && (st.LastError == nil || !strings.Contains(*st.LastError, tt.wantError)) {
+				t.Errorf("last_error %v, want containing %q", st.LastError, tt.wantError)
+			}
+			if st.LastAttemptAt == nil || st.NextAttemptAt != nil {
+				t.Errorf("last_attempt_at %v next_attempt_at %v", st.LastAttemptAt, st.NextAttemptAt)
+			}
+			for _, h := range hits {
+				if h.path != "/hook" {
+					t.Errorf("request to %s: a redirect was followed", h.path)
+				}
+				if id := h.header.Get("webhook-id"); id != hits[0].header.Get("webhook-id") || id == "" {
+					t.Errorf("webhook-id %q changed across retries (first %q)", id, hits[0].header.Get("webhook-id"))
+				}
+				if string(h.body) != string(hits[0].body) {
+					t.Errorf("body changed across retries")
+				}
+			}
+			// Retries keep their distance: base 50 ms × 4^(n−1) − 20 %.
+			for i := 1; i < len(hits) && tt.delay == 0; i++ {
+				if gap, least := hits[i].at.Sub(hits[i-1].at), time.Duration(float64(50*time.Millisecond)*0.8)<<(2*(i-1)); gap < least {
+					t.Errorf("retry %d came %s after the attempt before, want at least %s", i, gap, least)
+				}
+			}
+		})
+	}
+}
+
+// Both signature schemes verify with the key's secret, and the body is CONTRACT §7's event.
+func TestWebhookSignedEvent(t *testing.T) {
+	t.Parallel()
+	e := newHookEnv(t, hookOptions{policy: fastPolicy(), guard: loopback})
+	rcv := newReceiver(t, 204)
+	job := e.finishedJob(rcv.URL + "/hook")
+	if st := e.waitWebhook(job.ID, 10*time.Second); st.Status != webhooks.StatusDelivered || st.Attempts != 1 {
+		t.Fatalf("state %+v", st)
+	}
+	h := rcv.got()[0]
+	secret := e.key.WebhookSecret()
+	for _, name := range []string{"Linkhop-Signature", "X-LinkSkipper-Signature"} {
+		if err := webhooks.VerifyLinkhop(secret, h.header.Get(name), h.body, time.Now()); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if err := webhooks.VerifyStandard(secret, h.header, h.body, time.Now()); err != nil {
+		t.Errorf("standard: %v", err)
+	}
+	if got, want := h.header.Get("webhook-id"), webhooks.MessageID(job.ID, 1); got != want {
+		t.Errorf("webhook-id %q, want %q", got, want)
+	}
+	if ct, ua := h.header.Get("Content-Type"), h.header.Get("User-Agent"); ct != "application/json" || !strings.HasPrefix(ua, "linkhop-webhooks/") {
+		t.Errorf("Content-Type %q, User-Agent %q", ct, ua)
+	}
+	want := `{"event":"resolve.done","created_at":"` + job.CompletedAt.Format("2006-01-02T15:04:05.000Z") +
+		`","job_id":"` + job.ID + `","status":"done","target_url":"https://example.com/landing?a=1&b=2","provider":"short","tier":"standard","error":null,"credits_charged":1,"balance":null}`
+	if string(h.body) != want {
+		t.Errorf("body\n got %s\nwant %s", h.body, want)
+	}
+}
+
+// During a rotation's grace both secrets sign; after it only the new one.
+func TestWebhookRotation(t *testing.T) {
+	t.Parallel()
+	e := newHookEnv(t, hookOptions{policy: fastPolicy(), guard: loopback})
+	old := e.key.WebhookSecret()
+	k, err := e.keys.RotateWebhookSecret(context.Background(), e.key.ID, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rcv := newReceiver(t, 204)
+	job := e.finishedJob(rcv.URL)
+	e.waitWebhook(job.ID, 10*time.Second)
+	h := rcv.got()[0]
+	for _, secret := range []string{k.WebhookSecret(), old} {
+		if err := webhooks.VerifyLinkhop(secret, h.header.Get("X-LinkSkipper-Signature"), h.body, time.Now()); err != nil {
+			t.Errorf("linkhop: %v", err)
+		}
+		if err := webhooks.VerifyStandard(secret, h.header, h.body, time.Now()); err != nil {
+			t.Errorf("standard: %v", err)
+		}
+	}
+	// The Link Skipper SDK reads only the last v1: that is the previous secret's.
+	sig := h.header.Get("Linkhop-Signature")
+	last := sig[strings.LastIndex(sig, "v1="):]
+	ts := strings.TrimPrefix(strings.Split(sig, ",")[0], "t=")
+	if err := webhooks.VerifyLinkhop(old, "t="+ts+","+last, h.body, time.Now()); err != nil {
+		t.Errorf("last v1 is not the previous secret's: %v", err)
+	}
+}
+
+// The production address guard refuses the receiver at dial time: nothing arrives and the
+// delivery fails with the reason in last_error.
+func TestWebhookAddressGuard(t *testing.T) {
+	t.Parallel()
+	e := newHookEnv(t, hookOptions{policy: webhooks.Policy{BackoffBase: 20 * time.Millisecond, MaxRetries: 1}})
+	rcv := newReceiver(t, 204)
+	job := e.finishedJob(rcv.URL)
+	st := e.waitWebhook(job.ID, 10*time.Second)
+	if st.Status != webhooks.StatusFailed || st.Attempts != 2 || len(rcv.got()) != 0 || st.LastError == nil {
+		t.Fatalf("state %+v, receiver saw %d", st, len(rcv.got()))
+	}
+	if strings.Contains(*st.LastError, rcv.URL) {
+		t.Errorf("last_error carries the URL: %q", *st.LastError)
+	}
+}
+
+// Two worker processes sending 40 events to one URL never exceed 10 in any 1-second span of
+// arrival times, and spend no retry on being held back; 40 events to 4 URLs finish far sooner.
+func TestWebhookRateAcrossWorkers(t *testing.T) {
+	t.Parallel()
+	e := newHookEnv(t, hookOptions{policy: fastPolicy(), guard: loopback, workers: 2})
+	send := func(rcv *receiver, paths []string) time.Duration {
+		start := time.Now()
+		var ids []string
+		for i := range 40 {
+			ids = append(ids, e.finishedJob(rcv.URL+paths[i%len(paths)]).ID)
+		}
+		for _, id := range ids {
+			if st := e.waitWebhook(id, 30*time.Second); st.Status != webhooks.StatusDelivered || st.Attempts != 1 {
+				t.Fatalf("job %s: %+v", id, st)
+			}
+		}
+		return time.Since(start)
+	}
+
+	one := newReceiver(t, 204)
+	d1 := send(one, []string{"/only"})
+	var arrivals []time.Time
+	for _, h := range one.got() {
+		arrivals = append(arrivals, h.at)
+	}
+	if len(arrivals) != 40 {
+		t.Fatalf("%d arrivals", len(arrivals))
+	}
+	slices.SortFunc(arrivals, func(a, b time.Time) int { return a.Compare(b) })
+	for i := 10; i < len(arrivals); i++ {
+		if gap := arrivals[i].Sub(arrivals[i-10]); gap < time.Second {
+			t.Errorf("arrivals %d and %d are %s apart: 11 in one second", i-10, i, gap)
+		}
+	}
+
+	four := newReceiver(t, 204)
+	d4 := send(four, []string{"/a", "/b", "/c", "/d"})
+	heldBack := e.counter("linkhop_webhook_held_back_total")
+	t.Logf("40 events: one URL %s, four URLs %s; %v attempts held back", d1, d4, heldBack)
+	if heldBack < 30 {
+		t.Errorf("only %v attempts held back: the rate did nothing", heldBack)
+	}
+	if got := e.counter("linkhop_webhook_deliveries_total", "outcome", "delivered"); got != 80 {
+		t.Errorf("delivered counter %v, want 80", got)
+	}
+	// One URL needs at least three full windows; four URLs fit in one. "About 4× sooner",
+	// with room for a slow, shared machine.
+	if d1 < 3*time.Second || d4*2 > d1 {
+		t.Errorf("one URL took %s, four URLs %s", d1, d4)
+	}
+}
+
+// A duplicate enqueue of the same generation delivers once.
+func TestWebhookQueuedOnce(t *testing.T) {
+	t.Parallel()
+	e := newHookEnv(t, hookOptions{policy: fastPolicy(), guard: loopback})
+	rcv := newReceiver(t, 204)
+	job := e.finishedJob(rcv.URL)
+	if err := e.handler.OnTerminal(context.Background(), job); err != nil {
+		t.Fatal(err)
+	}
+	e.waitWebhook(job.ID, 10*time.Second)
+	// A later call (a re-run resolve task) sees the old, pending copy of the record; the
+	// stored state is delivered, so the task it may queue does nothing.
+	if err := e.handler.OnTerminal(context.Background(), job); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := len(rcv.got()); n != 1 {
+		t.Fatalf("receiver saw %d deliveries", n)
+	}
+}
+
+func TestRedeliverWebhook(t *testing.T) {
+	t.Parallel()
+	e := newHookEnv(t, hookOptions{policy: fastPolicy(), guard: loopback})
+	q := jobs.NewQueue(e.rdb, e.store, jobs.TaskOptions{Webhooks: fastPolicy()})
+	ctx := context.Background()
+	rcv := newReceiver(t, 410, 204)
+	job := e.finishedJob(rcv.URL)
+	if st := e.waitWebhook(job.ID, 10*time.Second); st.Status != webhooks.StatusFailed {
+		t.Fatalf("first delivery: %+v", st)
+	}
+
+	other, err := e.keys.Create(ctx, keys.CreateParams{Name: "other"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.RedeliverWebhook(ctx, other.ID, job.ID); !errors.Is(err, jobs.ErrNotFound) {
+		t.Fatalf("another key's redelivery: %v", err)
+	}
+	st, err := q.RedeliverWebhook(ctx, e.key.ID, job.ID)
+	if err != nil || st.Status != webhooks.StatusPending || st.Attempts != 0 || st.Generation != 2 {
+		t.Fatalf("redeliver: %+v, %v", st, err)
+	}
+	st = e.waitWebhook(job.ID, 10*time.Second)
+	hits := rcv.got()
+	if st.Status != webhooks.StatusDelivered || st.Attempts != 1 || len(hits) != 2 {
+		t.Fatalf("after redelivery: %+v, %d hits", st, len(hits))
+	}
+	if a, b := hits[0].header.Get("webhook-id"), hits[1].header.Get("webhook-id"); a == b || b != webhooks.MessageID(job.ID, 2) {
+		t.Errorf("webhook-ids %q, %q: a redelivery is a new message", a, b)
+	}
+
+	// Pending (and not finished) jobs refuse; jobs without a webhook are not found.
+	pending := jobs.Record{ID: uuid.NewString(), KeyID: e.key.ID, Status: jobs.StatusRunning, WebhookURL: rcv.URL}
+	plain := jobs.Record{ID: uuid.NewString(), KeyID: e.key.ID, Status: jobs.StatusDone}
+	for _, r := range []*jobs.Record{&pending, &plain} {
+		if err := e.store.Create(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := q.RedeliverWebhook(ctx, e.key.ID, pending.ID); !errors.Is(err, jobs.ErrWebhookPending) {
+		t.Errorf("running job: %v", err)
+	}
+	if _, err := q.RedeliverWebhook(ctx, e.key.ID, plain.ID); !errors.Is(err, jobs.ErrNoWebhook) {
+		t.Errorf("job without webhook: %v", err)
+	}
+
+	// A pending delivery long overdue has lost its task: it may be replaced, and the new
+	// generation delivers.
+	lost := time.Now().Add(-time.Hour)
+	stale := jobs.Record{ID: uuid.NewString(), KeyID: e.key.ID, Status: jobs.StatusDone, WebhookURL: rcv.URL,
+		Webhook: webhooks.NewState(rcv.URL, lost)}
+	if err := e.store.Create(ctx, &stale); err != nil {
+		t.Fatal(err)
+	}
+	st, err = q.RedeliverWebhook(ctx, e.key.ID, stale.ID)
+	if err != nil || st.Generation != 2 {
+		t.Fatalf("overdue delivery: %+v, %v", st, err)
+	}
+	if st := e.waitWebhook(stale.ID, 10*time.Second); st.Status != webhooks.StatusDelivered {
+		t.Errorf("after replacing a lost delivery: %+v", st)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

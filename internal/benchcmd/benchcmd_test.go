@@ -38,7 +38,7 @@ func TestSmoke(t *testing.T) {
 	}
 	for _, want := range []string{
 		"Hand-written analysis that must survive.", "## Reproducing", "| 1a |", "| 1b |", "| 1c |",
-		"| 2a |", "| 2b |", "| 2c |", "| 3a |", "| 3b |", "| 4 |", "| 6a |", "| 6b |", "| 6c |", "| 6d |",
+		"| 2a |", "| 2b |", "| 2c |", "| 3a |", "| 3b |", "| 4 |", "| 5a |", "| 5b |", "| 6a |", "| 6b |", "| 6c |", "| 6d |",
 		"| machine |", "| Go |", "| Redis |", "| command |",
 	} {
 		if !strings.Contains(string(doc), want) {
@@ -81,6 +81,8 @@ func TestKeyShape(t *testing.T) {
 		{"idempotency", "linkhop:{k:key_abc}:idem:0123abcd", "linkhop:{k:…}:idem:…"},
 		{"asynq task", "asynq:{resolve}:t:6f1c", "asynq:{resolve}:t:…"},
 		{"no tag", "plain", "plain"},
+		{"no tag, namespaced", "linkhop:webhook:rate:ab12", "linkhop:webhook:rate:…"},
+		{"no tag, two parts", "linkhop:x", "linkhop:x"},
 		{"tag only", "{x}", "{x}"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

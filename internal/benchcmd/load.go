@@ -24,6 +24,8 @@ type sample struct {
 	// redis-server spent during the measured time; zero when not measured. Per operation they
 	// vary much less with a busy machine than rates do.
 	goCPU, redisCPU time.Duration
+	// cpuSet says the side measured CPU itself (around its measured window only).
+	cpuSet bool
 }
 
 // add merges o into s (rounds of one side are merged into one sample).
@@ -130,13 +132,21 @@ type timing struct {
 	redisCPU func(context.Context) (time.Duration, error)
 }
 
-// measured runs one side for d and adds the CPU time spent by this process and by Redis.
+// measured runs one side for d and adds the CPU time spent by this process and by Redis,
+// unless the side measured them itself.
 func (t timing) measured(ctx context.Context, s side, d time.Duration) sample {
-	g0, r0 := processCPU(), t.readRedisCPU(ctx)
+	g0, r0 := t.cpuNow(ctx)
 	out := s(ctx, d)
-	out.goCPU = processCPU() - g0
-	out.redisCPU = t.readRedisCPU(ctx) - r0
+	if !out.cpuSet {
+		g1, r1 := t.cpuNow(ctx)
+		out.goCPU, out.redisCPU = g1-g0, r1-r0
+	}
 	return out
+}
+
+// cpuNow reads this process's and Redis's CPU time so far.
+func (t timing) cpuNow(ctx context.Context) (goCPU, redisCPU time.Duration) {
+	return processCPU(), t.readRedisCPU(ctx)
 }
 
 func (t timing) readRedisCPU(ctx context.Context) time.Duration {

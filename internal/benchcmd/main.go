@@ -113,6 +113,7 @@ func scenarios() []scenario {
 		{"2", "accepted POST /v1/resolve vs raw asynq enqueue", scenarioResolve},
 		{"3", "GET /v1/jobs polls vs a bare handler", scenarioPoll},
 		{"4", "end to end vs raw asynq enqueue→handler", scenarioE2E},
+		{"5", "webhook deliveries vs a bare HTTP POST loop", scenarioWebhooks},
 		{"6", "Redis round trips per request", scenarioTrips},
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/linkhop/linkhop/config"
@@ -138,10 +139,11 @@ func (c *completions) wait(ctx context.Context, id string) (completion, error) {
 
 // stackOptions shape a stack.
 type stackOptions struct {
-	keys    int            // API keys to create
-	hook    redis.Hook     // added to the API's Redis client (round-trip counting)
-	workers int            // WORKER_CONCURRENCY; 0: the default
-	env     map[string]any // extra environment for config.Load
+	keys     int            // API keys to create
+	hook     redis.Hook     // added to the API's Redis client (round-trip counting)
+	workHook redis.Hook     // added to the worker's Redis client
+	workers  int            // WORKER_CONCURRENCY; 0: the default
+	env      map[string]any // extra environment for config.Load
 }
 
 // stack is linkhop as it runs in production, in process: an API (httpapi on a loopback
@@ -198,6 +200,9 @@ func newStack(ctx context.Context, rs *redisServer, conc int, o stackOptions) (*
 		s.close()
 		return nil, err
 	}
+	if o.workHook != nil {
+		s.workRdb.AddHook(o.workHook)
+	}
 	s.reg, err = app.Registry(s.cfg, resolve.Provider{
 		ID: "short", Label: "Local shortener", Hosts: []string{shortHost}, Tier: resolve.TierStandard,
 	})
@@ -241,20 +246,32 @@ func newStack(ctx context.Context, rs *redisServer, conc int, o stackOptions) (*
 	return s, nil
 }
 
-// startWorker starts a worker process's equivalent: the asynq server with the resolve handler,
-// wired like internal/app.NewWorker, whose OnTerminal hook reports finished jobs.
+// startWorker starts a worker process's equivalent, wired like internal/app.NewWorker (both
+// queues, the webhook handler, its OnTerminal), except that OnTerminal also reports each
+// finished job to s.done; app.NewWorker offers no hook for that.
 func (s *stack) startWorker() error {
 	log := slog.New(slog.DiscardHandler)
+	reg := prometheus.NewRegistry()
 	w := jobs.NewWorker(s.workRdb, jobs.WorkerOptions{
 		Concurrency: s.cfg.WorkerConcurrency, ShutdownTimeout: s.cfg.ShutdownTimeout,
 		ResolveBackoffBase: s.cfg.ResolveBackoffBase, Logger: log,
+		Queues: map[string]int{jobs.QueueResolve: 1, jobs.QueueWebhooks: 1},
 	})
+	wh, err := app.NewWebhookHandler(s.cfg, s.workRdb, log, reg)
+	if err != nil {
+		return fmt.Errorf("webhook handler: %w", err)
+	}
+	w.Handle(jobs.TypeWebhook, wh, jobs.WebhookRetryDelay)
+	w.NotFailure(jobs.IsWebhookDeferred)
 	w.Handle(jobs.TypeResolve, &jobs.ResolveHandler{
 		Store:       jobs.NewStore(s.workRdb, s.cfg.JobRetention),
 		Resolver:    app.NewResolver(s.cfg, s.workRdb, s.reg),
 		Logger:      log,
 		MaxAttempts: s.cfg.ResolveMaxAttempts,
-		OnTerminal: func(_ context.Context, r jobs.Record) error {
+		OnTerminal: func(ctx context.Context, r jobs.Record) error {
+			if err := wh.OnTerminal(ctx, r); err != nil {
+				return err
+			}
 			s.done.signal(r.ID, r.Status)
 			return nil
 		},
@@ -289,6 +306,15 @@ func (s *stack) close() {
 			_ = c.Close()
 		}
 	}
+}
+
+// keyIDs are the ids of the stack's keys, in the order of tokens.
+func (s *stack) keyIDs() []string {
+	ids := make([]string, len(s.tokens))
+	for i, t := range s.tokens {
+		ids[i], _ = keys.ParseToken(t)
+	}
+	return ids
 }
 
 // token is the key a load goroutine uses: goroutines spread over the keys.

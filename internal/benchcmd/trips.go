@@ -75,11 +75,16 @@ func cmdName(cmd redis.Cmder) string {
 }
 
 // keyShape hides the ids in a Redis key: "linkhop:{k:key_x}:idem:ab12" → "linkhop:{k:…}:idem:…",
-// "asynq:{resolve}:t:<uuid>" → "asynq:{resolve}:t:…".
+// "asynq:{resolve}:t:<uuid>" → "asynq:{resolve}:t:…", "linkhop:webhook:rate:<digest>" →
+// "linkhop:webhook:rate:…".
 func keyShape(k string) string {
 	i := strings.Index(k, "{")
 	j := strings.Index(k, "}")
 	if i < 0 || j < i {
+		// No hash tag: keep the namespace, hide the last part when it is an id or a digest.
+		if p := strings.LastIndex(k, ":"); p > 0 && strings.Count(k, ":") >= 2 {
+			return k[:p+1] + "…"
+		}
 		return k
 	}
 	tag := k[i+1 : j]

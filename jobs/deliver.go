@@ -208,7 +208,7 @@ func current(st *webhooks.State, gen int) bool {
 func (h *WebhookHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	var p WebhookPayload
 	if err := json.Unmarshal(t.Payload(), &p); err != nil || p.JobID == "" || p.KeyID == "" || p.Generation < 1 {
-		return fmt.Errorf("jobs: bad webhook payload: %v: %w", err, asynq.SkipRetry)
+		return fmt.Errorf("jobs: bad webhook payload %q: %w", t.Payload(), asynq.SkipRetry)
 	}
 	log := h.log().With("job_id", p.JobID, "key_id", p.KeyID, "generation", p.Generation)
 	rec, err := h.Store.Get(ctx, p.KeyID, p.JobID)

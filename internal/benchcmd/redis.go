@@ -54,7 +54,8 @@ func startRedis(ctx context.Context) (*redisServer, error) {
 func (s *redisServer) launch(ctx context.Context, bin string) error {
 	_, port, _ := net.SplitHostPort(s.addr)
 	// The memory limit is a guard: a run queues a few hundred thousand tasks at most, far below it.
-	cmd := exec.Command(bin,
+	// Bound to the run: an interrupted run takes its redis-server with it.
+	cmd := exec.CommandContext(ctx, bin, //nolint:gosec // G204: the redis-server on PATH, with the program's own arguments
 		"--port", port, "--bind", "127.0.0.1", "--dir", s.dir,
 		"--save", "", "--appendonly", "no", "--daemonize", "no",
 		"--loglevel", "warning", "--logfile", "redis.log", "--maxmemory", "2gb")

@@ -241,11 +241,13 @@ func scenarioE2E(ctx context.Context, e *runEnv) ([]row, error) {
 	if err := e.redis.flush(ctx); err != nil {
 		return nil, err
 	}
-	s, err := newStack(ctx, e.redis, conc, stackOptions{keys: apiKeys})
+	trips := &tripCounter{}
+	s, err := newStack(ctx, e.redis, conc, stackOptions{keys: apiKeys, workHook: trips})
 	if err != nil {
 		return nil, err
 	}
 	defer s.close()
+	var workerTrips, jobsDone int64
 	raw, rawRdb, err := newRawClient(s.cfg)
 	if err != nil {
 		return nil, err
@@ -257,7 +259,12 @@ func scenarioE2E(ctx context.Context, e *runEnv) ([]row, error) {
 			return sample{errs: 1, firstErr: err}
 		}
 		defer s.stopWorker()
-		return closedLoop(ctx, conc, d, func(ctx context.Context, w int) error {
+		trips.take()
+		defer func() {
+			n, _ := trips.take()
+			workerTrips += int64(n)
+		}()
+		smp := closedLoop(ctx, conc, d, func(ctx context.Context, w int) error {
 			id, err := s.submit(ctx, s.token(w), s.nextURL("e"))
 			if err != nil {
 				return err
@@ -273,6 +280,8 @@ func scenarioE2E(ctx context.Context, e *runEnv) ([]row, error) {
 			}
 			return nil
 		})
+		jobsDone += smp.ops
+		return smp
 	}
 	theirs := func(ctx context.Context, d time.Duration) sample {
 		w := jobs.NewWorker(rawRdb, jobs.WorkerOptions{
@@ -308,6 +317,9 @@ func scenarioE2E(ctx context.Context, e *runEnv) ([]row, error) {
 		return nil, err
 	}
 	r := compare("4", fmt.Sprintf("end to end: jobs/s and submit→done latency, one-hop local shortener, vs raw asynq enqueue→handler, c=%d", conc), a, b, true)
+	if jobsDone > 0 {
+		r.ours += fmt.Sprintf("<br>worker: %.1f Redis round trips per job (asynq's included, warm-up too)", float64(workerTrips)/float64(jobsDone))
+	}
 	e.note("4: both sides run asynq with linkhop's worker configuration (jobs.NewWorker, WORKER_CONCURRENCY %d): an idle processor polls its queue every TaskCheckInterval, so part of each latency is waiting for the next poll, alike on both sides.", s.cfg.WorkerConcurrency)
 	return []row{r}, nil
 }

@@ -12,16 +12,20 @@ import (
 
 // row is one line of the results table.
 type row struct {
-	id     string // scenario number and letter, "2a"
-	what   string // what is measured, and against what
-	ours   string // linkhop's figure
-	ref    string // the reference's figure, "" when there is none
-	ratio  float64
-	target string  // CONTRACT §8's target, "" when it names none
-	min    float64 // the ratio must be at least this (0: no ratio target)
-	max    float64 // value must be at most this (0: no value target)
-	value  float64 // the figure max is judged on
-	errs   string  // operations that failed, if any
+	id    string // scenario number and letter, "2a"
+	what  string // what is measured, and against what
+	ours  string // linkhop's figure
+	ref   string // the reference's figure, "" when there is none
+	ratio float64
+	// cpuRatio is the reference's CPU per operation (this process and Redis) over linkhop's:
+	// what the ratio tends to when both sides are CPU-bound, and much steadier on a shared
+	// machine than the rates themselves.
+	cpuRatio float64
+	target   string  // CONTRACT §8's target, "" when it names none
+	min      float64 // the ratio must be at least this (0: no ratio target)
+	max      float64 // value must be at most this (0: no value target)
+	value    float64 // the figure max is judged on
+	errs     string  // operations that failed, if any
 }
 
 // compare builds the row of a two-sided measurement; lat adds p50/p99 latencies.
@@ -29,6 +33,9 @@ func compare(id, what string, a, b sample, lat bool) row {
 	r := row{id: id, what: what, ours: fmtSample(&a, lat), ref: fmtSample(&b, lat)}
 	if b.rate() > 0 {
 		r.ratio = a.rate() / b.rate()
+	}
+	if ca, cb := a.perOp(a.goCPU+a.redisCPU), b.perOp(b.goCPU+b.redisCPU); ca > 0 && cb > 0 {
+		r.cpuRatio = float64(cb) / float64(ca)
 	}
 	r.errs = joinErrs(errSummary("linkhop", a), errSummary("reference", b))
 	return r
@@ -174,6 +181,9 @@ func markdown(m meta, rows []row, notes []string) string {
 		ratio := ""
 		if r.ratio > 0 {
 			ratio = fmt.Sprintf("%.2f×", r.ratio)
+		}
+		if r.cpuRatio > 0 {
+			ratio += fmt.Sprintf("<br>CPU %.2f×", r.cpuRatio)
 		}
 		ref := r.ref
 		if ref == "" {

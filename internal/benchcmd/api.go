@@ -242,7 +242,7 @@ func scenarioE2E(ctx context.Context, e *runEnv) ([]row, error) {
 		return nil, err
 	}
 	trips := &tripCounter{}
-	s, err := newStack(ctx, e.redis, conc, stackOptions{keys: apiKeys, workHook: trips})
+	s, err := newStack(ctx, e.redis, conc, stackOptions{keys: apiKeys, workHooks: []redis.Hook{trips}})
 	if err != nil {
 		return nil, err
 	}

@@ -136,3 +136,35 @@ func TestWriteDocCreates(t *testing.T) {
 		t.Errorf("new document:\n%s", b)
 	}
 }
+
+func TestDensestAndTightest(t *testing.T) {
+	ms := func(v ...int) []time.Duration {
+		out := make([]time.Duration, len(v))
+		for i, x := range v {
+			out[i] = time.Duration(x) * time.Millisecond
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name      string
+		ts        []time.Duration
+		k         int
+		densest   int
+		tightestK time.Duration
+	}{
+		{"empty", nil, 1, 0, 0},
+		{"one second apart is two spans", ms(0, 1000, 2000), 1, 1, time.Second},
+		{"just under a second", ms(0, 999), 1, 2, 999 * time.Millisecond},
+		{"unsorted", ms(1500, 0, 900, 1000), 2, 3, 600 * time.Millisecond},
+		{"too few for k", ms(0, 10), 5, 2, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := densest(tc.ts); got != tc.densest {
+				t.Errorf("densest = %d, want %d", got, tc.densest)
+			}
+			if got := tightest(tc.ts, tc.k); got != tc.tightestK {
+				t.Errorf("tightest(k=%d) = %s, want %s", tc.k, got, tc.tightestK)
+			}
+		})
+	}
+}

@@ -139,11 +139,11 @@ func (c *completions) wait(ctx context.Context, id string) (completion, error) {
 
 // stackOptions shape a stack.
 type stackOptions struct {
-	keys     int            // API keys to create
-	hook     redis.Hook     // added to the API's Redis client (round-trip counting)
-	workHook redis.Hook     // added to the worker's Redis client
-	workers  int            // WORKER_CONCURRENCY; 0: the default
-	env      map[string]any // extra environment for config.Load
+	keys      int            // API keys to create
+	hook      redis.Hook     // added to the API's Redis client (round-trip counting)
+	workHooks []redis.Hook   // added to the worker's Redis client
+	workers   int            // WORKER_CONCURRENCY; 0: the default
+	env       map[string]any // extra environment for config.Load
 }
 
 // stack is linkhop as it runs in production, in process: an API (httpapi on a loopback
@@ -200,8 +200,8 @@ func newStack(ctx context.Context, rs *redisServer, conc int, o stackOptions) (*
 		s.close()
 		return nil, err
 	}
-	if o.workHook != nil {
-		s.workRdb.AddHook(o.workHook)
+	for _, h := range o.workHooks {
+		s.workRdb.AddHook(h)
 	}
 	s.reg, err = app.Registry(s.cfg, resolve.Provider{
 		ID: "short", Label: "Local shortener", Hosts: []string{shortHost}, Tier: resolve.TierStandard,

@@ -9,12 +9,14 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/linkhop/linkhop/internal/app"
@@ -74,20 +76,132 @@ func (rc *receivers) close() {
 	}
 }
 
-// maxPerSecond is the most POSTs one receiver got within any 1-second span while recording.
-func (rc *receivers) maxPerSecond() int {
+// arrivalStats is the most deliveries one receiver got within any 1-second span while
+// recording, and the shortest time in which one receiver got k+1 of them.
+func (rc *receivers) arrivalStats(k int) (most int, tight time.Duration) {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
-	best := 0
+	base := time.Now()
 	for _, ts := range rc.arrivals {
-		ts = slices.Clone(ts)
-		slices.SortFunc(ts, func(a, b time.Time) int { return a.Compare(b) })
-		j := 0
-		for i := range ts {
-			for ts[i].Sub(ts[j]) >= time.Second {
-				j++
-			}
-			best = max(best, i-j+1)
+		ds := make([]time.Duration, len(ts))
+		for i, t := range ts {
+			ds[i] = t.Sub(base)
+		}
+		most = max(most, densest(ds))
+		if t := tightest(ds, k); t > 0 && (tight == 0 || t < tight) {
+			tight = t
+		}
+	}
+	return most, tight
+}
+
+// admissions is a go-redis hook on the worker's client that reads the per-URL rate script's
+// replies: {0, now} admits an attempt at Redis time now (µs). It shows the limiter's own view,
+// on Redis's clock, next to what the receivers saw on theirs. Purely an observation: if the
+// script's reply ever changes shape it sees nothing and the report says so.
+type admissions struct {
+	mu sync.Mutex
+	on bool
+	at map[string][]int64 // rate log key → admission times, µs
+}
+
+// DialHook implements redis.Hook.
+func (a *admissions) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+// ProcessHook implements redis.Hook.
+func (a *admissions) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		a.note(cmd)
+		return err
+	}
+}
+
+// ProcessPipelineHook implements redis.Hook.
+func (a *admissions) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		for _, c := range cmds {
+			a.note(c)
+		}
+		return err
+	}
+}
+
+func (a *admissions) note(cmd redis.Cmder) {
+	args := cmd.Args()
+	name := strings.ToLower(cmd.Name())
+	if (name != "evalsha" && name != "eval") || len(args) < 4 || cmd.Err() != nil {
+		return
+	}
+	key := fmt.Sprint(args[3])
+	if !strings.HasPrefix(key, "linkhop:webhook:") || !strings.HasSuffix(key, ":rate") {
+		return
+	}
+	c, ok := cmd.(*redis.Cmd)
+	if !ok {
+		return
+	}
+	res, err := c.Int64Slice()
+	if err != nil || len(res) != 2 || res[0] != 0 {
+		return
+	}
+	a.mu.Lock()
+	if a.on {
+		a.at[key] = append(a.at[key], res[1])
+	}
+	a.mu.Unlock()
+}
+
+func (a *admissions) record(on bool) {
+	a.mu.Lock()
+	a.on = on
+	a.mu.Unlock()
+}
+
+// maxPerSecond is the most attempts admitted to one URL within any 1-second span of Redis
+// time, and how many admissions were seen in all.
+func (a *admissions) maxPerSecond() (most, seen int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, ts := range a.at {
+		seen += len(ts)
+		most = max(most, densest(durations(ts, time.Microsecond)))
+	}
+	return most, seen
+}
+
+func durations(ts []int64, unit time.Duration) []time.Duration {
+	out := make([]time.Duration, len(ts))
+	for i, t := range ts {
+		out[i] = time.Duration(t) * unit
+	}
+	return out
+}
+
+// densest is the most of ts (any order) within any span shorter than one second.
+func densest(ts []time.Duration) int {
+	ts = slices.Clone(ts)
+	slices.Sort(ts)
+	best, j := 0, 0
+	for i := range ts {
+		for ts[i]-ts[j] >= time.Second {
+			j++
+		}
+		best = max(best, i-j+1)
+	}
+	return best
+}
+
+// tightest is the shortest time in which k+1 of ts (any order) happened; 0 when there are
+// not that many.
+func tightest(ts []time.Duration, k int) time.Duration {
+	ts = slices.Clone(ts)
+	slices.Sort(ts)
+	var best time.Duration
+	for i := 0; i+k < len(ts); i++ {
+		if d := ts[i+k] - ts[i]; best == 0 || d < best {
+			best = d
 		}
 	}
 	return best
@@ -134,7 +248,8 @@ func webhookVariant(ctx context.Context, e *runEnv, v hookVariant) (row, error) 
 	}
 	defer rc.close()
 	trips := &tripCounter{}
-	s, err := newStack(ctx, e.redis, 1, stackOptions{keys: 16, workHook: trips, env: map[string]any{
+	adm := &admissions{at: map[string][]int64{}}
+	s, err := newStack(ctx, e.redis, 1, stackOptions{keys: 16, workHooks: []redis.Hook{trips, adm}, env: map[string]any{
 		"LINKHOP_ALLOW_PRIVATE_TARGETS": "true", // the receivers are on loopback, over plain http
 		"WEBHOOK_RATE_PER_SECOND":       v.rate,
 	}})
@@ -186,6 +301,7 @@ func webhookVariant(ctx context.Context, e *runEnv, v hookVariant) (row, error) 
 		c0 := rc.delivered.Load()
 		trips.take()
 		rc.recording.Store(!first)
+		adm.record(!first)
 		start := time.Now()
 		if err := w.Start(); err != nil {
 			return sample{errs: 1, firstErr: err}
@@ -198,6 +314,7 @@ func webhookVariant(ctx context.Context, e *runEnv, v hookVariant) (row, error) 
 		elapsed := time.Since(start)
 		rt, _ := trips.take()
 		rc.recording.Store(false)
+		adm.record(false)
 		g1, r1 := e.timing.cpuNow(ctx)
 		w.Shutdown()
 		ranOut := rc.delivered.Load() >= queued.Load()
@@ -244,8 +361,16 @@ func webhookVariant(ctx context.Context, e *runEnv, v hookVariant) (row, error) 
 		return row{}, err
 	}
 	r := compare(v.id, v.what+fmt.Sprintf(", %d goroutines each", conc), a, b, false)
-	peak := rc.maxPerSecond()
-	r.ours += fmt.Sprintf("<br>most to one hook in any 1 s: %d", peak)
+	peak, tight := rc.arrivalStats(v.rate)
+	r.ours += fmt.Sprintf("<br>most to one hook in any 1 s: %d as received", peak)
+	if admitted, seen := adm.maxPerSecond(); seen > 0 {
+		r.ours += fmt.Sprintf(", %d as admitted (Redis clock)", admitted)
+	} else {
+		r.ours += ", admissions not observed"
+	}
+	if tight > 0 && v.rate < 1000 {
+		r.ours += fmt.Sprintf("; fastest %d in a row to one hook arrived within %s", v.rate+1, fmtDur(tight))
+	}
 	if measuredDeliveries > 0 {
 		r.ours += fmt.Sprintf("<br>per delivery: held back (rescheduled) %.1f times; %.1f Redis round trips (worker and asynq)",
 			float64(heldBack)/float64(measuredDeliveries), float64(roundTrips)/float64(measuredDeliveries))

@@ -32,7 +32,7 @@ func scenarioLimiter(ctx context.Context, e *runEnv) ([]row, error) {
 	variants := []limiterVariant{
 		{name: "all admitted", keys: 10_000, limit: benchRateLimit, local: true, admitted: true},
 		// 100 keys of 10 a minute: after the first 1,000 checks nearly every check is a 429.
-		{name: "429-heavy, as deployed (local memory of 429s on)", keys: 100, limit: 10, local: true},
+		{name: "429-heavy, quota.Check with its local memory of 429s", keys: 100, limit: 10, local: true},
 		{name: "429-heavy, every check in Redis (local memory off)", keys: 100, limit: 10, local: false},
 	}
 	var rows []row

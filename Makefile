@@ -50,3 +50,11 @@ lint: ## golangci-lint v2 with .golangci.yml (installed into GOPATH/bin when mis
 .PHONY: run
 run: ## the one-process dev mode
 	$(GO) run ./cmd/api -dev
+
+.PHONY: test-faults
+test-faults: redis ## fault-injection tests against the built binaries (several minutes; not in make test)
+	$(GO) test -race -tags faults -count=1 -timeout 30m ./internal/faults/...
+
+.PHONY: soak
+soak: redis ## 5-minute mixed-traffic soak with a worker restart; appends to docs/reliability.md (not in CI)
+	SOAK_REPORT=$(CURDIR)/docs/reliability.md $(GO) test -tags faults,soak -count=1 -timeout 30m -run '^TestSoak$$' -v ./internal/faults/...

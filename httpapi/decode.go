@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"reflect"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -57,6 +58,45 @@ func readJSON(w http.ResponseWriter, r *http.Request, dst any) *problem.Problem 
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return invalid("", "unexpected data after the JSON object")
+	}
+	return exactKeys(body, dst)
+}
+
+// exactKeys refuses what encoding/json lets through: a key that matches a field only
+// case-insensitively ("URL") and a key given twice. Both are ambiguous — another parser in
+// front of linkhop may read the other value — so a strict API answers 400 instead of guessing.
+func exactKeys(body []byte, dst any) *problem.Problem {
+	names := map[string]bool{}
+	t := reflect.TypeOf(dst)
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	for i := 0; i < t.NumField(); i++ {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		names[name] = true
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if _, err := dec.Token(); err != nil { // the opening brace, checked by the caller
+		return invalid("", "malformed JSON")
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		key, ok := tok.(string)
+		if err != nil || !ok {
+			return invalid("", "malformed JSON")
+		}
+		switch {
+		case !names[key]:
+			return invalid(key, "unknown field")
+		case seen[key]:
+			return invalid(key, "given more than once")
+		}
+		seen[key] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return invalid("", "malformed JSON")
+		}
 	}
 	return nil
 }
@@ -138,6 +178,13 @@ func checkURL(s string) (*url.URL, string) {
 		return nil, "must not contain userinfo"
 	case u.Host == "" || u.Hostname() == "":
 		return nil, "must have a host"
+	}
+	// url.Parse takes any digits as a port; a URL that no connection can reach is a mistake
+	// to report now, not a job to fail later.
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return nil, "must have a port between 1 and 65535"
+		}
 	}
 	return u, ""
 }

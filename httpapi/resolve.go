@@ -218,6 +218,14 @@ func (s *Server) answerClaim(w http.ResponseWriter, r *http.Request, k keys.Key,
 		s.fail(w, r, err)
 		return
 	}
+	if err == nil && rec.Status == jobs.StatusQueued {
+		// The first request may have failed after creating the job but before queueing it
+		// (Redis went away, and its undo with it): make sure the replayed job runs.
+		if err := s.Queue.Ensure(r.Context(), rec); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+	}
 	if err == nil && rec.Status == jobs.StatusDone && rec.TargetURL != nil {
 		id := rec.ID
 		writeJSON(w, http.StatusOK, cachedResponse{

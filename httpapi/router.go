@@ -15,7 +15,9 @@ func (s *Server) routes() http.Handler { return s.adminGate(s.router()) }
 
 // router is every route of the API, in one place.
 func (s *Server) router() *mux.Router {
-	r := mux.NewRouter()
+	// SkipClean: without it gorilla/mux answers paths with "//", "." or ".." with a bare 301 to
+	// the cleaned path, which is neither a route nor a problem+json (and loses a POST's body).
+	r := mux.NewRouter().SkipClean(true)
 	r.Use(routeName)
 
 	r.HandleFunc("/healthz", s.healthz).Methods(http.MethodGet, http.MethodHead)

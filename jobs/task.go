@@ -209,7 +209,9 @@ func (q *Queue) Submit(ctx context.Context, r *Record, cost int64) (Submitted, e
 	if n, _ := strconv.ParseInt(val, 10, 64); n >= 0 {
 		out.Balance = &n
 	}
-	if _, err := q.client.EnqueueContext(ctx, task); err != nil {
+	// A task id conflict means Ensure (an idempotent replay racing this request) already
+	// enqueued this very job's task: that is success, and undoing would lose the job.
+	if _, err := q.client.EnqueueContext(ctx, task); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
 		// Undo with a fresh context: the request's may be what failed.
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		defer cancel()
@@ -220,6 +222,22 @@ func (q *Queue) Submit(ctx context.Context, r *Record, cost int64) (Submitted, e
 	}
 	out.Position = pending.Val()
 	return out, nil
+}
+
+// Ensure enqueues the resolve task of the queued job r again unless it is already there.
+// When Redis fails between Submit's create script and its enqueue, the undo usually fails
+// too and leaves the record and its idempotency claim without a task; a client's retry with
+// the same key then replays that job, and must get one that runs rather than one that stays
+// queued forever. The job id is the task id, so an existing task is never duplicated.
+func (q *Queue) Ensure(ctx context.Context, r Record) error {
+	task, err := NewResolveTask(r.ID, r.KeyID, q.opts)
+	if err != nil {
+		return err
+	}
+	if _, err := q.client.EnqueueContext(ctx, task); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+		return fmt.Errorf("jobs: re-enqueueing %s: %w", r.ID, err)
+	}
+	return nil
 }
 
 // isNoScript reports whether Redis did not know a script's SHA (first use, or after a restart).

@@ -39,9 +39,13 @@ fuzz: ## run every fuzz target for 2 minutes
 bench: redis ## run the benchmarks and write docs/benchmarks.md
 	$(GO) run ./internal/benchcmd -out docs/benchmarks.md
 
+GOLANGCI_LINT ?= $(shell command -v golangci-lint || echo $$($(GO) env GOPATH)/bin/golangci-lint)
+
 .PHONY: lint
-lint: ## golangci-lint (v2) when installed, else go vet
-	@if command -v golangci-lint >/dev/null; then golangci-lint run ./...; else $(GO) vet ./...; fi
+lint: ## golangci-lint v2 with .golangci.yml (installed into GOPATH/bin when missing)
+	@[ -x "$(GOLANGCI_LINT)" ] || $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
+	$(GOLANGCI_LINT) run ./...
+	cd deploy/k8s && $(GOLANGCI_LINT) run ./...
 
 .PHONY: run
 run: ## the one-process dev mode

@@ -3,6 +3,7 @@ package httpapi_test
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -23,9 +24,8 @@ import (
 
 // The enums of the SDK.
 var (
-	sdkJobStatuses     = []string{"queued", "running", "done", "failed", "invalid"}
-	sdkResolveStatuses = []string{"done", "queued"}
-	sdkTiers           = []string{"standard", "premium"}
+	sdkJobStatuses = []string{"queued", "running", "done", "failed", "invalid"}
+	sdkTiers       = []string{"standard", "premium"}
 	// sdkErrorCodes are the codes the SDK maps to their own exception class; it maps any
 	// other code by the HTTP status.
 	sdkErrorCodes = []string{"invalid_request", "invalid_key", "forbidden_scope", "unsupported_link", "link_removed",
@@ -488,8 +488,8 @@ func TestCompatLinkSkipperSDK(t *testing.T) {
 		for _, tc := range cases {
 			t.Run(tc.name, func(t *testing.T) {
 				err := tc.call(&lsClient{t: t, baseURL: e.api.URL, apiKey: tc.key})
-				le, ok := err.(*lsError)
-				if !ok {
+				var le *lsError
+				if !errors.As(err, &le) {
 					t.Fatalf("want an API error, got %v", err)
 				}
 				if le.status != tc.status || le.class != tc.class {

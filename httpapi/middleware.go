@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"log/slog"
 	"net"
 	"net/http"
@@ -100,7 +101,7 @@ func (s *Server) outer(next http.Handler) http.Handler {
 		r = r.WithContext(context.WithValue(r.Context(), infoKey, ri))
 		defer func() {
 			if p := recover(); p != nil {
-				if p == http.ErrAbortHandler {
+				if err, ok := p.(error); ok && errors.Is(err, http.ErrAbortHandler) {
 					panic(p)
 				}
 				s.log.Error("panic serving request", "request_id", ri.id, "panic", p, "stack", string(debug.Stack()))

@@ -3,6 +3,7 @@ package httpapi_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -63,6 +64,12 @@ func loadSpec(t *testing.T) *spec {
 	return specVal
 }
 
+func init() {
+	// The queue UI's page is text/html, which kin-openapi has no decoder for; as a string it
+	// can be checked like any other answer.
+	openapi3filter.RegisterBodyDecoder("text/html", openapi3filter.PlainBodyDecoder)
+}
+
 var filterOptions = &openapi3filter.Options{
 	// Authentication is the server's business; the document only says which scheme applies.
 	AuthenticationFunc: openapi3filter.NoopAuthenticationFunc,
@@ -80,6 +87,9 @@ type exchange struct {
 	header       http.Header
 	body         []byte
 }
+
+// noRedirects is the client of call: a redirect is an answer to validate, not to follow.
+var noRedirects = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 
 // call sends a request to e and records the exchange.
 func (e *env) call(method, path, token string, body any, hdr ...string) exchange {
@@ -106,7 +116,7 @@ func (e *env) call(method, path, token string, body any, hdr ...string) exchange
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
 	x := exchange{method: method, path: path, reqHeader: req.Header.Clone(), reqBody: raw}
-	res, err := http.DefaultClient.Do(req)
+	res, err := noRedirects.Do(req)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -324,23 +334,159 @@ func TestOpenAPIMatchesHandlers(t *testing.T) {
 		{"redeliver rate limited", "POST", "/v1/jobs/" + hooked + "/webhook/redeliver", slow, nil, nil, 429, false},
 	}
 	seen := map[string]bool{}
-	for _, tc := range cases {
-		// Sequential: some cases depend on earlier ones (the per-minute limit of "slow").
-		x := e.call(tc.method, tc.path, tc.token, tc.body, tc.hdr...)
-		if x.status != tc.status {
-			t.Errorf("%s: status %d, want %d: %s", tc.name, x.status, tc.status, x.body)
-			continue
+	// check sends one case to on and validates request and answer.
+	check := func(on *env, name, method, path, token string, body any, hdr []string, status int, reqInvalid bool) {
+		t.Helper()
+		x := on.call(method, path, token, body, hdr...)
+		if x.status != status {
+			t.Errorf("%s: status %d, want %d: %s", name, x.status, status, x.body)
+			return
 		}
 		reqErr, resErr := s.validate(x)
 		if resErr != nil {
-			t.Errorf("%s: the answer does not match the document: %v\n%s", tc.name, resErr, x.body)
+			t.Errorf("%s: the answer does not match the document: %v\n%s", name, resErr, x.body)
 		}
-		if tc.reqInvalid != (reqErr != nil) {
-			t.Errorf("%s: request validation error %v, want invalid=%v", tc.name, reqErr, tc.reqInvalid)
+		if reqInvalid != (reqErr != nil) {
+			t.Errorf("%s: request validation error %v, want invalid=%v", name, reqErr, reqInvalid)
 		}
-		if route, _, err := s.router.FindRoute(mustRequest(tc.method, tc.path)); err == nil {
-			seen[tc.method+" "+route.Path+" "+strconv.Itoa(x.status)] = true
+		if route, _, err := s.router.FindRoute(mustRequest(method, path)); err == nil {
+			seen[method+" "+route.Path+" "+strconv.Itoa(x.status)] = true
 		}
+	}
+	for _, tc := range cases {
+		// Sequential: some cases depend on earlier ones (the per-minute limit of "slow").
+		check(e, tc.name, tc.method, tc.path, tc.token, tc.body, tc.hdr, tc.status, tc.reqInvalid)
+	}
+
+	// The admin API, on servers of its own: adm has the admin token; lim has it too, allows
+	// one failed authentication per minute and has a corrupt key index and key record (its
+	// 429 and 500 answers); e has no admin token, so all of /admin is 404 there.
+	adm := newAdminEnv(t, adminToken, 1000)
+	lim := newAdminEnv(t, adminToken, 1)
+	target, _ := adm.key(keys.CreateParams{Name: "target"})
+	revokable, _ := adm.key(keys.CreateParams{Name: "revokable"})
+	corrupt, _ := lim.key(keys.CreateParams{})
+	if err := lim.rdb.HSet(ctx, keys.RecordKey(corrupt.ID), "rate_limit", "many").Err(); err != nil {
+		t.Fatal(err)
+	}
+	// The index of all keys (keys.Store's "linkhop:keys" set) as a string: list and create fail.
+	if err := lim.rdb.Set(ctx, "linkhop:keys", "not a set", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	basic := "Basic " + base64.StdEncoding.EncodeToString([]byte("admin:"+adminToken))
+	wrongBasic := "Basic " + base64.StdEncoding.EncodeToString([]byte("admin:nope"))
+	unknownID := "key_aaaaaaaaaaaaaaaa"
+	hugeKey := `{"name":"` + strings.Repeat("a", 70000) + `"}`
+	kp := "/admin/keys/" + target.ID
+	// Every operation once, for the cases that apply to all of them alike.
+	adminOps := []struct {
+		method, path string
+		body         any
+	}{
+		{"POST", "/admin/keys", map[string]any{"name": "x"}},
+		{"GET", "/admin/keys", nil},
+		{"GET", "/admin/keys/" + corrupt.ID, nil},
+		{"PATCH", "/admin/keys/" + corrupt.ID, map[string]any{"credits": 1}},
+		{"DELETE", "/admin/keys/" + corrupt.ID, nil},
+		{"POST", "/admin/keys/" + corrupt.ID + "/revoke", nil},
+		{"POST", "/admin/keys/" + corrupt.ID + "/rotate-webhook-secret", nil},
+		{"GET", "/admin/queues", nil},
+		{"GET", "/admin/queues/", nil},
+	}
+	adminCases := []struct {
+		name         string
+		on           *env
+		method, path string
+		token        string
+		body         any
+		hdr          []string
+		status       int
+		reqInvalid   bool
+	}{
+		{"admin create", adm, "POST", "/admin/keys", adminToken, map[string]any{"name": "acme", "scopes": []string{"resolve"}, "rate_limit_per_minute": 10, "daily_quota": 100, "credits": 5}, nil, 201, false},
+		{"admin create defaults", adm, "POST", "/admin/keys", adminToken, map[string]any{"name": "plain"}, nil, 201, false},
+		{"admin create nulls", adm, "POST", "/admin/keys", adminToken, map[string]any{"name": "nulls", "scopes": nil, "rate_limit_per_minute": nil, "daily_quota": nil, "credits": nil}, nil, 201, false},
+		{"admin create without scopes", adm, "POST", "/admin/keys", adminToken, map[string]any{"name": "reader", "scopes": []string{}, "rate_limit_per_minute": 0}, nil, 201, false},
+		{"admin create basic auth", adm, "POST", "/admin/keys", "", map[string]any{"name": "browser"}, []string{"Authorization", basic}, 201, false},
+		{"admin create without name", adm, "POST", "/admin/keys", adminToken, map[string]any{}, nil, 400, true},
+		{"admin create blank name", adm, "POST", "/admin/keys", adminToken, map[string]any{"name": " "}, nil, 400, false},
+		{"admin create unknown scope", adm, "POST", "/admin/keys", adminToken, map[string]any{"name": "x", "scopes": []string{"root"}}, nil, 400, true},
+		{"admin create negative credits", adm, "POST", "/admin/keys", adminToken, map[string]any{"name": "x", "credits": -1}, nil, 400, true},
+		{"admin create unknown field", adm, "POST", "/admin/keys", adminToken, map[string]any{"name": "x", "admin": true}, nil, 400, true},
+		{"admin create malformed", adm, "POST", "/admin/keys", adminToken, `{"name":`, nil, 400, true},
+		{"admin create too large", adm, "POST", "/admin/keys", adminToken, hugeKey, nil, 413, true},
+		{"admin create as form", adm, "POST", "/admin/keys", adminToken, "name=x", []string{"Content-Type", "application/x-www-form-urlencoded"}, 415, true},
+		{"admin create no token", adm, "POST", "/admin/keys", "", map[string]any{"name": "x"}, nil, 401, false},
+		{"admin create wrong token", adm, "POST", "/admin/keys", "nope", map[string]any{"name": "x"}, nil, 401, false},
+		{"admin create wrong password", adm, "POST", "/admin/keys", "", map[string]any{"name": "x"}, []string{"Authorization", wrongBasic}, 401, false},
+
+		{"admin list", adm, "GET", "/admin/keys", adminToken, nil, nil, 200, false},
+		{"admin list basic auth", adm, "GET", "/admin/keys", "", nil, []string{"Authorization", basic}, 200, false},
+		{"admin list head", adm, "HEAD", "/admin/keys", adminToken, nil, nil, 200, false},
+		{"admin list an API key", adm, "GET", "/admin/keys", tok, nil, nil, 401, false},
+
+		{"admin show", adm, "GET", kp, adminToken, nil, nil, 200, false},
+		{"admin show head", adm, "HEAD", kp, adminToken, nil, nil, 200, false},
+		{"admin show unknown", adm, "GET", "/admin/keys/" + unknownID, adminToken, nil, nil, 404, false},
+		{"admin show malformed id", adm, "GET", "/admin/keys/NOT-A-KEY", adminToken, nil, nil, 404, false},
+		{"admin show no token", adm, "GET", kp, "", nil, nil, 401, false},
+
+		{"admin update", adm, "PATCH", kp, adminToken, map[string]any{"rate_limit_per_minute": 0, "daily_quota": 10, "credits": 5}, nil, 200, false},
+		{"admin update to null", adm, "PATCH", kp, adminToken, map[string]any{"daily_quota": nil, "credits": nil}, nil, 200, false},
+		{"admin update nothing", adm, "PATCH", kp, adminToken, map[string]any{}, nil, 200, false},
+		{"admin update rate null", adm, "PATCH", kp, adminToken, map[string]any{"rate_limit_per_minute": nil}, nil, 400, true},
+		{"admin update negative quota", adm, "PATCH", kp, adminToken, map[string]any{"daily_quota": -1}, nil, 400, true},
+		{"admin update credits as string", adm, "PATCH", kp, adminToken, map[string]any{"credits": "5"}, nil, 400, true},
+		{"admin update too large", adm, "PATCH", kp, adminToken, hugeKey, nil, 413, true},
+		{"admin update not json", adm, "PATCH", kp, adminToken, "credits=5", []string{"Content-Type", "text/plain"}, 415, true},
+		{"admin update unknown", adm, "PATCH", "/admin/keys/" + unknownID, adminToken, map[string]any{"credits": 1}, nil, 404, false},
+		{"admin update no token", adm, "PATCH", kp, "", map[string]any{"credits": 1}, nil, 401, false},
+
+		{"admin rotate", adm, "POST", kp + "/rotate-webhook-secret", adminToken, map[string]any{"grace": "1h30m"}, nil, 200, false},
+		{"admin rotate ending now", adm, "POST", kp + "/rotate-webhook-secret", adminToken, map[string]any{"grace": "0s"}, nil, 200, false},
+		{"admin rotate without body", adm, "POST", kp + "/rotate-webhook-secret", adminToken, nil, nil, 200, false},
+		{"admin rotate negative grace", adm, "POST", kp + "/rotate-webhook-secret", adminToken, map[string]any{"grace": "-1h"}, nil, 400, true},
+		{"admin rotate bad grace", adm, "POST", kp + "/rotate-webhook-secret", adminToken, map[string]any{"grace": "tomorrow"}, nil, 400, true},
+		{"admin rotate too large", adm, "POST", kp + "/rotate-webhook-secret", adminToken, hugeKey, nil, 413, true},
+		{"admin rotate as form", adm, "POST", kp + "/rotate-webhook-secret", adminToken, "grace=1h", []string{"Content-Type", "application/x-www-form-urlencoded"}, 415, true},
+		{"admin rotate unknown", adm, "POST", "/admin/keys/" + unknownID + "/rotate-webhook-secret", adminToken, nil, nil, 404, false},
+		{"admin rotate no token", adm, "POST", kp + "/rotate-webhook-secret", "", nil, nil, 401, false},
+
+		{"admin revoke", adm, "POST", "/admin/keys/" + revokable.ID + "/revoke", adminToken, nil, nil, 200, false},
+		{"admin revoke again", adm, "POST", "/admin/keys/" + revokable.ID + "/revoke", adminToken, nil, nil, 200, false},
+		{"admin delete revoked", adm, "DELETE", "/admin/keys/" + revokable.ID, adminToken, nil, nil, 200, false},
+		{"admin list with a revoked key", adm, "GET", "/admin/keys", adminToken, nil, nil, 200, false},
+		{"admin delete", adm, "DELETE", kp, adminToken, nil, nil, 200, false},
+		{"admin revoke unknown", adm, "POST", "/admin/keys/" + unknownID + "/revoke", adminToken, nil, nil, 404, false},
+		{"admin delete unknown", adm, "DELETE", "/admin/keys/" + unknownID, adminToken, nil, nil, 404, false},
+		{"admin revoke no token", adm, "POST", kp + "/revoke", "", nil, nil, 401, false},
+		{"admin delete no token", adm, "DELETE", kp, "", nil, nil, 401, false},
+
+		{"admin queue UI", adm, "GET", "/admin/queues/", adminToken, nil, nil, 200, false},
+		{"admin queue UI basic auth", adm, "GET", "/admin/queues/", "", nil, []string{"Authorization", basic}, 200, false},
+		{"admin queue UI redirect", adm, "GET", "/admin/queues", adminToken, nil, nil, 301, false},
+		{"admin queue UI no token", adm, "GET", "/admin/queues/", "", nil, nil, 401, false},
+		{"admin queue UI redirect no token", adm, "GET", "/admin/queues", "", nil, nil, 401, false},
+
+		// The first failed authentication on lim is the last one its limit allows.
+		{"admin lim first failure", lim, "GET", "/admin/keys", "", nil, nil, 401, false},
+		// A corrupt record or index is a bug's answer; the right token passes the gate anyway.
+		{"admin create internal error", lim, "POST", "/admin/keys", adminToken, map[string]any{"name": "x"}, nil, 500, false},
+		{"admin list internal error", lim, "GET", "/admin/keys", adminToken, nil, nil, 500, false},
+		{"admin show internal error", lim, "GET", "/admin/keys/" + corrupt.ID, adminToken, nil, nil, 500, false},
+		{"admin update internal error", lim, "PATCH", "/admin/keys/" + corrupt.ID, adminToken, map[string]any{"credits": 1}, nil, 500, false},
+		{"admin delete internal error", lim, "DELETE", "/admin/keys/" + corrupt.ID, adminToken, nil, nil, 500, false},
+		{"admin revoke internal error", lim, "POST", "/admin/keys/" + corrupt.ID + "/revoke", adminToken, nil, nil, 500, false},
+		{"admin rotate internal error", lim, "POST", "/admin/keys/" + corrupt.ID + "/rotate-webhook-secret", adminToken, nil, nil, 500, false},
+	}
+	for _, tc := range adminCases {
+		check(tc.on, tc.name, tc.method, tc.path, tc.token, tc.body, tc.hdr, tc.status, tc.reqInvalid)
+	}
+	for _, op := range adminOps {
+		// Past lim's failed-authentication limit, every operation is 429 before routing.
+		check(lim, "admin rate limited: "+op.method+" "+op.path, op.method, op.path, "", op.body, nil, 429, false)
+		// Without LINKHOP_ADMIN_TOKEN, every operation is 404, even with a token.
+		check(e, "admin off: "+op.method+" "+op.path, op.method, op.path, adminToken, op.body, nil, 404, false)
 	}
 	// Every documented answer of every operation was produced at least once, except the 503s
 	// (TestOpenAPIUnavailable stops Redis for them).
@@ -357,16 +503,35 @@ func TestOpenAPIMatchesHandlers(t *testing.T) {
 		}
 	}
 
-	// Answers no operation describes: unknown routes and wrong methods.
-	if err := s.validateComponent("NotFound", e.call("GET", "/v2/nothing", tok, nil)); err != nil {
-		t.Errorf("unknown route: %v", err)
+	// Answers no operation describes: unknown routes and wrong methods, under /admin too.
+	for _, c := range []struct {
+		name, response string
+		x              exchange
+		status         int
+	}{
+		{"unknown route", "NotFound", e.call("GET", "/v2/nothing", tok, nil), 404},
+		{"wrong method", "MethodNotAllowed", e.call("GET", "/v1/resolve", tok, nil), 405},
+		{"admin unknown route", "NotFound", adm.call("GET", "/admin/nothing", adminToken, nil), 404},
+		{"admin wrong method", "MethodNotAllowed", adm.call("PUT", "/admin/keys", adminToken, nil), 405},
+		{"admin wrong method on a key", "MethodNotAllowed", adm.call("POST", kp, adminToken, nil), 405},
+		{"admin unknown route, no token", "AdminUnauthorized", adm.call("GET", "/admin/nothing", "", nil), 401},
+		{"admin wrong method, no token", "AdminUnauthorized", adm.call("PUT", "/admin/keys", "", nil), 401},
+		{"admin unknown route, admin off", "AdminOff", e.call("GET", "/admin/nothing", adminToken, nil), 404},
+		{"admin unknown route, rate limited", "AdminAuthLimited", lim.call("GET", "/admin/nothing", "", nil), 429},
+	} {
+		if c.x.status != c.status {
+			t.Errorf("%s: status %d, want %d: %s", c.name, c.x.status, c.status, c.x.body)
+			continue
+		}
+		if err := s.validateComponent(c.response, c.x); err != nil {
+			t.Errorf("%s: %v", c.name, err)
+		}
 	}
-	x := e.call("GET", "/v1/resolve", tok, nil)
-	if x.status != http.StatusMethodNotAllowed {
-		t.Fatalf("wrong method: %d", x.status)
-	}
-	if err := s.validateComponent("MethodNotAllowed", x); err != nil {
-		t.Errorf("wrong method: %v", err)
+	// Both challenges, which validation sees only the first of.
+	x := adm.call("GET", "/admin/keys", "", nil)
+	if got := x.header.Values("WWW-Authenticate"); len(got) != 2 ||
+		got[0] != `Bearer realm="linkhop admin"` || got[1] != `Basic realm="linkhop admin", charset="UTF-8"` {
+		t.Errorf("WWW-Authenticate %q", got)
 	}
 }
 
@@ -377,18 +542,38 @@ func TestOpenAPIUnavailable(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	_, tok := e.key(keys.CreateParams{})
 	e.redis.Stop()
+	adm := newAdminEnv(t, adminToken, 30)
+	id, _ := adm.key(keys.CreateParams{})
+	adm.redis.Stop()
+	kp := "/admin/keys/" + id.ID
 	var wg sync.WaitGroup
 	// In parallel: each answer waits for the client's dial attempts to give up.
-	for _, c := range []struct{ method, path string }{
-		{"GET", "/readyz"}, {"POST", "/v1/resolve"}, {"GET", "/v1/jobs/00000000-0000-4000-8000-000000000000"},
-		{"GET", "/v1/account"}, {"GET", "/v1/providers"},
+	for _, c := range []struct {
+		on           *env
+		method, path string
+		token        string
+		body         any
+	}{
+		{e, "GET", "/readyz", "", nil},
+		{e, "POST", "/v1/resolve", tok, map[string]any{"url": "https://sho.rt/x"}},
+		{e, "GET", "/v1/jobs/00000000-0000-4000-8000-000000000000", tok, nil},
+		{e, "GET", "/v1/account", tok, nil},
+		{e, "GET", "/v1/providers", tok, nil},
+		// The admin token passes the gate without Redis; the key store then needs it.
+		{adm, "POST", "/admin/keys", adminToken, map[string]any{"name": "x"}},
+		{adm, "GET", "/admin/keys", adminToken, nil},
+		{adm, "GET", kp, adminToken, nil},
+		{adm, "PATCH", kp, adminToken, map[string]any{"credits": 1}},
+		{adm, "DELETE", kp, adminToken, nil},
+		{adm, "POST", kp + "/revoke", adminToken, nil},
+		{adm, "POST", kp + "/rotate-webhook-secret", adminToken, nil},
+		// A wrong token needs Redis for the failed-authentication limit.
+		{adm, "GET", "/admin/keys", "nope", nil},
+		{adm, "GET", "/admin/queues", "", nil},
+		{adm, "GET", "/admin/queues/", "", nil},
 	} {
 		wg.Go(func() {
-			var body any
-			if c.method == "POST" {
-				body = map[string]any{"url": "https://sho.rt/x"}
-			}
-			x := e.call(c.method, c.path, tok, body)
+			x := c.on.call(c.method, c.path, c.token, c.body)
 			if x.status != http.StatusServiceUnavailable {
 				t.Errorf("%s %s: %d %s", c.method, c.path, x.status, x.body)
 				return
@@ -413,7 +598,15 @@ func TestOpenAPIValidatorChecksTypes(t *testing.T) {
 	acc := e.call("GET", "/v1/account", tok, nil)
 	queued := e.call("POST", "/v1/resolve", tok, map[string]any{"url": "https://sho.rt/neg2"})
 	prob := e.call("POST", "/v1/resolve", tok, `{"url":1}`)
-	for _, x := range []exchange{job, acc, queued, prob} {
+	adm := newAdminEnv(t, adminToken, 30)
+	created := adm.call("POST", "/admin/keys", adminToken, map[string]any{"name": "teeth", "credits": 3})
+	kp := "/admin/keys/" + keyIDOf(t, created)
+	shown := adm.call("GET", kp, adminToken, nil)
+	listed := adm.call("GET", "/admin/keys", adminToken, nil)
+	rotated := adm.call("POST", kp+"/rotate-webhook-secret", adminToken, nil)
+	revoked := adm.call("POST", kp+"/revoke", adminToken, nil)
+	denied := adm.call("GET", "/admin/keys", "", nil)
+	for _, x := range []exchange{job, acc, queued, prob, created, shown, listed, rotated, revoked, denied} {
 		if _, err := s.validate(x); err != nil {
 			t.Fatalf("the unaltered answer %s %s fails: %v", x.method, x.path, err)
 		}
@@ -441,6 +634,23 @@ func TestOpenAPIValidatorChecksTypes(t *testing.T) {
 		{"problem without errors", prob, func(m map[string]any) { delete(m, "errors") }},
 		{"problem with balance", prob, func(m map[string]any) { m["balance"] = 1 }},
 		{"problem status mismatch", prob, func(m map[string]any) { m["status"] = 418 }},
+		{"created key without the key", created, func(m map[string]any) { delete(m, "key") }},
+		{"created key with created_at", created, func(m map[string]any) { m["created_at"] = m["credits"] }},
+		{"created key rate as string", created, func(m map[string]any) { m["rate_limit_per_minute"] = "60" }},
+		{"created key unknown scope", created, func(m map[string]any) { m["scopes"] = []any{"admin"} }},
+		{"shown key with the key", shown, func(m map[string]any) { m["key"] = "sk_live_x" }},
+		{"shown key without secret", shown, func(m map[string]any) { delete(m, "webhook_secret") }},
+		{"shown key malformed secret", shown, func(m map[string]any) { m["webhook_secret"] = "secret" }},
+		{"shown key credits fractional", shown, func(m map[string]any) { m["credits"] = 2.5 }},
+		{"listed key with its secret", listed, func(m map[string]any) {
+			m["keys"].([]any)[0].(map[string]any)["webhook_secret"] = "whsec_" + strings.Repeat("A", 43) + "="
+		}},
+		{"listed key created_at in seconds", listed, func(m map[string]any) {
+			m["keys"].([]any)[0].(map[string]any)["created_at"] = "2026-01-02T03:04:05Z"
+		}},
+		{"rotated key without valid_until", rotated, func(m map[string]any) { delete(m, "previous_secret_valid_until") }},
+		{"revoked key without revoked_at", revoked, func(m map[string]any) { delete(m, "revoked_at") }},
+		{"admin 401 with another code", denied, func(m map[string]any) { m["code"] = "not_found" }},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -463,6 +673,24 @@ func TestOpenAPIValidatorChecksTypes(t *testing.T) {
 	if _, err := s.validate(x); err == nil {
 		t.Error("a 202 without Location passes validation")
 	}
+	x = denied
+	x.header = denied.header.Clone()
+	x.header.Del("WWW-Authenticate")
+	if _, err := s.validate(x); err == nil {
+		t.Error("an admin 401 without WWW-Authenticate passes validation")
+	}
+}
+
+// keyIDOf is the id of the key an admin answer describes.
+func keyIDOf(t *testing.T, x exchange) string {
+	t.Helper()
+	var v struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal(x.body, &v); err != nil || v.ID == "" {
+		t.Fatalf("no key id in %d %s", x.status, x.body)
+	}
+	return v.ID
 }
 
 func mustRequest(method, path string) *http.Request {

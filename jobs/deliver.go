@@ -208,7 +208,7 @@ func current(st *webhooks.State, gen int) bool {
 func (h *WebhookHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	var p WebhookPayload
 	if err := json.Unmarshal(t.Payload(), &p); err != nil || p.JobID == "" || p.KeyID == "" || p.Generation < 1 {
-		return fmt.Errorf("jobs: bad webhook payload: %v: %w", err, asynq.SkipRetry)
+		return fmt.Errorf("jobs: bad webhook payload %q: %w", t.Payload(), asynq.SkipRetry)
 	}
 	log := h.log().With("job_id", p.JobID, "key_id", p.KeyID, "generation", p.Generation)
 	rec, err := h.Store.Get(ctx, p.KeyID, p.JobID)
@@ -230,9 +230,10 @@ func (h *WebhookHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		}
 	}
 
-	// The rate slot first: a held-back attempt is rescheduled for when a slot frees, and
-	// costs neither a retry nor a worker slot while it waits.
-	wait, err := h.Limiter.Reserve(ctx, url)
+	// The rate slot (and a lease under the cap of attempts in flight) first: a held-back
+	// attempt is rescheduled for when a slot frees, and costs neither a retry nor a worker
+	// slot while it waits.
+	lease, wait, err := h.Limiter.Acquire(ctx, url, h.Policy.InFlight(), h.Policy.TaskTimeout())
 	if err != nil {
 		return err
 	}
@@ -242,6 +243,11 @@ func (h *WebhookHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return &webhooks.HeldBackError{Wait: wait}
 	}
 
+	defer func() {
+		if err := lease.Release(context.WithoutCancel(ctx)); err != nil {
+			log.Warn("releasing the webhook lease failed; it expires on its own", "err", err)
+		}
+	}()
 	key, err := h.Keys.Get(ctx, p.KeyID)
 	if errors.Is(err, keys.ErrNotFound) {
 		return h.giveUp(ctx, p, "the API key of this job no longer exists")

@@ -492,3 +492,39 @@ func TestRedeliverWebhook(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// A receiver that takes its time holds at most Policy.InFlight worker slots at once, across
+// workers, however many events wait for it.
+func TestWebhookSlowReceiverCappedInFlight(t *testing.T) {
+	t.Parallel()
+	p := webhooks.Policy{RatePerSecond: 3, BackoffBase: 50 * time.Millisecond, Timeout: 5 * time.Second}
+	e := newHookEnv(t, hookOptions{policy: p, guard: loopback, workers: 2})
+	var mu sync.Mutex
+	var now, peak int
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		now++
+		peak = max(peak, now)
+		mu.Unlock()
+		time.Sleep(1500 * time.Millisecond)
+		mu.Lock()
+		now--
+		mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(slow.Close)
+	var ids []string
+	for range 8 {
+		ids = append(ids, e.finishedJob(slow.URL+"/slow").ID)
+	}
+	for _, id := range ids {
+		if st := e.waitWebhook(id, 60*time.Second); st.Status != webhooks.StatusDelivered || st.Attempts != 1 {
+			t.Fatalf("job %s: %+v", id, st)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if peak > p.InFlight() || peak < 2 {
+		t.Errorf("peak attempts in flight %d, want 2..%d", peak, p.InFlight())
+	}
+}

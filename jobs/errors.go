@@ -8,7 +8,7 @@ var ErrNotFound = errors.New("jobs: not found")
 // ErrExists means a job with that id already exists.
 var ErrExists = errors.New("jobs: already exists")
 
-// ErrNoChange, returned by an Update function, ends the update without writing.
+// ErrNoChange ends an update without writing when an Update function returns it.
 var ErrNoChange = errors.New("jobs: no change")
 
 // ErrNoWebhook means the job was submitted without a webhook_url.

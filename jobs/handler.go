@@ -80,7 +80,7 @@ func RetryDelay(base time.Duration) asynq.RetryDelayFunc {
 func (h *ResolveHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	var p ResolvePayload
 	if err := json.Unmarshal(t.Payload(), &p); err != nil || p.JobID == "" || p.KeyID == "" {
-		return fmt.Errorf("jobs: bad resolve payload: %v: %w", err, asynq.SkipRetry)
+		return fmt.Errorf("jobs: bad resolve payload %q: %w", t.Payload(), asynq.SkipRetry)
 	}
 	log := h.Logger.With("job_id", p.JobID, "key_id", p.KeyID)
 	start := time.Now()

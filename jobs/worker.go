@@ -46,12 +46,17 @@ func NewWorker(rdb redis.UniversalClient, o WorkerOptions) *Worker {
 		ShutdownTimeout: o.ShutdownTimeout,
 		Logger:          slogAdapter{log.With("component", "asynq")},
 		LogLevel:        asynq.InfoLevel,
-		// Short polling intervals: a new job starts within ~100 ms of being queued instead
-		// of asynq's default 1 s, and a retry is picked up within 100 ms of its time. The
-		// latter matters to webhooks held back by their per-URL rate: with 1 s they would come
-		// back up to a second after their slot freed, and a busy URL would get far fewer than
-		// WEBHOOK_RATE_PER_SECOND attempts. It costs a few cheap Lua calls per queue per tick.
-		TaskCheckInterval:        100 * time.Millisecond,
+		// Short polling intervals. asynq has one dispatch loop per server; whenever it finds
+		// every queue empty it sleeps TaskCheckInterval/2 plus up to TaskCheckInterval, and a
+		// job queued meanwhile waits for it. At 100 ms that wait dominated submit-to-done
+		// latency (p50 ~95 ms against ~20 ms at 10 ms, docs/benchmarks.md); the price is one
+		// dequeue script per queue every 5-15 ms while a worker is idle, a few hundred cheap
+		// calls per second.
+		// A retry is picked up within 100 ms of its time. That matters to webhooks held back
+		// by their per-URL rate: with 1 s they would come back up to a second after their slot
+		// freed, and a busy URL would get far fewer than WEBHOOK_RATE_PER_SECOND attempts. It
+		// costs a few cheap Lua calls per queue per tick.
+		TaskCheckInterval:        10 * time.Millisecond,
 		DelayedTaskCheckInterval: 100 * time.Millisecond,
 		RetryDelayFunc: func(n int, err error, t *asynq.Task) time.Duration {
 			if f, ok := w.delays[t.Type()]; ok {

@@ -16,11 +16,13 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
+	"math"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -175,13 +177,14 @@ type Created struct {
 
 // Create mints and stores a new key.
 func (s *Store) Create(ctx context.Context, p CreateParams) (Created, error) {
-	if strings.TrimSpace(p.Name) == "" || len(p.Name) > 200 {
+	if strings.TrimSpace(p.Name) == "" || utf8.RuneCountInString(p.Name) > 200 {
 		return Created{}, fmt.Errorf("%w: name must be 1-200 characters", ErrInvalidArgument)
 	}
 	scopes := p.Scopes
 	if scopes == nil {
 		scopes = []string{ScopeResolve}
 	}
+	scopes = slices.Compact(slices.Sorted(slices.Values(scopes)))
 	for _, sc := range scopes {
 		if !slices.Contains(KnownScopes, sc) {
 			return Created{}, fmt.Errorf("%w: unknown scope %q", ErrInvalidArgument, sc)
@@ -224,8 +227,8 @@ func (s *Store) Create(ctx context.Context, p CreateParams) (Created, error) {
 }
 
 func checkLimits(rl *int, quota, credits *int64) error {
-	if rl != nil && *rl < 0 {
-		return fmt.Errorf("%w: rate limit must be >= 0", ErrInvalidArgument)
+	if rl != nil && (*rl < 0 || *rl > math.MaxInt32) {
+		return fmt.Errorf("%w: rate limit must be 0..%d", ErrInvalidArgument, math.MaxInt32)
 	}
 	if quota != nil && *quota < 0 {
 		return fmt.Errorf("%w: daily quota must be >= 0", ErrInvalidArgument)

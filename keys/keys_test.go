@@ -131,3 +131,18 @@ func FuzzParseToken(f *testing.F) {
 		}
 	})
 }
+
+func TestCreateNormalises(t *testing.T) {
+	t.Parallel()
+	s := NewStore(redistest.New(t))
+	c, err := s.Create(context.Background(), CreateParams{Name: strings.Repeat("é", 200), Scopes: []string{"resolve", "resolve"}})
+	if err != nil {
+		t.Fatalf("200 characters refused: %v", err)
+	}
+	if len(c.Scopes) != 1 {
+		t.Errorf("scopes %v", c.Scopes)
+	}
+	if _, err := s.Create(context.Background(), CreateParams{Name: "x", RateLimit: ptr(1 << 40)}); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("huge rate limit: %v", err)
+	}
+}

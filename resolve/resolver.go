@@ -436,7 +436,7 @@ func (w *walk) transportError(ctx context.Context, cur *url.URL, err error) *Err
 func guardReason(err error) string {
 	msg := err.Error()
 	for e := err; e != nil; e = errors.Unwrap(e) {
-		if e == ErrBlockedAddress || e == ErrBlockedPort {
+		if e == ErrBlockedAddress || e == ErrBlockedPort { //nolint:errorlint // walks the chain itself, to stop at the guard's own error
 			break
 		}
 		msg = e.Error()

@@ -76,6 +76,11 @@ func (p Policy) AttemptTimeout() time.Duration { return p.withDefaults().Timeout
 // a delivery is never run twice in parallel.
 func (p Policy) TaskTimeout() time.Duration { return p.AttemptTimeout() + taskTimeoutMargin }
 
+// InFlight is the cap on attempts to one URL running at once across all workers: the rate
+// per second. A receiver answering within a second never meets it; one that hangs until the
+// timeout holds at most this many worker slots instead of all of them.
+func (p Policy) InFlight() int { return p.Rate() }
+
 // Validate rejects negative durations and rates; zero is allowed and means the default.
 func (p Policy) Validate() error {
 	var errs []error

@@ -170,3 +170,43 @@ func TestNormalizeURL(t *testing.T) {
 		}
 	}
 }
+
+func TestAcquireCapsAttemptsInFlight(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb := redistest.New(t)
+	l := NewRateLimiter(rdb, 100)
+	const url = "https://hooks.example/slow"
+	var leases []Lease
+	for i := range 3 {
+		lease, wait, err := l.Acquire(ctx, url, 3, time.Minute)
+		if err != nil || wait != 0 {
+			t.Fatalf("attempt %d: wait %v, err %v", i, wait, err)
+		}
+		leases = append(leases, lease)
+	}
+	_, wait, err := l.Acquire(ctx, url, 3, time.Minute)
+	if err != nil || wait <= 0 || wait > time.Second {
+		t.Fatalf("over the cap: wait %v, err %v; want a wait of at most 1s", wait, err)
+	}
+	// Another URL has its own cap.
+	if _, wait, _ := l.Acquire(ctx, "https://hooks.example/other", 3, time.Minute); wait != 0 {
+		t.Errorf("other URL held back: %v", wait)
+	}
+	if err := leases[0].Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, wait, err := l.Acquire(ctx, url, 3, time.Minute); err != nil || wait != 0 {
+		t.Fatalf("after a release: wait %v, err %v", wait, err)
+	}
+	// A lease that is never released (a crashed worker) expires.
+	_, _, _ = l.Acquire(ctx, "https://hooks.example/crash", 1, 50*time.Millisecond)
+	time.Sleep(80 * time.Millisecond)
+	if _, wait, err := l.Acquire(ctx, "https://hooks.example/crash", 1, time.Minute); err != nil || wait != 0 {
+		t.Fatalf("expired lease still held: wait %v, err %v", wait, err)
+	}
+	// A held-back attempt took nothing.
+	if n := rdb.ZCard(ctx, leaseKey(url)).Val(); n != 3 {
+		t.Errorf("leases in flight %d, want 3", n)
+	}
+}

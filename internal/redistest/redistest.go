@@ -91,7 +91,7 @@ func (s *Server) launch() error {
 		select {
 		case err := <-exited:
 			log, _ := os.ReadFile(s.dir + "/redis.log")
-			return fmt.Errorf("redis-server exited (%v): %s", err, log)
+			return fmt.Errorf("redis-server exited (%w): %s", err, log)
 		default:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
@@ -99,7 +99,7 @@ func (s *Server) launch() error {
 		cancel()
 		if err == nil {
 			s.cmd = cmd
-			go func() { <-exited }() // reap
+			go func() { <-exited }() //nolint:errcheck // reap; the exit status of a stopped server is of no interest
 			return nil
 		}
 		time.Sleep(5 * time.Millisecond)

@@ -1,0 +1,325 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/linkhop/linkhop/internal/app"
+	"github.com/linkhop/linkhop/jobs"
+	"github.com/linkhop/linkhop/keys"
+)
+
+// apiKeys is how many API keys the API scenarios spread their load over: enough that no one
+// key's sliding-window log grows large, as with many clients in production.
+const apiKeys = 256
+
+// refTaskType and refQueue are the reference's asynq task type and queue.
+const (
+	refTaskType = "bench:noop"
+	refQueue    = "bench"
+)
+
+// refTask is a task like linkhop's resolve task (a payload of two ids), without linkhop's
+// options: the raw asynq.Client.Enqueue the contract compares against.
+// It returns the task and the id in its payload.
+func refTask() (*asynq.Task, string) {
+	id := uuid.NewString()
+	b, _ := json.Marshal(jobs.ResolvePayload{JobID: id, KeyID: "key_bench"})
+	return asynq.NewTask(refTaskType, b, asynq.Queue(refQueue)), id
+}
+
+// scenarioResolve measures accepted POST /v1/resolve (202, a new job queued; no worker runs,
+// so nothing else competes for the CPU) against raw asynq.Client.Enqueue at the same
+// concurrency on the same Redis.
+func scenarioResolve(ctx context.Context, e *runEnv) ([]row, error) {
+	var rows []row
+	for i, conc := range e.conc {
+		if err := e.redis.flush(ctx); err != nil {
+			return rows, err
+		}
+		s, err := newStack(ctx, e.redis, conc, stackOptions{keys: apiKeys})
+		if err != nil {
+			return rows, err
+		}
+		raw, rawRdb, err := newRawClient(s.cfg)
+		if err != nil {
+			s.close()
+			return rows, err
+		}
+		ours := func(ctx context.Context, d time.Duration) sample {
+			return closedLoop(ctx, conc, d, func(ctx context.Context, w int) error {
+				_, err := s.submit(ctx, s.token(w), s.nextURL("r"))
+				return err
+			})
+		}
+		theirs := func(ctx context.Context, d time.Duration) sample {
+			return closedLoop(ctx, conc, d, func(ctx context.Context, _ int) error {
+				t, _ := refTask()
+				_, err := raw.EnqueueContext(ctx, t)
+				return err
+			})
+		}
+		e.progress("POST /v1/resolve vs raw enqueue, concurrency %d", conc)
+		a, b, err := e.timing.pair(ctx, fmt.Sprintf("resolve-c%d", conc), ours, theirs)
+		s.close()
+		_ = rawRdb.Close()
+		if err != nil {
+			return rows, err
+		}
+		r := compare(fmt.Sprintf("2%c", 'a'+i),
+			fmt.Sprintf("accepted `POST /v1/resolve`/s vs raw `asynq.Client.Enqueue`/s, c=%d", conc), a, b, true)
+		r.target, r.min = "≥ 0.5×", 0.5
+		rows = append(rows, r)
+	}
+	floor, err := resolveFloor(ctx, e, fmt.Sprintf("2%c", 'a'+len(e.conc)))
+	return append(rows, floor...), err
+}
+
+// resolveFloor is an informational row for scenario 2: how close to raw Enqueue any HTTP
+// endpoint can come on this machine. The bare handler decodes the body, makes one raw Enqueue
+// and answers 202: no authentication, limits, validation or job record.
+func resolveFloor(ctx context.Context, e *runEnv, id string) ([]row, error) {
+	conc := e.conc[0]
+	if err := e.redis.flush(ctx); err != nil {
+		return nil, err
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: e.redis.addr})
+	defer rdb.Close()
+	raw := asynq.NewClientFromRedisClient(rdb)
+	bare, err := serve(bareEnqueueHandler(raw))
+	if err != nil {
+		return nil, err
+	}
+	defer bare.close()
+	client := newHTTPClient(conc)
+	defer client.CloseIdleConnections()
+	var seq atomic.Int64
+	ours := func(ctx context.Context, d time.Duration) sample {
+		return closedLoop(ctx, conc, d, func(ctx context.Context, _ int) error {
+			_, err := postResolve(ctx, client, bare.url, "", "http://"+shortHost+"/f/"+strconv.FormatInt(seq.Add(1), 36), "", http.StatusAccepted)
+			return err
+		})
+	}
+	theirs := func(ctx context.Context, d time.Duration) sample {
+		return closedLoop(ctx, conc, d, func(ctx context.Context, _ int) error {
+			t, _ := refTask()
+			_, err := raw.EnqueueContext(ctx, t)
+			return err
+		})
+	}
+	e.progress("floor: bare HTTP enqueue handler vs raw enqueue, concurrency %d", conc)
+	a, b, err := e.timing.pair(ctx, fmt.Sprintf("resolve-floor-c%d", conc), ours, theirs)
+	if err != nil {
+		return nil, err
+	}
+	r := compare(id, fmt.Sprintf("floor, for scale: bare `net/http` POST handler making one raw `Enqueue` vs raw `Enqueue`/s, c=%d", conc), a, b, true)
+	return []row{r}, nil
+}
+
+// bareEnqueueHandler answers POST /v1/resolve with one raw Enqueue and nothing else.
+func bareEnqueueHandler(c *asynq.Client) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/resolve", func(w http.ResponseWriter, r *http.Request) {
+		var body struct {
+			URL string `json:"url"`
+		}
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&body); err != nil || body.URL == "" {
+			http.Error(w, "bad body", http.StatusBadRequest)
+			return
+		}
+		t, id := refTask()
+		if _, err := c.EnqueueContext(r.Context(), t); err != nil {
+			http.Error(w, "enqueue", http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		w.WriteHeader(http.StatusAccepted)
+		_, _ = fmt.Fprintf(w, `{"job_id":%q,"status":"queued"}`, id)
+	})
+	return mux
+}
+
+// bareHandler is the polls' reference: a net/http handler making one Redis call (GET of the
+// job record) and writing the stored bytes, with no authentication, limits or rendering.
+func bareHandler(rdb redis.UniversalClient) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/jobs/{id}", func(w http.ResponseWriter, r *http.Request) {
+		keyID, _ := keys.ParseToken(strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "))
+		b, err := rdb.Get(r.Context(), jobs.RecordKey(keyID, r.PathValue("id"))).Bytes()
+		if errors.Is(err, redis.Nil) {
+			http.NotFound(w, r)
+			return
+		}
+		if err != nil {
+			http.Error(w, "redis", http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		_, _ = w.Write(b) //nolint:gosec // G705: the stored job JSON, served as application/json like the API does
+	})
+	return mux
+}
+
+// scenarioPoll measures GET /v1/jobs/{id} (authentication, the per-minute limit, the job
+// read, the JSON view) against the bare handler, both over loopback HTTP.
+func scenarioPoll(ctx context.Context, e *runEnv) ([]row, error) {
+	var rows []row
+	for i, conc := range e.conc {
+		if err := e.redis.flush(ctx); err != nil {
+			return rows, err
+		}
+		s, err := newStack(ctx, e.redis, conc, stackOptions{keys: apiKeys})
+		if err != nil {
+			return rows, err
+		}
+		// One queued job per key: a poll of a job still waiting is the common poll.
+		ids := make([]string, len(s.tokens))
+		for k, tok := range s.tokens {
+			if ids[k], err = s.submit(ctx, tok, s.nextURL("p")); err != nil {
+				s.close()
+				return rows, fmt.Errorf("creating the polled jobs: %w", err)
+			}
+		}
+		bareRdb, err := app.NewRedis(s.cfg)
+		if err != nil {
+			s.close()
+			return rows, err
+		}
+		bare, err := serve(bareHandler(bareRdb))
+		if err != nil {
+			s.close()
+			_ = bareRdb.Close()
+			return rows, err
+		}
+		bareClient := newHTTPClient(conc)
+		poll := func(c *http.Client, base string) side {
+			return func(ctx context.Context, d time.Duration) sample {
+				return closedLoop(ctx, conc, d, func(ctx context.Context, w int) error {
+					k := w % len(ids)
+					return get(ctx, c, base+"/v1/jobs/"+ids[k], s.tokens[k])
+				})
+			}
+		}
+		e.progress("GET /v1/jobs vs bare handler, concurrency %d", conc)
+		a, b, err := e.timing.pair(ctx, fmt.Sprintf("poll-c%d", conc), poll(s.client, s.api.url), poll(bareClient, bare.url))
+		bare.close()
+		bareClient.CloseIdleConnections()
+		_ = bareRdb.Close()
+		s.close()
+		if err != nil {
+			return rows, err
+		}
+		r := compare(fmt.Sprintf("3%c", 'a'+i),
+			fmt.Sprintf("`GET /v1/jobs/{id}` polls/s vs bare `net/http` handler with one Redis `GET`, c=%d", conc), a, b, true)
+		r.target, r.min = "≥ 0.7×", 0.7
+		rows = append(rows, r)
+	}
+	return rows, nil
+}
+
+// e2eTimeout bounds one job's wait in scenario 4; a job that takes longer is counted failed.
+const e2eTimeout = 30 * time.Second
+
+// scenarioE2E measures jobs end to end: each load goroutine submits a link of the local
+// one-hop shortener through the API and waits until the worker has finished it (told by the
+// handler's OnTerminal hook, so waiting costs no Redis calls); the reference enqueues a raw
+// asynq task and waits until a no-op handler on an asynq server configured like linkhop's
+// worker (jobs.NewWorker) has run it. Each side's worker runs only during its own rounds.
+func scenarioE2E(ctx context.Context, e *runEnv) ([]row, error) {
+	conc := e.conc[0]
+	if err := e.redis.flush(ctx); err != nil {
+		return nil, err
+	}
+	trips := &tripCounter{}
+	s, err := newStack(ctx, e.redis, conc, stackOptions{keys: apiKeys, workHooks: []redis.Hook{trips}})
+	if err != nil {
+		return nil, err
+	}
+	defer s.close()
+	var workerTrips, jobsDone int64
+	raw, rawRdb, err := newRawClient(s.cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer rawRdb.Close()
+	refDone := newCompletions()
+	ours := func(ctx context.Context, d time.Duration) sample {
+		if err := s.startWorker(); err != nil {
+			return sample{errs: 1, firstErr: err}
+		}
+		defer s.stopWorker()
+		trips.take()
+		defer func() {
+			n, _ := trips.take()
+			workerTrips += int64(n)
+		}()
+		smp := closedLoop(ctx, conc, d, func(ctx context.Context, w int) error {
+			id, err := s.submit(ctx, s.token(w), s.nextURL("e"))
+			if err != nil {
+				return err
+			}
+			wctx, cancel := context.WithTimeout(ctx, e2eTimeout)
+			defer cancel()
+			c, err := s.done.wait(wctx, id)
+			if err != nil {
+				return fmt.Errorf("job %s: %w", id, err)
+			}
+			if c.status != jobs.StatusDone {
+				return fmt.Errorf("%w: job %s is %s", errJobFailed, id, c.status)
+			}
+			return nil
+		})
+		jobsDone += smp.ops
+		return smp
+	}
+	theirs := func(ctx context.Context, d time.Duration) sample {
+		w := jobs.NewWorker(rawRdb, jobs.WorkerOptions{
+			Concurrency: s.cfg.WorkerConcurrency, ShutdownTimeout: s.cfg.ShutdownTimeout,
+			Queues: map[string]int{refQueue: 1},
+		})
+		w.Handle(refTaskType, asynq.HandlerFunc(func(_ context.Context, t *asynq.Task) error {
+			var p jobs.ResolvePayload
+			if err := json.Unmarshal(t.Payload(), &p); err != nil {
+				return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+			}
+			refDone.signal(p.JobID, jobs.StatusDone)
+			return nil
+		}), nil)
+		if err := w.Start(); err != nil {
+			return sample{errs: 1, firstErr: err}
+		}
+		defer w.Shutdown()
+		return closedLoop(ctx, conc, d, func(ctx context.Context, _ int) error {
+			t, id := refTask()
+			if _, err := raw.EnqueueContext(ctx, t); err != nil {
+				return err
+			}
+			wctx, cancel := context.WithTimeout(ctx, e2eTimeout)
+			defer cancel()
+			_, err := refDone.wait(wctx, id)
+			return err
+		})
+	}
+	e.progress("end to end vs raw asynq, concurrency %d, WORKER_CONCURRENCY %d", conc, s.cfg.WorkerConcurrency)
+	a, b, err := e.timing.pair(ctx, "e2e", ours, theirs)
+	if err != nil {
+		return nil, err
+	}
+	r := compare("4", fmt.Sprintf("end to end: jobs/s and submit→done latency, one-hop local shortener, vs raw asynq enqueue→handler, c=%d", conc), a, b, true)
+	if jobsDone > 0 {
+		r.ours += fmt.Sprintf("<br>worker: %.1f Redis round trips per job (asynq's included, warm-up too)", float64(workerTrips)/float64(jobsDone))
+	}
+	e.note("4: both sides run asynq with linkhop's worker configuration (jobs.NewWorker, WORKER_CONCURRENCY %d): an idle processor polls its queue every TaskCheckInterval, so part of each latency is waiting for the next poll, alike on both sides.", s.cfg.WorkerConcurrency)
+	return []row{r}, nil
+}

@@ -28,7 +28,9 @@ const (
 	hookRetries = 3                      // WEBHOOK_MAX_RETRIES
 	hookRate    = 5                      // WEBHOOK_RATE_PER_SECOND
 	// hookLate is how late an attempt may come after its due time: asynq moves due retries
-	// to the queue once a second (DelayedTaskCheckInterval), plus the attempt's own work.
+	// to the queue every DelayedTaskCheckInterval (100 ms in jobs.NewWorker), asynq keeps
+	// retry times in whole seconds (the handler then waits out the rest), plus the attempt's
+	// own work and a loaded machine.
 	hookLate = 1500 * time.Millisecond
 )
 

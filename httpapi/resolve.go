@@ -212,7 +212,6 @@ func (s *Server) answerClaim(w http.ResponseWriter, r *http.Request, k keys.Key,
 			"This idempotency key was used with a different url or webhook_url."))
 		return
 	}
-	w.Header().Set("Idempotent-Replayed", "true")
 	rec, err := s.Jobs.Get(r.Context(), k.ID, c.JobID)
 	if err != nil && !errors.Is(err, jobs.ErrNotFound) {
 		s.fail(w, r, err)
@@ -226,6 +225,8 @@ func (s *Server) answerClaim(w http.ResponseWriter, r *http.Request, k keys.Key,
 			return
 		}
 	}
+	// Only an answer for the first job is a replay; a 503 above is not.
+	w.Header().Set("Idempotent-Replayed", "true")
 	if err == nil && rec.Status == jobs.StatusDone && rec.TargetURL != nil {
 		id := rec.ID
 		writeJSON(w, http.StatusOK, cachedResponse{

@@ -13,6 +13,7 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"github.com/linkhop/linkhop/internal/stamp"
 	"github.com/linkhop/linkhop/keys"
 	"github.com/linkhop/linkhop/problem"
 )
@@ -230,8 +231,8 @@ func (s *Server) adminRotateKey(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, struct {
 		keys.View
-		PreviousValidUntil stamp `json:"previous_secret_valid_until"`
-	}{keys.ViewOf(k, true), stamp(time.Now().Add(grace))})
+		PreviousValidUntil string `json:"previous_secret_valid_until"`
+	}{keys.ViewOf(k, true), stamp.Format(time.Now().Add(grace))})
 }
 
 // parseGrace reads a rotation grace period: a Go duration, not negative.

@@ -71,7 +71,8 @@ func (s *Server) gate(w http.ResponseWriter, r *http.Request, o gateOptions) (ga
 		s.authFailed(w, r)
 		return gated{}, false
 	}
-	req := quota.AdmitRequest{KeyID: id, RecordKey: keys.RecordKey(id), Digest: keys.Digest(token), CountDay: o.countDay}
+	digest := keys.Digest(token)
+	req := quota.AdmitRequest{KeyID: id, RecordKey: keys.RecordKey(id), Digest: digest, CountDay: o.countDay}
 	if o.fetch != nil {
 		req.Fetch = o.fetch(id)
 	}
@@ -106,7 +107,7 @@ func (s *Server) gate(w http.ResponseWriter, r *http.Request, o gateOptions) (ga
 		s.authFailed(w, r)
 		return gated{}, false
 	}
-	k, err := keys.Check(id, token, adm.Record)
+	k, err := keys.Check(id, digest, adm.Record)
 	if err != nil {
 		// The script matched the digest; this only fails for a corrupt record.
 		s.fail(w, r, err)

@@ -6,6 +6,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/gorilla/mux"
 
+	"github.com/linkhop/linkhop/internal/stamp"
 	"github.com/linkhop/linkhop/jobs"
 	"github.com/linkhop/linkhop/problem"
 	"github.com/linkhop/linkhop/resolve"
@@ -24,9 +25,9 @@ type jobView struct {
 	ErrorDetail    *string       `json:"error_detail"`
 	CreditsCharged int64         `json:"credits_charged"`
 	Balance        *int64        `json:"balance"`
-	CreatedAt      stamp         `json:"created_at"`
-	UpdatedAt      stamp         `json:"updated_at"`
-	CompletedAt    *stamp        `json:"completed_at"`
+	CreatedAt      string        `json:"created_at"`
+	UpdatedAt      string        `json:"updated_at"`
+	CompletedAt    *string       `json:"completed_at"`
 	Hops           []resolve.Hop `json:"hops"`
 	Webhook        *webhookView  `json:"webhook"`
 }
@@ -35,17 +36,17 @@ type webhookView struct {
 	URL            string  `json:"url"`
 	Status         string  `json:"status"`
 	Attempts       int     `json:"attempts"`
-	LastAttemptAt  *stamp  `json:"last_attempt_at"`
+	LastAttemptAt  *string `json:"last_attempt_at"`
 	LastStatusCode *int    `json:"last_status_code"`
 	LastError      *string `json:"last_error"`
-	NextAttemptAt  *stamp  `json:"next_attempt_at"`
+	NextAttemptAt  *string `json:"next_attempt_at"`
 }
 
 func viewOf(r jobs.Record, balance *int64) jobView {
 	v := jobView{
 		JobID: r.ID, Status: r.Status, URL: r.URL, TargetURL: r.TargetURL, Tier: tierPtr(r.Tier),
 		Error: r.Error, ErrorDetail: r.ErrorDetail, CreditsCharged: r.CreditsCharged, Balance: balance,
-		CreatedAt: stamp(r.CreatedAt), UpdatedAt: stamp(r.UpdatedAt), CompletedAt: stampPtr(r.CompletedAt),
+		CreatedAt: stamp.Format(r.CreatedAt), UpdatedAt: stamp.Format(r.UpdatedAt), CompletedAt: stamp.FormatPtr(r.CompletedAt),
 		Hops: r.Hops, Webhook: webhookViewOf(r.Webhook),
 	}
 	if r.Provider != "" {
@@ -62,8 +63,8 @@ func webhookViewOf(st *webhooks.State) *webhookView {
 		return nil
 	}
 	return &webhookView{
-		URL: st.URL, Status: st.Status, Attempts: st.Attempts, LastAttemptAt: stampPtr(st.LastAttemptAt),
-		LastStatusCode: st.LastStatusCode, LastError: st.LastError, NextAttemptAt: stampPtr(st.NextAttemptAt),
+		URL: st.URL, Status: st.Status, Attempts: st.Attempts, LastAttemptAt: stamp.FormatPtr(st.LastAttemptAt),
+		LastStatusCode: st.LastStatusCode, LastError: st.LastError, NextAttemptAt: stamp.FormatPtr(st.NextAttemptAt),
 	}
 }
 

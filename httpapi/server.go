@@ -108,18 +108,3 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
 }
-
-// stamp marshals a time as RFC 3339 UTC with exactly three fractional digits.
-type stamp time.Time
-
-func (t stamp) MarshalJSON() ([]byte, error) {
-	return []byte(`"` + time.Time(t).UTC().Format("2006-01-02T15:04:05.000Z07:00") + `"`), nil
-}
-
-func stampPtr(t *time.Time) *stamp {
-	if t == nil || t.IsZero() {
-		return nil
-	}
-	s := stamp(*t)
-	return &s
-}

@@ -133,9 +133,7 @@ func NewWebhookSecret() string {
 }
 
 // Digest is the stored form of a token: hex SHA-256.
-func Digest(token string) string { return digest(token) }
-
-func digest(token string) string {
+func Digest(token string) string {
 	sum := sha256.Sum256([]byte(token))
 	return hex.EncodeToString(sum[:])
 }
@@ -201,7 +199,7 @@ func (s *Store) Create(ctx context.Context, p CreateParams) (Created, error) {
 	k := Key{
 		ID: id, Name: p.Name, Scopes: slices.Clone(scopes), RateLimitPerMinute: rl,
 		DailyQuota: p.DailyQuota, Credits: p.Credits, CreatedAt: s.now().UTC().Truncate(time.Millisecond),
-		hash: digest(token), webhookSecret: NewWebhookSecret(),
+		hash: Digest(token), webhookSecret: NewWebhookSecret(),
 	}
 	fields := map[string]any{
 		"hash": k.hash, "name": k.Name, "scopes": strings.Join(k.Scopes, ","),
@@ -265,17 +263,18 @@ func (s *Store) Authenticate(ctx context.Context, token string) (Key, error) {
 	if err != nil {
 		return Key{}, fmt.Errorf("keys: reading %s: %w", id, err)
 	}
-	return Check(id, token, m)
+	return Check(id, Digest(token), m)
 }
 
-// Check authenticates token against a record read by the caller (HGETALL of RecordKey(id)),
-// for callers that read the record together with other data in one round trip.
-func Check(id, token string, record map[string]string) (Key, error) {
+// Check authenticates a token, given as its Digest, against a record read by the caller
+// (HGETALL of RecordKey(id)), for callers that read the record together with other data in
+// one round trip.
+func Check(id, tokenDigest string, record map[string]string) (Key, error) {
 	if len(record) == 0 {
 		return Key{}, ErrInvalidKey
 	}
 	// Both sides are SHA-256 digests; comparing in constant time anyway costs nothing.
-	if subtle.ConstantTimeCompare([]byte(digest(token)), []byte(record["hash"])) != 1 {
+	if subtle.ConstantTimeCompare([]byte(tokenDigest), []byte(record["hash"])) != 1 {
 		return Key{}, ErrInvalidKey
 	}
 	k, err := decode(id, record)

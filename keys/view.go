@@ -1,6 +1,6 @@
 package keys
 
-import "time"
+import "github.com/linkhop/linkhop/internal/stamp"
 
 // View is a key as the CLI (`api keys …`) and the admin API print it (CONTRACT §1). Token
 // is set only in the answer to create, the only time the full key exists outside its owner;
@@ -22,13 +22,13 @@ type View struct {
 func ViewOf(k Key, withSecret bool) View {
 	v := View{
 		ID: k.ID, Name: k.Name, Scopes: k.Scopes, RateLimitPerMinute: k.RateLimitPerMinute,
-		DailyQuota: k.DailyQuota, Credits: k.Credits, CreatedAt: stamp(k.CreatedAt),
+		DailyQuota: k.DailyQuota, Credits: k.Credits, CreatedAt: stamp.Format(k.CreatedAt),
 	}
 	if v.Scopes == nil {
 		v.Scopes = []string{}
 	}
 	if k.RevokedAt != nil {
-		v.RevokedAt = stamp(*k.RevokedAt)
+		v.RevokedAt = stamp.Format(*k.RevokedAt)
 	}
 	if withSecret {
 		v.WebhookSecret = k.webhookSecret
@@ -43,11 +43,4 @@ func ViewOfCreated(c Created) View {
 	v.Token = c.Token
 	v.CreatedAt = ""
 	return v
-}
-
-func stamp(t time.Time) string {
-	if t.IsZero() {
-		return ""
-	}
-	return t.UTC().Format("2006-01-02T15:04:05.000Z07:00")
 }

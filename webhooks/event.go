@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"time"
+
+	"github.com/linkhop/linkhop/internal/stamp"
 )
 
 // Values of [State.Status].
@@ -26,19 +28,6 @@ const (
 	// and error fields tell which.
 	EventResolveFailed = "resolve.failed"
 )
-
-// timeLayout is the one timestamp shape of the API: RFC 3339, UTC, milliseconds.
-const timeLayout = "2006-01-02T15:04:05.000Z"
-
-func formatTime(t time.Time) string { return t.UTC().Format(timeLayout) }
-
-func formatTimePtr(t *time.Time) *string {
-	if t == nil {
-		return nil
-	}
-	s := formatTime(*t)
-	return &s
-}
 
 // State is the job's "webhook" object (CONTRACT §3), kept current by deliveries.
 //
@@ -100,10 +89,10 @@ func (s State) MarshalJSON() ([]byte, error) {
 		URL:            s.URL,
 		Status:         s.Status,
 		Attempts:       s.Attempts,
-		LastAttemptAt:  formatTimePtr(s.LastAttemptAt),
+		LastAttemptAt:  stamp.FormatPtr(s.LastAttemptAt),
 		LastStatusCode: s.LastStatusCode,
 		LastError:      s.LastError,
-		NextAttemptAt:  formatTimePtr(s.NextAttemptAt),
+		NextAttemptAt:  stamp.FormatPtr(s.NextAttemptAt),
 		Generation:     s.Generation,
 	})
 }
@@ -155,7 +144,7 @@ func (e Event) MarshalJSON() ([]byte, error) {
 		Balance        *int64  `json:"balance"`
 	}{
 		Event:          e.Event,
-		CreatedAt:      formatTime(e.CreatedAt),
+		CreatedAt:      stamp.Format(e.CreatedAt),
 		JobID:          e.JobID,
 		Status:         e.Status,
 		TargetURL:      e.TargetURL,

@@ -13,6 +13,7 @@ import (
 
 	"github.com/linkhop/linkhop/config"
 	"github.com/linkhop/linkhop/internal/app"
+	"github.com/linkhop/linkhop/internal/stamp"
 	"github.com/linkhop/linkhop/keys"
 )
 
@@ -177,7 +178,7 @@ func keysRun(ctx context.Context, s *keys.Store, args []string) (any, error) {
 		return struct {
 			keys.View
 			PreviousValidUntil string `json:"previous_secret_valid_until"`
-		}{keys.ViewOf(k, true), time.Now().Add(*grace).UTC().Format("2006-01-02T15:04:05.000Z07:00")}, nil
+		}{keys.ViewOf(k, true), stamp.Format(time.Now().Add(*grace))}, nil
 	}
 	return nil, usageError("unknown command " + cmd)
 }

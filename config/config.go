@@ -1,6 +1,6 @@
 // Package config reads linkhop's configuration from the environment.
 //
-// Both binaries read the same variable names (CONTRACT §1). Every variable may instead be
+// Both binaries read the same variable names (docs/configuration.md#variables). Every variable may instead be
 // given as NAME_FILE, the path of a file holding the value (for Kubernetes/Docker secrets).
 // The zero value of every field means its documented default, and Load refuses bad values
 // with an *Error naming the variable, so a misconfigured process never starts half-right.
@@ -68,7 +68,7 @@ type Error struct {
 
 func (e *Error) Error() string { return fmt.Sprintf("config: %s: %s", e.Var, e.Reason) }
 
-// Defaults of CONTRACT §1 (and of linkhop's own extensions, documented in docs/configuration.md).
+// Defaults of docs/configuration.md#variables.
 const (
 	DefaultRedisURL                  = "redis://127.0.0.1:6379/0"
 	DefaultAPIAddr                   = ":8080"

@@ -4,7 +4,7 @@ import (
 	"net/http"
 )
 
-// accountView is the GET /v1/account body (CONTRACT §3). telegram_id and subscription_until
+// accountView is the GET /v1/account body (docs/api.md#get-v1account). telegram_id and subscription_until
 // exist only so Link Skipper clients parse it.
 type accountView struct {
 	KeyID              string          `json:"key_id"`

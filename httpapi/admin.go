@@ -18,7 +18,7 @@ import (
 	"github.com/linkhop/linkhop/problem"
 )
 
-// QueuesPath is where the asynq web UI is served (CONTRACT §3, Operations).
+// QueuesPath is where the asynq web UI is served (docs/operations.md#administration-admin).
 const QueuesPath = "/admin/queues"
 
 // defaultGrace is how long a rotated webhook secret keeps signing when the request does not
@@ -71,7 +71,7 @@ func adminAuthorized(r *http.Request, adminToken string) bool {
 }
 
 // adminAuthFailed answers 401 with the challenges a script and a browser understand, after
-// the same per-address failed-authentication limit as /v1 (CONTRACT §2).
+// the same per-address failed-authentication limit as /v1 (docs/limits.md#failed-authentications).
 func (s *Server) adminAuthFailed(w http.ResponseWriter, r *http.Request) {
 	s.authFailedWith(w, r, problem.New(problem.InvalidKey,
 		"Send the admin token as Authorization: Bearer <LINKHOP_ADMIN_TOKEN>.").

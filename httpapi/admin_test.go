@@ -176,7 +176,7 @@ func TestAdminKeyLifecycle(t *testing.T) {
 	e := newAdminEnv(t, adminToken, 30)
 	ctx := context.Background()
 
-	// create: exactly the object `api keys create` prints (CONTRACT §1).
+	// create: exactly the object `api keys create` prints (docs/configuration.md#keys).
 	r := e.do("POST", "/admin/keys", adminToken, map[string]any{"name": "acme", "daily_quota": 100})
 	if r.status != http.StatusCreated {
 		t.Fatalf("create: %d %s", r.status, r.raw)

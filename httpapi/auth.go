@@ -140,7 +140,7 @@ func (s *Server) authFailed(w http.ResponseWriter, r *http.Request) {
 }
 
 // authFailedWith answers a failed authentication with unauthorized (a 401), or with 429 once
-// the client's address has failed too often in the rolling minute (CONTRACT §2).
+// the client's address has failed too often in the rolling minute (docs/limits.md#failed-authentications).
 func (s *Server) authFailedWith(w http.ResponseWriter, r *http.Request, unauthorized *problem.Problem) {
 	if s.Limiter != nil {
 		d, err := s.Limiter.CheckAuthFailure(r.Context(), clientIP(r), s.AuthFailuresPerMinute)

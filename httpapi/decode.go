@@ -20,7 +20,7 @@ import (
 	"github.com/linkhop/linkhop/resolve"
 )
 
-// MaxBodyBytes is the largest request body accepted (CONTRACT §3).
+// MaxBodyBytes is the largest request body accepted (docs/api.md#conventions).
 const MaxBodyBytes = 64 << 10
 
 // readJSON reads a JSON object body strictly into dst: JSON content type, at most

@@ -13,7 +13,7 @@ import (
 	"github.com/linkhop/linkhop/webhooks"
 )
 
-// jobView is the GET /v1/jobs/{id} body (CONTRACT §3).
+// jobView is the GET /v1/jobs/{id} body (docs/api.md#get-v1jobsjob_id).
 type jobView struct {
 	JobID          string        `json:"job_id"`
 	Status         jobs.Status   `json:"status"`

@@ -63,7 +63,7 @@ func (s *Server) parseResolve(w http.ResponseWriter, r *http.Request) (resolveIn
 		}
 		in.webhookURL = *req.WebhookURL
 	}
-	// The body field wins over the header (CONTRACT §3).
+	// The body field wins over the header (docs/api.md#idempotency).
 	if h := r.Header.Get("Idempotency-Key"); h != "" && req.IdempotencyKey == nil {
 		if !validIdempotencyKey(h) {
 			fes = append(fes, problem.FieldError{Field: "Idempotency-Key", Reason: "must be 1-128 printable ASCII characters"})

@@ -27,7 +27,7 @@ func (c *counter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Proc
 	}
 }
 
-// CONTRACT §8: at most 3 round trips for an accepted resolve, 1 for a poll.
+// docs/benchmarks.md#targets: at most 3 round trips for an accepted resolve, 1 for a poll.
 func TestRoundTrips(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{})

@@ -1,5 +1,5 @@
 // Package httpapi is linkhop's HTTP API: routing (every route in router.go), middleware,
-// authentication, request validation and the handlers of CONTRACT §3.
+// authentication, request validation and the handlers of docs/api.md.
 package httpapi
 
 import (

@@ -18,7 +18,7 @@ import (
 	"github.com/linkhop/linkhop/problem"
 )
 
-// The bad-input sweep (issue 9): every endpoint gets malformed and hostile input, and every
+// The bad-input sweep (docs/reliability.md): every endpoint gets malformed and hostile input, and every
 // answer must be complete — a problem+json of the right code for every non-2xx, never a 5xx,
 // never a hang. Requests go over raw TCP so that the test, not Go's client, decides what is
 // sent (control characters in paths and headers, odd methods, chunked bodies, lying lengths).
@@ -123,7 +123,7 @@ type expect struct {
 	protocol bool
 }
 
-// checkAnswer holds a to the contract: never 5xx; every non-2xx a complete problem+json of a
+// checkAnswer holds a to docs/api.md and docs/errors.md: never 5xx; every non-2xx a complete problem+json of a
 // known code whose status, title and type match; Retry-After on 429/503; Allow on 405.
 func checkAnswer(t *testing.T, what string, a rawAnswer, want expect) {
 	t.Helper()

@@ -350,7 +350,7 @@ func (h *WebhookHandler) giveUp(ctx context.Context, p WebhookPayload, reason st
 	return nil
 }
 
-// eventOf is the event of terminal job r (CONTRACT §7). It is built from the stored record,
+// eventOf is the event of terminal job r (docs/webhooks.md#the-event). It is built from the stored record,
 // so every attempt of a delivery sends the same fields; balance is the key's balance when the
 // attempt is made (null for a key without a credit balance).
 func eventOf(r Record, balance *int64) webhooks.Event {

@@ -277,7 +277,7 @@ func TestWebhookDeliveries(t *testing.T) {
 	}
 }
 
-// Both signature schemes verify with the key's secret, and the body is CONTRACT §7's event.
+// Both signature schemes verify with the key's secret, and the body is the event of docs/webhooks.md#the-event.
 func TestWebhookSignedEvent(t *testing.T) {
 	t.Parallel()
 	e := newHookEnv(t, hookOptions{policy: fastPolicy(), guard: loopback})

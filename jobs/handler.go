@@ -60,7 +60,7 @@ func IsHeld(err error) bool {
 }
 
 // RetryDelay is the asynq RetryDelayFunc for resolve tasks: a provider's Retry-After when it
-// gave one, else base × 4^(n−1) with jitter (CONTRACT §1 RESOLVE_BACKOFF_BASE).
+// gave one, else base × 4^(n−1) with jitter (RESOLVE_BACKOFF_BASE in docs/configuration.md#variables).
 func RetryDelay(base time.Duration) asynq.RetryDelayFunc {
 	return func(n int, err error, t *asynq.Task) time.Duration {
 		var re *retryError

@@ -17,7 +17,7 @@ import (
 // Status is a job's state: queued → running → done|failed|invalid.
 type Status string
 
-// The job states of CONTRACT §3.
+// The job states of docs/api.md#get-v1jobsjob_id.
 const (
 	StatusQueued  Status = "queued"
 	StatusRunning Status = "running"

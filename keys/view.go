@@ -2,7 +2,7 @@ package keys
 
 import "github.com/linkhop/linkhop/internal/stamp"
 
-// View is a key as the CLI (`api keys …`) and the admin API print it (CONTRACT §1). Token
+// View is a key as the CLI (`api keys …`) and the admin API print it (docs/configuration.md#keys). Token
 // is set only in the answer to create, the only time the full key exists outside its owner;
 // WebhookSecret only where the operator needs it (create, show, rotate).
 type View struct {
@@ -37,7 +37,7 @@ func ViewOf(k Key, withSecret bool) View {
 }
 
 // ViewOfCreated is the answer to create: the key with its token and secret, exactly the fields
-// CONTRACT §1 lists.
+// docs/configuration.md#keys lists.
 func ViewOfCreated(c Created) View {
 	v := ViewOf(c.Key, true)
 	v.Token = c.Token

@@ -1,6 +1,6 @@
 // Package problem writes RFC 9457 problem details, the body of every non-2xx answer.
 //
-// Each code of CONTRACT §4 has a fixed status and title; the type URI is the code's anchor in
+// Each code of docs/errors.md has a fixed status and title; the type URI is the code's anchor in
 // docs/errors.md, so a client (or a person) can follow it to what the error means and what to
 // do. Extension members sit at the top level, as RFC 9457 §3.2 requires.
 package problem
@@ -19,10 +19,10 @@ const TypeBase = "https://github.com/linkhop/linkhop/blob/main/docs/errors.md"
 // ContentType is the media type of problem details.
 const ContentType = "application/problem+json"
 
-// Code is a machine-readable error code of CONTRACT §4.
+// Code is a machine-readable error code of docs/errors.md.
 type Code string
 
-// The codes of CONTRACT §4.
+// The codes of docs/errors.md.
 const (
 	InvalidRequest       Code = "invalid_request"
 	InvalidKey           Code = "invalid_key"
@@ -64,7 +64,7 @@ var specs = map[Code]spec{
 	ServiceUnavailable:   {http.StatusServiceUnavailable, "Service unavailable"},
 }
 
-// Codes lists every code, in the order of CONTRACT §4.
+// Codes lists every code, in the order of docs/errors.md.
 func Codes() []Code {
 	return []Code{InvalidRequest, InvalidKey, OutOfCredits, ForbiddenScope, NotFound,
 		MethodNotAllowed, IdempotencyConflict, LinkRemoved, PayloadTooLarge, UnsupportedMediaType,

@@ -9,7 +9,7 @@ import (
 )
 
 // DefaultAuthFailuresPerMinute is the failed-authentication budget per client and rolling
-// window that the contract names (AUTH_FAILURES_PER_MINUTE).
+// window that docs/limits.md#failed-authentications names (AUTH_FAILURES_PER_MINUTE).
 const DefaultAuthFailuresPerMinute = 30
 
 // CheckAuthFailure records one failed authentication from client address ip in the rolling

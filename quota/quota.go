@@ -115,7 +115,7 @@ type Limiter struct {
 type Option func(*Limiter)
 
 // WithWindow sets the length of the rolling window (default DefaultWindow). Production keeps
-// the default, which the contract names; tests and benchmarks use short windows. Values below
+// the default, which docs/limits.md names; tests and benchmarks use short windows. Values below
 // one millisecond are raised to one millisecond.
 func WithWindow(d time.Duration) Option {
 	return func(l *Limiter) { l.window = max(d, time.Millisecond) }

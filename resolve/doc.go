@@ -11,5 +11,5 @@
 // workers, and per-provider latency measurements on top of a Resolver.
 //
 // Retrying transient failures is the caller's business (asynq in package jobs): the Resolver only
-// classifies outcomes as CONTRACT §6 names them, in an *Error.
+// classifies outcomes as docs/resolving.md#outcomes names them, in an *Error.
 package resolve

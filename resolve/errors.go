@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-// Error codes of a failed resolve, as the job's "error" field carries them (CONTRACT §3, §6).
+// Error codes of a failed resolve, as the job's "error" field carries them (docs/api.md#get-v1jobsjob_id, docs/resolving.md#outcomes).
 const (
 	// CodeResolveFailed: loops, hop budget, captcha gates, no findable target, blocked addresses.
 	CodeResolveFailed = "resolve_failed"

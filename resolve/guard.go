@@ -28,8 +28,8 @@ type GuardOptions struct {
 	Resolver *net.Resolver
 }
 
-// blockedPrefixes is the block list of DESIGN-NOTES "The address guard", plus a few registry
-// entries it implies (IPv4-compatible ::/96, site-local fec0::/10, NAT64 local-use, the newer
+// blockedPrefixes is the block list of docs/resolving.md#the-address-guard, which includes a
+// few registry entries the special ranges imply (IPv4-compatible ::/96, site-local fec0::/10, NAT64 local-use, the newer
 // IPv6 documentation prefix). IPv4-mapped and NAT64 prefixes are blocked whole: no public
 // service is reached through them by a URL, and the guard never has to guess what they embed.
 var blockedPrefixes = mustPrefixes(
@@ -204,7 +204,7 @@ func ParseHostOverrides(s string) (map[string]string, error) {
 	return out, nil
 }
 
-// CheckWebhookHost is the validation-time check of a webhook_url host (CONTRACT §3): an IP
+// CheckWebhookHost is the validation-time check of a webhook_url host (docs/api.md#post-v1resolve): an IP
 // literal (in any spelling a resolver accepts, like "127.1" or "2130706433") or a name in the
 // blocked ranges, "localhost", or a name ending in .localhost/.internal/.local is an error. It
 // does not resolve names: the dial-time guard is the real protection; this only gives an early,

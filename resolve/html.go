@@ -12,7 +12,7 @@ import (
 	"golang.org/x/net/html"
 )
 
-// Hop kinds, as the job's hops[].kind carries them (CONTRACT §3).
+// Hop kinds, as the job's hops[].kind carries them (docs/api.md#get-v1jobsjob_id).
 const (
 	KindStart    = "start"
 	KindHTTP     = "http"

@@ -8,7 +8,7 @@ import (
 	"strings"
 )
 
-// MaxURLLength is the longest submitted URL accepted (CONTRACT §3).
+// MaxURLLength is the longest submitted URL accepted (docs/api.md#post-v1resolve).
 const MaxURLLength = 2048
 
 // parseSubmitted parses a submitted URL: absolute http/https, a host, no userinfo, at most
@@ -54,7 +54,7 @@ func checkFetchable(u *url.URL) error {
 	return nil
 }
 
-// NormalizeURL returns the cache key form of a submitted URL (CONTRACT §6): lower-case scheme
+// NormalizeURL returns the cache key form of a submitted URL (docs/resolving.md#caching-and-sharing): lower-case scheme
 // and host, default port and fragment dropped, an empty path written as "/". Path and query are
 // kept byte for byte, because shorteners' codes are case-sensitive. It fails for what
 // POST /v1/resolve would refuse as a URL (not absolute http(s), no host, userinfo, too long).

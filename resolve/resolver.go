@@ -17,7 +17,7 @@ import (
 	"golang.org/x/net/publicsuffix"
 )
 
-// Limits and defaults of a resolve (CONTRACT §1, §6).
+// Limits and defaults of a resolve (docs/configuration.md#variables, docs/resolving.md#limits).
 const (
 	DefaultMaxHops            = 10
 	HardMaxHops               = 20
@@ -138,7 +138,7 @@ func (r *Resolver) Timeout() time.Duration { return r.timeout }
 func (r *Resolver) Close() { r.transport.CloseIdleConnections() }
 
 // Resolve follows rawURL to its target. On failure it returns an *Error whose Code is one of
-// CONTRACT §6's outcomes and whose Hops are those reached so far.
+// the outcomes of docs/resolving.md#outcomes and whose Hops are those reached so far.
 func (r *Resolver) Resolve(ctx context.Context, rawURL string) (Result, error) {
 	began := time.Now()
 	hops := []Hop{{URL: rawURL, Kind: KindStart}}

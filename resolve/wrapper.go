@@ -28,8 +28,7 @@ func hostIs(names ...string) func(string) bool {
 	}
 }
 
-// wrappers lists the redirect wrappers decoded without a request (DESIGN-NOTES "Resolving
-// links"). Hosts are compared lower-case without "www.".
+// wrappers lists the redirect wrappers decoded without a request (docs/resolving.md#hops). Hosts are compared lower-case without "www.".
 var wrappers = []wrapper{
 	{match: func(h string) bool { // google.com, google.co.uk, google.de …
 		rest, ok := strings.CutPrefix(h, "google.")

@@ -1,4 +1,4 @@
-// Package webhooks signs, sends and paces the webhook deliveries of linkhop (CONTRACT §7).
+// Package webhooks signs, sends and paces the webhook deliveries of linkhop (docs/webhooks.md).
 //
 // A job submitted with a webhook_url gets one event when it becomes terminal. This package
 // holds everything about that event that does not depend on asynq or the job record:

@@ -29,7 +29,7 @@ const (
 	EventResolveFailed = "resolve.failed"
 )
 
-// State is the job's "webhook" object (CONTRACT §3), kept current by deliveries.
+// State is the job's "webhook" object (docs/webhooks.md#the-jobs-webhook-object), kept current by deliveries.
 //
 // It marshals its timestamps as RFC 3339 UTC with milliseconds. Use it as a named field of
 // the job record (Webhook *webhooks.State, tagged json:"webhook"), not as an anonymous
@@ -74,7 +74,7 @@ func (s *State) Redeliver(now time.Time) {
 }
 
 // MarshalJSON writes the object with timestamps as RFC 3339 UTC milliseconds, null for the
-// ones not set, in the field order of the contract (then generation, when set).
+// ones not set, in the field order of docs/webhooks.md#the-event (then generation, when set).
 func (s State) MarshalJSON() ([]byte, error) {
 	return marshalNoEscape(struct {
 		URL            string  `json:"url"`
@@ -97,7 +97,7 @@ func (s State) MarshalJSON() ([]byte, error) {
 	})
 }
 
-// Event is the delivered body (CONTRACT §7), in the contract's field order.
+// Event is the delivered body (docs/webhooks.md#the-event), in the field order documented there.
 //
 // A delivery builds it from the finished job, so every attempt and every redelivery of one
 // job sends the same bytes; only the signature headers change.

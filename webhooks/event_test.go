@@ -10,7 +10,7 @@ import (
 
 func ptr[T any](v T) *T { return &v }
 
-// The event's bytes are fixed by the contract: field order, nulls, millisecond UTC times,
+// The event's bytes are fixed by docs/webhooks.md#the-event: field order, nulls, millisecond UTC times,
 // and '&' left unescaped. The first vector's body is that shape, written by hand.
 func TestEventBodyMatchesVector(t *testing.T) {
 	t.Parallel()

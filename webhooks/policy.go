@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// Defaults of [Policy], the contract's values (CONTRACT §1).
+// Defaults of [Policy], as docs/configuration.md#variables lists them.
 const (
 	DefaultRatePerSecond = 10
 	DefaultMaxRetries    = 3
@@ -41,7 +41,7 @@ type Policy struct {
 	BackoffBase   time.Duration // WEBHOOK_BACKOFF_BASE, default 5s: retry n after base×4^(n−1) ±20 %
 }
 
-// DefaultPolicy is the contract's policy: 10 attempts per second per URL, 3 retries, 30 s
+// DefaultPolicy is the documented policy (docs/webhooks.md#delivery-policy-and-retries): 10 attempts per second per URL, 3 retries, 30 s
 // timeout, retries after 5 s, 20 s and 80 s (±20 %).
 func DefaultPolicy() Policy { return Policy{}.withDefaults() }
 

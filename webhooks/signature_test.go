@@ -97,7 +97,7 @@ func TestVerifyVectors(t *testing.T) {
 }
 
 // During a rotation the new secret signs first and the previous one last, because the Link
-// Skipper SDK verifier reads only the last v1 entry (CONTRACT §7).
+// Skipper SDK verifier reads only the last v1 entry (docs/webhooks.md#signatures).
 func TestSignRotationOrder(t *testing.T) {
 	t.Parallel()
 	newS, oldS := mustSecret(t), mustSecret(t)

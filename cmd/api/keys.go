@@ -24,7 +24,7 @@ const keysUsage = `usage:
   api keys update ID [--rate-limit N] [--daily-quota N|none] [--credits N|none]
   api keys revoke ID
   api keys rotate-webhook-secret ID [--grace 24h]
-Every command prints JSON on stdout. Redis is found through REDIS_URL (CONTRACT §1).`
+Every command prints JSON on stdout. Redis is found through REDIS_URL (docs/configuration.md#variables).`
 
 // keysCommand runs "api keys …" and returns the exit status: 0 ok, 1 failed, 2 usage.
 func keysCommand(args []string, stdout, stderr io.Writer) int {

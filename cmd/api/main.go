@@ -1,6 +1,6 @@
 // Command api is linkhop's HTTP API and its key administration CLI.
 //
-//	api                 serve the API (configuration from the environment, CONTRACT §1)
+//	api                 serve the API (configuration from the environment, docs/configuration.md)
 //	api -dev            everything in one process on an embedded Redis, for trying linkhop
 //	api keys …          manage API keys (api keys help)
 package main

@@ -626,7 +626,7 @@ func reachesRedis(t *testing.T, b *bundle, r networkingv1.NetworkPolicyEgressRul
 	return false
 }
 
-// checkRedis holds any Redis the build runs to asynq's needs (CONTRACT, DESIGN-NOTES):
+// checkRedis holds any Redis the build runs to asynq's needs (docs/deploy.md#redis):
 // version ≥ 6.2, AOF on, noeviction, data on a volume; and the linkhop pods' REDIS_URL to
 // a Service of the build that selects it.
 func checkRedis(t *testing.T, b *bundle) {

@@ -31,7 +31,7 @@ const (
 )
 
 // refTask is a task like linkhop's resolve task (a payload of two ids), without linkhop's
-// options: the raw asynq.Client.Enqueue the contract compares against.
+// options: the raw asynq.Client.Enqueue docs/benchmarks.md#targets compares against.
 // It returns the task and the id in its payload.
 func refTask() (*asynq.Task, string) {
 	id := uuid.NewString()

@@ -24,7 +24,7 @@ type limiterVariant struct {
 	admitted bool
 }
 
-// scenarioLimiter is CONTRACT §8's limiter comparison: quota.Limiter.Check (exact sliding
+// scenarioLimiter is the limiter comparison of docs/benchmarks.md#targets: quota.Limiter.Check (exact sliding
 // window, one Lua script) against go-redis/redis_rate's GCRA Allow on the same Redis, same
 // client, same concurrency, same keys.
 func scenarioLimiter(ctx context.Context, e *runEnv) ([]row, error) {

@@ -1,4 +1,4 @@
-// Command benchcmd is what `make bench` runs: linkhop's published benchmarks (CONTRACT §8).
+// Command benchcmd is what `make bench` runs: linkhop's published benchmarks (docs/benchmarks.md).
 //
 // It starts its own redis-server, runs linkhop's parts as real in-process servers over
 // loopback (the API on a net/http server, the worker on asynq, a local one-hop shortener),
@@ -100,7 +100,7 @@ func (e *runEnv) note(format string, args ...any) {
 	e.notes = append(e.notes, fmt.Sprintf(format, args...))
 }
 
-// scenario is one numbered item of issue 8.
+// scenario is one numbered scenario of docs/benchmarks.md.
 type scenario struct {
 	id   string
 	name string

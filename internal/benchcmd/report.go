@@ -21,7 +21,7 @@ type row struct {
 	// what the ratio tends to when both sides are CPU-bound, and much steadier on a shared
 	// machine than the rates themselves.
 	cpuRatio float64
-	target   string  // CONTRACT §8's target, "" when it names none
+	target   string  // the target of docs/benchmarks.md#targets, "" when it names none
 	min      float64 // the ratio must be at least this (0: no ratio target)
 	max      float64 // value must be at most this (0: no value target)
 	value    float64 // the figure max is judged on

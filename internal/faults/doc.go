@@ -1,6 +1,6 @@
-// Package faults holds linkhop's fault-injection tests (issue 9 and the shutdown proofs of
-// issue 7). They build the real api and worker binaries once per test process, run them as
-// child processes against a real redis-server on a free loopback port, and then break
+// Package faults holds linkhop's fault-injection tests and the proofs of the shutdown
+// order (docs/reliability.md#graceful-shutdown). They build the real api and worker binaries
+// once per test process, run them as child processes against a real redis-server on a free loopback port, and then break
 // things: SIGKILL a worker mid-resolve, SIGTERM the API under load, restart Redis, and check
 // that every accepted job still ends in a visible terminal state.
 //

@@ -1,4 +1,4 @@
-// Package stamp is the one timestamp format of linkhop's JSON (CONTRACT §3): RFC 3339 in UTC
+// Package stamp is the one timestamp format of linkhop's JSON (docs/api.md#conventions): RFC 3339 in UTC
 // with exactly three fractional digits, e.g. "2026-11-23T14:39:32.512Z". Every body — API
 // answers, webhook events, the key CLI and admin API — formats times through it.
 package stamp

@@ -146,7 +146,7 @@ func (s *Server) adminCreateKey(w http.ResponseWriter, r *http.Request) {
 	}
 	c, err := s.Keys.Create(r.Context(), p)
 	if err != nil {
-		s.adminFail(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	w.Header().Set("Location", "/admin/keys/"+c.ID)
@@ -156,7 +156,7 @@ func (s *Server) adminCreateKey(w http.ResponseWriter, r *http.Request) {
 func (s *Server) adminListKeys(w http.ResponseWriter, r *http.Request) {
 	all, err := s.Keys.List(r.Context())
 	if err != nil {
-		s.adminFail(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	out := make([]keys.View, 0, len(all))
@@ -169,7 +169,7 @@ func (s *Server) adminListKeys(w http.ResponseWriter, r *http.Request) {
 func (s *Server) adminShowKey(w http.ResponseWriter, r *http.Request) {
 	k, err := s.Keys.Get(r.Context(), mux.Vars(r)["id"])
 	if err != nil {
-		s.adminFail(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, keys.ViewOf(k, true))
@@ -192,7 +192,7 @@ func (s *Server) adminUpdateKey(w http.ResponseWriter, r *http.Request) {
 	}
 	k, err := s.Keys.Update(r.Context(), mux.Vars(r)["id"], up)
 	if err != nil {
-		s.adminFail(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, keys.ViewOf(k, false))
@@ -201,7 +201,7 @@ func (s *Server) adminUpdateKey(w http.ResponseWriter, r *http.Request) {
 func (s *Server) adminRevokeKey(w http.ResponseWriter, r *http.Request) {
 	k, err := s.Keys.Revoke(r.Context(), mux.Vars(r)["id"])
 	if err != nil {
-		s.adminFail(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, keys.ViewOf(k, false))
@@ -226,7 +226,7 @@ func (s *Server) adminRotateKey(w http.ResponseWriter, r *http.Request) {
 	}
 	k, err := s.Keys.RotateWebhookSecret(r.Context(), mux.Vars(r)["id"], grace)
 	if err != nil {
-		s.adminFail(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, struct {
@@ -245,31 +245,4 @@ func parseGrace(s string) (time.Duration, error) {
 		return 0, errors.New("must not be negative")
 	}
 	return d, nil
-}
-
-// adminFail maps the key store's errors: an unknown id is 404, a refused value 400 with the
-// store's reason, the rest as everywhere else.
-func (s *Server) adminFail(w http.ResponseWriter, r *http.Request, err error) {
-	switch {
-	case errors.Is(err, keys.ErrNotFound):
-		problem.Write(w, RequestID(r), problem.New(problem.NotFound, "No key has this id."))
-	case errors.Is(err, keys.ErrInvalidArgument):
-		reason := strings.TrimPrefix(err.Error(), keys.ErrInvalidArgument.Error()+": ")
-		problem.Write(w, RequestID(r), invalid(fieldOf(reason), reason))
-	default:
-		s.fail(w, r, err)
-	}
-}
-
-// fieldOf names the request field a key store refusal is about, for the errors member.
-func fieldOf(reason string) string {
-	for _, f := range []struct{ prefix, field string }{
-		{"name", "name"}, {"unknown scope", "scopes"}, {"rate limit", "rate_limit_per_minute"},
-		{"daily quota", "daily_quota"}, {"credits", "credits"}, {"grace", "grace"},
-	} {
-		if strings.HasPrefix(reason, f.prefix) {
-			return f.field
-		}
-	}
-	return ""
 }

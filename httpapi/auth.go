@@ -53,9 +53,9 @@ type gateOptions struct {
 
 // gated is an authenticated, admitted request.
 type gated struct {
-	key      keys.Key
-	decision quota.Decision
-	fetched  []byte
+	key       keys.Key
+	admission admission
+	fetched   []byte
 }
 
 // gate authenticates the bearer key and admits the request against its limits in one Redis
@@ -131,7 +131,7 @@ func (s *Server) gate(w http.ResponseWriter, r *http.Request, o gateOptions) (ga
 		return gated{}, false
 	}
 	s.metrics.limiter.WithLabelValues("allowed").Inc()
-	return gated{key: k, decision: d, fetched: adm.Fetched}, true
+	return gated{key: k, admission: admission{s: s, r: r, d: d}, fetched: adm.Fetched}, true
 }
 
 // authFailed answers a failed /v1 authentication.
@@ -159,10 +159,30 @@ func (s *Server) authFailedWith(w http.ResponseWriter, r *http.Request, unauthor
 	problem.Write(w, RequestID(r), unauthorized)
 }
 
-// refund gives back what an admitted request took when it fails after admission or turns
-// out not to count (a replay). Errors are logged: the client's answer does not depend on it.
-func (s *Server) refund(r *http.Request, d quota.Decision, minute, day bool) {
-	if err := s.Limiter.Refund(context.WithoutCancel(r.Context()), d, minute, day); err != nil {
-		s.log.Warn("refunding a quota failed", "request_id", RequestID(r), "err", err)
+// admission is what gate took from a key's budgets for one request: a slot of the rolling
+// minute and, when the request may be accepted, a unit of the daily quota. Its methods give
+// back exactly what a request that ends without being accepted should not keep. Errors are
+// logged: the client's answer does not depend on them.
+type admission struct {
+	s *Server
+	r *http.Request
+	d quota.Decision
+}
+
+// Uncount gives back the daily-quota unit of a request that was answered but not accepted (a
+// refusal, or a replay of an earlier request): it still counted against the per-minute limit,
+// as every authenticated request does (docs/limits.md).
+func (a admission) Uncount() { a.giveBack(false) }
+
+// Undo gives back everything the request took, when it failed on the service's side: as far
+// as the client is concerned it never happened.
+func (a admission) Undo() { a.giveBack(true) }
+
+func (a admission) giveBack(minute bool) {
+	// The request's context may already be cancelled (the client went away); the refund must
+	// still happen.
+	ctx := context.WithoutCancel(a.r.Context())
+	if err := a.s.Limiter.Refund(ctx, a.d, minute, true); err != nil {
+		a.s.log.Warn("refunding a quota failed", "request_id", RequestID(a.r), "err", err)
 	}
 }

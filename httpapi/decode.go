@@ -51,15 +51,26 @@ func readJSON(w http.ResponseWriter, r *http.Request, dst any) *problem.Problem 
 	if !utf8.Valid(body) {
 		return invalid("", "the body is not valid UTF-8")
 	}
+	// First the syntax (with the offset of a mistake), then the keys (unknown, repeated or
+	// differently cased ones, named), then the types of the values.
 	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(dst); err != nil {
+	var obj json.RawMessage
+	if err := dec.Decode(&obj); err != nil {
 		return decodeProblem(err)
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return invalid("", "unexpected data after the JSON object")
 	}
-	return exactKeys(body, dst)
+	if p := exactKeys(obj, dst); p != nil {
+		return p
+	}
+	dec = json.NewDecoder(bytes.NewReader(obj))
+	// exactKeys checked the top level; this keeps objects nested in a body just as strict.
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(dst); err != nil {
+		return decodeProblem(err)
+	}
+	return nil
 }
 
 // exactKeys refuses what encoding/json lets through: a key that matches a field only
@@ -123,11 +134,10 @@ func decodeProblem(err error) *problem.Problem {
 		return invalid(typ.Field, "must be a "+jsonType(typ.Type))
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return invalid("", "the JSON object is not complete")
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		f := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
-		return invalid(f, "unknown field")
 	}
-	return invalid("", "malformed JSON")
+	// What is left: a value a field's own decoder refused, or an unknown field in a nested
+	// object (encoding/json gives that one no type to tell it by).
+	return invalid("", "the JSON object does not have the expected shape")
 }
 
 func jsonType(t reflect.Type) string {

@@ -1,10 +1,8 @@
 package httpapi
 
 import (
-	"errors"
 	"net/http"
 
-	"github.com/linkhop/linkhop/jobs"
 	"github.com/linkhop/linkhop/problem"
 )
 
@@ -20,19 +18,7 @@ func (s *Server) postRedeliver(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	st, err := s.Queue.RedeliverWebhook(r.Context(), k.ID, id)
-	switch {
-	case err == nil:
-	case errors.Is(err, jobs.ErrNotFound):
-		problem.Write(w, RequestID(r), problem.New(problem.NotFound, "No such job."))
-		return
-	case errors.Is(err, jobs.ErrNoWebhook):
-		problem.Write(w, RequestID(r), problem.New(problem.NotFound, "This job was submitted without a webhook_url."))
-		return
-	case errors.Is(err, jobs.ErrWebhookPending):
-		problem.Write(w, RequestID(r), problem.New(problem.IdempotencyConflict,
-			"A delivery of this job's webhook is still pending; redeliver once it is delivered or failed."))
-		return
-	default:
+	if err != nil {
 		s.fail(w, r, err)
 		return
 	}

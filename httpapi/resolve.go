@@ -91,7 +91,7 @@ func (s *Server) parseResolve(w http.ResponseWriter, r *http.Request) (resolveIn
 
 // creditCost is what a resolved link costs a key with a credit balance.
 func creditCost(tier string) int64 {
-	if tier == "premium" {
+	if tier == resolve.TierPremium {
 		return 2
 	}
 	return 1
@@ -99,9 +99,10 @@ func creditCost(tier string) int64 {
 
 // postResolve accepts a link. The body is read and validated first (no Redis), then three
 // round trips make an accepted resolve: (1) authentication, limits and the cache lookup,
-// (2) the job with its idempotency claim and credits, (3) the enqueue. Whatever fails after
-// admission gives back what it took: a non-2xx answer means nothing was created, queued or
-// charged.
+// (2) the job with its idempotency claim and credits, (3) the enqueue. Every way out after
+// admission other than an accepted link settles the admission: Uncount for an answer that
+// accepts nothing (a refusal, a replay), Undo for the service's own failures. So a non-2xx
+// answer means nothing was created, queued or charged.
 func (s *Server) postResolve(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	in, bad := s.parseResolve(w, r)
@@ -131,9 +132,9 @@ func (s *Server) postResolve(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	k, d := g.key, g.decision
+	k, adm := g.key, g.admission
 	if !k.HasScope(keys.ScopeResolve) {
-		s.refund(r, d, false, true)
+		adm.Uncount()
 		problem.Write(w, RequestID(r), problem.New(problem.ForbiddenScope, "This key lacks the resolve scope."))
 		return
 	}
@@ -144,12 +145,12 @@ func (s *Server) postResolve(w http.ResponseWriter, r *http.Request) {
 
 	res, found, removed, err := lookup()
 	if err != nil {
-		s.refund(r, d, true, true)
+		adm.Undo()
 		s.fail(w, r, err)
 		return
 	}
 	if removed {
-		s.refund(r, d, false, true)
+		adm.Uncount()
 		problem.Write(w, RequestID(r), problem.New(problem.LinkRemoved, "The provider reports that this link was removed."))
 		return
 	}
@@ -158,18 +159,18 @@ func (s *Server) postResolve(w http.ResponseWriter, r *http.Request) {
 		if in.idemKey != "" {
 			prev, err := s.Jobs.GetClaim(ctx, k.ID, in.idemKey)
 			if err != nil {
-				s.refund(r, d, true, true)
+				adm.Undo()
 				s.fail(w, r, err)
 				return
 			}
 			if prev != nil {
-				s.refund(r, d, false, true)
+				adm.Uncount()
 				s.answerClaim(w, r, k, in, *prev)
 				return
 			}
 		}
 		writeJSON(w, http.StatusOK, cachedResponse{
-			Status: "done", URL: in.url, TargetURL: res.TargetURL,
+			Status: string(jobs.StatusDone), URL: in.url, TargetURL: res.TargetURL,
 			Provider: in.provider.ID, Tier: tierPtr(in.provider.Tier), Cached: true, Balance: k.Credits,
 		})
 		return
@@ -188,14 +189,14 @@ func (s *Server) postResolve(w http.ResponseWriter, r *http.Request) {
 	case err != nil:
 		s.metrics.enqueueErrors.Inc()
 		s.log.Error("submitting a job failed", "request_id", RequestID(r), "err", err)
-		s.refund(r, d, true, true)
+		adm.Undo()
 		problem.Write(w, RequestID(r), problem.New(problem.ServiceUnavailable,
 			"The job could not be queued; nothing was created or charged. Retry later.").WithRetryAfter(5*time.Second))
 	case sub.Replay != nil:
-		s.refund(r, d, false, true)
+		adm.Uncount()
 		s.answerClaim(w, r, k, in, *sub.Replay)
 	case sub.OutOfCredits:
-		s.refund(r, d, false, true)
+		adm.Uncount()
 		problem.Write(w, RequestID(r), problem.New(problem.OutOfCredits,
 			"This link costs "+itoa(int(cost))+" credits; the key's balance is lower.").WithBalance(*sub.Balance))
 	default:
@@ -230,7 +231,7 @@ func (s *Server) answerClaim(w http.ResponseWriter, r *http.Request, k keys.Key,
 	if err == nil && rec.Status == jobs.StatusDone && rec.TargetURL != nil {
 		id := rec.ID
 		writeJSON(w, http.StatusOK, cachedResponse{
-			JobID: &id, Status: "done", URL: rec.URL, TargetURL: *rec.TargetURL, Provider: rec.Provider,
+			JobID: &id, Status: string(jobs.StatusDone), URL: rec.URL, TargetURL: *rec.TargetURL, Provider: rec.Provider,
 			Tier: tierPtr(rec.Tier), CreditsCharged: rec.CreditsCharged, Cached: false, Balance: k.Credits,
 		})
 		return
@@ -241,12 +242,12 @@ func (s *Server) answerClaim(w http.ResponseWriter, r *http.Request, k keys.Key,
 func (s *Server) writeQueued(w http.ResponseWriter, jobID string, pos int64) {
 	poll := "/v1/jobs/" + jobID
 	w.Header().Set("Location", poll)
-	writeJSON(w, http.StatusAccepted, queuedResponse{JobID: jobID, Status: "queued", QueuePosition: pos, PollURL: poll})
+	writeJSON(w, http.StatusAccepted, queuedResponse{JobID: jobID, Status: string(jobs.StatusQueued), QueuePosition: pos, PollURL: poll})
 }
 
 // tierPtr maps a provider tier to the JSON value: "standard", "premium" or null.
 func tierPtr(t string) *string {
-	if t != "standard" && t != "premium" {
+	if t != resolve.TierStandard && t != resolve.TierPremium {
 		return nil
 	}
 	return &t

@@ -3,14 +3,9 @@
 package httpapi
 
 import (
-	"context"
 	"encoding/json"
-	"errors"
 	"log/slog"
-	"net"
 	"net/http"
-	"strings"
-	"time"
 
 	"github.com/go-playground/validator/v10"
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,7 +13,6 @@ import (
 
 	"github.com/linkhop/linkhop/jobs"
 	"github.com/linkhop/linkhop/keys"
-	"github.com/linkhop/linkhop/problem"
 	"github.com/linkhop/linkhop/quota"
 	"github.com/linkhop/linkhop/resolve"
 )
@@ -73,33 +67,6 @@ func New(d Deps) *Server {
 
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
-
-// fail writes the problem for err: a *problem.Problem as it is, Redis trouble as 503 (nothing
-// was done, the client may retry), anything else as 500 with no internals.
-func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
-	var p *problem.Problem
-	if errors.As(err, &p) {
-		problem.Write(w, RequestID(r), p)
-		return
-	}
-	if unavailable(err) {
-		s.log.Warn("redis unavailable", "request_id", RequestID(r), "err", err)
-		problem.Write(w, RequestID(r), problem.New(problem.ServiceUnavailable,
-			"The service cannot reach its data store; nothing was done. Retry later.").WithRetryAfter(5*time.Second))
-		return
-	}
-	s.log.Error("internal error", "request_id", RequestID(r), "err", err)
-	problem.Write(w, RequestID(r), problem.New(problem.InternalError, "An unexpected error occurred."))
-}
-
-// unavailable reports whether err means Redis could not be reached or answered in time.
-func unavailable(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) || errors.Is(err, context.DeadlineExceeded) ||
-		errors.Is(err, redis.ErrClosed) || errors.Is(err, redis.ErrPoolTimeout) ||
-		strings.Contains(err.Error(), "connection refused") || strings.Contains(err.Error(), "LOADING") ||
-		strings.Contains(err.Error(), "EOF") || strings.Contains(err.Error(), "i/o timeout")
-}
 
 // writeJSON sends v with status.
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/linkhop/linkhop/keys"
+	"github.com/linkhop/linkhop/resolve"
 	"github.com/linkhop/linkhop/webhooks"
 )
 
@@ -371,7 +372,7 @@ func eventOf(r Record, balance *int64) webhooks.Event {
 		provider := r.Provider
 		e.Provider = &provider
 	}
-	if r.Tier == "standard" || r.Tier == "premium" {
+	if r.Tier == resolve.TierStandard || r.Tier == resolve.TierPremium {
 		tier := r.Tier
 		e.Tier = &tier
 	}

@@ -140,7 +140,7 @@ func (h *ResolveHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		if retried < maxRetry {
 			return rerr
 		}
-		re = &resolve.Error{Code: "resolve_failed", Detail: "internal error while resolving"}
+		re = &resolve.Error{Code: resolve.CodeResolveFailed, Detail: "internal error while resolving"}
 		log.Error("resolve failed with an internal error", "err", rerr)
 	}
 
@@ -191,12 +191,12 @@ func finish(r *Record, res resolve.Result, re *resolve.Error) {
 	}
 	code, detail := re.Code, re.Detail
 	if re.Transient {
-		code = "provider_down"
+		code = resolve.CodeProviderDown
 	}
 	// Failures cost nothing: the credits held at submission go back.
 	r.refund, r.CreditsHeld = r.CreditsHeld, 0
 	r.Status = StatusFailed
-	if code == "unsupported_link" {
+	if code == resolve.CodeUnsupportedLink {
 		r.Status = StatusInvalid
 	}
 	r.Error, r.ErrorDetail = &code, &detail

@@ -176,7 +176,7 @@ type Created struct {
 // Create mints and stores a new key.
 func (s *Store) Create(ctx context.Context, p CreateParams) (Created, error) {
 	if strings.TrimSpace(p.Name) == "" || utf8.RuneCountInString(p.Name) > 200 {
-		return Created{}, fmt.Errorf("%w: name must be 1-200 characters", ErrInvalidArgument)
+		return Created{}, &ArgumentError{Field: "name", Reason: "name must be 1-200 characters"}
 	}
 	scopes := p.Scopes
 	if scopes == nil {
@@ -185,7 +185,7 @@ func (s *Store) Create(ctx context.Context, p CreateParams) (Created, error) {
 	scopes = slices.Compact(slices.Sorted(slices.Values(scopes)))
 	for _, sc := range scopes {
 		if !slices.Contains(KnownScopes, sc) {
-			return Created{}, fmt.Errorf("%w: unknown scope %q", ErrInvalidArgument, sc)
+			return Created{}, &ArgumentError{Field: "scopes", Reason: fmt.Sprintf("unknown scope %q", sc)}
 		}
 	}
 	rl := DefaultRateLimit
@@ -226,13 +226,13 @@ func (s *Store) Create(ctx context.Context, p CreateParams) (Created, error) {
 
 func checkLimits(rl *int, quota, credits *int64) error {
 	if rl != nil && (*rl < 0 || *rl > math.MaxInt32) {
-		return fmt.Errorf("%w: rate limit must be 0..%d", ErrInvalidArgument, math.MaxInt32)
+		return &ArgumentError{Field: "rate_limit_per_minute", Reason: fmt.Sprintf("rate limit must be 0..%d", math.MaxInt32)}
 	}
 	if quota != nil && *quota < 0 {
-		return fmt.Errorf("%w: daily quota must be >= 0", ErrInvalidArgument)
+		return &ArgumentError{Field: "daily_quota", Reason: "daily quota must be >= 0"}
 	}
 	if credits != nil && *credits < 0 {
-		return fmt.Errorf("%w: credits must be >= 0", ErrInvalidArgument)
+		return &ArgumentError{Field: "credits", Reason: "credits must be >= 0"}
 	}
 	return nil
 }
@@ -391,7 +391,7 @@ func (s *Store) Revoke(ctx context.Context, id string) (Key, error) {
 // grace (0 ends it at once).
 func (s *Store) RotateWebhookSecret(ctx context.Context, id string, grace time.Duration) (Key, error) {
 	if grace < 0 {
-		return Key{}, fmt.Errorf("%w: grace must be >= 0", ErrInvalidArgument)
+		return Key{}, &ArgumentError{Field: "grace", Reason: "grace must be >= 0"}
 	}
 	k, err := s.Get(ctx, id)
 	if err != nil {

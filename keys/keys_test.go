@@ -110,12 +110,20 @@ func TestUpdateListRotate(t *testing.T) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
-	for name, p := range map[string]CreateParams{
-		"no name": {}, "bad scope": {Name: "x", Scopes: []string{"admin"}},
-		"negative limit": {Name: "x", RateLimit: ptr(-1)}, "negative credits": {Name: "x", Credits: ptr[int64](-1)},
+	for name, tc := range map[string]struct {
+		p     CreateParams
+		field string
+	}{
+		"no name":          {CreateParams{}, "name"},
+		"bad scope":        {CreateParams{Name: "x", Scopes: []string{"admin"}}, "scopes"},
+		"negative limit":   {CreateParams{Name: "x", RateLimit: ptr(-1)}, "rate_limit_per_minute"},
+		"negative quota":   {CreateParams{Name: "x", DailyQuota: ptr[int64](-1)}, "daily_quota"},
+		"negative credits": {CreateParams{Name: "x", Credits: ptr[int64](-1)}, "credits"},
 	} {
-		if _, err := s.Create(ctx, p); !errors.Is(err, ErrInvalidArgument) {
-			t.Errorf("%s: %v", name, err)
+		_, err := s.Create(ctx, tc.p)
+		var ae *ArgumentError
+		if !errors.Is(err, ErrInvalidArgument) || !errors.As(err, &ae) || ae.Field != tc.field {
+			t.Errorf("%s: %v, want an ArgumentError for %s", name, err, tc.field)
 		}
 	}
 }

@@ -71,7 +71,7 @@ func runDevWith(ctx context.Context, cfg config.Config, out io.Writer, ready fun
 	log := app.NewLogger(cfg, os.Stderr)
 
 	demoProvider := resolve.Provider{ID: "linkhop-demo", Label: "linkhop dev-mode demo shortener",
-		Hosts: []string{demoHost}, Tier: "standard"}
+		Hosts: []string{demoHost}, Tier: resolve.TierStandard}
 	return run(ctx, cfg, log, runOptions{
 		providers: []resolve.Provider{demoProvider},
 		worker:    true,

@@ -21,6 +21,7 @@ import (
 
 	"github.com/linkhop/linkhop/internal/app"
 	"github.com/linkhop/linkhop/jobs"
+	"github.com/linkhop/linkhop/resolve"
 	"github.com/linkhop/linkhop/webhooks"
 )
 
@@ -412,7 +413,7 @@ func queueDelivery(ctx context.Context, store *jobs.Store, h *jobs.WebhookHandle
 	target := "https://example.com/dest/" + strconv.FormatInt(now.UnixNano(), 36)
 	rec := &jobs.Record{
 		ID: uuid.NewString(), KeyID: keyID, Status: jobs.StatusDone, URL: "http://" + shortHost + "/w",
-		WebhookURL: hook, TargetURL: &target, Provider: "short", Tier: "standard",
+		WebhookURL: hook, TargetURL: &target, Provider: "short", Tier: resolve.TierStandard,
 		CreatedAt: now, UpdatedAt: now, CompletedAt: &now, Webhook: webhooks.NewState(hook, now),
 	}
 	if err := store.Create(ctx, rec); err != nil {

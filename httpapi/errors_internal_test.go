@@ -1,0 +1,58 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"syscall"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/linkhop/linkhop/jobs"
+	"github.com/linkhop/linkhop/keys"
+	"github.com/linkhop/linkhop/problem"
+)
+
+// loadingError is a Redis error reply as go-redis hands it over while Redis loads its data.
+type loadingError string
+
+func (e loadingError) Error() string { return string(e) }
+func (loadingError) RedisError()     {}
+
+// TestProblemFor pins the one error→problem mapping: by type, never by message text.
+func TestProblemFor(t *testing.T) {
+	t.Parallel()
+	for name, tc := range map[string]struct {
+		err      error
+		code     problem.Code
+		field    string
+		internal bool
+	}{
+		"a problem as it is":   {problem.New(problem.LinkRemoved, "x"), problem.LinkRemoved, "", false},
+		"key argument":         {fmt.Errorf("admin: %w", &keys.ArgumentError{Field: "credits", Reason: "credits must be >= 0"}), problem.InvalidRequest, "credits", false},
+		"unknown key":          {keys.ErrNotFound, problem.NotFound, "", false},
+		"unknown job":          {fmt.Errorf("x: %w", jobs.ErrNotFound), problem.NotFound, "", false},
+		"job without webhook":  {jobs.ErrNoWebhook, problem.NotFound, "", false},
+		"delivery pending":     {jobs.ErrWebhookPending, problem.IdempotencyConflict, "", false},
+		"connection closed":    {fmt.Errorf("quota: admit: %w", io.EOF), problem.ServiceUnavailable, "", true},
+		"reply cut short":      {io.ErrUnexpectedEOF, problem.ServiceUnavailable, "", true},
+		"refused":              {&net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}, problem.ServiceUnavailable, "", true},
+		"deadline":             {context.DeadlineExceeded, problem.ServiceUnavailable, "", true},
+		"client closed":        {redis.ErrClosed, problem.ServiceUnavailable, "", true},
+		"closed, wrapped":      {fmt.Errorf("jobs: %w", redis.ErrClosed), problem.ServiceUnavailable, "", true},
+		"a bug":                {errors.New("EOF LOADING connection refused"), problem.InternalError, "", true},
+		"a Redis error reply":  {loadingError("ERR wrong number of arguments"), problem.InternalError, "", true},
+		"Redis loading its DB": {loadingError("LOADING Redis is loading the dataset in memory"), problem.ServiceUnavailable, "", true},
+	} {
+		p, internal := problemFor(tc.err)
+		if p.Code != tc.code || internal != tc.internal {
+			t.Errorf("%s: %s (internal %v), want %s (internal %v)", name, p.Code, internal, tc.code, tc.internal)
+		}
+		if tc.field != "" && (len(p.Errors) != 1 || p.Errors[0].Field != tc.field) {
+			t.Errorf("%s: errors %+v, want one for %s", name, p.Errors, tc.field)
+		}
+	}
+}

@@ -16,11 +16,10 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/linkhop/linkhop/httpapi"
+	"github.com/linkhop/linkhop/config"
 	"github.com/linkhop/linkhop/internal/app"
 	"github.com/linkhop/linkhop/internal/redistest"
 	"github.com/linkhop/linkhop/keys"
-	"github.com/linkhop/linkhop/quota"
 )
 
 const adminToken = "test-admin-token-0123456789"
@@ -31,11 +30,13 @@ func newAdminEnv(t *testing.T, token string, authFailuresPerMinute int) *env {
 	srv := redistest.Start(t)
 	e := &env{t: t, redis: srv, rdb: srv.Client(t)}
 	e.keys = keys.NewStore(e.rdb)
-	e.handler = httpapi.New(httpapi.Deps{
-		Redis: e.rdb, Keys: e.keys, Limiter: quota.New(e.rdb), AuthFailuresPerMinute: authFailuresPerMinute,
-		Logger: slog.New(slog.DiscardHandler), Metrics: httpapi.NewMetrics(nil), Gatherer: prometheus.NewRegistry(),
-		AdminToken: token, QueuesUI: app.QueuesUI(e.rdb, httpapi.QueuesPath),
-	})
+	cfg, err := config.Load(config.API, func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.AdminToken, cfg.AuthFailuresPerMinute = token, authFailuresPerMinute
+	e.cfg = cfg
+	e.handler = app.NewAPI(cfg, e.rdb, slog.New(slog.DiscardHandler), nil, nil, prometheus.NewRegistry())
 	e.api = httptest.NewServer(e.handler)
 	t.Cleanup(e.api.Close)
 	return e

@@ -22,7 +22,6 @@ import (
 	"github.com/linkhop/linkhop/internal/redistest"
 	"github.com/linkhop/linkhop/jobs"
 	"github.com/linkhop/linkhop/keys"
-	"github.com/linkhop/linkhop/quota"
 	"github.com/linkhop/linkhop/resolve"
 )
 
@@ -77,7 +76,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 		o.tweakCfg(&cfg)
 	}
 	e.cfg = cfg
-	reg, err := resolve.NewRegistry(append([]resolve.Provider{{ID: "short", Label: "Short", Hosts: []string{"sho.rt"}, Tier: "standard"}}, o.extra...))
+	reg, err := resolve.NewRegistry(append([]resolve.Provider{{ID: "short", Label: "Short", Hosts: []string{"sho.rt"}, Tier: resolve.TierStandard}}, o.extra...))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,13 +96,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 	if o.logs != nil {
 		log = slog.New(slog.NewJSONHandler(o.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	e.handler = httpapi.New(httpapi.Deps{
-		Redis: e.rdb, Keys: e.keys, Jobs: e.jobs,
-		Queue:    jobs.NewQueue(e.rdb, e.jobs, jobs.TaskOptions{MaxAttempts: cfg.ResolveMaxAttempts, Timeout: cfg.ResolveTimeout}),
-		Registry: reg, Resolver: e.svc, Limiter: quota.New(e.rdb), AuthFailuresPerMinute: cfg.AuthFailuresPerMinute,
-		Logger: log, Metrics: httpapi.NewMetrics(nil),
-		Gatherer: prometheus.NewRegistry(), AllowPrivateTargets: cfg.AllowPrivateTargets,
-	})
+	e.handler = app.NewAPI(cfg, e.rdb, log, reg, e.svc, prometheus.NewRegistry())
 	e.api = httptest.NewServer(e.handler)
 	t.Cleanup(e.api.Close)
 	if o.worker {
@@ -121,12 +114,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 func newEnvOn(t *testing.T, e *env) *env {
 	t.Helper()
 	o := *e
-	o.handler = httpapi.New(httpapi.Deps{
-		Redis: e.rdb, Keys: keys.NewStore(e.rdb), Jobs: e.jobs,
-		Queue:    jobs.NewQueue(e.rdb, e.jobs, jobs.TaskOptions{MaxAttempts: 1, Timeout: time.Second}),
-		Registry: e.reg, Resolver: e.svc, Limiter: quota.New(e.rdb), AuthFailuresPerMinute: 30,
-		Logger: slog.New(slog.DiscardHandler), Metrics: httpapi.NewMetrics(nil), Gatherer: prometheus.NewRegistry(),
-	})
+	o.handler = app.NewAPI(e.cfg, e.rdb, slog.New(slog.DiscardHandler), e.reg, e.svc, prometheus.NewRegistry())
 	o.api = httptest.NewServer(o.handler)
 	t.Cleanup(o.api.Close)
 	return &o

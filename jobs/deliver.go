@@ -128,6 +128,12 @@ func (q *Queue) RedeliverWebhook(ctx context.Context, keyID, jobID string) (webh
 // WebhookHandler runs TypeWebhook tasks: one attempt per run, paced by the per-URL rate,
 // signed with the key's current secrets, recorded in the job's webhook state.
 type WebhookHandler struct {
+	d      WebhookDeps
+	client *asynq.Client
+}
+
+// WebhookDeps are what a WebhookHandler delivers with.
+type WebhookDeps struct {
 	Store   *Store
 	Keys    *keys.Store
 	Limiter *webhooks.RateLimiter
@@ -135,14 +141,14 @@ type WebhookHandler struct {
 	Policy  webhooks.Policy
 	Metrics *webhooks.Metrics // nil: no metrics
 	Logger  *slog.Logger      // nil: no logs
-
-	client *asynq.Client
 }
 
-// NewWebhookHandler returns a handler whose OnTerminal queues deliveries on rdb; fill in
-// the other fields.
-func NewWebhookHandler(rdb redis.UniversalClient) *WebhookHandler {
-	return &WebhookHandler{client: asynq.NewClientFromRedisClient(rdb)}
+// NewWebhookHandler returns the handler of d, whose OnTerminal queues deliveries on rdb.
+func NewWebhookHandler(rdb redis.UniversalClient, d WebhookDeps) *WebhookHandler {
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &WebhookHandler{d: d, client: asynq.NewClientFromRedisClient(rdb)}
 }
 
 // OnTerminal queues the webhook delivery of a job that just became terminal; it is the
@@ -152,7 +158,7 @@ func (h *WebhookHandler) OnTerminal(ctx context.Context, r Record) error {
 	if r.Webhook == nil || !r.Webhook.Pending() {
 		return nil
 	}
-	return enqueueWebhook(ctx, h.client, r.ID, r.KeyID, r.Webhook.CurrentGeneration(), h.Policy)
+	return enqueueWebhook(ctx, h.client, r.ID, r.KeyID, r.Webhook.CurrentGeneration(), h.d.Policy)
 }
 
 // notDueError reschedules a delivery task that asynq started before its next_attempt_at.
@@ -193,12 +199,7 @@ func WebhookRetryDelay(n int, err error, _ *asynq.Task) time.Duration {
 	return min(time.Second<<min(n, 6), time.Minute)
 }
 
-func (h *WebhookHandler) log() *slog.Logger {
-	if h.Logger == nil {
-		return slog.New(slog.DiscardHandler)
-	}
-	return h.Logger
-}
+func (h *WebhookHandler) log() *slog.Logger { return h.d.Logger }
 
 // current reports whether st is the live, pending delivery of generation gen.
 func current(st *webhooks.State, gen int) bool {
@@ -212,7 +213,7 @@ func (h *WebhookHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return fmt.Errorf("jobs: bad webhook payload %q: %w", t.Payload(), asynq.SkipRetry)
 	}
 	log := h.log().With("job_id", p.JobID, "key_id", p.KeyID, "generation", p.Generation)
-	rec, err := h.Store.Get(ctx, p.KeyID, p.JobID)
+	rec, err := h.d.Store.Get(ctx, p.KeyID, p.JobID)
 	if errors.Is(err, ErrNotFound) {
 		log.Warn("webhook task for a missing job; nothing to deliver")
 		return nil
@@ -234,12 +235,12 @@ func (h *WebhookHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	// The rate slot (and a lease under the cap of attempts in flight) first: a held-back
 	// attempt is rescheduled for when a slot frees, and costs neither a retry nor a worker
 	// slot while it waits.
-	lease, wait, err := h.Limiter.Acquire(ctx, url, h.Policy.InFlight(), h.Policy.TaskTimeout())
+	lease, wait, err := h.d.Limiter.Acquire(ctx, url, h.d.Policy.InFlight(), h.d.Policy.TaskTimeout())
 	if err != nil {
 		return err
 	}
 	if wait > 0 {
-		h.Metrics.HeldBack()
+		h.d.Metrics.HeldBack()
 		h.noteHeldBack(ctx, p, rec.Webhook.NextAttemptAt, wait)
 		return &webhooks.HeldBackError{Wait: wait}
 	}
@@ -249,7 +250,7 @@ func (h *WebhookHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 			log.Warn("releasing the webhook lease failed; it expires on its own", "err", err)
 		}
 	}()
-	key, err := h.Keys.Get(ctx, p.KeyID)
+	key, err := h.d.Keys.Get(ctx, p.KeyID)
 	if errors.Is(err, keys.ErrNotFound) {
 		return h.giveUp(ctx, p, "the API key of this job no longer exists")
 	}
@@ -266,21 +267,21 @@ func (h *WebhookHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		log.Error("cannot sign the webhook", "err", err)
 		return h.giveUp(ctx, p, "the key's webhook secret is unusable")
 	}
-	o := h.Sender.Send(ctx, url, hdr, body)
+	o := h.d.Sender.Send(ctx, url, hdr, body)
 	if ctx.Err() != nil && !o.Delivered {
 		// Shutdown or asynq's own timeout interrupted the attempt: not the receiver's doing,
 		// so not an attempt; asynq runs the task again.
 		return fmt.Errorf("jobs: webhook attempt interrupted: %w", ctx.Err())
 	}
-	h.Metrics.Attempt(o)
+	h.d.Metrics.Attempt(o)
 
 	var delay time.Duration
 	var retry, applied bool
-	rec, err = h.Store.Update(ctx, p.KeyID, p.JobID, func(r *Record) error {
+	rec, err = h.d.Store.Update(ctx, p.KeyID, p.JobID, func(r *Record) error {
 		if !current(r.Webhook, p.Generation) {
 			return ErrNoChange
 		}
-		delay, retry = h.Policy.Apply(r.Webhook, o, at)
+		delay, retry = h.d.Policy.Apply(r.Webhook, o, at)
 		applied = true
 		return nil
 	})
@@ -296,15 +297,15 @@ func (h *WebhookHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	attrs := []any{"attempt", st.Attempts, "status_code", o.StatusCode, "duration", o.Duration}
 	switch {
 	case o.Delivered:
-		h.Metrics.Delivery(webhooks.OutcomeDelivered)
+		h.d.Metrics.Delivery(webhooks.OutcomeDelivered)
 		log.Info("webhook delivered", attrs...)
 		return nil
 	case retry:
-		h.Metrics.Delivery(webhooks.OutcomeRetrying)
+		h.d.Metrics.Delivery(webhooks.OutcomeRetrying)
 		log.Info("webhook attempt failed; retrying", append(attrs, "error", o.Describe(), "retry_in", delay)...)
 		return &retryError{err: fmt.Errorf("jobs: webhook attempt %d failed: %s", st.Attempts, o.Describe()), delay: delay}
 	default:
-		h.Metrics.Delivery(webhooks.OutcomeFailed)
+		h.d.Metrics.Delivery(webhooks.OutcomeFailed)
 		log.Warn("webhook delivery failed; no more retries", append(attrs, "error", o.Describe())...)
 		return nil
 	}
@@ -319,7 +320,7 @@ func (h *WebhookHandler) noteHeldBack(ctx context.Context, p WebhookPayload, sto
 	if stored != nil && next.Sub(*stored) <= time.Second {
 		return
 	}
-	_, err := h.Store.Update(ctx, p.KeyID, p.JobID, func(r *Record) error {
+	_, err := h.d.Store.Update(ctx, p.KeyID, p.JobID, func(r *Record) error {
 		if !current(r.Webhook, p.Generation) {
 			return ErrNoChange
 		}
@@ -334,7 +335,7 @@ func (h *WebhookHandler) noteHeldBack(ctx context.Context, p WebhookPayload, sto
 // giveUp ends a delivery that no retry can make succeed (no key, unusable secret): failed,
 // with the reason in last_error, and no attempt counted since nothing was sent.
 func (h *WebhookHandler) giveUp(ctx context.Context, p WebhookPayload, reason string) error {
-	_, err := h.Store.Update(ctx, p.KeyID, p.JobID, func(r *Record) error {
+	_, err := h.d.Store.Update(ctx, p.KeyID, p.JobID, func(r *Record) error {
 		if !current(r.Webhook, p.Generation) {
 			return ErrNoChange
 		}
@@ -346,7 +347,7 @@ func (h *WebhookHandler) giveUp(ctx context.Context, p WebhookPayload, reason st
 	if err != nil {
 		return err
 	}
-	h.Metrics.Delivery(webhooks.OutcomeFailed)
+	h.d.Metrics.Delivery(webhooks.OutcomeFailed)
 	h.log().Error("webhook delivery given up", "job_id", p.JobID, "reason", reason)
 	return nil
 }

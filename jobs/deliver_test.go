@@ -62,18 +62,21 @@ func newHookEnv(t *testing.T, o hookOptions) *hookEnv {
 	for i := range max(o.workers, 1) {
 		// Each worker has its own connection, as separate processes would.
 		rdb := srv.Client(t)
-		h := jobs.NewWebhookHandler(rdb)
-		h.Store = jobs.NewStore(rdb, time.Hour)
-		h.Keys = keys.NewStore(rdb)
-		h.Limiter = webhooks.NewRateLimiter(rdb, o.policy.Rate())
 		sender := webhooks.NewSender(resolve.NewTransport(o.guard), o.policy)
 		t.Cleanup(sender.Client.CloseIdleConnections)
-		h.Sender = sender
-		h.Policy = o.policy
 		reg := prometheus.NewRegistry()
-		if h.Metrics, err = webhooks.NewMetrics(reg); err != nil {
+		m, err := webhooks.NewMetrics(reg)
+		if err != nil {
 			t.Fatal(err)
 		}
+		h := jobs.NewWebhookHandler(rdb, jobs.WebhookDeps{
+			Store:   jobs.NewStore(rdb, time.Hour),
+			Keys:    keys.NewStore(rdb),
+			Limiter: webhooks.NewRateLimiter(rdb, o.policy.Rate()),
+			Sender:  sender,
+			Policy:  o.policy,
+			Metrics: m,
+		})
 		e.metrics = append(e.metrics, reg)
 		if i == 0 {
 			e.handler = h

@@ -22,11 +22,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/linkhop/linkhop/config"
-	"github.com/linkhop/linkhop/httpapi"
 	"github.com/linkhop/linkhop/internal/app"
-	"github.com/linkhop/linkhop/jobs"
-	"github.com/linkhop/linkhop/keys"
-	"github.com/linkhop/linkhop/quota"
 	"github.com/linkhop/linkhop/resolve"
 )
 
@@ -88,7 +84,8 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger, o runOptions)
 		return err
 	}
 	svc := app.NewResolver(cfg, rdb, reg)
-	h, metrics := newHandler(cfg, rdb, reg, svc, log)
+	metrics := app.NewMetricsRegistry()
+	h := app.NewAPI(cfg, rdb, log, reg, svc, metrics)
 	if o.worker {
 		w := app.NewWorker(cfg, rdb, log, svc, metrics)
 		if err := w.Start(); err != nil {
@@ -130,28 +127,4 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger, o runOptions)
 	}
 	log.Info("api stopped")
 	return nil
-}
-
-// newHandler builds the API handler and its metrics registry.
-func newHandler(cfg config.Config, rdb redis.UniversalClient, reg *resolve.Registry, svc *resolve.Service, log *slog.Logger) (http.Handler, *prometheus.Registry) {
-	metrics := app.NewMetricsRegistry()
-	app.RegisterQueueMetrics(metrics, rdb)
-	store := jobs.NewStore(rdb, cfg.JobRetention)
-	h := httpapi.New(httpapi.Deps{
-		Redis:                 rdb,
-		Keys:                  keys.NewStore(rdb),
-		Jobs:                  store,
-		Queue:                 jobs.NewQueue(rdb, store, jobs.TaskOptions{MaxAttempts: cfg.ResolveMaxAttempts, Timeout: cfg.ResolveTimeout, Webhooks: app.WebhookPolicy(cfg)}),
-		Registry:              reg,
-		Resolver:              svc,
-		Limiter:               quota.New(rdb),
-		AuthFailuresPerMinute: cfg.AuthFailuresPerMinute,
-		Logger:                log,
-		Metrics:               httpapi.NewMetrics(metrics),
-		Gatherer:              metrics,
-		AllowPrivateTargets:   cfg.AllowPrivateTargets,
-		AdminToken:            cfg.AdminToken,
-		QueuesUI:              app.QueuesUI(rdb, httpapi.QueuesPath),
-	})
-	return h, metrics
 }

@@ -38,13 +38,13 @@ func NewWebhookHandler(c config.Config, rdb redis.UniversalClient, log *slog.Log
 		return nil, fmt.Errorf("webhook metrics: %w", err)
 	}
 	p := WebhookPolicy(c)
-	h := jobs.NewWebhookHandler(rdb)
-	h.Store = jobs.NewStore(rdb, c.JobRetention)
-	h.Keys = keys.NewStore(rdb)
-	h.Limiter = webhooks.NewRateLimiter(rdb, p.Rate())
-	h.Sender = webhooks.NewSender(resolve.NewTransport(Guard(c)), p)
-	h.Policy = p
-	h.Metrics = m
-	h.Logger = log.With("component", "webhooks")
-	return h, nil
+	return jobs.NewWebhookHandler(rdb, jobs.WebhookDeps{
+		Store:   jobs.NewStore(rdb, c.JobRetention),
+		Keys:    keys.NewStore(rdb),
+		Limiter: webhooks.NewRateLimiter(rdb, p.Rate()),
+		Sender:  webhooks.NewSender(resolve.NewTransport(Guard(c)), p),
+		Policy:  p,
+		Metrics: m,
+		Logger:  log.With("component", "webhooks"),
+	}), nil
 }

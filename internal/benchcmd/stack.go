@@ -19,11 +19,9 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/linkhop/linkhop/config"
-	"github.com/linkhop/linkhop/httpapi"
 	"github.com/linkhop/linkhop/internal/app"
 	"github.com/linkhop/linkhop/jobs"
 	"github.com/linkhop/linkhop/keys"
-	"github.com/linkhop/linkhop/quota"
 	"github.com/linkhop/linkhop/resolve"
 )
 
@@ -147,7 +145,7 @@ type stackOptions struct {
 }
 
 // stack is linkhop as it runs in production, in process: an API (httpapi on a loopback
-// net/http server, wired like cmd/api) and, on demand, a worker (asynq, wired like
+// net/http server, wired by internal/app.NewAPI, as cmd/api is) and, on demand, a worker (asynq, wired like
 // internal/app.NewWorker) with its own Redis client as a separate process would have, plus the
 // local one-hop shortener its jobs resolve.
 type stack struct {
@@ -210,24 +208,9 @@ func newStack(ctx context.Context, rs *redisServer, conc int, o stackOptions) (*
 		s.close()
 		return nil, err
 	}
-	// The API's wiring is cmd/api's newHandler, line for line.
-	log := slog.New(slog.DiscardHandler)
-	metrics := app.NewMetricsRegistry()
-	store := jobs.NewStore(s.apiRdb, s.cfg.JobRetention)
-	h := httpapi.New(httpapi.Deps{
-		Redis:                 s.apiRdb,
-		Keys:                  keys.NewStore(s.apiRdb),
-		Jobs:                  store,
-		Queue:                 jobs.NewQueue(s.apiRdb, store, jobs.TaskOptions{MaxAttempts: s.cfg.ResolveMaxAttempts, Timeout: s.cfg.ResolveTimeout}),
-		Registry:              s.reg,
-		Resolver:              app.NewResolver(s.cfg, s.apiRdb, s.reg),
-		Limiter:               quota.New(s.apiRdb),
-		AuthFailuresPerMinute: s.cfg.AuthFailuresPerMinute,
-		Logger:                log,
-		Metrics:               httpapi.NewMetrics(metrics),
-		Gatherer:              metrics,
-		AllowPrivateTargets:   s.cfg.AllowPrivateTargets,
-	})
+	// The API is built as cmd/api builds it.
+	h := app.NewAPI(s.cfg, s.apiRdb, slog.New(slog.DiscardHandler), s.reg,
+		app.NewResolver(s.cfg, s.apiRdb, s.reg), app.NewMetricsRegistry())
 	if s.api, err = serve(h); err != nil {
 		s.close()
 		return nil, err

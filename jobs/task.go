@@ -93,7 +93,7 @@ func pendingKey(queue string) string { return "asynq:{" + queue + "}:pending" }
 // KEYS: the job record, the idempotency key, the key record.
 // ARGV: record JSON, retention in ms, claim JSON ("" = no idempotency key), credit cost
 // (0 = no credit check).
-var createScript = redis.NewScript(`
+var createScript = redis.NewScript(keys.Script(`
 if ARGV[3] ~= '' then
   local prev = redis.call('GET', KEYS[2])
   if prev then return {1, prev} end
@@ -101,29 +101,29 @@ end
 local bal = -1
 local cost = tonumber(ARGV[4])
 if cost > 0 then
-  local b = redis.call('HGET', KEYS[3], 'credits')
+  local b = redis.call('HGET', KEYS[3], {{.Credits}})
   if b then
     b = tonumber(b)
     if b < cost then return {2, tostring(b)} end
-    bal = redis.call('HINCRBY', KEYS[3], 'credits', -cost)
+    bal = redis.call('HINCRBY', KEYS[3], {{.Credits}}, -cost)
   end
 end
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {3, ''} end
 if ARGV[3] ~= '' then redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2]) end
-return {0, tostring(bal)}`)
+return {0, tostring(bal)}`))
 
 // undoScript removes what createScript made for a job whose enqueue failed: the record, the
 // claim (if it is still this job's) and the credits (to a key that still has a balance).
 // KEYS as createScript; ARGV: job id, credits to give back.
-var undoScript = redis.NewScript(`
+var undoScript = redis.NewScript(keys.Script(`
 redis.call('DEL', KEYS[1])
 local c = redis.call('GET', KEYS[2])
 if c and cjson.decode(c).job_id == ARGV[1] then redis.call('DEL', KEYS[2]) end
 local n = tonumber(ARGV[2])
-if n > 0 and redis.call('HEXISTS', KEYS[3], 'credits') == 1 then
-  redis.call('HINCRBY', KEYS[3], 'credits', n)
+if n > 0 and redis.call('HEXISTS', KEYS[3], {{.Credits}}) == 1 then
+  redis.call('HINCRBY', KEYS[3], {{.Credits}}, n)
 end
-return 0`)
+return 0`))
 
 // Submitted is the outcome of Submit.
 type Submitted struct {

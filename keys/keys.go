@@ -21,6 +21,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"text/template"
 	"time"
 	"unicode/utf8"
 
@@ -82,6 +83,45 @@ func (k Key) SigningSecrets(now time.Time) []string {
 		out = append(out, k.prevWebhookSecret)
 	}
 	return out
+}
+
+// Fields of the key record, a Redis hash at RecordKey. The record's schema belongs to this
+// package: other packages' Lua scripts read and change it only through these names, written
+// as a template that Script expands, so a renamed field reaches every script.
+const (
+	FieldHash              = "hash"             // hex SHA-256 of the token (Digest)
+	FieldName              = "name"             // the key's name
+	FieldScopes            = "scopes"           // comma-separated scopes
+	FieldRateLimit         = "rate_limit"       // per-minute limit, 0 = unlimited
+	FieldDailyQuota        = "daily_quota"      // daily quota; absent = none
+	FieldCredits           = "credits"          // credit balance; absent = unlimited
+	FieldCreatedAt         = "created_at"       // creation time, Unix ms
+	FieldRevokedAt         = "revoked_at"       // revocation time, Unix ms; absent = live
+	FieldWebhookSecret     = "whsec"            // the current webhook signing secret
+	FieldPrevWebhookSecret = "whsec_prev"       // the secret before the last rotation
+	FieldPrevSecretUntil   = "whsec_prev_until" // end of the rotation's grace, Unix ms
+)
+
+// scriptFields are the names Script offers to templates, each a quoted Lua string.
+type scriptFields struct {
+	Hash, RateLimit, DailyQuota, Credits, RevokedAt string
+}
+
+// Script expands a Lua script's template: {{.Hash}}, {{.RateLimit}}, {{.DailyQuota}},
+// {{.Credits}} and {{.RevokedAt}} become the quoted names of those record fields. It panics
+// on any other name, at the caller's package initialisation, so a script naming a field the
+// record does not have fails every test of its package.
+func Script(src string) string {
+	t := template.Must(template.New("script").Option("missingkey=error").Parse(src))
+	q := func(s string) string { return "'" + s + "'" }
+	var b strings.Builder
+	if err := t.Execute(&b, scriptFields{
+		Hash: q(FieldHash), RateLimit: q(FieldRateLimit), DailyQuota: q(FieldDailyQuota),
+		Credits: q(FieldCredits), RevokedAt: q(FieldRevokedAt),
+	}); err != nil {
+		panic("keys: script template: " + err.Error())
+	}
+	return b.String()
 }
 
 // RecordKey is the Redis key of the record of key id. Other packages put their per-key data
@@ -202,14 +242,14 @@ func (s *Store) Create(ctx context.Context, p CreateParams) (Created, error) {
 		hash: Digest(token), webhookSecret: NewWebhookSecret(),
 	}
 	fields := map[string]any{
-		"hash": k.hash, "name": k.Name, "scopes": strings.Join(k.Scopes, ","),
-		"rate_limit": rl, "created_at": k.CreatedAt.UnixMilli(), "whsec": k.webhookSecret,
+		FieldHash: k.hash, FieldName: k.Name, FieldScopes: strings.Join(k.Scopes, ","),
+		FieldRateLimit: rl, FieldCreatedAt: k.CreatedAt.UnixMilli(), FieldWebhookSecret: k.webhookSecret,
 	}
 	if p.DailyQuota != nil {
-		fields["daily_quota"] = *p.DailyQuota
+		fields[FieldDailyQuota] = *p.DailyQuota
 	}
 	if p.Credits != nil {
-		fields["credits"] = *p.Credits
+		fields[FieldCredits] = *p.Credits
 	}
 	// Two keys in two slots: a plain pipeline (not MULTI) stays valid on Cluster. The index
 	// only serves listing, so a crash between the two commands at worst hides a key from list.
@@ -274,7 +314,7 @@ func Check(id, tokenDigest string, record map[string]string) (Key, error) {
 		return Key{}, ErrInvalidKey
 	}
 	// Both sides are SHA-256 digests; comparing in constant time anyway costs nothing.
-	if subtle.ConstantTimeCompare([]byte(tokenDigest), []byte(record["hash"])) != 1 {
+	if subtle.ConstantTimeCompare([]byte(tokenDigest), []byte(record[FieldHash])) != 1 {
 		return Key{}, ErrInvalidKey
 	}
 	k, err := decode(id, record)
@@ -350,9 +390,9 @@ func (s *Store) Update(ctx context.Context, id string, p UpdateParams) (Key, err
 	rk := RecordKey(id)
 	_, err := s.rdb.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
 		if p.RateLimit != nil {
-			pipe.HSet(ctx, rk, "rate_limit", *p.RateLimit)
+			pipe.HSet(ctx, rk, FieldRateLimit, *p.RateLimit)
 		}
-		for field, o := range map[string]Optional{"daily_quota": p.DailyQuota, "credits": p.Credits} {
+		for field, o := range map[string]Optional{FieldDailyQuota: p.DailyQuota, FieldCredits: p.Credits} {
 			switch {
 			case o.Set && o.Null:
 				pipe.HDel(ctx, rk, field)
@@ -381,7 +421,7 @@ func (s *Store) Revoke(ctx context.Context, id string) (Key, error) {
 	if _, err := s.Get(ctx, id); err != nil {
 		return Key{}, err
 	}
-	if err := s.rdb.HSetNX(ctx, RecordKey(id), "revoked_at", s.now().UnixMilli()).Err(); err != nil {
+	if err := s.rdb.HSetNX(ctx, RecordKey(id), FieldRevokedAt, s.now().UnixMilli()).Err(); err != nil {
 		return Key{}, fmt.Errorf("keys: revoking %s: %w", id, err)
 	}
 	return s.Get(ctx, id)
@@ -399,8 +439,8 @@ func (s *Store) RotateWebhookSecret(ctx context.Context, id string, grace time.D
 	}
 	rk := RecordKey(id)
 	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.HSet(ctx, rk, "whsec", NewWebhookSecret(), "whsec_prev", k.webhookSecret,
-			"whsec_prev_until", s.now().Add(grace).UnixMilli())
+		p.HSet(ctx, rk, FieldWebhookSecret, NewWebhookSecret(), FieldPrevWebhookSecret, k.webhookSecret,
+			FieldPrevSecretUntil, s.now().Add(grace).UnixMilli())
 		return nil
 	})
 	if err != nil {
@@ -411,8 +451,8 @@ func (s *Store) RotateWebhookSecret(ctx context.Context, id string, grace time.D
 
 // adjustScript adds ARGV[1] to a key's balance only when it has one: a key switched to
 // unlimited in the meantime must not grow a balance from a refund.
-const adjustScript = `if redis.call('HEXISTS', KEYS[1], 'credits') == 1 then
-  return redis.call('HINCRBY', KEYS[1], 'credits', ARGV[1]) end return 0`
+var adjustScript = Script(`if redis.call('HEXISTS', KEYS[1], {{.Credits}}) == 1 then
+  return redis.call('HINCRBY', KEYS[1], {{.Credits}}, ARGV[1]) end return 0`)
 
 // AdjustCreditsIn adds delta to key id's credit balance, when it has one, on c: for a caller's pipeline or transaction (the job
 // store refunds in the same MULTI that marks a job failed).
@@ -422,11 +462,11 @@ func AdjustCreditsIn(ctx context.Context, c redis.Scripter, id string, delta int
 
 func decode(id string, m map[string]string) (Key, error) {
 	k := Key{
-		ID: id, Name: m["name"], hash: m["hash"], webhookSecret: m["whsec"],
-		prevWebhookSecret: m["whsec_prev"], Scopes: []string{},
+		ID: id, Name: m[FieldName], hash: m[FieldHash], webhookSecret: m[FieldWebhookSecret],
+		prevWebhookSecret: m[FieldPrevWebhookSecret], Scopes: []string{},
 	}
-	if m["scopes"] != "" {
-		k.Scopes = strings.Split(m["scopes"], ",")
+	if m[FieldScopes] != "" {
+		k.Scopes = strings.Split(m[FieldScopes], ",")
 	}
 	var err error
 	num := func(field string) int64 {
@@ -436,22 +476,22 @@ func decode(id string, m map[string]string) (Key, error) {
 		}
 		return v
 	}
-	k.RateLimitPerMinute = int(num("rate_limit"))
-	k.CreatedAt = time.UnixMilli(num("created_at")).UTC()
-	if _, ok := m["daily_quota"]; ok {
-		v := num("daily_quota")
+	k.RateLimitPerMinute = int(num(FieldRateLimit))
+	k.CreatedAt = time.UnixMilli(num(FieldCreatedAt)).UTC()
+	if _, ok := m[FieldDailyQuota]; ok {
+		v := num(FieldDailyQuota)
 		k.DailyQuota = &v
 	}
-	if _, ok := m["credits"]; ok {
-		v := num("credits")
+	if _, ok := m[FieldCredits]; ok {
+		v := num(FieldCredits)
 		k.Credits = &v
 	}
-	if _, ok := m["revoked_at"]; ok {
-		t := time.UnixMilli(num("revoked_at")).UTC()
+	if _, ok := m[FieldRevokedAt]; ok {
+		t := time.UnixMilli(num(FieldRevokedAt)).UTC()
 		k.RevokedAt = &t
 	}
-	if _, ok := m["whsec_prev_until"]; ok {
-		k.prevSecretValidEnd = time.UnixMilli(num("whsec_prev_until"))
+	if _, ok := m[FieldPrevSecretUntil]; ok {
+		k.prevSecretValidEnd = time.UnixMilli(num(FieldPrevSecretUntil))
 	}
 	return k, err
 }

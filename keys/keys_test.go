@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/linkhop/linkhop/internal/redistest"
 )
 
@@ -153,4 +155,35 @@ func TestCreateNormalises(t *testing.T) {
 	if _, err := s.Create(context.Background(), CreateParams{Name: "x", RateLimit: ptr(1 << 40)}); !errors.Is(err, ErrInvalidArgument) {
 		t.Errorf("huge rate limit: %v", err)
 	}
+}
+
+// TestScriptNamesTheRecordsFields: Script gives other packages' Lua the field names the
+// record is written with, and refuses a name the record does not have.
+func TestScriptNamesTheRecordsFields(t *testing.T) {
+	t.Parallel()
+	s := NewStore(redistest.New(t))
+	c, err := s.Create(context.Background(), CreateParams{Name: "x", DailyQuota: ptr[int64](5), Credits: ptr[int64](7)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Revoke(context.Background(), c.ID); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.rdb.Eval(context.Background(), Script(`return {
+		redis.call('HEXISTS', KEYS[1], {{.Hash}}), redis.call('HGET', KEYS[1], {{.RateLimit}}),
+		redis.call('HGET', KEYS[1], {{.DailyQuota}}), redis.call('HGET', KEYS[1], {{.Credits}}),
+		redis.call('HEXISTS', KEYS[1], {{.RevokedAt}})}`), []string{RecordKey(c.ID)}).Slice()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []any{int64(1), "60", "5", "7", int64(1)}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("fields read through Script (-want +got):\n%s", diff)
+	}
+	defer func() {
+		if recover() == nil {
+			t.Error("Script accepted a field the record does not have")
+		}
+	}()
+	Script(`return redis.call('HGET', KEYS[1], {{.Balance}})`)
 }

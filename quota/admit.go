@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/linkhop/linkhop/keys"
 )
 
 // admitScript authenticates an API key and admits its request in one step: it reads the key
@@ -16,7 +18,7 @@ import (
 // right now (so `api keys update` and `revoke` act on the very next request), then reads one
 // more key of the same API key if asked (a job record, for a poll in one round trip).
 //
-// KEYS: the key record (hash: hash, revoked_at, rate_limit, daily_quota, …), the log, the day
+// KEYS: the key record (keys.RecordKey, read through the field names keys.Script gives), the log, the day
 // counter, the key to fetch ("" in ARGV[6] = none; KEYS[4] is then a dummy of the same slot).
 // ARGV: token digest, window µs, member, "1" when the request counts against the daily quota,
 // fixed time ("" in production), "1" to fetch KEYS[4].
@@ -26,25 +28,25 @@ import (
 //
 // The digests are compared in Lua with plain equality: both are SHA-256 of secrets, so the
 // timing of a mismatch reveals nothing about a key; Go compares them again in constant time.
-var admitScript = redis.NewScript(limiterLua + `
+var admitScript = redis.NewScript(limiterLua + keys.Script(`
 local rec = redis.call('HGETALL', KEYS[1])
 local f = {}
 for i = 1, #rec, 2 do f[rec[i]] = rec[i + 1] end
-if f['hash'] == nil or f['hash'] ~= ARGV[1] or f['revoked_at'] ~= nil then return {0} end
-local limit = tonumber(f['rate_limit']) or 0
+if f[{{.Hash}}] == nil or f[{{.Hash}}] ~= ARGV[1] or f[{{.RevokedAt}}] ~= nil then return {0} end
+local limit = tonumber(f[{{.RateLimit}}]) or 0
 local quota = -1
-if f['daily_quota'] ~= nil then quota = tonumber(f['daily_quota']) end
+if f[{{.DailyQuota}}] ~= nil then quota = tonumber(f[{{.DailyQuota}}]) end
 local fetched = false
 if ARGV[6] == '1' then fetched = redis.call('GET', KEYS[4]) end
 local r = check(KEYS[2], KEYS[3], limit, tonumber(ARGV[2]), ARGV[3], quota, ARGV[4] == '1', ARGV[5])
 return {1, rec, fetched, r[1], r[2], r[3], r[4], r[5], r[6], r[7]}
-`)
+`))
 
 // AdmitRequest is one request to authenticate and admit.
 type AdmitRequest struct {
 	// KeyID is the id the bearer token names; RecordKey the Redis key of its record.
 	KeyID, RecordKey string
-	// Digest is the hex SHA-256 of the bearer token, compared with the record's "hash".
+	// Digest is the hex SHA-256 of the bearer token, compared with the record's keys.FieldHash.
 	Digest string
 	// CountDay: the request counts against the daily quota.
 	CountDay bool
@@ -118,8 +120,8 @@ func (l *Limiter) AdmitIn(ctx context.Context, p redis.Pipeliner, r AdmitRequest
 			res[i] = n
 		}
 		lim := Limits{DailyQuota: -1}
-		lim.PerMinute, _ = strconv.Atoi(a.Record["rate_limit"])
-		if q, ok := a.Record["daily_quota"]; ok {
+		lim.PerMinute, _ = strconv.Atoi(a.Record[keys.FieldRateLimit])
+		if q, ok := a.Record[keys.FieldDailyQuota]; ok {
 			lim.DailyQuota, _ = strconv.ParseInt(q, 10, 64)
 		}
 		a.Decision, err = l.decide(res, lim, r.CountDay, member, lk, dk, time.Now())

@@ -32,7 +32,7 @@ fuzz: ## run every fuzz target for 2 minutes
 
 .PHONY: bench
 bench: redis ## run the benchmarks and write docs/benchmarks.md
-	$(GO) run ./internal/benchcmd -out docs/benchmarks.md
+	$(GO) run ./bench -out docs/benchmarks.md
 
 GOLANGCI_LINT ?= $(shell command -v golangci-lint || echo $$($(GO) env GOPATH)/bin/golangci-lint)
 

@@ -1,9 +1,13 @@
 // Package config reads linkhop's configuration from the environment.
 //
-// Both binaries read the same variable names (docs/configuration.md#variables). Every variable may instead be
-// given as NAME_FILE, the path of a file holding the value (for Kubernetes/Docker secrets).
-// The zero value of every field means its documented default, and Load refuses bad values
-// with an *Error naming the variable, so a misconfigured process never starts half-right.
+// Both binaries read the same variable names (docs/configuration.md#variables). Every
+// variable may instead be given as NAME_FILE, the path of a file holding the value (for
+// Kubernetes/Docker secrets). Load fills in the documented default of every variable that is
+// not set and refuses bad values with an *Error naming the variable, so a misconfigured
+// process never starts half-right. A Config is only complete as Load returns it: its zero
+// value is not the defaults (a hand-built one starts from Load with an empty environment).
+// The defaults that belong to a domain package (resolve, webhooks, quota) are that package's
+// constants; this package only refers to them.
 package config
 
 import (
@@ -15,6 +19,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/linkhop/linkhop/quota"
+	"github.com/linkhop/linkhop/resolve"
+	"github.com/linkhop/linkhop/webhooks"
 )
 
 // Process says which binary is loading the configuration; only HTTP_ADDR's default differs.
@@ -68,26 +76,27 @@ type Error struct {
 
 func (e *Error) Error() string { return fmt.Sprintf("config: %s: %s", e.Var, e.Reason) }
 
-// Defaults of docs/configuration.md#variables.
+// Defaults of docs/configuration.md#variables. Those of a domain package are its own
+// constants, named here so the table reads in one place.
 const (
 	DefaultRedisURL                  = "redis://127.0.0.1:6379/0"
 	DefaultAPIAddr                   = ":8080"
 	DefaultWorkerAddr                = ":9090"
 	DefaultWorkerConcurrency         = 50
-	DefaultResolveMaxHops            = 10
-	MaxResolveHops                   = 20
-	DefaultResolveTimeout            = 20 * time.Second
+	DefaultResolveMaxHops            = resolve.DefaultMaxHops
+	MaxResolveHops                   = resolve.HardMaxHops
+	DefaultResolveTimeout            = resolve.DefaultTimeout
 	DefaultResolveMaxAttempts        = 3
 	DefaultResolveBackoffBase        = 2 * time.Second
-	DefaultResolveCacheTTL           = 24 * time.Hour
-	DefaultResolveNegativeCacheTTL   = 10 * time.Minute
-	DefaultResolvePerHostConcurrency = 8
+	DefaultResolveCacheTTL           = resolve.DefaultCacheTTL
+	DefaultResolveNegativeCacheTTL   = resolve.DefaultNegativeTTL
+	DefaultResolvePerHostConcurrency = resolve.DefaultPerHostConcurrency
 	DefaultJobRetention              = 168 * time.Hour
-	DefaultWebhookRatePerSecond      = 10
-	DefaultWebhookMaxRetries         = 3
-	DefaultWebhookTimeout            = 30 * time.Second
-	DefaultWebhookBackoffBase        = 5 * time.Second
-	DefaultAuthFailuresPerMinute     = 30
+	DefaultWebhookRatePerSecond      = webhooks.DefaultRatePerSecond
+	DefaultWebhookMaxRetries         = webhooks.DefaultMaxRetries
+	DefaultWebhookTimeout            = webhooks.DefaultTimeout
+	DefaultWebhookBackoffBase        = webhooks.DefaultBackoffBase
+	DefaultAuthFailuresPerMinute     = quota.DefaultAuthFailuresPerMinute
 	DefaultShutdownTimeout           = 20 * time.Second
 )
 
@@ -315,36 +324,17 @@ func (r *reader) level(name string) slog.Level {
 	return l
 }
 
-// overrides parses "host=ip:port,…". The operator vouches for these addresses, so the only
-// checks are syntactic: a host name and a literal IP with a port.
+// overrides reads LINKHOP_HOST_OVERRIDES with resolve.ParseHostOverrides, the one parser of
+// it (tested and fuzzed where it lives).
 func (r *reader) overrides(name string) map[string]string {
 	v, ok := r.raw(name)
 	if !ok {
 		return nil
 	}
-	out := map[string]string{}
-	for _, part := range strings.Split(v, ",") {
-		part = strings.TrimSpace(part)
-		if part == "" {
-			continue
-		}
-		host, addr, found := strings.Cut(part, "=")
-		host = strings.ToLower(strings.TrimSpace(host))
-		addr = strings.TrimSpace(addr)
-		if !found || host == "" || strings.ContainsAny(host, "/:@ ") {
-			r.fail(name, fmt.Sprintf("%q is not host=ip:port", part))
-			return nil
-		}
-		ip, port, err := net.SplitHostPort(addr)
-		if err != nil || net.ParseIP(ip) == nil {
-			r.fail(name, fmt.Sprintf("%q: %q is not ip:port", part, addr))
-			return nil
-		}
-		if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
-			r.fail(name, fmt.Sprintf("%q: bad port", part))
-			return nil
-		}
-		out[host] = addr
+	m, err := resolve.ParseHostOverrides(v)
+	if err != nil {
+		r.fail(name, strings.TrimPrefix(err.Error(), resolve.ErrBadHostOverride.Error()+": "))
+		return nil
 	}
-	return out
+	return m
 }

@@ -36,7 +36,9 @@ func newAdminEnv(t *testing.T, token string, authFailuresPerMinute int) *env {
 	}
 	cfg.AdminToken, cfg.AuthFailuresPerMinute = token, authFailuresPerMinute
 	e.cfg = cfg
-	e.handler = app.NewAPI(cfg, e.rdb, slog.New(slog.DiscardHandler), nil, nil, prometheus.NewRegistry())
+	if e.handler, err = app.NewAPI(cfg, e.rdb, slog.New(slog.DiscardHandler), nil, nil, prometheus.NewRegistry()); err != nil {
+		t.Fatal(err)
+	}
 	e.api = httptest.NewServer(e.handler)
 	t.Cleanup(e.api.Close)
 	return e

@@ -96,11 +96,16 @@ func newEnv(t *testing.T, o envOptions) *env {
 	if o.logs != nil {
 		log = slog.New(slog.NewJSONHandler(o.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	e.handler = app.NewAPI(cfg, e.rdb, log, reg, e.svc, prometheus.NewRegistry())
+	if e.handler, err = app.NewAPI(cfg, e.rdb, log, reg, e.svc, prometheus.NewRegistry()); err != nil {
+		t.Fatal(err)
+	}
 	e.api = httptest.NewServer(e.handler)
 	t.Cleanup(e.api.Close)
 	if o.worker {
-		w := app.NewWorker(cfg, e.rdb, log, e.svc, prometheus.NewRegistry())
+		w, err := app.NewWorker(cfg, e.rdb, log, e.svc, prometheus.NewRegistry())
+		if err != nil {
+			t.Fatal(err)
+		}
 		if err := w.Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -114,7 +119,10 @@ func newEnv(t *testing.T, o envOptions) *env {
 func newEnvOn(t *testing.T, e *env) *env {
 	t.Helper()
 	o := *e
-	o.handler = app.NewAPI(e.cfg, e.rdb, slog.New(slog.DiscardHandler), e.reg, e.svc, prometheus.NewRegistry())
+	var err error
+	if o.handler, err = app.NewAPI(e.cfg, e.rdb, slog.New(slog.DiscardHandler), e.reg, e.svc, prometheus.NewRegistry()); err != nil {
+		t.Fatal(err)
+	}
 	o.api = httptest.NewServer(o.handler)
 	t.Cleanup(o.api.Close)
 	return &o

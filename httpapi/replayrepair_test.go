@@ -40,7 +40,10 @@ func TestReplayRequeuesAnOrphanedJob(t *testing.T) {
 	e.wantJobs(1)
 
 	// And a worker completes it.
-	w := app.NewWorker(e.cfg, e.rdb, slog.New(slog.DiscardHandler), e.svc, prometheus.NewRegistry())
+	w, err := app.NewWorker(e.cfg, e.rdb, slog.New(slog.DiscardHandler), e.svc, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := w.Start(); err != nil {
 		t.Fatal(err)
 	}

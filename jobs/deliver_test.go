@@ -210,7 +210,7 @@ func (r *receiver) got() []hit {
 }
 
 func fastPolicy() webhooks.Policy {
-	return webhooks.Policy{BackoffBase: 50 * time.Millisecond, Timeout: 5 * time.Second}
+	return webhooks.Policy{BackoffBase: 50 * time.Millisecond, Timeout: 5 * time.Second, MaxRetries: webhooks.DefaultMaxRetries}
 }
 
 // The delivery checks, end to end through asynq and real Redis.
@@ -500,7 +500,7 @@ func ptr[T any](v T) *T { return &v }
 // workers, however many events wait for it.
 func TestWebhookSlowReceiverCappedInFlight(t *testing.T) {
 	t.Parallel()
-	p := webhooks.Policy{RatePerSecond: 3, BackoffBase: 50 * time.Millisecond, Timeout: 5 * time.Second}
+	p := webhooks.Policy{RatePerSecond: 3, BackoffBase: 50 * time.Millisecond, Timeout: 5 * time.Second, MaxRetries: webhooks.DefaultMaxRetries}
 	e := newHookEnv(t, hookOptions{policy: p, guard: loopback, workers: 2})
 	var mu sync.Mutex
 	var now, peak int

@@ -175,8 +175,9 @@ func NewTransport(g GuardOptions) *http.Transport {
 }
 
 // ParseHostOverrides parses LINKHOP_HOST_OVERRIDES: "host=ip:port,...", returning host ->
-// "ip:port" with lower-case hosts. Spaces around entries are ignored, as are empty entries. The
-// address may also be "name:port" (a sidecar's service name); it is dialed as given.
+// "ip:port" with lower-case hosts; config reads the variable with it. Spaces around entries
+// are ignored, as are empty entries. The address must be a literal IP (docs/configuration.md
+// says ip:port): the operator vouches for it, and a name would be resolved past the guard.
 func ParseHostOverrides(s string) (map[string]string, error) {
 	out := map[string]string{}
 	for _, entry := range strings.Split(s, ",") {
@@ -190,7 +191,7 @@ func ParseHostOverrides(s string) (map[string]string, error) {
 			return nil, fmt.Errorf("%w: %q is not host=ip:port", ErrBadHostOverride, entry)
 		}
 		h, port, err := net.SplitHostPort(addr)
-		if err != nil || h == "" {
+		if err != nil || net.ParseIP(h) == nil {
 			return nil, fmt.Errorf("%w: %q: address %q is not ip:port", ErrBadHostOverride, entry, addr)
 		}
 		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {

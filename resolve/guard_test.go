@@ -224,7 +224,7 @@ func TestParseHostOverrides(t *testing.T) {
 		{"", map[string]string{}, false},
 		{"bit.ly=127.0.0.1:8080", map[string]string{"bit.ly": "127.0.0.1:8080"}, false},
 		{" Bit.ly = 127.0.0.1:8080 , t.co=[::1]:9000,, ", map[string]string{"bit.ly": "127.0.0.1:8080", "t.co": "[::1]:9000"}, false},
-		{"ouo.io=emulator:80", map[string]string{"ouo.io": "emulator:80"}, false},
+		{"ouo.io=emulator:80", nil, true},
 		{"bit.ly", nil, true},
 		{"=127.0.0.1:80", nil, true},
 		{"bit.ly=127.0.0.1", nil, true},

@@ -33,27 +33,27 @@ const (
 )
 
 // Policy is the delivery policy: WEBHOOK_RATE_PER_SECOND, WEBHOOK_MAX_RETRIES,
-// WEBHOOK_TIMEOUT and WEBHOOK_BACKOFF_BASE. A zero field means its default.
+// WEBHOOK_TIMEOUT and WEBHOOK_BACKOFF_BASE. A zero rate or duration means its default;
+// MaxRetries means what WEBHOOK_MAX_RETRIES means, so 0 is no retries. DefaultPolicy is the
+// documented policy whole.
 type Policy struct {
 	RatePerSecond int           // WEBHOOK_RATE_PER_SECOND, default 10
-	MaxRetries    int           // WEBHOOK_MAX_RETRIES, default 3; negative means no retries
+	MaxRetries    int           // WEBHOOK_MAX_RETRIES: retries after the first failed attempt, 0 = none
 	Timeout       time.Duration // WEBHOOK_TIMEOUT, default 30s
 	BackoffBase   time.Duration // WEBHOOK_BACKOFF_BASE, default 5s: retry n after base×4^(n−1) ±20 %
 }
 
-// DefaultPolicy is the documented policy (docs/webhooks.md#delivery-policy-and-retries): 10 attempts per second per URL, 3 retries, 30 s
-// timeout, retries after 5 s, 20 s and 80 s (±20 %).
-func DefaultPolicy() Policy { return Policy{}.withDefaults() }
+// DefaultPolicy is the documented policy (docs/webhooks.md#delivery-policy-and-retries):
+// 10 attempts per second per URL, 3 retries, 30 s timeout, retries after 5 s, 20 s and 80 s
+// (±20 %).
+func DefaultPolicy() Policy { return Policy{MaxRetries: DefaultMaxRetries}.withDefaults() }
 
 func (p Policy) withDefaults() Policy {
 	if p.RatePerSecond <= 0 {
 		p.RatePerSecond = DefaultRatePerSecond
 	}
-	if p.MaxRetries == 0 {
-		p.MaxRetries = DefaultMaxRetries
-	} else if p.MaxRetries < 0 {
-		p.MaxRetries = 0
-	}
+	// Validate refuses a negative count; should one get here anyway, it cannot mean more.
+	p.MaxRetries = max(p.MaxRetries, 0)
 	if p.Timeout <= 0 {
 		p.Timeout = DefaultTimeout
 	}
@@ -81,11 +81,15 @@ func (p Policy) TaskTimeout() time.Duration { return p.AttemptTimeout() + taskTi
 // timeout holds at most this many worker slots instead of all of them.
 func (p Policy) InFlight() int { return p.Rate() }
 
-// Validate rejects negative durations and rates; zero is allowed and means the default.
+// Validate rejects negative rates, retry counts and durations; a zero rate or duration is
+// allowed and means the default.
 func (p Policy) Validate() error {
 	var errs []error
 	if p.RatePerSecond < 0 {
 		errs = append(errs, errors.New("WEBHOOK_RATE_PER_SECOND must not be negative"))
+	}
+	if p.MaxRetries < 0 {
+		errs = append(errs, errors.New("WEBHOOK_MAX_RETRIES must not be negative"))
 	}
 	if p.Timeout < 0 {
 		errs = append(errs, errors.New("WEBHOOK_TIMEOUT must not be negative"))

@@ -52,8 +52,11 @@ func TestPolicyDefaults(t *testing.T) {
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("(-want +got):\n%s", d)
 	}
-	if (Policy{MaxRetries: -1}).Retries() != 0 {
-		t.Error("negative MaxRetries should mean no retries")
+	if (Policy{}).Retries() != 0 {
+		t.Error("MaxRetries 0 should mean no retries, as WEBHOOK_MAX_RETRIES=0 does")
+	}
+	if err := (Policy{MaxRetries: -1}).Validate(); err == nil {
+		t.Error("negative MaxRetries accepted")
 	}
 	if tt := (Policy{Timeout: time.Second}).TaskTimeout(); tt <= time.Second {
 		t.Errorf("TaskTimeout %s not above the attempt timeout", tt)
@@ -81,7 +84,7 @@ func status(code int) Outcome {
 // The sequences, on the pure state machine: how many attempts and which final status.
 func TestApplySequences(t *testing.T) {
 	t.Parallel()
-	p := Policy{BackoffBase: 50 * time.Millisecond}
+	p := Policy{BackoffBase: 50 * time.Millisecond, MaxRetries: DefaultMaxRetries}
 	tests := []struct {
 		name         string
 		answers      []Outcome // the receiver's answers in order; the last repeats
@@ -139,7 +142,7 @@ func TestApplySequences(t *testing.T) {
 
 func TestApplyRetryAfter(t *testing.T) {
 	t.Parallel()
-	p := Policy{BackoffBase: 50 * time.Millisecond}
+	p := Policy{BackoffBase: 50 * time.Millisecond, MaxRetries: DefaultMaxRetries}
 	at := time.Date(2026, 6, 5, 12, 0, 0, 0, time.UTC)
 	s := NewState("https://h.example", at)
 	o := status(429)

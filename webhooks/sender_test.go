@@ -345,7 +345,7 @@ func TestDeliveryLoop(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			r := newReceiver(t, tt.codes...)
-			p := Policy{BackoffBase: 20 * time.Millisecond, Timeout: 5 * time.Second}
+			p := Policy{BackoffBase: 20 * time.Millisecond, Timeout: 5 * time.Second, MaxRetries: DefaultMaxRetries}
 			s := NewSender(nil, p)
 			closeIdle(t, s)
 			secret := mustSecret(t)

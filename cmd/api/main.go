@@ -85,9 +85,15 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger, o runOptions)
 	}
 	svc := app.NewResolver(cfg, rdb, reg)
 	metrics := app.NewMetricsRegistry()
-	h := app.NewAPI(cfg, rdb, log, reg, svc, metrics)
+	h, err := app.NewAPI(cfg, rdb, log, reg, svc, metrics)
+	if err != nil {
+		return err
+	}
 	if o.worker {
-		w := app.NewWorker(cfg, rdb, log, svc, metrics)
+		w, err := app.NewWorker(cfg, rdb, log, svc, metrics)
+		if err != nil {
+			return err
+		}
 		if err := w.Start(); err != nil {
 			return fmt.Errorf("starting the worker: %w", err)
 		}

@@ -50,7 +50,10 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	}
 	metrics := app.NewMetricsRegistry()
 	app.RegisterQueueMetrics(metrics, rdb)
-	w := app.NewWorker(cfg, rdb, log, app.NewResolver(cfg, rdb, reg), metrics)
+	w, err := app.NewWorker(cfg, rdb, log, app.NewResolver(cfg, rdb, reg), metrics)
+	if err != nil {
+		return err
+	}
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {

@@ -19,14 +19,18 @@ import (
 // registry and resolver, and /admin with the asynq web UI. Its collectors and asynq's queue
 // collector are registered on metrics, which its /metrics serves. cmd/api, dev mode, the
 // benchmarks and the tests all build the API here, so none of them can drift from the others.
-func NewAPI(c config.Config, rdb redis.UniversalClient, log *slog.Logger, reg *resolve.Registry, svc *resolve.Service, metrics *prometheus.Registry) *httpapi.Server {
+func NewAPI(c config.Config, rdb redis.UniversalClient, log *slog.Logger, reg *resolve.Registry, svc *resolve.Service, metrics *prometheus.Registry) (*httpapi.Server, error) {
+	policy, err := WebhookPolicy(c)
+	if err != nil {
+		return nil, err
+	}
 	RegisterQueueMetrics(metrics, rdb)
 	store := jobs.NewStore(rdb, c.JobRetention)
 	return httpapi.New(httpapi.Deps{
 		Redis:    rdb,
 		Keys:     keys.NewStore(rdb),
 		Jobs:     store,
-		Queue:    jobs.NewQueue(rdb, store, jobs.TaskOptions{MaxAttempts: c.ResolveMaxAttempts, Timeout: c.ResolveTimeout, Webhooks: WebhookPolicy(c)}),
+		Queue:    jobs.NewQueue(rdb, store, jobs.TaskOptions{MaxAttempts: c.ResolveMaxAttempts, Timeout: c.ResolveTimeout, Webhooks: policy}),
 		Registry: reg,
 		Resolver: svc,
 		Limiter:  quota.New(rdb),
@@ -38,5 +42,5 @@ func NewAPI(c config.Config, rdb redis.UniversalClient, log *slog.Logger, reg *r
 		AuthFailuresPerMinute: c.AuthFailuresPerMinute,
 		AdminToken:            c.AdminToken,
 		QueuesUI:              QueuesUI(rdb, httpapi.QueuesPath),
-	})
+	}), nil
 }

@@ -14,19 +14,19 @@ import (
 	"github.com/linkhop/linkhop/webhooks"
 )
 
-// WebhookPolicy is the WEBHOOK_* policy of c. WEBHOOK_MAX_RETRIES=0 means no retries, which
-// webhooks.Policy spells as a negative MaxRetries (its zero value means the default).
-func WebhookPolicy(c config.Config) webhooks.Policy {
+// WebhookPolicy is the WEBHOOK_* policy of c, validated: the policy is built only here, for
+// the API's redelivery tasks and the worker's deliveries alike.
+func WebhookPolicy(c config.Config) (webhooks.Policy, error) {
 	p := webhooks.Policy{
 		RatePerSecond: c.WebhookRatePerSecond,
 		MaxRetries:    c.WebhookMaxRetries,
 		Timeout:       c.WebhookTimeout,
 		BackoffBase:   c.WebhookBackoffBase,
 	}
-	if p.MaxRetries == 0 {
-		p.MaxRetries = -1
+	if err := p.Validate(); err != nil {
+		return webhooks.Policy{}, &config.Error{Var: "WEBHOOK_*", Reason: oneLine(err.Error())}
 	}
-	return p
+	return p, nil
 }
 
 // NewWebhookHandler builds the delivery handler of c: requests go through the address guard
@@ -37,7 +37,10 @@ func NewWebhookHandler(c config.Config, rdb redis.UniversalClient, log *slog.Log
 	if err != nil {
 		return nil, fmt.Errorf("webhook metrics: %w", err)
 	}
-	p := WebhookPolicy(c)
+	p, err := WebhookPolicy(c)
+	if err != nil {
+		return nil, err
+	}
 	return jobs.NewWebhookHandler(rdb, jobs.WebhookDeps{
 		Store:   jobs.NewStore(rdb, c.JobRetention),
 		Keys:    keys.NewStore(rdb),

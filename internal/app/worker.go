@@ -47,7 +47,7 @@ func (m *WorkerMetrics) observe(status jobs.Status, code string, hops int, d tim
 }
 
 // NewWorker assembles the worker: the asynq server with every task handler registered.
-func NewWorker(c config.Config, rdb redis.UniversalClient, log *slog.Logger, svc *resolve.Service, reg prometheus.Registerer) *jobs.Worker {
+func NewWorker(c config.Config, rdb redis.UniversalClient, log *slog.Logger, svc *resolve.Service, reg prometheus.Registerer) (*jobs.Worker, error) {
 	store := jobs.NewStore(rdb, c.JobRetention)
 	m := NewWorkerMetrics(reg)
 	w := jobs.NewWorker(rdb, jobs.WorkerOptions{
@@ -57,8 +57,7 @@ func NewWorker(c config.Config, rdb redis.UniversalClient, log *slog.Logger, svc
 	})
 	wh, err := NewWebhookHandler(c, rdb, log, reg)
 	if err != nil {
-		// Only a second registration on one registry fails, a wiring bug like MustRegister's.
-		panic(err)
+		return nil, err
 	}
 	w.Handle(jobs.TypeWebhook, wh, jobs.WebhookRetryDelay)
 	w.NotFailure(jobs.IsWebhookDeferred)
@@ -66,5 +65,5 @@ func NewWorker(c config.Config, rdb redis.UniversalClient, log *slog.Logger, svc
 		Store: store, Resolver: svc, Logger: log, Observe: m.observe, MaxAttempts: c.ResolveMaxAttempts,
 		OnTerminal: wh.OnTerminal,
 	}, nil)
-	return w
+	return w, nil
 }

@@ -209,8 +209,12 @@ func newStack(ctx context.Context, rs *redisServer, conc int, o stackOptions) (*
 		return nil, err
 	}
 	// The API is built as cmd/api builds it.
-	h := app.NewAPI(s.cfg, s.apiRdb, slog.New(slog.DiscardHandler), s.reg,
+	h, err := app.NewAPI(s.cfg, s.apiRdb, slog.New(slog.DiscardHandler), s.reg,
 		app.NewResolver(s.cfg, s.apiRdb, s.reg), app.NewMetricsRegistry())
+	if err != nil {
+		s.close()
+		return nil, err
+	}
 	if s.api, err = serve(h); err != nil {
 		s.close()
 		return nil, err

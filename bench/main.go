@@ -1,4 +1,4 @@
-// Command benchcmd is what `make bench` runs: linkhop's published benchmarks (docs/benchmarks.md).
+// Command bench is what `make bench` runs: linkhop's published benchmarks (docs/benchmarks.md).
 //
 // It starts its own redis-server, runs linkhop's parts as real in-process servers over
 // loopback (the API on a net/http server, the worker on asynq, a local one-hop shortener),
@@ -7,7 +7,7 @@
 // alike. Only ratios within one run are meant to be compared across machines. The results are
 // printed as a Markdown table and written into docs/benchmarks.md between its markers.
 //
-//	go run ./internal/benchcmd -out docs/benchmarks.md [-duration 10s] [-only 1,2] [-cpuprofile dir]
+//	go run ./bench -out docs/benchmarks.md [-duration 10s] [-only 1,2] [-cpuprofile dir]
 //
 // No figure is asserted anywhere; the smoke test only checks that every scenario still runs.
 package main
@@ -47,7 +47,7 @@ type options struct {
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
-	fs := flag.NewFlagSet("benchcmd", flag.ContinueOnError)
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o options
 	var conc, only string
@@ -127,7 +127,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	started := time.Now()
 	rs, err := startRedis(ctx)
 	if err != nil {
-		fmt.Fprintln(stderr, "benchcmd:", err)
+		fmt.Fprintln(stderr, "bench:", err)
 		return 1
 	}
 	defer rs.close()
@@ -149,7 +149,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		rows = append(rows, got...)
 		if err != nil {
 			failed = true
-			fmt.Fprintf(stderr, "benchcmd: scenario %s: %v\n", s.id, err)
+			fmt.Fprintf(stderr, "bench: scenario %s: %v\n", s.id, err)
 			rows = append(rows, row{id: s.id, what: s.name, ours: "did not finish", errs: oneLine(err.Error())})
 		}
 		for _, r := range got {
@@ -159,7 +159,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if ctx.Err() != nil {
-		fmt.Fprintln(stderr, "benchcmd: interrupted")
+		fmt.Fprintln(stderr, "bench: interrupted")
 		return 1
 	}
 	m := meta{
@@ -171,7 +171,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fmt.Fprint(stdout, md)
 	if o.out != "" {
 		if err := writeDoc(o.out, md); err != nil {
-			fmt.Fprintln(stderr, "benchcmd:", err)
+			fmt.Fprintln(stderr, "bench:", err)
 			return 1
 		}
 		e.progress("wrote %s (whole run %s)", o.out, time.Since(started).Round(time.Second))
@@ -184,7 +184,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 // command is the command line that reproduces this run, as Markdown.
 func command(args []string) string {
-	c := "go run ./internal/benchcmd"
+	c := "go run ./bench"
 	if len(args) > 0 {
 		c += " " + strings.Join(args, " ")
 	}

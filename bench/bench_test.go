@@ -115,8 +115,8 @@ func TestFormat(t *testing.T) {
 		{"sub-ms", fmtDur(420 * time.Microsecond), "0.42 ms"},
 		{"tens of ms", fmtDur(21400 * time.Microsecond), "21.4 ms"},
 		{"seconds", fmtDur(12 * time.Second), "12.0 s"},
-		{"make bench", command([]string{"-out", "docs/benchmarks.md"}), "`make bench` (= `go run ./internal/benchcmd -out docs/benchmarks.md`)"},
-		{"other command", command([]string{"-only", "1"}), "`go run ./internal/benchcmd -only 1`"},
+		{"make bench", command([]string{"-out", "docs/benchmarks.md"}), "`make bench` (= `go run ./bench -out docs/benchmarks.md`)"},
+		{"other command", command([]string{"-only", "1"}), "`go run ./bench -only 1`"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if diff := cmp.Diff(tc.want, tc.got); diff != "" {

@@ -297,7 +297,10 @@ func webhookVariant(ctx context.Context, e *runEnv, v hookVariant) (row, error) 
 			return sample{errs: 1, firstErr: fmt.Errorf("queueing deliveries: %w", err)}
 		}
 		reg := prometheus.NewRegistry()
-		w := app.NewWorker(s.cfg, s.workRdb, slog.New(slog.DiscardHandler), app.NewResolver(s.cfg, s.workRdb, s.reg), reg)
+		w, err := app.NewWorker(s.cfg, s.workRdb, slog.New(slog.DiscardHandler), app.NewResolver(s.cfg, s.workRdb, s.reg), reg)
+		if err != nil {
+			return sample{errs: 1, firstErr: fmt.Errorf("building the worker: %w", err)}
+		}
 		g0, r0 := e.timing.cpuNow(ctx)
 		c0 := rc.delivered.Load()
 		trips.take()

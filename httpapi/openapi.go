@@ -12,7 +12,9 @@ import (
 //go:embed openapi.json
 var openAPIDoc []byte
 
-// OpenAPI returns the OpenAPI 3.1 document that GET /openapi.json serves.
+// OpenAPI returns the OpenAPI 3.1 document that GET /openapi.json serves. The binaries serve
+// it through the route; this is for the conformance tests (an external test package) and for
+// tools that want the document without a running API.
 func OpenAPI() []byte { return bytes.Clone(openAPIDoc) }
 
 // getOpenAPI serves the document without authentication: code generators and API explorers

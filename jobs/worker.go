@@ -1,7 +1,6 @@
 package jobs
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -96,9 +95,6 @@ func (w *Worker) Start() error { return w.srv.Start(w.mux) }
 // Shutdown stops fetching new tasks, waits up to ShutdownTimeout for running ones and puts
 // the unfinished back in their queues.
 func (w *Worker) Shutdown() { w.srv.Shutdown() }
-
-// Ping checks the worker's Redis connection, for /readyz.
-func (w *Worker) Ping(ctx context.Context) error { return w.srv.Ping() }
 
 // slogAdapter lets asynq log through slog.
 type slogAdapter struct{ l *slog.Logger }

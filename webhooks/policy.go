@@ -45,7 +45,8 @@ type Policy struct {
 
 // DefaultPolicy is the documented policy (docs/webhooks.md#delivery-policy-and-retries):
 // 10 attempts per second per URL, 3 retries, 30 s timeout, retries after 5 s, 20 s and 80 s
-// (±20 %).
+// (±20 %). The binaries build their policy from configuration (whose defaults are these
+// constants); this is for callers that deliver without one, tests among them.
 func DefaultPolicy() Policy { return Policy{MaxRetries: DefaultMaxRetries}.withDefaults() }
 
 func (p Policy) withDefaults() Policy {

@@ -270,6 +270,10 @@ func anyEqual(want []byte, sigs [][]byte) bool {
 	return found == 1
 }
 
+// VerifyLinkhop, VerifyStandard and the Parse…Header functions are not called by linkhop's
+// binaries, which only sign: they are the public API for webhook receivers written in Go
+// (docs/webhooks.md#go), and the tests prove signing and verifying agree.
+
 // VerifyLinkhop checks a Linkhop-Signature (or X-LinkSkipper-Signature) header against the raw
 // request body: some v1 entry must be the hex HMAC-SHA256, keyed with the whole "whsec_…"
 // secret, of "<t>.<body>", and t must be within [Tolerance] of now. Pass the body exactly as

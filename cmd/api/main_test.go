@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/linkhop/linkhop/config"
 	"github.com/linkhop/linkhop/internal/redistest"
 )
@@ -166,14 +168,23 @@ func TestDevModeEndToEnd(t *testing.T) {
 	}
 }
 
-// TestMain lets a test run the real main in a child process (the test binary re-executed).
+// TestMain lets a test run the real main in a child process (the test binary re-executed),
+// and otherwise checks that the tests leave no goroutine behind: the servers run starts (API,
+// in-process worker, dev mode's embedded Redis and demo shortener) must all stop. Idle
+// keep-alive connections of the tests' HTTP clients and the go-redis pool's reaper outlive a
+// test by design.
 func TestMain(m *testing.M) {
 	if os.Getenv("LINKHOP_RUN_MAIN") == "1" {
 		os.Args = append([]string{"api"}, strings.Fields(os.Getenv("LINKHOP_ARGS"))...)
 		main()
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreAnyFunction("github.com/redis/go-redis/v9/internal/pool.(*ConnPool).reaper"),
+		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+	)
 }
 
 func TestBadConfigExits2(t *testing.T) {

@@ -98,8 +98,8 @@ const (
 	FieldCreatedAt         = "created_at"       // creation time, Unix ms
 	FieldRevokedAt         = "revoked_at"       // revocation time, Unix ms; absent = live
 	FieldWebhookSecret     = "whsec"            // the current webhook signing secret
-	FieldPrevWebhookSecret = "whsec_prev"       // the secret before the last rotation
-	FieldPrevSecretUntil   = "whsec_prev_until" // end of the rotation's grace, Unix ms
+	FieldPrevWebhookSecret = "whsec_prev"       //nolint:gosec // G101: a field name; the secret before the last rotation
+	FieldPrevSecretUntil   = "whsec_prev_until" //nolint:gosec // G101: a field name; end of the rotation's grace, Unix ms
 )
 
 // scriptFields are the names Script offers to templates, each a quoted Lua string.

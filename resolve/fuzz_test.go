@@ -30,7 +30,7 @@ func FuzzExtractHTML(f *testing.F) {
 				t.Fatalf("kind %q", h.kind)
 			}
 		}
-		_ = hasCaptcha(body)
+		_, _ = captchaGate(body)
 	})
 }
 

@@ -22,7 +22,9 @@ type testEnv struct {
 }
 
 // testHosts are the provider hosts of the test registry.
-var testHosts = []string{"short.test", "hop.test", "other.test"}
+var testHosts = []string{"short.test", "hop.test", "other.test", "alf.test", "afly.test", "afoc.test",
+	// Not providers: destinations of any-host links.
+	"dest.test", "final.test"}
 
 func newEnv(t *testing.T, opts Options) *testEnv {
 	t.Helper()
@@ -32,6 +34,9 @@ func newEnv(t *testing.T, opts Options) *testEnv {
 	reg, err := NewRegistry([]Provider{
 		{ID: "short", Label: "Short", Hosts: []string{"short.test"}, Tier: TierStandard},
 		{ID: "hop", Label: "Hop", Hosts: []string{"hop.test", "other.test"}, Tier: TierPremium},
+		{ID: "alf", Label: "ALF", Hosts: []string{"alf.test"}, Tier: TierPremium, Family: FamilyAdLinkFly},
+		{ID: "afly", Label: "AFly", Hosts: []string{"afly.test"}, Tier: TierPremium, Family: FamilyAdFly},
+		{ID: "afoc", Label: "AFoc", Hosts: []string{"afoc.test"}, Tier: TierPremium, Family: FamilyAdFocus},
 	})
 	if err != nil {
 		t.Fatal(err)

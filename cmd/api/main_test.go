@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/http"
 	"os"
+	"path/filepath"
 	"os/exec"
 	"regexp"
 	"strings"
@@ -177,10 +178,16 @@ func TestMain(m *testing.M) {
 }
 
 func TestBadConfigExits2(t *testing.T) {
+	badFamily := filepath.Join(t.TempDir(), "providers.json")
+	if err := os.WriteFile(badFamily, []byte(`{"providers":[{"provider":"x","hosts":["x.test"],"tier":"premium","family":"captcha-solver"}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct{ env, name string }{
 		{"WEBHOOK_TIMEOUT=soon", "WEBHOOK_TIMEOUT"},
 		{"RESOLVE_MAX_HOPS=50", "RESOLVE_MAX_HOPS"},
 		{"REDIS_URL=http://x", "REDIS_URL"},
+		{"RESOLVE_FORM_WAIT_MAX=-1s", "RESOLVE_FORM_WAIT_MAX"},
+		{"LINKHOP_PROVIDERS_FILE=" + badFamily, "LINKHOP_PROVIDERS_FILE"},
 	} {
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
 		cmd.Env = append(os.Environ(), "LINKHOP_RUN_MAIN=1", tc.env)

@@ -10,7 +10,7 @@
 	var O = Object, S = String, N = Number, Sym = Symbol;
 	var defineProperty = O.defineProperty, create = O.create, freeze = O.freeze,
 		getOwnPropertyNames = O.getOwnPropertyNames;
-	var apply = Reflect.apply;
+	var apply = Reflect.apply, isArray = Array.isArray;
 	var MAX_STR = host.maxString, MAX_ARR = host.maxArray;
 	var nav = host.nav, later = host.later;
 	function noop() {}
@@ -56,11 +56,28 @@
 	getOwnPropertyNames(AP).forEach(function (name) {
 		if (name === 'constructor' || name === 'length' || name === 'join' || name === 'toString' ||
 			name === 'toLocaleString' || typeof AP[name] !== 'function') return;
-		guard(AP, name, name === 'concat' ? function (self, args) {
-			checkLength(self);
-			for (var i = 0; i < args.length; i++) if (typeof args[i] === 'object') checkLength(args[i]);
-		} : checkLength);
+		guard(AP, name, name === 'concat' ? checkConcat : name === 'flat' || name === 'flatMap' ? checkFlat : checkLength);
 	});
+	// concat's result is as long as all its arrays together (one array passed 1e6 times is
+	// cheap to pass and 1e12 elements long).
+	function checkConcat(self, args) {
+		var total = lengthOf(self);
+		for (var i = 0; i < args.length; i++) total += isArray(args[i]) ? lengthOf(args[i]) : 1;
+		if (total > MAX_ARR) tooBig('array length');
+	}
+	// flat's result is counted by walking to the requested depth, in (interruptible) JavaScript.
+	function checkFlat(self, args) {
+		var depth = args.length && args[0] !== undefined && typeof args[0] !== 'function' ? +args[0] : 1, total = 0;
+		(function count(a, d) {
+			var n = lengthOf(a);
+			if (n > MAX_ARR) tooBig('array length');
+			for (var i = 0; i < n; i++) {
+				var e = a[i];
+				if (d > 0 && isArray(e)) count(e, d - 1);
+				else if (++total > MAX_ARR) tooBig('array length');
+			}
+		})(O(self), depth > 0 ? depth : 0);
+	}
 	// Spread, for-of, Array.from, new Set(…) iterate through @@iterator.
 	hide(AP, Sym.iterator, AP.values);
 
@@ -97,9 +114,29 @@
 	guard(Reflect, 'apply', function (self, args) { checkLength(args[2]); });
 	guard(Reflect, 'construct', function (self, args) { checkLength(args[1]); });
 
-	// String methods whose output size is chosen by an argument.
+	// Strings grown with + are bounded only by the budget (doubling reaches 1e8 characters in
+	// well under 100 ms), so the built-ins that allocate per character or per match refuse
+	// subjects longer than MAX_STR, and those whose output size an argument chooses check it.
 	var SP = S.prototype;
 	function strLen(self) { return S(self).length; }
+	function checkSubject(self) { if (strLen(self) > MAX_STR) tooBig('string length'); }
+	function checkArg0(self, args) { if (strLen(args[0]) > MAX_STR) tooBig('string length'); }
+	['split', 'match', 'matchAll', 'normalize', 'localeCompare'].forEach(function (n) { guard(SP, n, checkSubject); });
+	guard(SP, Sym.iterator, checkSubject);
+	guard(SP, 'concat', function (self, args) {
+		var total = strLen(self);
+		for (var i = 0; i < args.length; i++) total += strLen(args[i]);
+		if (total > MAX_STR) tooBig('string length');
+	});
+	var RP = RegExp.prototype;
+	[Sym.match, Sym.matchAll, Sym.replace, Sym.split].forEach(function (sym) { guard(RP, sym, checkArg0); });
+	['escape', 'unescape', 'encodeURI', 'encodeURIComponent', 'decodeURI', 'decodeURIComponent'].forEach(function (n) { guard(G, n, checkArg0); });
+	guard(JSON, 'parse', checkArg0);
+	// Own keys of a string are one per character.
+	function checkKeys(self, args) { if (typeof args[0] === 'string' || args[0] instanceof S) checkArg0(self, args); }
+	['keys', 'values', 'entries', 'getOwnPropertyNames', 'getOwnPropertyDescriptors'].forEach(function (n) { guard(O, n, checkKeys); });
+	guard(O, 'assign', function (self, args) { for (var i = 1; i < args.length; i++) checkKeys(self, [args[i]]); });
+	guard(Reflect, 'ownKeys', checkKeys);
 	guard(SP, 'repeat', function (self, args) {
 		var n = +args[0];
 		if (n > 0 && strLen(self) * n > MAX_STR) tooBig('string length');
@@ -116,6 +153,7 @@
 		if (typeof orig !== 'function') return;
 		hide(SP, name, function (pattern, replacement) {
 			var subject = S(this), n = subject.length, args = [pattern, replacement];
+			if (n > MAX_STR) tooBig('string length');
 			if (typeof replacement === 'function') {
 				var fn = replacement, total = n;
 				args[1] = function () {
@@ -139,7 +177,7 @@
 
 	// JSON.stringify walks natively: check lengths and sizes in JavaScript first, where depth is
 	// bounded by the call-stack cap and loops are interruptible.
-	var stringify = JSON.stringify, isArray = Array.isArray, objectKeys = O.keys;
+	var stringify = JSON.stringify, objectKeys = O.keys;
 	hide(JSON, 'stringify', function stringifyGuarded(value) {
 		// Every visit is charged (a shared object is written out each time it appears); the
 		// ancestors are kept only to stop at cycles, which stringify itself reports.

@@ -50,14 +50,15 @@ const (
 	// maxCallStack bounds JavaScript call depth (goja's default is unbounded).
 	maxCallStack = 1000
 	// maxStringLength bounds, in UTF-16 code units, the strings the guarded built-ins and the
-	// helpers (atob, btoa) produce in one step.
-	maxStringLength = 4 << 20
+	// helpers (atob, btoa) produce or walk in one step: twice the script cap, which is more
+	// than any decoding of a page's own literals needs.
+	maxStringLength = 512 << 10
 	// maxArrayLength bounds the length of the arrays and array-likes the guarded built-ins
 	// iterate natively (join, fill, spread, apply…): a sparse array of length 1e9 is cheap to
 	// make, but a native loop over it is neither interruptible nor cheap.
-	maxArrayLength = 1 << 20
+	maxArrayLength = 1 << 18
 	// regexpTimeout bounds one backtracking regular-expression match (see init).
-	regexpTimeout = 250 * time.Millisecond
+	regexpTimeout = DefaultBudget
 	// maxErrors bounds the script errors kept in a Result, each cut to maxErrorLen bytes.
 	maxErrors   = 3
 	maxErrorLen = 200

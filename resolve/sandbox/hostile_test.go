@@ -81,6 +81,7 @@ var hostileScripts = []struct {
 	{"concat of a shared array", `var a = Array(1 << 18).fill(0); [].concat.apply([], Array(1 << 10).fill(a));`, ""},
 	{"flat of a shared array", `var a = Array(1 << 18).fill(0); Array(1 << 10).fill(a).flat();`, ""},
 	{"escape a doubled string", `var s = "ab"; for (var i = 0; i < 24; i++) s += s; escape(s);`, ""},
+	{"parser panic in eval", `eval("var[...0(");`, ""},
 	{"sort with a lying comparator", `var a = []; for (var i = 0; i < 1e5; i++) a.push(i); a.sort(function () { return Math.random() - 0.5; }); for (;;) a.sort();`, ""},
 }
 
@@ -128,5 +129,14 @@ func TestHostileHTML(t *testing.T) {
 			}
 			t.Logf("%+v", res)
 		})
+	}
+}
+
+// TestEnginePanicRecovered: a panic inside goja (its parser panics on some malformed input,
+// found by FuzzRun) is recovered and named in Errors.
+func TestEnginePanicRecovered(t *testing.T) {
+	res := Exec(context.Background(), []byte(doc("", `eval("var[...0(")`)), testPage, Options{})
+	if res.OK || res.Stop != StopPanic || len(res.Errors) != 1 || !strings.Contains(res.Errors[0], "panic in github.com/dop251/goja") {
+		t.Fatalf("result %+v", res)
 	}
 }

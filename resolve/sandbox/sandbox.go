@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"math"
 	"net/url"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -142,7 +143,7 @@ func Exec(ctx context.Context, body []byte, pageURL *url.URL, opts Options) (res
 			// A bug in a stub or in goja must not take the worker down; the page just has
 			// no JS target. The value goes into Errors for the log line.
 			res.OK, res.Target, res.Stop = false, "", StopPanic
-			res.Errors = appendErr(res.Errors, fmt.Sprint("panic: ", x))
+			res.Errors = appendErr(res.Errors, fmt.Sprintf("panic in %s: %v", panicSite(), x))
 		}
 	}()
 
@@ -168,7 +169,10 @@ func Exec(ctx context.Context, body []byte, pageURL *url.URL, opts Options) (res
 			break
 		}
 		res.Scripts++
-		_, err := s.vm.RunScript(fmt.Sprintf("inline-%d.js", i+1), src)
+		prg, err := compile(fmt.Sprintf("inline-%d.js", i+1), src)
+		if err == nil {
+			_, err = s.vm.RunProgram(prg)
+		}
 		if !s.handle(err) {
 			return res
 		}
@@ -234,6 +238,37 @@ func (s *state) handle(err error) bool {
 	}
 	s.res.Errors = appendErr(s.res.Errors, err.Error())
 	return true
+}
+
+// compile compiles one script block. goja's parser has panicked on some malformed input; that
+// only loses the block, like a syntax error (the runtime has not been touched yet).
+func compile(name, src string) (prg *goja.Program, err error) {
+	defer func() {
+		if x := recover(); x != nil {
+			prg, err = nil, fmt.Errorf("SyntaxError: %s: parser panic in %s: %v", name, panicSite(), x)
+		}
+	}()
+	return goja.Compile(name, src, false)
+}
+
+// panicSite names the function a recovered panic started in, for the log line (and for the
+// fuzz test, which tells goja's panics from this package's). Call it from the deferred function.
+func panicSite() string {
+	pcs := make([]uintptr, 64)
+	frames := runtime.CallersFrames(pcs[:runtime.Callers(2, pcs)])
+	panicking := false
+	for {
+		f, more := frames.Next()
+		switch {
+		case f.Function == "runtime.gopanic":
+			panicking = true
+		case panicking && !strings.HasPrefix(f.Function, "runtime."):
+			return f.Function
+		}
+		if !more {
+			return "unknown"
+		}
+	}
 }
 
 func appendErr(errs []string, msg string) []string {

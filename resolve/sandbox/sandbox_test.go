@@ -132,6 +132,7 @@ func TestRun(t *testing.T) {
 		{"navigation after an exception in an earlier block", doc("", `undefinedFunction();`, `location.href = "https://dest.example/a?b=c";`), outcome{dest, true}},
 		{"navigation before an exception counts", doc("", `location.href = "https://dest.example/a?b=c"; null.x;`), outcome{dest, true}},
 		{"syntax error in an earlier block", doc("", `var = ;`, `location.href = "https://dest.example/a?b=c";`), outcome{dest, true}},
+		{"parser panic in an earlier block", doc("", `var[...0(`, `location.href = "https://dest.example/a?b=c";`), outcome{dest, true}},
 		{"first navigation wins", doc("", `location.href = "https://dest.example/a?b=c"; location.href = "https://second.example/";`, `location.href = "https://third.example/";`), outcome{dest, true}},
 		{"fragment is not a navigation", doc("", `location.href = "#top"; location.href = "https://dest.example/a?b=c";`), outcome{dest, true}},
 		{"javascript: is not a navigation", doc("", `location.href = "javascript:void(0)";`), outcome{"", false}},

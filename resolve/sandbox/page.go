@@ -14,9 +14,9 @@ type page struct {
 	elems      []*html.Node // element nodes in document order; the stub DOM refers to them by index
 	index      map[*html.Node]int
 	ids        map[string]int // first element of each id, as getElementById answers
-	scripts    []string     // inline JavaScript blocks in document order, within the size cap
-	skipped    int          // inline JavaScript blocks left out by the size cap
-	bodyOnload string       // <body onload="…">, run as a load listener
+	scripts    []string       // inline JavaScript blocks in document order, within the size cap
+	skipped    int            // inline JavaScript blocks left out by the size cap
+	bodyOnload string         // <body onload="…">, run as a load listener
 	title      string
 	root       int // index of <html>, <head> and <body> (html.Parse always creates them), or -1
 	head       int

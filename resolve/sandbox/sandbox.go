@@ -216,9 +216,9 @@ type pending struct {
 	due      float64
 	interval float64 // > 0 for setInterval: queued again after each run until cleared
 	cleared  bool
-	fn   goja.Value // a function, or code to evaluate
-	this goja.Value
-	args []goja.Value
+	fn       goja.Value // a function, or code to evaluate
+	this     goja.Value
+	args     []goja.Value
 }
 
 // handle records err, an outcome of running JavaScript, and reports whether the page goes on.

@@ -168,7 +168,7 @@ func TestRunFixture(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	target, ok := Run(context.Background(), body, testPage, Options{})
+	target, ok := Run(context.Background(), body, testPage, Options{Budget: time.Second})
 	if want := "https://dest.example/post/42/elcitrabc1?t=t0k3n"; !ok || target != want {
 		t.Fatalf("Run = %q, %v; want %q", target, ok, want)
 	}
@@ -178,7 +178,7 @@ func TestRunFixture(t *testing.T) {
 func TestScriptCap(t *testing.T) {
 	big := "var pad = '" + strings.Repeat("x", 300) + "';"
 	body := doc("", big, `location.href = "https://dest.example/";`)
-	res := Exec(context.Background(), []byte(body), testPage, Options{MaxScriptBytes: 100})
+	res := Exec(context.Background(), []byte(body), testPage, Options{Budget: time.Second, MaxScriptBytes: 100})
 	want := Result{Target: "https://dest.example/", OK: true, Scripts: 1, Skipped: 1}
 	if diff := cmp.Diff(want, res, cmpIgnoreElapsed); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
@@ -189,7 +189,7 @@ var cmpIgnoreElapsed = cmp.Comparer(func(a, b time.Duration) bool { return true 
 
 // TestErrorsReported: script errors are kept for the log, not failures.
 func TestErrorsReported(t *testing.T) {
-	res := Exec(context.Background(), []byte(doc("", `throw new Error("boom")`, `var = ;`)), testPage, Options{})
+	res := Exec(context.Background(), []byte(doc("", `throw new Error("boom")`, `var = ;`)), testPage, Options{Budget: time.Second})
 	if res.OK || res.Stop != "" || len(res.Errors) != 2 || !strings.Contains(res.Errors[0], "boom") {
 		t.Fatalf("result %+v", res)
 	}
@@ -211,7 +211,7 @@ func TestCanceledContext(t *testing.T) {
 }
 
 func TestNilPageURL(t *testing.T) {
-	target, ok := Run(context.Background(), []byte(doc("", `location.href = location.href === "about:blank" ? "/x" : "/y"`)), nil, Options{})
+	target, ok := Run(context.Background(), []byte(doc("", `location.href = location.href === "about:blank" ? "/x" : "/y"`)), nil, Options{Budget: time.Second})
 	if !ok || target != "/x" {
 		t.Fatalf("Run = %q, %v", target, ok)
 	}
@@ -225,7 +225,8 @@ func TestConcurrent(t *testing.T) {
 	for range 8 {
 		wg.Go(func() {
 			for range 5 {
-				if target, ok := Run(context.Background(), body, testPage, Options{}); !ok || target != "https://dest.example/" {
+				// A generous budget: -race slows goja down several times over.
+				if target, ok := Run(context.Background(), body, testPage, Options{Budget: 5 * time.Second}); !ok || target != "https://dest.example/" {
 					t.Errorf("Run = %q, %v", target, ok)
 				}
 			}

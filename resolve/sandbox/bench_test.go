@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"testing"
+	"time"
 )
 
 // BenchmarkRun measures the sandbox's cost for one typical small provider page: a countdown
@@ -18,7 +19,9 @@ func BenchmarkRun(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(body)))
 	for b.Loop() {
-		if _, ok := Run(ctx, body, testPage, Options{}); !ok {
+		// A budget well above the cost: the benchmark measures the cost, and on a loaded
+		// machine a wall-clock 100 ms is sometimes missed by a GC pause or the scheduler.
+		if _, ok := Run(ctx, body, testPage, Options{Budget: time.Second}); !ok {
 			b.Fatal("no target")
 		}
 	}

@@ -5,10 +5,13 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/linkhop/linkhop/resolve/sandbox"
 )
 
 // testEnv is a set of emulated providers: every host in hosts is served by one httptest
@@ -50,6 +53,13 @@ func newEnv(t *testing.T, opts Options) *testEnv {
 	opts.Guard.HostOverrides = ov
 	if opts.Timeout == 0 {
 		opts.Timeout = 5 * time.Second
+	}
+	if opts.Script == nil && !opts.NoScript {
+		// The production budget is 100 ms a page; under -race on a busy 2-core machine a
+		// well-behaved page can need more, and these tests are about the walk, not the budget.
+		opts.Script = func(ctx context.Context, body []byte, page *url.URL) (string, bool) {
+			return sandbox.Run(ctx, body, page, sandbox.Options{Budget: time.Second})
+		}
 	}
 	e.opts = opts
 	e.res = e.newResolver(t)

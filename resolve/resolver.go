@@ -9,12 +9,15 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/net/publicsuffix"
+
+	"github.com/linkhop/linkhop/resolve/sandbox"
 )
 
 // Limits and defaults of a resolve (docs/configuration.md#resolving).
@@ -92,8 +95,15 @@ type Options struct {
 	ParkMin time.Duration
 	// AnyHost is RESOLVE_ANY_HOST: links on any host are resolved, not only providers' links.
 	AnyHost bool
-	// Script runs provider pages' scripts when no literal target is found; nil: never.
-	Script ScriptFunc
+	// Script runs provider pages' scripts when no literal target is found; nil: the sandbox
+	// (package resolve/sandbox) with its default budget. NoScript turns scripts off.
+	Script   ScriptFunc
+	NoScript bool
+}
+
+// Sandbox is the default ScriptFunc: package sandbox with its 100 ms budget and 256 KiB cap.
+func Sandbox(ctx context.Context, body []byte, page *url.URL) (string, bool) {
+	return sandbox.Run(ctx, body, page, sandbox.Options{})
 }
 
 // Resolver follows links hop by hop. It is safe for concurrent use; one Resolver per process
@@ -111,6 +121,10 @@ type Resolver struct {
 	parkMin     time.Duration
 	anyHost     bool
 	script      ScriptFunc
+	// scriptSlots bounds the sandboxes running at once in this process: they are CPU-bound,
+	// and a hostile script may build a few hundred MB of strings within its budget, so running
+	// more than the cores can serve only adds memory and misses budgets.
+	scriptSlots chan struct{}
 
 	mu    sync.Mutex
 	slots map[string]chan struct{} // provider ID -> semaphore
@@ -161,6 +175,13 @@ func New(opts Options) *Resolver {
 	if r.parkMin == 0 {
 		r.parkMin = DefaultParkMin
 	}
+	switch {
+	case opts.NoScript:
+		r.script = nil
+	case r.script == nil:
+		r.script = Sandbox
+	}
+	r.scriptSlots = make(chan struct{}, max(runtime.GOMAXPROCS(0), 1))
 	return r
 }
 
@@ -558,6 +579,12 @@ func (w *walk) computed(cur *url.URL, body []byte) (*url.URL, bool) {
 	}
 	ctx, cancel := w.ctx()
 	defer cancel()
+	select {
+	case w.r.scriptSlots <- struct{}{}:
+		defer func() { <-w.r.scriptSlots }()
+	case <-ctx.Done():
+		return nil, false
+	}
 	raw, ok := w.r.script(ctx, body, cur)
 	if !ok {
 		return nil, false

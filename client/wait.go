@@ -86,6 +86,9 @@ func retry(ctx context.Context, p *pacer, f func() error) error {
 // returned at once as an [*Error], as is a call that got no answer. When ctx ends it returns
 // ctx's error joined with the last failure, if any.
 //
+// Once the link is queued, an error comes with the job as last seen (its JobID, to read it
+// later with [Client.Job]); before that, the job is nil.
+//
 // A job that ends failed or invalid is returned together with a [*JobError] carrying its
 // error code, so err != nil whenever there is no target.
 func (c *Client) ResolveAndWait(ctx context.Context, url string) (*Job, error) {
@@ -101,9 +104,10 @@ func (c *Client) ResolveAndWait(ctx context.Context, url string) (*Job, error) {
 	if r.Status == StatusDone {
 		return cachedJob(url, r), nil
 	}
+	last := &Job{JobID: r.JobID, Status: StatusQueued, URL: url}
 	for {
 		if err := sleep(ctx, c.poll); err != nil {
-			return nil, err
+			return last, err
 		}
 		var j *Job
 		err := retry(ctx, &p, func() (err error) {
@@ -111,11 +115,12 @@ func (c *Client) ResolveAndWait(ctx context.Context, url string) (*Job, error) {
 			return err
 		})
 		if err != nil {
-			return nil, err
+			return last, err
 		}
 		if j.Status.Terminal() {
 			return j, jobError(j)
 		}
+		last = j
 	}
 }
 

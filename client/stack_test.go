@@ -39,7 +39,7 @@ func TestMain(m *testing.M) {
 const shortHost = "sho.rt"
 
 // stack is a linkhop API and worker on their own real Redis, built from the exported
-// constructors the mains use (redisArgs go to redis-server), with a provider "short" on host sho.rt: /gone answers 404 (the
+// constructors the mains use (redisArgs go to redis-server), with a provider "short" on host sho.rt: /gone… answers 404 (the
 // job fails with link_removed), every other path redirects to https://example.com/dest<path>.
 type stack struct {
 	redis *redistest.Server
@@ -52,7 +52,7 @@ func newStack(t *testing.T, redisArgs ...string) *stack {
 	srv := redistest.Start(t, redisArgs...)
 	rdb := srv.Client(t)
 	short := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/gone" {
+		if strings.HasPrefix(r.URL.Path, "/gone") {
 			http.NotFound(w, r)
 			return
 		}

@@ -83,7 +83,8 @@ func (c *cli) mcp(ctx context.Context, args []string) int {
 		return exitUsage
 	}
 	srv := newMCPServer(cl, *wait)
-	if err := srv.Run(ctx, &mcp.StdioTransport{}); err != nil && ctx.Err() == nil {
+	stdio := newAnswerAll(ctx, c.stdin, c.stdout, *wait+30*time.Second)
+	if err := srv.Run(ctx, &mcp.IOTransport{Reader: stdio, Writer: stdio}); err != nil && ctx.Err() == nil {
 		fmt.Fprintf(c.stderr, "linkhop mcp: %v\n", err)
 		return exitFailed
 	}

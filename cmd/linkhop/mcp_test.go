@@ -149,3 +149,41 @@ func structured(t *testing.T, res *mcp.CallToolResult, v any) {
 		t.Fatalf("structured content %s: %v", b, err)
 	}
 }
+
+// TestMCPRawJSONRPC speaks newline-delimited JSON-RPC to `linkhop mcp` by hand, and closes its
+// input right after the requests: every request is still answered before the server stops.
+func TestMCPRawJSONRPC(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	in := strings.Join([]string{
+		`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}`,
+		`{"jsonrpc":"2.0","method":"notifications/initialized"}`,
+		`{"jsonrpc":"2.0","id":2,"method":"tools/list"}`,
+		`{"jsonrpc":"2.0","id":"three","method":"tools/call","params":{"name":"resolve_link","arguments":{"url":"http://sho.rt/raw"}}}`,
+		`{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"resolve_link","arguments":{"url":"ftp://sho.rt/raw"}}}`,
+	}, "\n") + "\n"
+	got := linkhop(t, s.env(s.key(t, ptr(0))), in, "mcp")
+	if got.code != 0 {
+		t.Errorf("exit %d, stderr %q", got.code, got.stderr)
+	}
+	answers := map[string]map[string]any{}
+	for _, line := range strings.Split(strings.TrimSpace(got.stdout), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("not JSON on stdout: %q", line)
+		}
+		id, _ := json.Marshal(m["id"])
+		answers[string(id)] = m
+	}
+	if len(answers) != 4 {
+		t.Fatalf("%d answers for 4 requests:\n%s", len(answers), got.stdout)
+	}
+	res, _ := json.Marshal(answers[`"three"`]["result"])
+	if !strings.Contains(string(res), `"target_url":"https://example.com/dest/raw"`) || strings.Contains(string(res), `"isError":true`) {
+		t.Errorf("resolve_link: %s", res)
+	}
+	res, _ = json.Marshal(answers["4"]["result"])
+	if !strings.Contains(string(res), `"isError":true`) || !strings.Contains(string(res), "unsupported_link: Only http") {
+		t.Errorf("resolve_link of an ftp link: %s", res)
+	}
+}

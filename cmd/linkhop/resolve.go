@@ -71,10 +71,13 @@ func (c *cli) resolve(ctx context.Context, args []string) int {
 		if o.Err != nil {
 			failed++
 		}
-		if bar != nil {
-			bar.add(o.Err != nil)
+		if bar == nil {
+			p.add(i, o)
+			return
 		}
-		p.add(i, o)
+		// Standard output is often the same terminal: take the bar off its line first, so a
+		// printed line does not run into it; the bar is drawn again below.
+		bar.around(o.Err != nil, func() { p.add(i, o) })
 	})
 	if bar != nil {
 		bar.stop()
@@ -235,7 +238,7 @@ func newProgress(w io.Writer, total int) *progress {
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
-		t := time.NewTicker(500 * time.Millisecond)
+		t := time.NewTicker(200 * time.Millisecond)
 		defer t.Stop()
 		for {
 			select {
@@ -251,9 +254,12 @@ func newProgress(w io.Writer, total int) *progress {
 	return p
 }
 
-func (p *progress) add(failed bool) {
+// around clears the bar, calls print, and counts one more link done (failed or not).
+func (p *progress) around(failed bool, print func()) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	_ = p.bar.Clear()
+	print()
 	if failed {
 		p.failed++
 		p.bar.Describe(fmt.Sprintf("resolving, %d failed", p.failed))

@@ -101,7 +101,8 @@ func (c *cli) links(operands []string, file string) ([]string, error) {
 	}
 	in := c.stdin
 	if file != "" && file != "-" {
-		f, err := os.Open(file)
+		f, err := os.Open(file) //nolint:gosec // G304: the user names the file to read on their own command line
+
 		if err != nil {
 			return nil, err
 		}

@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/linkhop/linkhop/resolve"
 )
 
 // Process says which binary is loading the configuration; only HTTP_ADDR's default differs.
@@ -47,6 +49,8 @@ type Config struct {
 	ResolveCacheTTL           time.Duration // RESOLVE_CACHE_TTL
 	ResolveNegativeCacheTTL   time.Duration // RESOLVE_NEGATIVE_CACHE_TTL (linkhop extension)
 	ResolvePerHostConcurrency int           // RESOLVE_PER_HOST_CONCURRENCY (linkhop extension)
+	ResolveFormWaitMax        time.Duration // RESOLVE_FORM_WAIT_MAX
+	ResolveAnyHost            bool          // RESOLVE_ANY_HOST
 	JobRetention              time.Duration // JOB_RETENTION
 
 	WebhookRatePerSecond int           // WEBHOOK_RATE_PER_SECOND
@@ -99,7 +103,7 @@ func EnvNames() []string {
 		"LINKHOP_ALLOW_PRIVATE_TARGETS", "LINKHOP_HOST_OVERRIDES", "LINKHOP_PROVIDERS_FILE",
 		"WORKER_CONCURRENCY", "RESOLVE_MAX_HOPS", "RESOLVE_TIMEOUT", "RESOLVE_MAX_ATTEMPTS",
 		"RESOLVE_BACKOFF_BASE", "RESOLVE_CACHE_TTL", "RESOLVE_NEGATIVE_CACHE_TTL",
-		"RESOLVE_PER_HOST_CONCURRENCY", "JOB_RETENTION", "WEBHOOK_RATE_PER_SECOND",
+		"RESOLVE_PER_HOST_CONCURRENCY", "RESOLVE_FORM_WAIT_MAX", "RESOLVE_ANY_HOST", "JOB_RETENTION", "WEBHOOK_RATE_PER_SECOND",
 		"WEBHOOK_MAX_RETRIES", "WEBHOOK_TIMEOUT", "WEBHOOK_BACKOFF_BASE", "LINKHOP_ADMIN_TOKEN",
 		"AUTH_FAILURES_PER_MINUTE", "SHUTDOWN_TIMEOUT",
 	}
@@ -131,6 +135,8 @@ func Load(p Process, lookup LookupFunc) (Config, error) {
 		ResolveCacheTTL:           r.duration("RESOLVE_CACHE_TTL", DefaultResolveCacheTTL),
 		ResolveNegativeCacheTTL:   r.duration("RESOLVE_NEGATIVE_CACHE_TTL", DefaultResolveNegativeCacheTTL),
 		ResolvePerHostConcurrency: r.integer("RESOLVE_PER_HOST_CONCURRENCY", DefaultResolvePerHostConcurrency, 1, 10000),
+		ResolveFormWaitMax:        r.duration("RESOLVE_FORM_WAIT_MAX", resolve.DefaultFormWaitMax),
+		ResolveAnyHost:            r.boolean("RESOLVE_ANY_HOST"),
 		JobRetention:              r.duration("JOB_RETENTION", DefaultJobRetention),
 
 		WebhookRatePerSecond: r.integer("WEBHOOK_RATE_PER_SECOND", DefaultWebhookRatePerSecond, 1, 100000),
@@ -192,6 +198,7 @@ func (c Config) Validate() error {
 	}{
 		{"RESOLVE_TIMEOUT", c.ResolveTimeout}, {"RESOLVE_BACKOFF_BASE", c.ResolveBackoffBase},
 		{"RESOLVE_CACHE_TTL", c.ResolveCacheTTL}, {"RESOLVE_NEGATIVE_CACHE_TTL", c.ResolveNegativeCacheTTL},
+		{"RESOLVE_FORM_WAIT_MAX", c.ResolveFormWaitMax},
 		{"JOB_RETENTION", c.JobRetention}, {"WEBHOOK_TIMEOUT", c.WebhookTimeout},
 		{"WEBHOOK_BACKOFF_BASE", c.WebhookBackoffBase}, {"SHUTDOWN_TIMEOUT", c.ShutdownTimeout},
 	}

@@ -27,6 +27,7 @@ func TestDefaults(t *testing.T) {
 		WorkerConcurrency: 50, ResolveMaxHops: 10, ResolveTimeout: 20 * time.Second,
 		ResolveMaxAttempts: 3, ResolveBackoffBase: 2 * time.Second, ResolveCacheTTL: 24 * time.Hour,
 		ResolveNegativeCacheTTL: 10 * time.Minute, ResolvePerHostConcurrency: 8,
+		ResolveFormWaitMax: 15 * time.Second, ResolveAnyHost: false,
 		JobRetention: 168 * time.Hour, WebhookRatePerSecond: 10, WebhookMaxRetries: 3,
 		WebhookTimeout: 30 * time.Second, WebhookBackoffBase: 5 * time.Second,
 		AuthFailuresPerMinute: 30, ShutdownTimeout: 20 * time.Second,
@@ -51,6 +52,8 @@ func TestValues(t *testing.T) {
 		"LOG_LEVEL":                     "debug",
 		"LOG_FORMAT":                    "TEXT",
 		"WEBHOOK_MAX_RETRIES":           "0",
+		"RESOLVE_FORM_WAIT_MAX":         "30s",
+		"RESOLVE_ANY_HOST":              "true",
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -62,7 +65,8 @@ func TestValues(t *testing.T) {
 		t.Error(d)
 	}
 	if !c.AllowPrivateTargets || c.ResolveMaxHops != 20 || c.WebhookTimeout != 1500*time.Millisecond ||
-		c.LogLevel != slog.LevelDebug || c.LogFormat != "text" || c.WebhookMaxRetries != 0 {
+		c.LogLevel != slog.LevelDebug || c.LogFormat != "text" || c.WebhookMaxRetries != 0 ||
+		c.ResolveFormWaitMax != 30*time.Second || !c.ResolveAnyHost {
 		t.Errorf("unexpected config %+v", c)
 	}
 }
@@ -108,6 +112,8 @@ func TestRefused(t *testing.T) {
 		"WEBHOOK_BACKOFF_BASE":          {"WEBHOOK_BACKOFF_BASE": "0"},
 		"AUTH_FAILURES_PER_MINUTE":      {"AUTH_FAILURES_PER_MINUTE": "0"},
 		"SHUTDOWN_TIMEOUT":              {"SHUTDOWN_TIMEOUT": "x"},
+		"RESOLVE_FORM_WAIT_MAX":         {"RESOLVE_FORM_WAIT_MAX": "0s"},
+		"RESOLVE_ANY_HOST":              {"RESOLVE_ANY_HOST": "sometimes"},
 	}
 	for name, e := range cases {
 		t.Run(name, func(t *testing.T) {

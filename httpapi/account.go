@@ -23,6 +23,7 @@ type providerBrief struct {
 	Provider string  `json:"provider"`
 	Label    string  `json:"label"`
 	Tier     *string `json:"tier"`
+	Family   string  `json:"family"`
 }
 
 func (s *Server) getAccount(w http.ResponseWriter, r *http.Request) {
@@ -35,7 +36,7 @@ func (s *Server) getAccount(w http.ResponseWriter, r *http.Request) {
 	all := s.Registry.All()
 	ps := make([]providerBrief, 0, len(all))
 	for _, p := range all {
-		ps = append(ps, providerBrief{Provider: p.ID, Label: p.Label, Tier: tierPtr(p.Tier)})
+		ps = append(ps, providerBrief{Provider: p.ID, Label: p.Label, Tier: tierPtr(p.Tier), Family: p.Family})
 	}
 	writeJSON(w, http.StatusOK, accountView{
 		KeyID: k.ID, Name: k.Name, Scopes: k.Scopes, RateLimitPerMinute: k.RateLimitPerMinute,

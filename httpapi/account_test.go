@@ -85,7 +85,7 @@ func TestAccount(t *testing.T) {
 			tiers := map[string]any{}
 			for _, p := range ps {
 				m := p.(map[string]any)
-				if d := cmp.Diff([]string{"label", "provider", "tier"}, fieldNames(m)); d != "" {
+				if d := cmp.Diff([]string{"family", "label", "provider", "tier"}, fieldNames(m)); d != "" {
 					t.Errorf("account provider fields (-want +got):\n%s", d)
 				}
 				tiers[m["provider"].(string)] = m["tier"]
@@ -112,12 +112,12 @@ func TestProvidersFieldsAndMeasuredLatency(t *testing.T) {
 	byID := map[string]map[string]any{}
 	for _, p := range r.body["providers"].([]any) {
 		m := p.(map[string]any)
-		if d := cmp.Diff([]string{"hosts", "label", "latency", "provider", "tier"}, fieldNames(m)); d != "" {
+		if d := cmp.Diff([]string{"family", "hosts", "label", "latency", "provider", "tier"}, fieldNames(m)); d != "" {
 			t.Errorf("provider fields (-want +got):\n%s", d)
 		}
 		byID[m["provider"].(string)] = m
 	}
-	if d := cmp.Diff(map[string]any{"provider": "prem", "label": "Premium", "hosts": []any{"pre.mi"}, "tier": "premium", "latency": "unknown"}, byID["prem"]); d != "" {
+	if d := cmp.Diff(map[string]any{"provider": "prem", "label": "Premium", "hosts": []any{"pre.mi"}, "tier": "premium", "family": "redirect", "latency": "unknown"}, byID["prem"]); d != "" {
 		t.Errorf("premium provider (-want +got):\n%s", d)
 	}
 	// A measured provider reports its median in the same human form as the built-in guesses.

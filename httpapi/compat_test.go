@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/linkhop/linkhop/keys"
+	"github.com/linkhop/linkhop/resolve"
 )
 
 // This file holds linkhop's JSON to what the public Link Skipper SDKs parse (the PHP SDK
@@ -93,8 +94,11 @@ var (
 		mem("daily_quota", "integer|null"), mem("daily_used", "integer"), balanceMember, mem("telegram_id", "integer"),
 		mem("subscription_until", "string|null"), mem("providers", "array"),
 	}
-	accountProviderShape = []member{mem("provider", "string"), mem("label", "string"), mem("tier", "string", sdkTiers...)}
-	providerShape        = []member{mem("provider", "string"), mem("label", "string"), mem("hosts", "array"), mem("tier", "string", sdkTiers...), mem("latency", "string")}
+	// family is linkhop's addition (docs/resolving.md#provider-families); the SDK reads
+	// provider entries as arrays and ignores members it does not know.
+	accountProviderShape = []member{mem("provider", "string"), mem("label", "string"), mem("tier", "string", sdkTiers...), mem("family", "string", families...)}
+	providerShape        = []member{mem("provider", "string"), mem("label", "string"), mem("hosts", "array"), mem("tier", "string", sdkTiers...), mem("family", "string", families...), mem("latency", "string")}
+	families             = resolve.Families()
 	problemShape         = []member{mem("type", "string"), mem("title", "string"), mem("status", "integer"), mem("code", "string"), mem("detail", "string"), mem("instance", "string")}
 )
 

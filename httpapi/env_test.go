@@ -88,6 +88,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 			Allow:         []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")},
 		},
 		Registry: reg, MaxHops: cfg.ResolveMaxHops, Timeout: cfg.ResolveTimeout,
+		FormWaitMax: cfg.ResolveFormWaitMax, AnyHost: cfg.ResolveAnyHost,
 	})
 	e.svc = resolve.NewService(e.rdb, r, resolve.ServiceOptions{CacheTTL: cfg.ResolveCacheTTL, NegativeTTL: cfg.ResolveNegativeCacheTTL})
 	e.reg = reg

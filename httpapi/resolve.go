@@ -30,7 +30,7 @@ type cachedResponse struct {
 	Status         string  `json:"status"`
 	URL            string  `json:"url"`
 	TargetURL      string  `json:"target_url"`
-	Provider       string  `json:"provider"`
+	Provider       *string `json:"provider"` // null for an any-host link
 	Tier           *string `json:"tier"`
 	CreditsCharged int64   `json:"credits_charged"`
 	Cached         bool    `json:"cached"`
@@ -81,7 +81,9 @@ func (s *Server) parseResolve(w http.ResponseWriter, r *http.Request) (resolveIn
 		return resolveInput{}, problem.New(problem.UnsupportedLink, "Only http and https links can be resolved.")
 	}
 	p, ok := s.Registry.Lookup(u.Hostname())
-	if !ok {
+	if !ok && !s.Resolver.Resolver().AnyHost() {
+		// In any-host mode (docs/resolving.md#any-host-mode) every host is taken, with no
+		// provider and a standard link's cost.
 		return resolveInput{}, problem.New(problem.UnsupportedLink,
 			"The host "+u.Hostname()+" is not a supported provider; see GET /v1/providers.")
 	}
@@ -170,7 +172,7 @@ func (s *Server) postResolve(w http.ResponseWriter, r *http.Request) {
 		}
 		writeJSON(w, http.StatusOK, cachedResponse{
 			Status: "done", URL: in.url, TargetURL: res.TargetURL,
-			Provider: in.provider.ID, Tier: tierPtr(in.provider.Tier), Cached: true, Balance: k.Credits,
+			Provider: providerPtr(in.provider.ID), Tier: tierPtr(in.provider.Tier), Cached: true, Balance: k.Credits,
 		})
 		return
 	}
@@ -230,7 +232,7 @@ func (s *Server) answerClaim(w http.ResponseWriter, r *http.Request, k keys.Key,
 	if err == nil && rec.Status == jobs.StatusDone && rec.TargetURL != nil {
 		id := rec.ID
 		writeJSON(w, http.StatusOK, cachedResponse{
-			JobID: &id, Status: "done", URL: rec.URL, TargetURL: *rec.TargetURL, Provider: rec.Provider,
+			JobID: &id, Status: "done", URL: rec.URL, TargetURL: *rec.TargetURL, Provider: providerPtr(rec.Provider),
 			Tier: tierPtr(rec.Tier), CreditsCharged: rec.CreditsCharged, Cached: false, Balance: k.Credits,
 		})
 		return
@@ -242,6 +244,14 @@ func (s *Server) writeQueued(w http.ResponseWriter, jobID string, pos int64) {
 	poll := "/v1/jobs/" + jobID
 	w.Header().Set("Location", poll)
 	writeJSON(w, http.StatusAccepted, queuedResponse{JobID: jobID, Status: "queued", QueuePosition: pos, PollURL: poll})
+}
+
+// providerPtr maps a provider id to the JSON value: null when there is none (any-host links).
+func providerPtr(id string) *string {
+	if id == "" {
+		return nil
+	}
+	return &id
 }
 
 // tierPtr maps a provider tier to the JSON value: "standard", "premium" or null.

@@ -16,7 +16,11 @@ import (
 
 // Resolver resolves one link; *resolve.Service in production.
 type Resolver interface {
+	// Resolve resolves rawURL, or returns a *resolve.Parked when a provider's countdown is
+	// better waited out off the worker slot.
 	Resolve(ctx context.Context, rawURL string) (resolve.Result, error)
+	// Resume finishes what Resolve parked.
+	Resume(ctx context.Context, rawURL string, c *resolve.Continuation) (resolve.Result, error)
 }
 
 // TerminalFunc is called after a job became terminal (and again if the task is retried after
@@ -104,8 +108,32 @@ func (h *ResolveHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return h.terminal(ctx, rec)
 	}
 
-	res, rerr := h.Resolver.Resolve(ctx, rec.URL)
+	var (
+		res  resolve.Result
+		rerr error
+	)
+	if rec.Resume != nil {
+		res, rerr = h.Resolver.Resume(ctx, rec.URL, rec.Resume)
+	} else {
+		res, rerr = h.Resolver.Resolve(ctx, rec.URL)
+	}
 	var re *resolve.Error
+	if pk, ok := resolve.IsParked(rerr); ok {
+		// A provider's countdown (docs/resolving.md#adlinkfly): the walk's state goes on the
+		// record and the task comes back when the countdown is over, leaving the worker slot
+		// to other jobs meanwhile. No attempt is spent.
+		if _, err := h.Store.Update(ctx, p.KeyID, p.JobID, func(r *Record) error {
+			if r.Status.Terminal() {
+				return ErrNoChange
+			}
+			r.Resume = pk.State
+			return nil
+		}); err != nil {
+			return err
+		}
+		log.Debug("resolve parked for a provider countdown", "until", pk.Until)
+		return &HeldError{Delay: max(time.Until(pk.Until), 0)}
+	}
 	switch {
 	case rerr == nil:
 	case errors.As(rerr, &re):
@@ -119,6 +147,7 @@ func (h *ResolveHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 			// infrastructure errors (below) must not use up the provider's attempts.
 			rec, err = h.Store.Update(ctx, p.KeyID, p.JobID, func(r *Record) error {
 				r.Attempts++
+				r.Resume = nil // a retry starts the walk afresh: the provider's session may be gone
 				return nil
 			})
 			if err != nil {
@@ -176,6 +205,7 @@ func (h *ResolveHandler) terminal(ctx context.Context, r Record) error {
 func finish(r *Record, res resolve.Result, re *resolve.Error) {
 	t := now()
 	r.CompletedAt = &t
+	r.Resume = nil
 	if r.WebhookURL != "" {
 		r.Webhook = webhooks.NewState(r.WebhookURL, t)
 	}

@@ -53,6 +53,9 @@ type Record struct {
 	CompletedAt    *time.Time      `json:"completed_at"`
 	Hops           []resolve.Hop   `json:"hops"`
 	Webhook        *webhooks.State `json:"webhook"`
+	// Resume is a resolve parked on a provider's countdown, finished by the next run of the
+	// job's task; never shown to clients.
+	Resume *resolve.Continuation `json:"resume,omitempty"`
 
 	// refund, set by an Update function, gives credits back to the key in the same
 	// transaction that writes the record.

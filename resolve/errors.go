@@ -59,6 +59,9 @@ type Error struct {
 	Hops []Hop
 	// Cause is the underlying error, if any; Unwrap returns it.
 	Cause error
+
+	// parked, inside the walk only, means "not a failure: the walk parked" (Resolver.Park).
+	parked *Parked
 }
 
 // MaxRetryAfter caps a provider's Retry-After so a hostile or confused provider cannot park a

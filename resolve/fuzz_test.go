@@ -30,7 +30,7 @@ func FuzzExtractHTML(f *testing.F) {
 				t.Fatalf("kind %q", h.kind)
 			}
 		}
-		_ = hasCaptcha(body)
+		_, _ = captchaGate(body)
 	})
 }
 
@@ -127,6 +127,33 @@ func FuzzCheckWebhookHost(f *testing.F) {
 		err := CheckWebhookHost(s)
 		if a, ok := parseIPLiteral(canonicalHost(s)); ok && IsBlockedAddr(a) && err == nil {
 			t.Fatalf("%q (%s) accepted", s, a)
+		}
+	})
+}
+
+// FuzzFamilyPages: the ad-gated families' readers (the AdLinkFly form and countdown, adf.ly's
+// ysmm, adfoc.us's click_url) never panic on untrusted pages, only yield absolute http(s) URLs,
+// and keep a form within the bounds a parked job carries.
+func FuzzFamilyPages(f *testing.F) {
+	for _, name := range []string{"adlinkfly_go.html", "adlinkfly_captcha.html", "adfly.html", "adfocus.html"} {
+		if b, err := testdataFS(name); err == nil {
+			f.Add(b)
+		}
+	}
+	f.Add([]byte(`<form id=go-link action=//x.test/y><textarea name=t>a<input name=b value=c></form><script>var app_vars={"counter_value":"99999999999"}</script>`))
+	f.Add([]byte(`<script>var ysmm = 'MDEyMzQ1Njc4OWFiY2RlZmh0dHBzOi8vYS5ifWRjYmE5ODc2NTQzMjEw';</script>`))
+	f.Add([]byte(`<script>var click_url = '\x6a\x61vascript:alert(1)';</script>`))
+	page, _ := url.Parse("https://alf.test/abc")
+	f.Fuzz(func(t *testing.T, body []byte) {
+		if form, err := parseGoLinkForm(body, page); err == nil {
+			if checkFetchable(form.Action) != nil || form.Counter < 0 || len(form.Fields) > maxFormFields {
+				t.Fatalf("form %+v", form)
+			}
+		}
+		for _, read := range []func([]byte, *url.URL) (*url.URL, bool, error){adflyTarget, adfocusTarget} {
+			if u, ok, err := read(body, page); ok && (err != nil || checkFetchable(u) != nil) {
+				t.Fatalf("target %v %v", u, err)
+			}
 		}
 	})
 }

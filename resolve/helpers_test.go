@@ -5,10 +5,13 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/linkhop/linkhop/resolve/sandbox"
 )
 
 // testEnv is a set of emulated providers: every host in hosts is served by one httptest
@@ -22,7 +25,9 @@ type testEnv struct {
 }
 
 // testHosts are the provider hosts of the test registry.
-var testHosts = []string{"short.test", "hop.test", "other.test"}
+var testHosts = []string{"short.test", "hop.test", "other.test", "alf.test", "afly.test", "afoc.test",
+	// Not providers: destinations of any-host links.
+	"dest.test", "final.test"}
 
 func newEnv(t *testing.T, opts Options) *testEnv {
 	t.Helper()
@@ -32,6 +37,9 @@ func newEnv(t *testing.T, opts Options) *testEnv {
 	reg, err := NewRegistry([]Provider{
 		{ID: "short", Label: "Short", Hosts: []string{"short.test"}, Tier: TierStandard},
 		{ID: "hop", Label: "Hop", Hosts: []string{"hop.test", "other.test"}, Tier: TierPremium},
+		{ID: "alf", Label: "ALF", Hosts: []string{"alf.test"}, Tier: TierPremium, Family: FamilyAdLinkFly},
+		{ID: "afly", Label: "AFly", Hosts: []string{"afly.test"}, Tier: TierPremium, Family: FamilyAdFly},
+		{ID: "afoc", Label: "AFoc", Hosts: []string{"afoc.test"}, Tier: TierPremium, Family: FamilyAdFocus},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -45,6 +53,13 @@ func newEnv(t *testing.T, opts Options) *testEnv {
 	opts.Guard.HostOverrides = ov
 	if opts.Timeout == 0 {
 		opts.Timeout = 5 * time.Second
+	}
+	if opts.Script == nil && !opts.NoScript {
+		// The production budget is 100 ms a page; under -race on a busy 2-core machine a
+		// well-behaved page can need more, and these tests are about the walk, not the budget.
+		opts.Script = func(ctx context.Context, body []byte, page *url.URL) (string, bool) {
+			return sandbox.Run(ctx, body, page, sandbox.Options{Budget: time.Second})
+		}
 	}
 	e.opts = opts
 	e.res = e.newResolver(t)

@@ -21,6 +21,9 @@ const (
 	KindJS       = "js"
 	KindParam    = "param"
 	KindProvider = "provider"
+	// KindForm is an adlinkfly form's action, posted to after the countdown; its status is
+	// the POST's.
+	KindForm = "form"
 )
 
 // maxNoscriptDepth bounds re-tokenising <noscript> contents (the tokenizer treats them as raw
@@ -242,26 +245,6 @@ func unescapeJS(s string) string {
 		}
 	}
 	return b.String()
-}
-
-// captchaMarkers are byte strings that appear in captcha gates and bot challenges
-// (reCAPTCHA, hCaptcha, Cloudflare Turnstile and challenge pages). Looked for case-insensitively.
-var captchaMarkers = [][]byte{
-	[]byte("g-recaptcha"), []byte("recaptcha/api.js"), []byte("recaptcha/enterprise.js"),
-	[]byte("h-captcha"), []byte("hcaptcha.com/1/api.js"), []byte("cf-turnstile"),
-	[]byte("challenges.cloudflare.com"), []byte("/cdn-cgi/challenge-platform"),
-	[]byte(`name="captcha"`), []byte(`id="captcha"`),
-}
-
-// hasCaptcha reports whether an HTML page looks like a captcha gate or bot challenge.
-func hasCaptcha(body []byte) bool {
-	lower := bytes.ToLower(body)
-	for _, m := range captchaMarkers {
-		if bytes.Contains(lower, m) {
-			return true
-		}
-	}
-	return false
 }
 
 // parseLoose parses ref-relative target the way browsers tolerate it: surrounding whitespace is

@@ -15,23 +15,45 @@ const (
 	TierPremium  = "premium"  // ad-gated providers: interstitials, timers, often captchas
 )
 
+// Provider families: how a provider's pages are walked (docs/resolving.md#provider-families).
+// Every family also gets the generic hop kinds.
+const (
+	// FamilyRedirect is the default: redirects, Refresh, meta refresh, JavaScript location
+	// assignments and wrapper URLs only.
+	FamilyRedirect = "redirect"
+	// FamilyAdLinkFly is the AdLinkFly interstitial: a countdown, then a form POSTed to
+	// /links/go whose JSON answer carries the next URL.
+	FamilyAdLinkFly = "adlinkfly"
+	// FamilyAdFly is the adf.ly page shape: the destination encoded in `var ysmm`.
+	FamilyAdFly = "adfly"
+	// FamilyAdFocus is the adfoc.us page shape: the destination in a `click_url` script variable.
+	FamilyAdFocus = "adfocus"
+)
+
+// Families lists every known family, in the order the docs present them.
+func Families() []string {
+	return []string{FamilyRedirect, FamilyAdLinkFly, FamilyAdFly, FamilyAdFocus}
+}
+
 // Provider is one link provider, in the JSON shape of GET /v1/providers entries.
 type Provider struct {
-	ID      string   `json:"provider"`
-	Label   string   `json:"label"`
-	Hosts   []string `json:"hosts"`
-	Tier    string   `json:"tier"`    // "standard" | "premium"
-	Latency string   `json:"latency"` // human string, e.g. "~2s"; filled from measurements when known
+	ID     string   `json:"provider"`
+	Label  string   `json:"label"`
+	Hosts  []string `json:"hosts"`
+	Tier   string   `json:"tier"`   // "standard" | "premium"
+	Family string   `json:"family"` // one of Families(); empty in a providers file means "redirect"
+	// Latency is a human string, e.g. "~2s"; filled from measurements when known.
+	Latency string `json:"latency"`
 }
 
 // BuiltinProviders returns the providers linkhop knows without configuration, in a stable order.
 // The latency strings are rough expectations until the service has measured its own.
 func BuiltinProviders() []Provider {
 	std := func(id, label string, hosts ...string) Provider {
-		return Provider{ID: id, Label: label, Hosts: hosts, Tier: TierStandard, Latency: "~1s"}
+		return Provider{ID: id, Label: label, Hosts: hosts, Tier: TierStandard, Family: FamilyRedirect, Latency: "~1s"}
 	}
-	prem := func(id, label string, hosts ...string) Provider {
-		return Provider{ID: id, Label: label, Hosts: hosts, Tier: TierPremium, Latency: "~5s"}
+	prem := func(id, label, family string, hosts ...string) Provider {
+		return Provider{ID: id, Label: label, Hosts: hosts, Tier: TierPremium, Family: family, Latency: "~5s"}
 	}
 	return []Provider{
 		std("bitly", "Bitly", "bit.ly", "j.mp", "bitly.is"),
@@ -53,13 +75,16 @@ func BuiltinProviders() []Provider {
 		std("youtube", "YouTube youtu.be", "youtu.be"),
 		std("dlvrit", "dlvr.it", "dlvr.it"),
 		std("tribal", "trib.al", "trib.al"),
-		prem("ouo", "ouo.io", "ouo.io", "ouo.press"),
-		prem("adfly", "AdFly", "adf.ly", "j.gs", "q.gs"),
-		prem("shortest", "Shorte.st", "sh.st", "shorte.st"),
-		prem("linkvertise", "Linkvertise", "linkvertise.com", "link-to.net", "up-to-down.net"),
-		prem("bcvc", "bc.vc", "bc.vc"),
-		prem("exeio", "exe.io", "exe.io", "exey.io"),
-		prem("shrinkme", "ShrinkMe", "shrinkme.io"),
+		// The families of the ad-gated sites, and what their real pages do today, are in the
+		// table of docs/resolving.md#built-in-providers; keep the two in step.
+		prem("ouo", "ouo.io", FamilyRedirect, "ouo.io", "ouo.press"),
+		prem("adfly", "AdFly", FamilyAdFly, "adf.ly", "j.gs", "q.gs"),
+		prem("adfocus", "AdFocus", FamilyAdFocus, "adfoc.us"),
+		prem("shortest", "Shorte.st", FamilyRedirect, "sh.st", "shorte.st"),
+		prem("linkvertise", "Linkvertise", FamilyRedirect, "linkvertise.com", "link-to.net", "up-to-down.net"),
+		prem("bcvc", "bc.vc", FamilyRedirect, "bc.vc"),
+		prem("exeio", "exe.io", FamilyAdLinkFly, "exe.io", "exey.io"),
+		prem("shrinkme", "ShrinkMe", FamilyAdLinkFly, "shrinkme.io"),
 	}
 }
 
@@ -113,6 +138,12 @@ func normalizeProvider(p Provider) (Provider, error) {
 	}
 	if p.Tier != TierStandard && p.Tier != TierPremium {
 		return p, fmt.Errorf("%w: tier %q is not %q or %q", ErrInvalidProvider, p.Tier, TierStandard, TierPremium)
+	}
+	if p.Family == "" {
+		p.Family = FamilyRedirect
+	}
+	if !slices.Contains(Families(), p.Family) {
+		return p, fmt.Errorf("%w: family %q is not one of %s", ErrInvalidProvider, p.Family, strings.Join(Families(), ", "))
 	}
 	if len(p.Hosts) == 0 {
 		return p, fmt.Errorf("%w: no hosts", ErrInvalidProvider)

@@ -80,7 +80,7 @@ func TestNewRegistryExtras(t *testing.T) {
 		t.Errorf("override in place: %+v", all[0])
 	}
 	last := all[len(all)-1]
-	want := Provider{ID: "mine", Label: "mine", Hosts: []string{"go.example.com", "t.co"}, Tier: TierStandard}
+	want := Provider{ID: "mine", Label: "mine", Hosts: []string{"go.example.com", "t.co"}, Tier: TierStandard, Family: FamilyRedirect}
 	if d := cmp.Diff(want, last); d != "" {
 		t.Errorf("appended extra (-want +got):\n%s", d)
 	}
@@ -109,7 +109,14 @@ func TestLoadProvidersFile(t *testing.T) {
 		wantErr string // substring naming the entry and the reason
 	}{
 		{"good", `{"providers":[{"provider":"emu","label":"Emulator","hosts":["EMU.test"],"tier":"premium","latency":"~3s"}]}`,
-			[]Provider{{ID: "emu", Label: "Emulator", Hosts: []string{"emu.test"}, Tier: TierPremium, Latency: "~3s"}}, ""},
+			[]Provider{{ID: "emu", Label: "Emulator", Hosts: []string{"emu.test"}, Tier: TierPremium, Family: FamilyRedirect, Latency: "~3s"}}, ""},
+		{"family", `{"providers":[{"provider":"alf","hosts":["alf.test"],"tier":"premium","family":"adlinkfly"},{"provider":"af","hosts":["af.test"],"tier":"premium","family":"adfly"},{"provider":"fo","hosts":["fo.test"],"tier":"premium","family":"adfocus"}]}`,
+			[]Provider{
+				{ID: "alf", Label: "alf", Hosts: []string{"alf.test"}, Tier: TierPremium, Family: FamilyAdLinkFly},
+				{ID: "af", Label: "af", Hosts: []string{"af.test"}, Tier: TierPremium, Family: FamilyAdFly},
+				{ID: "fo", Label: "fo", Hosts: []string{"fo.test"}, Tier: TierPremium, Family: FamilyAdFocus},
+			}, ""},
+		{"bad family", `{"providers":[{"provider":"bf","hosts":["a.test"],"tier":"standard","family":"AdLinkFly"}]}`, nil, `entry 1 ("bf"): invalid provider: family "AdLinkFly" is not one of redirect, adlinkfly, adfly, adfocus`},
 		{"empty list", `{"providers":[]}`, []Provider{}, ""},
 		{"bad tier", `{"providers":[{"provider":"ok","hosts":["a.test"],"tier":"standard"},{"provider":"gold","hosts":["g.test"],"tier":"gold"}]}`, nil, `entry 2 ("gold"): invalid provider: tier "gold"`},
 		{"no tier", `{"providers":[{"provider":"nt","hosts":["a.test"]}]}`, nil, `entry 1 ("nt"): invalid provider: tier ""`},

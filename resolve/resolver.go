@@ -9,21 +9,30 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/net/publicsuffix"
+
+	"github.com/linkhop/linkhop/resolve/sandbox"
 )
 
-// Limits and defaults of a resolve (CONTRACT §1, §6).
+// Limits and defaults of a resolve (docs/configuration.md#resolving).
 const (
 	DefaultMaxHops            = 10
 	HardMaxHops               = 20
 	DefaultTimeout            = 20 * time.Second
 	DefaultPerHostConcurrency = 8
 	DefaultSlotWait           = 5 * time.Second
+	// DefaultFormWaitMax is RESOLVE_FORM_WAIT_MAX: the longest countdown an adlinkfly page may
+	// ask for; a longer one fails the resolve.
+	DefaultFormWaitMax = 15 * time.Second
+	// DefaultParkMin is the shortest countdown a parking caller (Service) parks rather than
+	// sleeps through: below it, rescheduling costs more than it frees.
+	DefaultParkMin = time.Second
 	// MaxBodyBytes is how much of an HTML body is read, counted after decompression (the
 	// transport's transparent gunzip), so gzip bombs stop at the cap too.
 	MaxBodyBytes = 512 << 10
@@ -39,30 +48,37 @@ const DefaultUserAgent = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KH
 // Hop is one URL reached while resolving, in the JSON shape of the job's hops[] entries.
 type Hop struct {
 	URL string `json:"url"`
-	// Status is the HTTP status received when this URL was fetched, nil when it was not fetched
-	// (a decoded wrapper, a provider rule's rewrite, the final target).
+	// Status is the HTTP status received when this URL was fetched (or, for a form hop, posted
+	// to), nil when it was not fetched (a decoded wrapper, a provider rule's rewrite, the final
+	// target of a provider link).
 	Status *int   `json:"status"`
-	Kind   string `json:"kind"` // start|http|refresh|meta|js|param|provider
+	Kind   string `json:"kind"` // start|http|refresh|meta|js|param|provider|form
 }
 
 // Result is a successful resolve.
 type Result struct {
-	URL       string   // the submitted URL
-	TargetURL string   // the first URL whose host is not a provider host (never fetched)
-	Provider  Provider // provider of the submitted URL
-	Hops      []Hop    // from the submitted URL (kind start) to TargetURL (the last entry)
+	URL       string // the submitted URL
+	TargetURL string // the destination: the first non-provider URL, or in any-host mode the final page
+	// Provider is the provider of the submitted URL; the zero Provider for an any-host link.
+	Provider Provider
+	Hops     []Hop // from the submitted URL (kind start) to TargetURL (the last entry)
 	// Cached is true when the Service answered from its cache rather than resolving.
 	Cached bool
 	// Duration is how long the upstream resolve took (the original one, for cached results).
 	Duration time.Duration
 }
 
+// ScriptFunc runs a provider page's inline scripts and returns the first navigation they make,
+// as written (the walk resolves it against the page URL). It must honour its own time budget
+// and never panic; ok=false means the page has no computed target.
+type ScriptFunc func(ctx context.Context, body []byte, page *url.URL) (target string, ok bool)
+
 // Options configures a Resolver. The zero value of each field means its default.
 type Options struct {
 	Guard              GuardOptions
 	Registry           *Registry     // nil: the built-in providers
 	MaxHops            int           // default 10, hard cap 20
-	Timeout            time.Duration // per attempt, default 20s
+	Timeout            time.Duration // per attempt, default 20s; countdowns waited out add to it
 	UserAgent          string        // default DefaultUserAgent
 	PerHostConcurrency int           // politeness cap per provider, per process; default 8
 	// SlotWait is how long a resolve waits for a politeness slot before giving up with a
@@ -72,19 +88,43 @@ type Options struct {
 	// Rules are provider rules by provider ID; nil means BuiltinRules(). A non-nil map replaces
 	// the built-ins, so extend a copy of BuiltinRules() to keep them.
 	Rules map[string]Rule
+	// FormWaitMax is RESOLVE_FORM_WAIT_MAX. Default DefaultFormWaitMax.
+	FormWaitMax time.Duration
+	// ParkMin is the shortest countdown that Park parks instead of sleeping through. Default
+	// DefaultParkMin; negative: never park.
+	ParkMin time.Duration
+	// AnyHost is RESOLVE_ANY_HOST: links on any host are resolved, not only providers' links.
+	AnyHost bool
+	// Script runs provider pages' scripts when no literal target is found; nil: the sandbox
+	// (package resolve/sandbox) with its default budget. NoScript turns scripts off.
+	Script   ScriptFunc
+	NoScript bool
+}
+
+// Sandbox is the default ScriptFunc: package sandbox with its 100 ms budget and 256 KiB cap.
+func Sandbox(ctx context.Context, body []byte, page *url.URL) (string, bool) {
+	return sandbox.Run(ctx, body, page, sandbox.Options{})
 }
 
 // Resolver follows links hop by hop. It is safe for concurrent use; one Resolver per process
 // shares the politeness slots and the connection pool.
 type Resolver struct {
-	registry  *Registry
-	transport *http.Transport
-	maxHops   int
-	timeout   time.Duration
-	userAgent string
-	perHost   int
-	slotWait  time.Duration
-	rules     map[string]Rule
+	registry    *Registry
+	transport   *http.Transport
+	maxHops     int
+	timeout     time.Duration
+	userAgent   string
+	perHost     int
+	slotWait    time.Duration
+	rules       map[string]Rule
+	formWaitMax time.Duration
+	parkMin     time.Duration
+	anyHost     bool
+	script      ScriptFunc
+	// scriptSlots bounds the sandboxes running at once in this process: they are CPU-bound,
+	// and a hostile script may build a few hundred MB of strings within its budget, so running
+	// more than the cores can serve only adds memory and misses budgets.
+	scriptSlots chan struct{}
 
 	mu    sync.Mutex
 	slots map[string]chan struct{} // provider ID -> semaphore
@@ -93,15 +133,19 @@ type Resolver struct {
 // New returns a Resolver with opts, defaults filled in.
 func New(opts Options) *Resolver {
 	r := &Resolver{
-		registry:  opts.Registry,
-		transport: NewTransport(opts.Guard),
-		maxHops:   opts.MaxHops,
-		timeout:   opts.Timeout,
-		userAgent: opts.UserAgent,
-		perHost:   opts.PerHostConcurrency,
-		slotWait:  opts.SlotWait,
-		rules:     opts.Rules,
-		slots:     map[string]chan struct{}{},
+		registry:    opts.Registry,
+		transport:   NewTransport(opts.Guard),
+		maxHops:     opts.MaxHops,
+		timeout:     opts.Timeout,
+		userAgent:   opts.UserAgent,
+		perHost:     opts.PerHostConcurrency,
+		slotWait:    opts.SlotWait,
+		rules:       opts.Rules,
+		formWaitMax: opts.FormWaitMax,
+		parkMin:     opts.ParkMin,
+		anyHost:     opts.AnyHost,
+		script:      opts.Script,
+		slots:       map[string]chan struct{}{},
 	}
 	if r.registry == nil {
 		r.registry, _ = NewRegistry(nil) // built-ins only: cannot fail
@@ -125,6 +169,19 @@ func New(opts Options) *Resolver {
 	if r.rules == nil {
 		r.rules = BuiltinRules()
 	}
+	if r.formWaitMax <= 0 {
+		r.formWaitMax = DefaultFormWaitMax
+	}
+	if r.parkMin == 0 {
+		r.parkMin = DefaultParkMin
+	}
+	switch {
+	case opts.NoScript:
+		r.script = nil
+	case r.script == nil:
+		r.script = Sandbox
+	}
+	r.scriptSlots = make(chan struct{}, max(runtime.GOMAXPROCS(0), 1))
 	return r
 }
 
@@ -134,41 +191,88 @@ func (r *Resolver) Registry() *Registry { return r.registry }
 // Timeout returns the per-attempt time budget.
 func (r *Resolver) Timeout() time.Duration { return r.timeout }
 
+// AnyHost reports whether links on any host are resolved (RESOLVE_ANY_HOST).
+func (r *Resolver) AnyHost() bool { return r.anyHost }
+
 // Close releases idle connections.
 func (r *Resolver) Close() { r.transport.CloseIdleConnections() }
 
 // Resolve follows rawURL to its target. On failure it returns an *Error whose Code is one of
-// CONTRACT §6's outcomes and whose Hops are those reached so far.
+// the outcomes of docs/resolving.md#outcomes and whose Hops are those reached so far. A
+// countdown is waited out in place (see Park for the alternative).
 func (r *Resolver) Resolve(ctx context.Context, rawURL string) (Result, error) {
-	began := time.Now()
+	return r.resolve(ctx, rawURL, false)
+}
+
+// Park is Resolve for callers that can reschedule work: an adlinkfly countdown of at least
+// ParkMin is not slept through; Park returns a *Parked error instead, holding what Resume needs
+// to post the form once the countdown is over. The job's worker slot and the provider's
+// politeness slot are free in the meantime.
+func (r *Resolver) Park(ctx context.Context, rawURL string) (Result, error) {
+	return r.resolve(ctx, rawURL, r.parkMin > 0)
+}
+
+// checkSubmitted returns the parsed URL and its provider (ok=false for an any-host link), or
+// the unsupported_link error of a URL the resolver will not take.
+func (r *Resolver) checkSubmitted(rawURL string) (*url.URL, Provider, bool, *Error) {
 	hops := []Hop{{URL: rawURL, Kind: KindStart}}
 	u, err := parseSubmitted(rawURL)
 	if err != nil {
-		return Result{}, &Error{Code: CodeUnsupportedLink, Detail: err.Error(), Cause: err, Hops: hops}
+		return nil, Provider{}, false, &Error{Code: CodeUnsupportedLink, Detail: err.Error(), Cause: err, Hops: hops}
 	}
 	prov, ok := r.registry.Lookup(u.Host)
-	if !ok {
-		return Result{}, &Error{Code: CodeUnsupportedLink, Detail: fmt.Sprintf("host %q is not a provider host", u.Hostname()), Cause: ErrNotProvider, Hops: hops}
+	if !ok && !r.anyHost {
+		return nil, Provider{}, false, &Error{Code: CodeUnsupportedLink, Detail: fmt.Sprintf("host %q is not a provider host", u.Hostname()), Cause: ErrNotProvider, Hops: hops}
 	}
+	return u, prov, ok, nil
+}
 
-	release, aerr := r.acquire(ctx, prov.ID)
+func (r *Resolver) resolve(ctx context.Context, rawURL string, park bool) (Result, error) {
+	began := time.Now()
+	u, prov, isProv, cerr := r.checkSubmitted(rawURL)
+	if cerr != nil {
+		return Result{}, cerr
+	}
+	// The politeness slot is per provider; any-host links share one slot set per host.
+	release, aerr := r.acquire(ctx, slotID(prov, isProv, u))
 	if aerr != nil {
-		aerr.Hops = hops
+		aerr.Hops = []Hop{{URL: rawURL, Kind: KindStart}}
 		return Result{}, aerr
 	}
 	defer release()
 
-	actx, cancel := context.WithTimeout(ctx, r.timeout)
-	defer cancel()
-	w := &walk{r: r, parent: ctx, hops: hops, seen: map[string]struct{}{}}
-	w.jar, _ = cookiejar.New(&cookiejar.Options{PublicSuffixList: publicsuffix.List})
+	w := r.newWalk(ctx, []Hop{{URL: rawURL, Kind: KindStart}}, !isProv, park)
+	target, rerr := w.run(u)
+	return w.result(rawURL, prov, target, rerr, began)
+}
+
+// slotID is the politeness-slot key of a submitted URL.
+func slotID(p Provider, isProv bool, u *url.URL) string {
+	if isProv {
+		return p.ID
+	}
+	return "host:" + stripWWW(canonicalHost(u.Hostname()))
+}
+
+func (r *Resolver) newWalk(ctx context.Context, hops []Hop, anyHost, park bool) *walk {
+	w := &walk{r: r, parent: ctx, hops: hops, seen: map[string]struct{}{}, anyHost: anyHost, park: park,
+		deadline: time.Now().Add(r.timeout)}
+	inner, _ := cookiejar.New(&cookiejar.Options{PublicSuffixList: publicsuffix.List})
+	w.jar = &recordingJar{jar: inner}
 	w.client = &http.Client{
 		Transport:     r.transport,
 		Jar:           w.jar,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	target, rerr := w.run(actx, u)
+	return w
+}
+
+// result turns the end of a walk into Resolve's answer.
+func (w *walk) result(rawURL string, prov Provider, target *url.URL, rerr *Error, began time.Time) (Result, error) {
 	if rerr != nil {
+		if rerr.parked != nil {
+			return Result{}, rerr.parked
+		}
 		rerr.Hops = w.hops
 		return Result{}, rerr
 	}
@@ -214,10 +318,20 @@ func cancelled(err error) *Error {
 type walk struct {
 	r      *Resolver
 	parent context.Context // the caller's context, to tell its cancellation from our timeout
-	client *http.Client
-	jar    http.CookieJar
-	hops   []Hop
-	seen   map[string]struct{} // URL + cookies sent, per fetch: a repeat is a loop
+	// deadline ends the attempt: RESOLVE_TIMEOUT from the start, pushed back by countdowns
+	// waited out in place.
+	deadline time.Time
+	client   *http.Client
+	jar      *recordingJar
+	hops     []Hop
+	seen     map[string]struct{} // URL + cookies sent, per fetch: a repeat is a loop
+	anyHost  bool                // non-provider URLs are fetched too (an any-host link)
+	park     bool                // a long countdown parks the walk (Park) instead of sleeping
+}
+
+// ctx is the context of one request of the walk.
+func (w *walk) ctx() (context.Context, context.CancelFunc) {
+	return context.WithDeadline(w.parent, w.deadline)
 }
 
 func (w *walk) fail(format string, args ...any) *Error {
@@ -245,7 +359,7 @@ func (w *walk) add(next *url.URL, kind string) *Error {
 	return nil
 }
 
-func (w *walk) run(ctx context.Context, cur *url.URL) (*url.URL, *Error) {
+func (w *walk) run(cur *url.URL) (*url.URL, *Error) {
 	for {
 		// Known wrappers are decoded wherever they appear, without a request.
 		if next, ok := decodeWrapper(cur); ok {
@@ -255,11 +369,14 @@ func (w *walk) run(ctx context.Context, cur *url.URL) (*url.URL, *Error) {
 			cur = next
 			continue
 		}
-		prov, ok := w.r.registry.Lookup(cur.Host)
-		if !ok {
+		prov, isProv := w.r.registry.Lookup(cur.Host)
+		if !isProv && !w.anyHost {
 			return cur, nil // the first non-provider URL is the target; it is not fetched
 		}
-		rule := w.r.rules[prov.ID]
+		var rule Rule
+		if isProv {
+			rule = w.r.rules[prov.ID]
+		}
 		if rule != nil {
 			next, ok, err := rule.Rewrite(cur)
 			if err != nil {
@@ -273,19 +390,36 @@ func (w *walk) run(ctx context.Context, cur *url.URL) (*url.URL, *Error) {
 				continue
 			}
 		}
-		next, kind, err := w.fetch(ctx, cur, prov, rule)
+		var (
+			next *url.URL
+			kind string
+			err  *Error
+		)
+		if isProv {
+			next, kind, err = w.fetchProvider(cur, prov, rule)
+		} else {
+			next, kind, err = w.fetchAny(cur)
+		}
 		if err != nil {
 			return nil, err
 		}
-		if kind == KindHTTP && next.Fragment == "" && cur.Fragment != "" {
-			// RFC 9110 §10.2.2: a Location without a fragment inherits the request's.
-			next.Fragment, next.RawFragment = cur.Fragment, cur.RawFragment
+		if next == nil {
+			return cur, nil // any-host: a page with no further hop is the destination
 		}
-		if err := w.add(next, kind); err != nil {
+		if err := w.step(cur, next, kind); err != nil {
 			return nil, err
 		}
 		cur = next
 	}
+}
+
+// step records the hop from cur to next.
+func (w *walk) step(cur, next *url.URL, kind string) *Error {
+	if kind == KindHTTP && next.Fragment == "" && cur.Fragment != "" {
+		// RFC 9110 §10.2.2: a Location without a fragment inherits the request's.
+		next.Fragment, next.RawFragment = cur.Fragment, cur.RawFragment
+	}
+	return w.add(next, kind)
 }
 
 func ruleError(p Provider, err error) *Error {
@@ -296,29 +430,41 @@ func ruleError(p Provider, err error) *Error {
 	return &Error{Code: CodeResolveFailed, Detail: fmt.Sprintf("%s: %v", p.Label, err), Cause: err}
 }
 
-// fetch requests cur and works out the next hop from the answer.
-func (w *walk) fetch(ctx context.Context, cur *url.URL, prov Provider, rule Rule) (*url.URL, string, *Error) {
+// response is a fetched page: its status and headers, and its HTML body when it has one.
+type response struct {
+	status  int
+	header  http.Header
+	body    []byte
+	isHTML  bool
+	readErr error // the body was cut short; body holds what arrived
+}
+
+// get requests cur, records its status on the current hop and reads an HTML body. A 3xx with
+// Location comes back as next (kind http); statuses that end the walk come back as an error.
+func (w *walk) get(cur *url.URL) (*response, *url.URL, *Error) {
 	key := normalized(cur)
 	for _, c := range w.jar.Cookies(cur) {
 		key += "\x00" + c.Name + "=" + c.Value
 	}
 	if _, dup := w.seen[key]; dup {
-		return nil, "", w.fail("redirect loop: %s was reached twice", cur.Redacted())
+		return nil, nil, w.fail("redirect loop: %s was reached twice", cur.Redacted())
 	}
 	w.seen[key] = struct{}{}
 
+	ctx, cancel := w.ctx()
+	defer cancel()
 	reqURL := *cur
 	reqURL.Fragment, reqURL.RawFragment = "", ""
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, reqURL.String(), nil)
 	if err != nil {
-		return nil, "", w.fail("cannot request %s: %v", cur.Redacted(), err)
+		return nil, nil, w.fail("cannot request %s: %v", cur.Redacted(), err)
 	}
 	req.Header.Set("User-Agent", w.r.userAgent)
 	req.Header.Set("Accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8")
 	req.Header.Set("Accept-Language", "en-US,en;q=0.9")
 	resp, err := w.client.Do(req)
 	if err != nil {
-		return nil, "", w.transportError(ctx, cur, err)
+		return nil, nil, w.transportError(ctx, cur, err)
 	}
 	defer resp.Body.Close()
 	status := resp.StatusCode
@@ -328,34 +474,69 @@ func (w *walk) fetch(ctx context.Context, cur *url.URL, prov Provider, rule Rule
 	case status >= 300 && status < 400 && resp.Header.Get("Location") != "":
 		next, err := parseLoose(cur, resp.Header.Get("Location"))
 		if err != nil {
-			return nil, "", w.fail("%s answered %d with an unparsable Location", cur.Host, status)
+			return nil, nil, w.fail("%s answered %d with an unparsable Location", cur.Host, status)
 		}
-		return next, KindHTTP, nil
+		return nil, next, nil
 	case status == http.StatusNotFound || status == http.StatusGone:
-		return nil, "", &Error{Code: CodeLinkRemoved, Detail: fmt.Sprintf("%s answered %d %s", cur.Host, status, http.StatusText(status))}
+		return nil, nil, &Error{Code: CodeLinkRemoved, Detail: fmt.Sprintf("%s answered %d %s", cur.Host, status, http.StatusText(status))}
 	case resp.Header.Get("Cf-Mitigated") == "challenge":
-		return nil, "", w.fail("%s answered with a bot challenge (captcha gate); linkhop does not solve captchas", cur.Host)
+		return nil, nil, w.fail("%s answered with a Cloudflare bot challenge (a captcha gate); linkhop does not solve captchas", cur.Host)
 	case status == http.StatusTooManyRequests || status >= 500:
-		return nil, "", &Error{Code: CodeProviderDown, Transient: true, RetryAfter: retryAfter(resp.Header.Get("Retry-After"), time.Now()),
+		return nil, nil, &Error{Code: CodeProviderDown, Transient: true, RetryAfter: retryAfter(resp.Header.Get("Retry-After"), time.Now()),
 			Detail: fmt.Sprintf("%s answered %d %s", cur.Host, status, http.StatusText(status))}
 	case status >= 400:
-		return nil, "", w.fail("%s answered %d %s", cur.Host, status, http.StatusText(status))
+		return nil, nil, w.fail("%s answered %d %s", cur.Host, status, http.StatusText(status))
 	}
+	out := &response{status: status, header: resp.Header}
+	out.body, out.isHTML, out.readErr = readHTML(resp)
+	if out.readErr != nil && len(out.body) == 0 {
+		return nil, nil, w.transportError(ctx, cur, out.readErr)
+	}
+	return out, nil, nil
+}
 
-	// 2xx (or a 3xx without Location): a Refresh header, else the HTML page.
-	if ref := resp.Header.Get("Refresh"); ref != "" {
-		if t, ok := parseRefresh(ref); ok && t != "" {
-			if next, err := parseLoose(cur, t); err == nil && !sameDocument(next, cur) {
-				return next, KindRefresh, nil
-			}
+// refreshTarget is the Refresh header's target, when it leads elsewhere.
+func refreshTarget(cur *url.URL, h http.Header) (*url.URL, bool) {
+	ref := h.Get("Refresh")
+	if ref == "" {
+		return nil, false
+	}
+	t, ok := parseRefresh(ref)
+	if !ok || t == "" {
+		return nil, false
+	}
+	next, err := parseLoose(cur, t)
+	if err != nil || sameDocument(next, cur) {
+		return nil, false
+	}
+	return next, true
+}
+
+// literalTarget is the first next hop written literally in an HTML page.
+func literalTarget(body []byte, cur *url.URL) (*url.URL, string, bool) {
+	for _, h := range extractHTML(body, cur) {
+		if !sameDocument(h.url, cur) {
+			return h.url, h.kind, true
 		}
 	}
-	body, isHTML, readErr := readHTML(resp)
-	if readErr != nil && len(body) == 0 {
-		return nil, "", w.transportError(ctx, cur, readErr)
+	return nil, "", false
+}
+
+// fetchProvider requests a provider's URL and works out the next hop from the answer: the
+// generic hop kinds, the provider's rule and family, and its computed JavaScript target.
+func (w *walk) fetchProvider(cur *url.URL, prov Provider, rule Rule) (*url.URL, string, *Error) {
+	resp, next, err := w.get(cur)
+	if err != nil {
+		return nil, "", err
 	}
-	if rule != nil && status < 300 {
-		next, ok, err := rule.Extract(Page{URL: cur, Status: status, Header: resp.Header, Body: body})
+	if next != nil {
+		return next, KindHTTP, nil
+	}
+	if next, ok := refreshTarget(cur, resp.header); ok {
+		return next, KindRefresh, nil
+	}
+	if rule != nil && resp.status < 300 {
+		next, ok, err := rule.Extract(Page{URL: cur, Status: resp.status, Header: resp.header, Body: resp.body})
 		if err != nil {
 			return nil, "", ruleError(prov, err)
 		}
@@ -363,26 +544,77 @@ func (w *walk) fetch(ctx context.Context, cur *url.URL, prov Provider, rule Rule
 			return next, KindProvider, nil
 		}
 	}
-	if !isHTML {
-		ct := resp.Header.Get("Content-Type")
+	if !resp.isHTML {
+		ct := resp.header.Get("Content-Type")
 		if ct == "" {
 			ct = "an unknown type"
 		}
-		return nil, "", w.fail("%s answered %d with %s and no redirect: no findable target", cur.Host, status, ct)
+		return nil, "", w.fail("%s answered %d with %s and no redirect: no findable target", cur.Host, resp.status, ct)
 	}
-	if hasCaptcha(body) {
-		return nil, "", w.fail("%s shows a captcha gate; linkhop does not solve captchas", cur.Host)
+	if name, ok := captchaGate(resp.body); ok {
+		return nil, "", w.fail("%s shows a captcha gate (%s); linkhop does not solve captchas", cur.Host, name)
 	}
-	for _, h := range extractHTML(body, cur) {
-		if !sameDocument(h.url, cur) {
-			return h.url, h.kind, nil
+	if next, kind, ok, err := w.family(cur, prov, resp.body); err != nil || ok {
+		return next, kind, err
+	}
+	if next, kind, ok := literalTarget(resp.body, cur); ok {
+		return next, kind, nil
+	}
+	if resp.readErr != nil {
+		// The body was cut short (a timeout, a reset) before anything useful arrived.
+		ctx, cancel := w.ctx()
+		defer cancel()
+		return nil, "", w.transportError(ctx, cur, resp.readErr)
+	}
+	if next, ok := w.computed(cur, resp.body); ok {
+		return next, KindJS, nil
+	}
+	return nil, "", w.fail("%s answered %d with a page that has no findable target (no redirect, refresh, location assignment or computed navigation)", cur.Host, resp.status)
+}
+
+// computed runs the page's scripts in the sandbox, for a navigation no literal shows.
+func (w *walk) computed(cur *url.URL, body []byte) (*url.URL, bool) {
+	if w.r.script == nil {
+		return nil, false
+	}
+	ctx, cancel := w.ctx()
+	defer cancel()
+	select {
+	case w.r.scriptSlots <- struct{}{}:
+		defer func() { <-w.r.scriptSlots }()
+	case <-ctx.Done():
+		return nil, false
+	}
+	raw, ok := w.r.script(ctx, body, cur)
+	if !ok {
+		return nil, false
+	}
+	next, err := parseLoose(cur, raw)
+	if err != nil || sameDocument(next, cur) {
+		return nil, false
+	}
+	return next, true
+}
+
+// fetchAny requests a non-provider URL of an any-host link. next is nil when the page has no
+// further hop: it is the destination (docs/resolving.md#any-host-mode).
+func (w *walk) fetchAny(cur *url.URL) (*url.URL, string, *Error) {
+	resp, next, err := w.get(cur)
+	if err != nil {
+		return nil, "", err
+	}
+	if next != nil {
+		return next, KindHTTP, nil
+	}
+	if next, ok := refreshTarget(cur, resp.header); ok {
+		return next, KindRefresh, nil
+	}
+	if resp.isHTML && resp.status < 300 {
+		if next, kind, ok := literalTarget(resp.body, cur); ok {
+			return next, kind, nil
 		}
 	}
-	if readErr != nil {
-		// The body was cut short (a timeout, a reset) before anything useful arrived.
-		return nil, "", w.transportError(ctx, cur, readErr)
-	}
-	return nil, "", w.fail("%s answered %d with a page that has no findable target (no redirect, refresh or location assignment)", cur.Host, status)
+	return nil, "", nil
 }
 
 // sameDocument reports whether a and b differ at most in their fragments, so a page "refreshing"

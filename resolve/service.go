@@ -67,7 +67,13 @@ func NewService(rdb redis.UniversalClient, r *Resolver, opts ServiceOptions) *Se
 		opts.NegativeTTL = DefaultNegativeTTL
 	}
 	if opts.LockTTL <= 0 {
-		opts.LockTTL = r.timeout + r.slotWait + 10*time.Second
+		// A countdown below ParkMin (any countdown, when parking is off) is slept through with
+		// the lock held.
+		sleep := r.formWaitMax
+		if r.parkMin > 0 {
+			sleep = min(r.parkMin, r.formWaitMax)
+		}
+		opts.LockTTL = r.timeout + r.slotWait + sleep + 10*time.Second
 	}
 	if opts.PollInterval <= 0 {
 		opts.PollInterval = DefaultPollInterval
@@ -178,15 +184,12 @@ func (s *Service) fromRecord(raw []byte, rawURL, norm string, u *url.URL) (Resul
 
 // Resolve is cache → one upstream resolve per URL (singleflight in process, a Redis lock across
 // workers) → resolver → cache. Waiters take the lock holder's outcome. A failure is an *Error
-// (link_removed from the negative cache too), or a plain error when Redis fails.
+// (link_removed from the negative cache too), or a plain error when Redis fails. A long
+// countdown returns a *Parked (see Resolver.Park): the caller reschedules and calls Resume.
 func (s *Service) Resolve(ctx context.Context, rawURL string) (Result, error) {
-	u, err := parseSubmitted(rawURL)
-	if err != nil {
-		return Result{}, &Error{Code: CodeUnsupportedLink, Detail: err.Error(), Cause: err, Hops: []Hop{{URL: rawURL, Kind: KindStart}}}
-	}
-	if _, ok := s.r.registry.Lookup(u.Host); !ok {
-		return Result{}, &Error{Code: CodeUnsupportedLink, Cause: ErrNotProvider,
-			Detail: fmt.Sprintf("host %q is not a provider host", u.Hostname()), Hops: []Hop{{URL: rawURL, Kind: KindStart}}}
+	u, _, _, cerr := s.r.checkSubmitted(rawURL)
+	if cerr != nil {
+		return Result{}, cerr
 	}
 	res, found, removed, err := s.Lookup(ctx, rawURL)
 	switch {
@@ -209,6 +212,14 @@ func (s *Service) Resolve(ctx context.Context, rawURL string) (Result, error) {
 			var re *Error
 			if errors.As(out.Err, &re) {
 				return Result{}, re.clone()
+			}
+			if p, ok := IsParked(out.Err); ok && out.Shared {
+				// One session cannot be resumed by two jobs (its form token is single-use): the
+				// callers that shared it come back after the countdown, when the first one's
+				// outcome is in the cache.
+				return Result{}, &Error{Code: CodeProviderDown, Transient: true, Throttled: true, Cause: ErrProviderBusy,
+					Detail:     "waiting on another job's countdown for the same link",
+					RetryAfter: time.Until(p.Until) + s.opts.PollInterval, Hops: []Hop{{URL: rawURL, Kind: KindStart}}}
 			}
 			return Result{}, out.Err
 		}
@@ -269,7 +280,36 @@ return 1`)
 
 // lead resolves upstream while holding the lock and publishes the outcome.
 func (s *Service) lead(ctx context.Context, rawURL, norm string, k urlKeys, token string) (Result, error) {
-	res, rerr := s.r.Resolve(ctx, rawURL)
+	res, rerr := s.r.Park(ctx, rawURL)
+	return res, s.publish(ctx, norm, k, token, res, rerr)
+}
+
+// Resume finishes a resolve that Resolve parked, and caches its outcome like Resolve's. A
+// result another job cached meanwhile is taken as it is.
+func (s *Service) Resume(ctx context.Context, rawURL string, c *Continuation) (Result, error) {
+	u, _, _, cerr := s.r.checkSubmitted(rawURL)
+	if cerr != nil {
+		return Result{}, cerr
+	}
+	res, found, removed, err := s.Lookup(ctx, rawURL)
+	switch {
+	case err != nil:
+		return Result{}, err
+	case found:
+		return res, nil
+	case removed:
+		return Result{}, removedError(rawURL)
+	}
+	norm := normalized(u)
+	res, rerr := s.r.Resume(ctx, rawURL, c)
+	// No lock is held (the token matches none), so publishing only stores the outcome.
+	return res, s.publish(ctx, norm, keysFor(norm), newToken(), res, rerr)
+}
+
+// publish stores the outcome of one upstream resolve for every worker (the cache, the negative
+// cache, or a failure for this lock holder's waiters) and releases the lock if token holds it.
+// It returns rerr, the outcome itself, for the caller.
+func (s *Service) publish(ctx context.Context, norm string, k urlKeys, token string, res Result, rerr error) error {
 	outKey, val, ttl := "", []byte(nil), time.Duration(0)
 	var re *Error
 	switch {
@@ -293,10 +333,10 @@ func (s *Service) lead(ctx context.Context, rawURL, norm string, k urlKeys, toke
 	// Best effort: if Redis fails here the result is still good for this caller, and waiters
 	// take over when the lock expires.
 	_ = finishScript.Run(wctx, s.rdb, []string{k.lock, cacheKeyOr(outKey, k.lock)}, token, string(val), ttl.Milliseconds()).Err()
-	if rerr == nil {
+	if rerr == nil && res.Provider.ID != "" {
 		s.recordLatency(wctx, res.Provider.ID, res.Duration)
 	}
-	return res, rerr
+	return rerr
 }
 
 // cacheKeyOr returns key, or fallback when key is empty (scripts need a key in the slot anyway).

@@ -82,7 +82,7 @@ func runDevWith(ctx context.Context, cfg config.Config, out io.Writer, ready fun
 				return
 			}
 			base := "http://" + printable(d.ln.Addr())
-			banner(out, base, mr.Addr(), c)
+			banner(out, base, mr.Addr(), c, cfg.ResolveAnyHost)
 			if ready != nil {
 				ready(d, c.Token)
 			}
@@ -98,7 +98,7 @@ func printable(a net.Addr) string {
 	return net.JoinHostPort(host, port)
 }
 
-func banner(out io.Writer, base, redisAddr string, c keys.Created) {
+func banner(out io.Writer, base, redisAddr string, c keys.Created, anyHost bool) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\nlinkhop dev mode: API and worker in this one process, on an embedded in-memory Redis.\n")
 	fmt.Fprintf(&b, "Everything is lost when you stop it (Ctrl-C). Private targets are allowed. Not for production.\n\n")
@@ -106,7 +106,13 @@ func banner(out io.Writer, base, redisAddr string, c keys.Created) {
 	fmt.Fprintf(&b, "  Embedded Redis:  redis://%s/0\n", redisAddr)
 	fmt.Fprintf(&b, "  API key:         %s\n", c.Token)
 	fmt.Fprintf(&b, "  Webhook secret:  %s\n", c.WebhookSecret())
-	fmt.Fprintf(&b, "  Demo shortener:  http://%s/<anything> redirects to https://example.com/<anything>\n\n", demoHost)
+	fmt.Fprintf(&b, "  Demo shortener:  http://%s/<anything> redirects to https://example.com/<anything>\n", demoHost)
+	if anyHost {
+		fmt.Fprintf(&b, "  Any-host mode:   on: links on any host are resolved (and fetched, from this machine)\n")
+	} else {
+		fmt.Fprintf(&b, "  Any-host mode:   off: only providers' links (GET /v1/providers); start with -any-host to try any link\n")
+	}
+	b.WriteString("\n")
 	fmt.Fprintf(&b, "Try it:\n  curl -sS -X POST %s/v1/resolve -H 'Authorization: Bearer %s' -H 'Content-Type: application/json' -d '{\"url\":\"http://%s/hello\"}'\n", base, c.Token, demoHost)
 	fmt.Fprintf(&b, "Then poll the poll_url it returns:\n  curl -sS %s/v1/jobs/JOB_ID -H 'Authorization: Bearer %s'\n\n", base, c.Token)
 	fmt.Fprintf(&b, "Or with the command line (docs/cli.md), from another shell in this directory:\n  export LINKHOP_URL=%s LINKHOP_API_KEY=%s && go run ./cmd/linkhop resolve http://%s/hello\n\n", base, c.Token, demoHost)

@@ -36,13 +36,21 @@ func main() {
 	}
 	fs := flag.NewFlagSet("api", flag.ContinueOnError)
 	dev := fs.Bool("dev", false, "run API and worker in one process on an embedded in-memory Redis")
+	anyHost := fs.Bool("any-host", false, "with -dev: resolve links on any host, not only providers' (RESOLVE_ANY_HOST=true)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
+		os.Exit(2)
+	}
+	if *anyHost && !*dev {
+		fmt.Fprintln(os.Stderr, "api: -any-host goes with -dev; in production set RESOLVE_ANY_HOST=true on API and worker")
 		os.Exit(2)
 	}
 	cfg, err := config.FromEnv(config.API)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
+	}
+	if *anyHost {
+		cfg.ResolveAnyHost = true
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

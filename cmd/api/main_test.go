@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -137,28 +139,9 @@ func TestDevModeEndToEnd(t *testing.T) {
 	if res.StatusCode != 202 {
 		t.Fatalf("printed curl gave %d %v", res.StatusCode, body)
 	}
-	poll := strings.TrimSuffix(m[1], "/v1/resolve") + body["poll_url"].(string)
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		req, _ := http.NewRequest("GET", poll, nil)
-		req.Header.Set("Authorization", "Bearer "+m[2])
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var job map[string]any
-		_ = json.NewDecoder(res.Body).Decode(&job)
-		res.Body.Close()
-		if job["status"] == "done" {
-			if job["target_url"] != "https://example.com/hello" {
-				t.Errorf("target %v", job["target_url"])
-			}
-			break
-		}
-		if time.Now().After(deadline) || job["status"] == "failed" {
-			t.Fatalf("job did not finish: %v", job)
-		}
-		time.Sleep(200 * time.Millisecond)
+	job := pollDone(t, strings.TrimSuffix(m[1], "/v1/resolve")+body["poll_url"].(string), m[2])
+	if job["target_url"] != "https://example.com/hello" {
+		t.Errorf("target %v", job["target_url"])
 	}
 	cancel()
 	if err := <-done; err != nil {
@@ -176,11 +159,102 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// pollDone polls a job until it is done, failing the test if it fails or takes too long.
+func pollDone(t *testing.T, poll, token string) map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		req, _ := http.NewRequest("GET", poll, nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var job map[string]any
+		_ = json.NewDecoder(res.Body).Decode(&job)
+		res.Body.Close()
+		if job["status"] == "done" {
+			return job
+		}
+		if time.Now().After(deadline) || job["status"] == "failed" || job["status"] == "invalid" {
+			t.Fatalf("job did not finish: %v", job)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func TestDevModeAnyHost(t *testing.T) {
+	// A "real link" on loopback: dev mode allows private targets, and -any-host takes any host.
+	site := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/short" {
+			http.Redirect(w, r, "/landing", http.StatusFound)
+			return
+		}
+		_, _ = w.Write([]byte("<html>landing</html>"))
+	}))
+	defer site.Close()
+	cfg, err := config.Load(config.API, func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.HTTPAddr, cfg.ShutdownTimeout, cfg.ResolveAnyHost = "127.0.0.1:0", 2*time.Second, true
+	ctx, cancel := context.WithCancel(context.Background())
+	var out bytes.Buffer
+	type started struct {
+		base, token string
+	}
+	readyc := make(chan started, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- runDevWith(ctx, cfg, &out, func(d deps, token string) {
+			readyc <- started{"http://" + printable(d.ln.Addr()), token}
+		})
+	}()
+	var s started
+	select {
+	case s = <-readyc:
+	case err := <-done:
+		t.Fatalf("dev mode exited: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("dev mode did not start")
+	}
+	if !strings.Contains(out.String(), "Any-host mode:   on") {
+		t.Errorf("banner does not say any-host mode is on:\n%s", out.String())
+	}
+	req, _ := http.NewRequest("POST", s.base+"/v1/resolve", strings.NewReader(`{"url":"`+site.URL+`/short"}`))
+	req.Header.Set("Authorization", "Bearer "+s.token)
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body map[string]any
+	_ = json.NewDecoder(res.Body).Decode(&body)
+	res.Body.Close()
+	if res.StatusCode != 202 {
+		t.Fatalf("any-host link gave %d %v", res.StatusCode, body)
+	}
+	job := pollDone(t, s.base+body["poll_url"].(string), s.token)
+	if job["target_url"] != site.URL+"/landing" || job["provider"] != nil {
+		t.Errorf("job %v", job)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("dev mode shutdown: %v", err)
+	}
+}
+
 func TestBadConfigExits2(t *testing.T) {
+	badFamily := filepath.Join(t.TempDir(), "providers.json")
+	if err := os.WriteFile(badFamily, []byte(`{"providers":[{"provider":"x","hosts":["x.test"],"tier":"premium","family":"captcha-solver"}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct{ env, name string }{
 		{"WEBHOOK_TIMEOUT=soon", "WEBHOOK_TIMEOUT"},
 		{"RESOLVE_MAX_HOPS=50", "RESOLVE_MAX_HOPS"},
 		{"REDIS_URL=http://x", "REDIS_URL"},
+		{"RESOLVE_FORM_WAIT_MAX=-1s", "RESOLVE_FORM_WAIT_MAX"},
+		{"LINKHOP_PROVIDERS_FILE=" + badFamily, "LINKHOP_PROVIDERS_FILE"},
 	} {
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
 		cmd.Env = append(os.Environ(), "LINKHOP_RUN_MAIN=1", tc.env)

@@ -87,6 +87,8 @@ func NewResolver(c config.Config, rdb redis.UniversalClient, reg *resolve.Regist
 		Timeout:            c.ResolveTimeout,
 		UserAgent:          "",
 		PerHostConcurrency: c.ResolvePerHostConcurrency,
+		FormWaitMax:        c.ResolveFormWaitMax,
+		AnyHost:            c.ResolveAnyHost,
 	})
 	return resolve.NewService(rdb, r, resolve.ServiceOptions{
 		CacheTTL: c.ResolveCacheTTL, NegativeTTL: c.ResolveNegativeCacheTTL,

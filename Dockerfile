@@ -1,9 +1,11 @@
 # syntax=docker/dockerfile:1
 #
-# One image, two binaries: /usr/local/bin/api (the default) and /usr/local/bin/worker.
+# One image, three binaries: /usr/local/bin/api (the default), /usr/local/bin/worker and
+# /usr/local/bin/linkhop (the command line for users of a service, docs/cli.md).
 #   docker build -t ghcr.io/linkhop/linkhop:dev .
 #   docker run --rm -p 8080:8080 -e REDIS_URL=redis://host.docker.internal:6379/0 ghcr.io/linkhop/linkhop:dev
 #   docker run --rm --entrypoint /usr/local/bin/worker ghcr.io/linkhop/linkhop:dev
+#   docker run --rm -e LINKHOP_URL -e LINKHOP_API_KEY --entrypoint /usr/local/bin/linkhop ghcr.io/linkhop/linkhop:dev account
 # Multi-platform builds cross-compile on the build host (no emulation):
 #   docker buildx build --platform linux/amd64,linux/arm64 -t ghcr.io/linkhop/linkhop:TAG .
 
@@ -17,7 +19,7 @@ RUN --mount=type=cache,target=/go/pkg/mod \
     go mod download
 COPY . .
 ARG TARGETOS TARGETARCH
-# The version logged at start and sent in the webhooks' User-Agent:
+# The version logged at start, sent in the webhooks' User-Agent and reported by `linkhop mcp`:
 #   docker build --build-arg VERSION=v1.2.3 …
 ARG VERSION=dev
 # CGO off: static binaries that run on a base with no libc. -trimpath keeps the build
@@ -26,13 +28,14 @@ ARG VERSION=dev
 RUN --mount=type=cache,target=/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
     CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH \
-    go build -trimpath -ldflags="-s -w -X github.com/linkhop/linkhop/internal/app.Version=${VERSION}" \
-      -o /out/ ./cmd/api ./cmd/worker
+    go build -trimpath -ldflags="-s -w -X github.com/linkhop/linkhop/internal/app.Version=${VERSION} -X main.version=${VERSION}" \
+      -o /out/ ./cmd/api ./cmd/worker ./cmd/linkhop
 
 # distroless/static: CA certificates and tzdata, no shell, no package manager.
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/api /usr/local/bin/api
 COPY --from=build /out/worker /usr/local/bin/worker
+COPY --from=build /out/linkhop /usr/local/bin/linkhop
 # Numeric, so Kubernetes can verify runAsNonRoot; 65532 is distroless' "nonroot".
 USER 65532:65532
 # api HTTP_ADDR :8080; worker (health and metrics only) :9090.

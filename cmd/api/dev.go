@@ -115,6 +115,7 @@ func banner(out io.Writer, base, redisAddr string, c keys.Created, anyHost bool)
 	b.WriteString("\n")
 	fmt.Fprintf(&b, "Try it:\n  curl -sS -X POST %s/v1/resolve -H 'Authorization: Bearer %s' -H 'Content-Type: application/json' -d '{\"url\":\"http://%s/hello\"}'\n", base, c.Token, demoHost)
 	fmt.Fprintf(&b, "Then poll the poll_url it returns:\n  curl -sS %s/v1/jobs/JOB_ID -H 'Authorization: Bearer %s'\n\n", base, c.Token)
+	fmt.Fprintf(&b, "Or with the command line (docs/cli.md), from another shell in this directory:\n  export LINKHOP_URL=%s LINKHOP_API_KEY=%s && go run ./cmd/linkhop resolve http://%s/hello\n\n", base, c.Token, demoHost)
 	_, _ = io.WriteString(out, b.String())
 }
 

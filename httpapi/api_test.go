@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+
 	"github.com/linkhop/linkhop/keys"
 	"github.com/linkhop/linkhop/resolve"
 )
@@ -203,8 +205,16 @@ func TestRoutesAndMethods(t *testing.T) {
 	if r := e.do("GET", "/readyz", "", nil); r.status != 200 {
 		t.Errorf("readyz %d", r.status)
 	}
-	if r := e.do("GET", "/metrics", "", nil); r.status != 200 {
-		t.Errorf("metrics %d", r.status)
+	r = e.do("GET", "/metrics", "", nil)
+	if r.status != 200 || !strings.Contains(string(r.raw), "linkhop_build_info{") {
+		t.Errorf("metrics %d:\n%.1000s", r.status, r.raw)
+	}
+	problems, err := promlint.New(bytes.NewReader(r.raw)).Lint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
 	}
 }
 

@@ -7,8 +7,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/linkhop/linkhop/internal/app"
 	"github.com/linkhop/linkhop/internal/buildinfo"
+	"github.com/linkhop/linkhop/jobs"
 )
 
 func TestBuildInfoMetric(t *testing.T) {
@@ -48,5 +52,25 @@ func TestRedisLoggerWritesJSON(t *testing.T) {
 	}
 	if line["level"] != "WARN" || line["component"] != "go-redis" || line["msg"] != "redis: connection pool: failed to dial after 5 attempts: refused" {
 		t.Errorf("line %v", line)
+	}
+}
+
+func TestWorkerMetricsProviderLabel(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	m := app.NewWorkerMetrics(reg)
+	failed := "provider_down"
+	m.Observe(jobs.Record{Status: jobs.StatusDone, Provider: "bitly"}, 0)
+	m.Observe(jobs.Record{Status: jobs.StatusFailed, Provider: "bitly", Error: &failed}, 0)
+	m.Observe(jobs.Record{Status: jobs.StatusDone}, 0)
+	want := `
+# HELP linkhop_jobs_finished_total Finished jobs by status, error code and provider.
+# TYPE linkhop_jobs_finished_total counter
+linkhop_jobs_finished_total{error="",provider="bitly",status="done"} 1
+linkhop_jobs_finished_total{error="",provider="none",status="done"} 1
+linkhop_jobs_finished_total{error="provider_down",provider="bitly",status="failed"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "linkhop_jobs_finished_total"); err != nil {
+		t.Error(err)
 	}
 }

@@ -49,7 +49,10 @@ func (w *walk) family(cur *url.URL, prov Provider, body []byte) (*url.URL, strin
 		if wait > w.r.formWaitMax {
 			return nil, "", false, w.fail("%s asks for a %s countdown, longer than RESOLVE_FORM_WAIT_MAX (%s)", cur.Host, wait, w.r.formWaitMax)
 		}
-		form := parkedForm{Action: f.Action.String(), Fields: f.Fields, Referer: cur.String()}
+		// A browser's Referer never carries the fragment.
+		ref := *cur
+		ref.Fragment, ref.RawFragment = "", ""
+		form := parkedForm{Action: f.Action.String(), Fields: f.Fields, Referer: ref.String()}
 		if w.park && wait >= w.r.parkMin {
 			return nil, "", false, &Error{parked: w.parkUntil(form, time.Now().Add(wait))}
 		}
@@ -253,7 +256,15 @@ func (j *recordingJar) SetCookies(u *url.URL, cookies []*http.Cookie) {
 		return // the walk goes on in place; only a parked walk would miss these
 	}
 	j.size += n
-	j.log = append(j.log, savedCookies{URL: u.String(), Cookies: cookies})
+	// The jar needs the parsed attributes only; the raw header would double what a parked
+	// job record carries.
+	kept := make([]*http.Cookie, len(cookies))
+	for i, c := range cookies {
+		cc := *c
+		cc.Raw, cc.Unparsed = "", nil
+		kept[i] = &cc
+	}
+	j.log = append(j.log, savedCookies{URL: u.String(), Cookies: kept})
 }
 
 func (j *recordingJar) Cookies(u *url.URL) []*http.Cookie { return j.jar.Cookies(u) }

@@ -10,9 +10,9 @@ import (
 // It replaces asynq's x/metrics collector, whose gauges end in _total (promlint refuses them)
 // and which logs plain text into the JSON log stream on every scrape while Redis is down.
 type queueCollector struct {
-	inspector                                                       *asynq.Inspector
-	size, tasks, latency, memory, processed, failed, paused, errors *prometheus.Desc
-	scrapeErrors                                                    prometheus.Counter
+	inspector                                               *asynq.Inspector
+	size, tasks, latency, memory, processed, failed, paused *prometheus.Desc
+	scrapeErrors                                            prometheus.Counter
 }
 
 func newQueueCollector(rdb redis.UniversalClient) *queueCollector {

@@ -13,6 +13,7 @@ package config
 import (
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/url"
 	"os"
@@ -67,6 +68,7 @@ type Config struct {
 	AdminToken            string        // LINKHOP_ADMIN_TOKEN; empty disables /admin/*
 	AuthFailuresPerMinute int           // AUTH_FAILURES_PER_MINUTE (linkhop extension)
 	ShutdownTimeout       time.Duration // SHUTDOWN_TIMEOUT (linkhop extension)
+	QuotaRetryAfterMax    time.Duration // QUOTA_RETRY_AFTER_MAX; 0 = no cap
 }
 
 // Error is a refused configuration value. Its message is the one line a process prints
@@ -99,6 +101,7 @@ const (
 	DefaultWebhookTimeout            = webhooks.DefaultTimeout
 	DefaultWebhookBackoffBase        = webhooks.DefaultBackoffBase
 	DefaultAuthFailuresPerMinute     = quota.DefaultAuthFailuresPerMinute
+	DefaultQuotaRetryAfterMax        = quota.DefaultQuotaRetryAfterMax
 	DefaultShutdownTimeout           = 20 * time.Second
 )
 
@@ -112,7 +115,7 @@ func EnvNames() []string {
 		"RESOLVE_BACKOFF_BASE", "RESOLVE_CACHE_TTL", "RESOLVE_NEGATIVE_CACHE_TTL",
 		"RESOLVE_PER_HOST_CONCURRENCY", "RESOLVE_FORM_WAIT_MAX", "RESOLVE_ANY_HOST", "JOB_RETENTION", "WEBHOOK_RATE_PER_SECOND",
 		"WEBHOOK_MAX_RETRIES", "WEBHOOK_TIMEOUT", "WEBHOOK_BACKOFF_BASE", "LINKHOP_ADMIN_TOKEN",
-		"AUTH_FAILURES_PER_MINUTE", "SHUTDOWN_TIMEOUT",
+		"AUTH_FAILURES_PER_MINUTE", "SHUTDOWN_TIMEOUT", "QUOTA_RETRY_AFTER_MAX",
 	}
 }
 
@@ -154,6 +157,7 @@ func Load(p Process, lookup LookupFunc) (Config, error) {
 		AdminToken:            r.str("LINKHOP_ADMIN_TOKEN", ""),
 		AuthFailuresPerMinute: r.integer("AUTH_FAILURES_PER_MINUTE", DefaultAuthFailuresPerMinute, 1, 1000000),
 		ShutdownTimeout:       r.duration("SHUTDOWN_TIMEOUT", DefaultShutdownTimeout),
+		QuotaRetryAfterMax:    r.seconds("QUOTA_RETRY_AFTER_MAX", DefaultQuotaRetryAfterMax),
 	}
 	def := DefaultAPIAddr
 	if p == Worker {
@@ -313,6 +317,31 @@ func (r *reader) duration(name string, def time.Duration) time.Duration {
 	}
 	if d <= 0 {
 		r.fail(name, "must be a positive duration")
+	}
+	return d
+}
+
+// seconds reads a length of time that may be 0: whole seconds ("60", as the Retry-After it
+// caps is written) or a Go duration ("1m").
+func (r *reader) seconds(name string, def time.Duration) time.Duration {
+	v, ok := r.raw(name)
+	if !ok {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if n, nerr := strconv.ParseInt(v, 10, 64); nerr == nil {
+		d, err = time.Duration(n)*time.Second, nil
+		if n > int64(math.MaxInt64/time.Second) {
+			err = strconv.ErrRange
+		}
+	}
+	if err != nil {
+		r.fail(name, fmt.Sprintf("%q is not whole seconds (60) or a duration like 1m", v))
+		return def
+	}
+	if d < 0 {
+		r.fail(name, "must not be negative")
+		return def
 	}
 	return d
 }

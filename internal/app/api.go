@@ -33,7 +33,7 @@ func NewAPI(c config.Config, rdb redis.UniversalClient, log *slog.Logger, reg *r
 		Queue:    jobs.NewQueue(rdb, store, jobs.TaskOptions{MaxAttempts: c.ResolveMaxAttempts, Timeout: c.ResolveTimeout, Webhooks: policy}),
 		Registry: reg,
 		Resolver: svc,
-		Limiter:  quota.New(rdb),
+		Limiter:  quota.New(rdb, quota.WithQuotaRetryAfterMax(c.QuotaRetryAfterMax)),
 		Logger:   log,
 		Metrics:  httpapi.NewMetrics(metrics),
 		Gatherer: metrics,

@@ -89,10 +89,15 @@ type Decision struct {
 	// Limiter was built WithWindow); the RateLimit-Policy header reports it.
 	Window time.Duration
 
-	logKey, dayKey string // Redis keys, for Refund
-	member         string // the log entry recorded, "" when none
-	policy         string // RateLimit policy name of Minute, "" = PolicyMinute
-	day            int64  // UTC day number the day counter was charged for, -1 when not
+	// SlotRetryAfter is, for a batch admitted in part (AdmitManyIn), the exact time until a
+	// slot frees for its refused requests; 0 when none was refused.
+	SlotRetryAfter time.Duration
+
+	logKey, dayKey string   // Redis keys, for Refund
+	member         string   // the log entry recorded, "" when none
+	members        []string // a batch's log entries, in order
+	policy         string   // RateLimit policy name of Minute, "" = PolicyMinute
+	day            int64    // UTC day number the day counter was charged for, -1 when not
 }
 
 // RetryAfterSeconds is RetryAfter in whole seconds, rounded up and never below 1, as the

@@ -21,6 +21,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/linkhop/linkhop/httpapi"
 	"github.com/linkhop/linkhop/quota"
 	"github.com/linkhop/linkhop/resolve"
 	"github.com/linkhop/linkhop/webhooks"
@@ -69,6 +70,7 @@ type Config struct {
 	AuthFailuresPerMinute int           // AUTH_FAILURES_PER_MINUTE (linkhop extension)
 	ShutdownTimeout       time.Duration // SHUTDOWN_TIMEOUT (linkhop extension)
 	QuotaRetryAfterMax    time.Duration // QUOTA_RETRY_AFTER_MAX; 0 = no cap
+	BatchMaxItems         int           // BATCH_MAX_ITEMS
 }
 
 // Error is a refused configuration value. Its message is the one line a process prints
@@ -102,6 +104,8 @@ const (
 	DefaultWebhookBackoffBase        = webhooks.DefaultBackoffBase
 	DefaultAuthFailuresPerMinute     = quota.DefaultAuthFailuresPerMinute
 	DefaultQuotaRetryAfterMax        = quota.DefaultQuotaRetryAfterMax
+	DefaultBatchMaxItems             = httpapi.DefaultBatchMaxItems
+	MaxBatchItems                    = httpapi.HardMaxBatchItems
 	DefaultShutdownTimeout           = 20 * time.Second
 )
 
@@ -115,7 +119,7 @@ func EnvNames() []string {
 		"RESOLVE_BACKOFF_BASE", "RESOLVE_CACHE_TTL", "RESOLVE_NEGATIVE_CACHE_TTL",
 		"RESOLVE_PER_HOST_CONCURRENCY", "RESOLVE_FORM_WAIT_MAX", "RESOLVE_ANY_HOST", "JOB_RETENTION", "WEBHOOK_RATE_PER_SECOND",
 		"WEBHOOK_MAX_RETRIES", "WEBHOOK_TIMEOUT", "WEBHOOK_BACKOFF_BASE", "LINKHOP_ADMIN_TOKEN",
-		"AUTH_FAILURES_PER_MINUTE", "SHUTDOWN_TIMEOUT", "QUOTA_RETRY_AFTER_MAX",
+		"AUTH_FAILURES_PER_MINUTE", "SHUTDOWN_TIMEOUT", "QUOTA_RETRY_AFTER_MAX", "BATCH_MAX_ITEMS",
 	}
 }
 
@@ -158,6 +162,7 @@ func Load(p Process, lookup LookupFunc) (Config, error) {
 		AuthFailuresPerMinute: r.integer("AUTH_FAILURES_PER_MINUTE", DefaultAuthFailuresPerMinute, 1, 1000000),
 		ShutdownTimeout:       r.duration("SHUTDOWN_TIMEOUT", DefaultShutdownTimeout),
 		QuotaRetryAfterMax:    r.seconds("QUOTA_RETRY_AFTER_MAX", DefaultQuotaRetryAfterMax),
+		BatchMaxItems:         r.integer("BATCH_MAX_ITEMS", DefaultBatchMaxItems, 1, MaxBatchItems),
 	}
 	def := DefaultAPIAddr
 	if p == Worker {

@@ -30,7 +30,7 @@ func TestDefaults(t *testing.T) {
 		ResolveFormWaitMax: 15 * time.Second, ResolveAnyHost: false,
 		JobRetention: 168 * time.Hour, WebhookRatePerSecond: 10, WebhookMaxRetries: 3,
 		WebhookTimeout: 30 * time.Second, WebhookBackoffBase: 5 * time.Second,
-		AuthFailuresPerMinute: 30, ShutdownTimeout: 20 * time.Second,
+		AuthFailuresPerMinute: 30, ShutdownTimeout: 20 * time.Second, BatchMaxItems: 100,
 	}
 	if d := cmp.Diff(want, c); d != "" {
 		t.Errorf("defaults (-want +got):\n%s", d)
@@ -124,6 +124,8 @@ func TestRefused(t *testing.T) {
 		"AUTH_FAILURES_PER_MINUTE":      {"AUTH_FAILURES_PER_MINUTE": "0"},
 		"SHUTDOWN_TIMEOUT":              {"SHUTDOWN_TIMEOUT": "x"},
 		"QUOTA_RETRY_AFTER_MAX":         {"QUOTA_RETRY_AFTER_MAX": "-5"},
+		"BATCH_MAX_ITEMS":               {"BATCH_MAX_ITEMS": "1001"},
+		"BATCH_MAX_ITEMS zero":          {"BATCH_MAX_ITEMS": "0"},
 		"QUOTA_RETRY_AFTER_MAX words":   {"QUOTA_RETRY_AFTER_MAX": "an hour"},
 		"QUOTA_RETRY_AFTER_MAX huge":    {"QUOTA_RETRY_AFTER_MAX": "9223372036854775807"},
 		"RESOLVE_FORM_WAIT_MAX":         {"RESOLVE_FORM_WAIT_MAX": "0s"},

@@ -40,6 +40,7 @@ func NewAPI(c config.Config, rdb redis.UniversalClient, log *slog.Logger, reg *r
 
 		AllowPrivateTargets:   c.AllowPrivateTargets,
 		AuthFailuresPerMinute: c.AuthFailuresPerMinute,
+		BatchMaxItems:         c.BatchMaxItems,
 		AdminToken:            c.AdminToken,
 		QueuesUI:              QueuesUI(rdb, httpapi.QueuesPath),
 	}), nil

@@ -42,6 +42,13 @@ lint: ## golangci-lint v2 with .golangci.yml, and go vet, with every build tag (
 	$(GO) vet -tags faults,soak ./...
 	$(GOLANGCI_LINT) run ./...
 	cd deploy/k8s && $(GOLANGCI_LINT) run ./...
+	@$(MAKE) --no-print-directory lint-openapi
+
+.PHONY: lint-openapi
+lint-openapi: ## lint httpapi/openapi.json with Redocly CLI (needs Node.js; skipped without npx)
+	@if command -v npx >/dev/null 2>&1; then \
+		npx --yes @redocly/cli@2.77.0 lint --config .redocly.yaml --format=summary httpapi/openapi.json; \
+	else echo "lint-openapi: npx not found (install Node.js); skipped"; fi
 
 .PHONY: run
 run: ## the one-process dev mode

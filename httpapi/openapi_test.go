@@ -759,3 +759,31 @@ func (e *env) keyID(token string) string {
 	}
 	return id
 }
+
+// TestOpenAPIWebhookEvent: the webhooks section describes the bodies deliveries really send.
+func TestOpenAPIWebhookEvent(t *testing.T) {
+	t.Parallel()
+	s := loadSpec(t)
+	ref := s.doc.Components.Schemas["WebhookEvent"]
+	if ref == nil || s.doc.Webhooks["resolveEvent"] == nil || s.doc.Webhooks["resolveEvent"].Post == nil {
+		t.Fatal("openapi.json lacks the WebhookEvent schema or the resolveEvent webhook")
+	}
+	target, provider, tier, code, balance := "https://example.com/x", "bitly", "standard", "link_removed", int64(7)
+	for name, ev := range map[string]webhooks.Event{
+		"done":     {Event: webhooks.EventResolveDone, CreatedAt: time.Now(), JobID: "0f8fad5b-d9cb-469f-a165-70867728950e", Status: "done", TargetURL: &target, Provider: &provider, Tier: &tier, CreditsCharged: 1, Balance: &balance},
+		"failed":   {Event: webhooks.EventResolveFailed, CreatedAt: time.Now(), JobID: "0f8fad5b-d9cb-469f-a165-70867728950e", Status: "failed", Provider: &provider, Tier: &tier, Error: &code},
+		"any-host": {Event: webhooks.EventResolveDone, CreatedAt: time.Now(), JobID: "0f8fad5b-d9cb-469f-a165-70867728950e", Status: "done", TargetURL: &target},
+	} {
+		body, err := ev.Body()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v any
+		if err := json.Unmarshal(body, &v); err != nil {
+			t.Fatal(err)
+		}
+		if err := ref.Value.VisitJSON(v); err != nil {
+			t.Errorf("%s event %s does not match WebhookEvent: %v", name, body, err)
+		}
+	}
+}

@@ -456,7 +456,9 @@ func TestBadInputSweep(t *testing.T) {
 	add("batch idempotency header", rawReq{method: "POST", path: "/v1/resolve/batch", body: []byte(nItems(1)),
 		headers: []string{"Authorization", auth, "Content-Type", "application/json", "Idempotency-Key", "k"}}, bad)
 	// Job lists: 1 to 100 ids, none empty; a malformed id is a null entry, not an error.
-	ids := func(q string) rawReq { return rawReq{method: "GET", path: "/v1/jobs" + q, headers: []string{"Authorization", auth}} }
+	ids := func(q string) rawReq {
+		return rawReq{method: "GET", path: "/v1/jobs" + q, headers: []string{"Authorization", auth}}
+	}
 	for name, q := range map[string]string{
 		"no ids": "", "empty": "?ids=", "empty id": "?ids=a,,b", "leading comma": "?ids=,a", "101 ids": "?ids=" + strings.Repeat("a,", 100) + "a",
 		"twice": "?ids=a&ids=b", "bad escape": "?ids=%zz", "only commas": "?ids=,,,",

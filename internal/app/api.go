@@ -42,6 +42,7 @@ func NewAPI(c config.Config, rdb redis.UniversalClient, log *slog.Logger, reg *r
 		AuthFailuresPerMinute: c.AuthFailuresPerMinute,
 		BatchMaxItems:         c.BatchMaxItems,
 		AdminToken:            c.AdminToken,
+		TrustedProxies:        c.TrustedProxies,
 		QueuesUI:              QueuesUI(rdb, httpapi.QueuesPath),
 	}), nil
 }

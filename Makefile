@@ -43,6 +43,16 @@ lint: ## golangci-lint v2 with .golangci.yml, and go vet, with every build tag (
 	$(GOLANGCI_LINT) run ./...
 	cd deploy/k8s && $(GOLANGCI_LINT) run ./...
 	@$(MAKE) --no-print-directory lint-openapi
+	@$(MAKE) --no-print-directory vulncheck
+
+GOVULNCHECK ?= $(shell command -v govulncheck || echo $$($(GO) env GOPATH)/bin/govulncheck)
+
+.PHONY: vulncheck
+vulncheck: ## govulncheck: known vulnerabilities in the code paths linkhop calls (needs vuln.go.dev)
+	@[ -x "$(GOVULNCHECK)" ] || $(GO) install golang.org/x/vuln/cmd/govulncheck@v1.9.0
+	@if curl -sfm 10 -o /dev/null https://vuln.go.dev/index/db.json; then \
+		$(GOVULNCHECK) ./... && cd deploy/k8s && $(GOVULNCHECK) ./...; \
+	else echo "vulncheck: the vulnerability database (vuln.go.dev) cannot be reached from here; NOT checked"; fi
 
 .PHONY: lint-openapi
 lint-openapi: ## lint httpapi/openapi.json with Redocly CLI (needs Node.js; skipped without npx)

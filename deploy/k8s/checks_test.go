@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	kedav1alpha1 "github.com/kedacore/keda/v2/apis/keda/v1alpha1"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
@@ -53,6 +54,8 @@ var checks = []struct {
 	{"network policies", checkNetworkPolicies},
 	{"redis", checkRedis},
 	{"namespace", checkNamespace},
+	{"monitoring", checkMonitoring},
+	{"ingress", checkIngress},
 }
 
 // linkhopPod is one linkhop Deployment with the configuration its container would load.
@@ -370,8 +373,29 @@ func checkAutoscalers(t *testing.T, b *bundle) {
 			}
 		}
 	}
+	for _, so := range b.scaled {
+		ref := so.Spec.ScaleTargetRef
+		if ref == nil || ref.Kind != "Deployment" || ref.APIVersion != "apps/v1" ||
+			!slices.ContainsFunc(b.deployments, func(d *appsv1.Deployment) bool { return d.Name == ref.Name }) {
+			t.Errorf("ScaledObject %s does not target a Deployment of the build: %+v", so.Name, ref)
+			continue
+		}
+		if minR := replicas(so.Spec.MinReplicaCount); minR < 2 || so.Spec.MaxReplicaCount == nil || *so.Spec.MaxReplicaCount < minR {
+			t.Errorf("ScaledObject %s: replicas %d..%v, want at least 2 and min ≤ max", so.Name, minR, so.Spec.MaxReplicaCount)
+		}
+		if len(so.Spec.Triggers) == 0 {
+			t.Errorf("ScaledObject %s has no trigger", so.Name)
+		}
+	}
 	for _, d := range b.deployments {
-		if !slices.ContainsFunc(b.hpas, func(h *autoscalingv2.HorizontalPodAutoscaler) bool { return h.Spec.ScaleTargetRef.Name == d.Name }) {
+		hpa := slices.ContainsFunc(b.hpas, func(h *autoscalingv2.HorizontalPodAutoscaler) bool { return h.Spec.ScaleTargetRef.Name == d.Name })
+		keda := slices.ContainsFunc(b.scaled, func(so *kedav1alpha1.ScaledObject) bool {
+			return so.Spec.ScaleTargetRef != nil && so.Spec.ScaleTargetRef.Name == d.Name
+		})
+		switch {
+		case hpa && keda:
+			t.Errorf("Deployment %s has both an HPA and a KEDA ScaledObject (which makes its own HPA): they would fight", d.Name)
+		case !hpa && !keda:
 			t.Errorf("Deployment %s has no HorizontalPodAutoscaler", d.Name)
 		}
 	}

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 
+	kedav1alpha1 "github.com/kedacore/keda/v2/apis/keda/v1alpha1"
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
@@ -30,7 +32,10 @@ import (
 
 // kustomizations are the directories an operator builds; base is built too because an
 // overlay can only be as right as the base under it.
-var kustomizations = []string{"base", "overlays/dev", "overlays/prod"}
+var kustomizations = []string{"base", "overlays/dev", "overlays/prod", "overlays/extras"}
+
+// components are the optional kustomize components; overlays/extras builds them all.
+var components = []string{"components/monitoring", "components/keda", "components/public-ingress"}
 
 // secretExample stands in for the operator's Secret where an overlay does not bring one.
 const secretExample = "base/secret.example.yaml"
@@ -43,6 +48,7 @@ func newScheme(t *testing.T) *runtime.Scheme {
 	for _, add := range []func(*runtime.Scheme) error{
 		corev1.AddToScheme, appsv1.AddToScheme, autoscalingv2.AddToScheme,
 		policyv1.AddToScheme, networkingv1.AddToScheme,
+		monitoringv1.AddToScheme, kedav1alpha1.AddToScheme,
 	} {
 		if err := add(s); err != nil {
 			t.Fatal(err)
@@ -71,6 +77,29 @@ func decodeStrict(s *runtime.Scheme, doc []byte) (runtime.Object, error) {
 		return nil, fmt.Errorf("%s: %w", gvk.Kind, err)
 	}
 	return obj, nil
+}
+
+// withoutDeleteDirective drops a top-level "$patch: delete" (a patch that removes the object it
+// names): what is left, the object's kind and name, is decoded strictly like any document.
+func withoutDeleteDirective(t *testing.T, doc []byte) []byte {
+	t.Helper()
+	var m map[string]any
+	if err := yaml.Unmarshal(doc, &m); err != nil {
+		return doc
+	}
+	v, ok := m["$patch"]
+	if !ok {
+		return doc
+	}
+	if v != "delete" {
+		t.Errorf("$patch: %v; only delete patches are expected", v)
+	}
+	delete(m, "$patch")
+	out, err := yaml.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 // documents splits a YAML stream, dropping documents that hold only comments.
@@ -121,6 +150,23 @@ func yamlFiles(t *testing.T) []string {
 	return files
 }
 
+// readComponent decodes a component's kustomization.yaml strictly.
+func readComponent(path string) (*kusttypes.Kustomization, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var k kusttypes.Kustomization
+	if err := yaml.UnmarshalStrict(b, &k); err != nil {
+		return nil, err
+	}
+	if k.APIVersion != kusttypes.ComponentVersion || k.Kind != kusttypes.ComponentKind {
+		return nil, fmt.Errorf("apiVersion/kind is %s/%s, want %s/%s",
+			k.APIVersion, k.Kind, kusttypes.ComponentVersion, kusttypes.ComponentKind)
+	}
+	return &k, nil
+}
+
 // readKustomization decodes dir/kustomization.yaml strictly.
 func readKustomization(path string) (*kusttypes.Kustomization, error) {
 	b, err := os.ReadFile(path)
@@ -159,8 +205,26 @@ func TestManifestsDecodeStrictly(t *testing.T) {
 			used[filepath.Join(dir, p.Path)] = true
 		}
 	}
+	for _, dir := range components {
+		k, err := readComponent(filepath.Join(dir, "kustomization.yaml"))
+		if err != nil {
+			t.Fatalf("%s/kustomization.yaml: %v", dir, err)
+		}
+		for _, r := range k.Resources {
+			used[filepath.Join(dir, r)] = true
+		}
+		for _, p := range k.Patches {
+			if p.Path == "" {
+				t.Errorf("%s: inline patches are not decoded by this test; put the patch in a file", dir)
+			}
+			used[filepath.Join(dir, p.Path)] = true
+		}
+	}
 	for _, path := range yamlFiles(t) {
 		t.Run(path, func(t *testing.T) {
+			if filepath.Base(path) == "kustomization.yaml" && slices.Contains(components, filepath.Dir(path)) {
+				return // read above
+			}
 			if filepath.Base(path) == "kustomization.yaml" {
 				if _, err := readKustomization(path); err != nil {
 					t.Fatal(err)
@@ -185,7 +249,7 @@ func TestManifestsDecodeStrictly(t *testing.T) {
 				t.Fatal("no documents")
 			}
 			for i, doc := range docs {
-				if _, err := decodeStrict(s, doc); err != nil {
+				if _, err := decodeStrict(s, withoutDeleteDirective(t, doc)); err != nil {
 					t.Errorf("document %d: %v", i+1, err)
 				}
 			}
@@ -207,6 +271,10 @@ type bundle struct {
 	policies     []*networkingv1.NetworkPolicy
 	namespaces   []*corev1.Namespace
 	accounts     map[string]*corev1.ServiceAccount
+	monitors     []*monitoringv1.ServiceMonitor
+	rules        []*monitoringv1.PrometheusRule
+	scaled       []*kedav1alpha1.ScaledObject
+	ingresses    []*networkingv1.Ingress
 	objects      []metav1.Object
 	example      *corev1.Secret
 }
@@ -257,6 +325,14 @@ func build(t *testing.T, s *runtime.Scheme, dir string) *bundle {
 			b.namespaces = append(b.namespaces, o)
 		case *corev1.ServiceAccount:
 			b.accounts[o.Name] = o
+		case *monitoringv1.ServiceMonitor:
+			b.monitors = append(b.monitors, o)
+		case *monitoringv1.PrometheusRule:
+			b.rules = append(b.rules, o)
+		case *kedav1alpha1.ScaledObject:
+			b.scaled = append(b.scaled, o)
+		case *networkingv1.Ingress:
+			b.ingresses = append(b.ingresses, o)
 		default:
 			t.Fatalf("%s: %T is decoded but not checked: add it to bundle", dir, obj)
 		}

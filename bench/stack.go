@@ -355,6 +355,51 @@ func postResolve(ctx context.Context, c *http.Client, base, token, link, idem st
 	return *q.JobID, nil
 }
 
+// postBatch sends POST base/v1/resolve/batch for links, wants 200 with every item queued, and
+// returns the job ids in order.
+func postBatch(ctx context.Context, c *http.Client, base, token string, links []string) ([]string, error) {
+	items := make([]map[string]string, len(links))
+	for i, l := range links {
+		items[i] = map[string]string{"url": l}
+	}
+	body, _ := json.Marshal(map[string]any{"items": items})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/resolve/batch", bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	res, err := c.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer res.Body.Close()
+	raw, err := io.ReadAll(res.Body)
+	if err != nil {
+		return nil, err
+	}
+	if res.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%w: POST /v1/resolve/batch: %d: %s", errStatus, res.StatusCode, bytes.TrimSpace(raw))
+	}
+	var a struct {
+		Items []struct {
+			JobID  string `json:"job_id"`
+			Status string `json:"status"`
+		} `json:"items"`
+	}
+	if err := json.Unmarshal(raw, &a); err != nil {
+		return nil, fmt.Errorf("decoding the answer: %w", err)
+	}
+	ids := make([]string, len(a.Items))
+	for i, it := range a.Items {
+		if it.Status != "queued" {
+			return nil, fmt.Errorf("%w: batch item %d not queued: %s", errStatus, i, bytes.TrimSpace(raw))
+		}
+		ids[i] = it.JobID
+	}
+	return ids, nil
+}
+
 // get reads base+path with token and wants 200.
 func get(ctx context.Context, c *http.Client, url, token string) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)

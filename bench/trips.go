@@ -50,9 +50,18 @@ func (c *tripCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 // ProcessPipelineHook implements redis.Hook.
 func (c *tripCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		names := make([]string, 0, len(cmds))
-		for _, cmd := range cmds {
-			names = append(names, cmdName(cmd))
+		// Runs of one command (a batch's cache lookups) are written once with their count.
+		var names []string
+		for i := 0; i < len(cmds); {
+			name, j := cmdName(cmds[i]), i+1
+			for j < len(cmds) && cmdName(cmds[j]) == name {
+				j++
+			}
+			if j-i > 1 {
+				name += " ×" + strconv.Itoa(j-i)
+			}
+			names = append(names, name)
+			i = j
 		}
 		c.record("pipeline(" + strings.Join(names, ", ") + ")")
 		return next(ctx, cmds)
@@ -107,6 +116,7 @@ func keyShape(k string) string {
 const (
 	tripsRequests = 50
 	tripsWarmup   = 5
+	batchItems    = 100 // items of the batches of 6e (the default BATCH_MAX_ITEMS)
 )
 
 // scenarioTrips counts the API's Redis round trips per request with the hook on the API's
@@ -139,6 +149,7 @@ func scenarioTrips(ctx context.Context, e *runEnv) ([]row, error) {
 		return nil, fmt.Errorf("resolving the cached link: %w", err)
 	}
 	seq := 0
+	var batchIDs []string // the jobs of the last batch, for 6f
 	kinds := []struct {
 		id, what string
 		max      float64
@@ -160,6 +171,20 @@ func scenarioTrips(ctx context.Context, e *runEnv) ([]row, error) {
 		}},
 		{"6d", "Redis round trips per `GET /v1/jobs/{id}` poll", 1, "1", func() error {
 			return get(ctx, s.client, s.api.url+"/v1/jobs/"+id, tok)
+		}},
+		{"6e", "Redis round trips per 100-item `POST /v1/resolve/batch` (new links → all queued)", 5, "≤ 5", func() error {
+			links := make([]string, batchItems)
+			for i := range links {
+				links[i] = s.nextURL("b")
+			}
+			got, err := postBatch(ctx, s.client, s.api.url, tok, links)
+			if err == nil {
+				batchIDs = got
+			}
+			return err
+		}},
+		{"6f", "Redis round trips per `GET /v1/jobs?ids=` of 100 jobs", 1, "1", func() error {
+			return get(ctx, s.client, s.api.url+"/v1/jobs?ids="+strings.Join(batchIDs, ","), tok)
 		}},
 	}
 	e.progress("round trips per request, %d requests each", tripsRequests)

@@ -13,6 +13,7 @@ package config
 import (
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"net/url"
@@ -21,6 +22,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/linkhop/linkhop/httpapi"
 	"github.com/linkhop/linkhop/quota"
 	"github.com/linkhop/linkhop/resolve"
 	"github.com/linkhop/linkhop/webhooks"
@@ -69,6 +71,8 @@ type Config struct {
 	TrustedProxies        []netip.Prefix // TRUSTED_PROXIES: peers whose X-Forwarded-For/Forwarded name the client
 	AuthFailuresPerMinute int            // AUTH_FAILURES_PER_MINUTE (linkhop extension)
 	ShutdownTimeout       time.Duration  // SHUTDOWN_TIMEOUT (linkhop extension)
+	QuotaRetryAfterMax    time.Duration  // QUOTA_RETRY_AFTER_MAX; 0 = no cap
+	BatchMaxItems         int            // BATCH_MAX_ITEMS
 }
 
 // Error is a refused configuration value. Its message is the one line a process prints
@@ -101,6 +105,9 @@ const (
 	DefaultWebhookTimeout            = webhooks.DefaultTimeout
 	DefaultWebhookBackoffBase        = webhooks.DefaultBackoffBase
 	DefaultAuthFailuresPerMinute     = quota.DefaultAuthFailuresPerMinute
+	DefaultQuotaRetryAfterMax        = quota.DefaultQuotaRetryAfterMax
+	DefaultBatchMaxItems             = httpapi.DefaultBatchMaxItems
+	MaxBatchItems                    = httpapi.HardMaxBatchItems
 	DefaultShutdownTimeout           = 20 * time.Second
 )
 
@@ -114,7 +121,7 @@ func EnvNames() []string {
 		"RESOLVE_BACKOFF_BASE", "RESOLVE_CACHE_TTL", "RESOLVE_NEGATIVE_CACHE_TTL",
 		"RESOLVE_PER_HOST_CONCURRENCY", "RESOLVE_FORM_WAIT_MAX", "RESOLVE_ANY_HOST", "JOB_RETENTION", "WEBHOOK_RATE_PER_SECOND",
 		"WEBHOOK_MAX_RETRIES", "WEBHOOK_TIMEOUT", "WEBHOOK_BACKOFF_BASE", "LINKHOP_ADMIN_TOKEN", "TRUSTED_PROXIES",
-		"AUTH_FAILURES_PER_MINUTE", "SHUTDOWN_TIMEOUT",
+		"AUTH_FAILURES_PER_MINUTE", "SHUTDOWN_TIMEOUT", "QUOTA_RETRY_AFTER_MAX", "BATCH_MAX_ITEMS",
 	}
 }
 
@@ -157,6 +164,8 @@ func Load(p Process, lookup LookupFunc) (Config, error) {
 		TrustedProxies:        r.prefixes("TRUSTED_PROXIES"),
 		AuthFailuresPerMinute: r.integer("AUTH_FAILURES_PER_MINUTE", DefaultAuthFailuresPerMinute, 1, 1000000),
 		ShutdownTimeout:       r.duration("SHUTDOWN_TIMEOUT", DefaultShutdownTimeout),
+		QuotaRetryAfterMax:    r.seconds("QUOTA_RETRY_AFTER_MAX", DefaultQuotaRetryAfterMax),
+		BatchMaxItems:         r.integer("BATCH_MAX_ITEMS", DefaultBatchMaxItems, 1, MaxBatchItems),
 	}
 	def := DefaultAPIAddr
 	if p == Worker {
@@ -316,6 +325,31 @@ func (r *reader) duration(name string, def time.Duration) time.Duration {
 	}
 	if d <= 0 {
 		r.fail(name, "must be a positive duration")
+	}
+	return d
+}
+
+// seconds reads a length of time that may be 0: whole seconds ("60", as the Retry-After it
+// caps is written) or a Go duration ("1m").
+func (r *reader) seconds(name string, def time.Duration) time.Duration {
+	v, ok := r.raw(name)
+	if !ok {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if n, nerr := strconv.ParseInt(v, 10, 64); nerr == nil {
+		d, err = time.Duration(n)*time.Second, nil
+		if n > int64(math.MaxInt64/time.Second) {
+			err = strconv.ErrRange
+		}
+	}
+	if err != nil {
+		r.fail(name, fmt.Sprintf("%q is not whole seconds (60) or a duration like 1m", v))
+		return def
+	}
+	if d < 0 {
+		r.fail(name, "must not be negative")
+		return def
 	}
 	return d
 }

@@ -30,7 +30,7 @@ func TestDefaults(t *testing.T) {
 		ResolveFormWaitMax: 15 * time.Second, ResolveAnyHost: false,
 		JobRetention: 168 * time.Hour, WebhookRatePerSecond: 10, WebhookMaxRetries: 3,
 		WebhookTimeout: 30 * time.Second, WebhookBackoffBase: 5 * time.Second,
-		AuthFailuresPerMinute: 30, ShutdownTimeout: 20 * time.Second,
+		AuthFailuresPerMinute: 30, ShutdownTimeout: 20 * time.Second, BatchMaxItems: 100,
 	}
 	if d := cmp.Diff(want, c); d != "" {
 		t.Errorf("defaults (-want +got):\n%s", d)
@@ -68,6 +68,17 @@ func TestValues(t *testing.T) {
 		c.LogLevel != slog.LevelDebug || c.LogFormat != "text" || c.WebhookMaxRetries != 0 ||
 		c.ResolveFormWaitMax != 30*time.Second || !c.ResolveAnyHost {
 		t.Errorf("unexpected config %+v", c)
+	}
+}
+
+// QUOTA_RETRY_AFTER_MAX is written as the Retry-After it caps (whole seconds) or as a duration.
+func TestQuotaRetryAfterMax(t *testing.T) {
+	t.Parallel()
+	for v, want := range map[string]time.Duration{"60": time.Minute, "0": 0, "90s": 90 * time.Second, "1h": time.Hour, "0s": 0} {
+		c, err := Load(API, env(map[string]string{"QUOTA_RETRY_AFTER_MAX": v}))
+		if err != nil || c.QuotaRetryAfterMax != want {
+			t.Errorf("%q: %v, %v; want %v", v, c.QuotaRetryAfterMax, err, want)
+		}
 	}
 }
 
@@ -112,6 +123,11 @@ func TestRefused(t *testing.T) {
 		"WEBHOOK_BACKOFF_BASE":          {"WEBHOOK_BACKOFF_BASE": "0"},
 		"AUTH_FAILURES_PER_MINUTE":      {"AUTH_FAILURES_PER_MINUTE": "0"},
 		"SHUTDOWN_TIMEOUT":              {"SHUTDOWN_TIMEOUT": "x"},
+		"QUOTA_RETRY_AFTER_MAX":         {"QUOTA_RETRY_AFTER_MAX": "-5"},
+		"BATCH_MAX_ITEMS":               {"BATCH_MAX_ITEMS": "1001"},
+		"BATCH_MAX_ITEMS zero":          {"BATCH_MAX_ITEMS": "0"},
+		"QUOTA_RETRY_AFTER_MAX words":   {"QUOTA_RETRY_AFTER_MAX": "an hour"},
+		"QUOTA_RETRY_AFTER_MAX huge":    {"QUOTA_RETRY_AFTER_MAX": "9223372036854775807"},
 		"RESOLVE_FORM_WAIT_MAX":         {"RESOLVE_FORM_WAIT_MAX": "0s"},
 		"RESOLVE_ANY_HOST":              {"RESOLVE_ANY_HOST": "sometimes"},
 	}
@@ -119,7 +135,7 @@ func TestRefused(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			_, err := Load(API, env(e))
-			wantVar(t, err, name)
+			wantVar(t, err, strings.Fields(name)[0])
 		})
 	}
 }

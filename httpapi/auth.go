@@ -43,19 +43,26 @@ func (s *Server) authed(next http.HandlerFunc) http.HandlerFunc {
 
 // gateOptions say what else the admission round trip carries.
 type gateOptions struct {
-	countDay bool                                 // the request counts against the daily quota
-	fetch    func(keyID string) string            // a key of the same API key to read with it
-	batch    func(p redis.Pipeliner) func() error // more commands in the same round trip
+	countDay  bool                                 // the request counts against the daily quota
+	fetch     func(keyID string) string            // a key of the same API key to read with it
+	fetchMany func(keyID string) []string          // keys of the same API key to read with it
+	batch     func(p redis.Pipeliner) func() error // more commands in the same round trip
 	// onQuota, when set, may answer a quota_exceeded rejection itself (an idempotent replay
 	// is answered even when the quota is used up); it reports whether it did.
 	onQuota func(k keys.Key) bool
+	// many admits slots requests at once (a batch's valid items) instead of one; the request
+	// is refused as a whole only when not even the first fits.
+	many  bool
+	slots int
 }
 
 // gated is an authenticated, admitted request.
 type gated struct {
-	key       keys.Key
-	admission admission
-	fetched   []byte
+	key         keys.Key
+	admission   admission
+	fetched     []byte
+	fetchedMany [][]byte
+	granted     int // with gateOptions.many: how many of the slots were admitted (the first)
 }
 
 // gate authenticates the bearer key and admits the request against its limits in one Redis
@@ -76,13 +83,20 @@ func (s *Server) gate(w http.ResponseWriter, r *http.Request, o gateOptions) (ga
 	if o.fetch != nil {
 		req.Fetch = o.fetch(id)
 	}
+	if o.fetchMany != nil {
+		req.FetchMany = o.fetchMany(id)
+	}
 	var adm quota.Admission
 	var err error
 	for attempt := 0; attempt < 2; attempt++ {
 		var decode func() (quota.Admission, error)
 		var more func() error
 		_, _ = s.Redis.Pipelined(r.Context(), func(p redis.Pipeliner) error {
-			decode = s.Limiter.AdmitIn(r.Context(), p, req)
+			if o.many {
+				decode = s.Limiter.AdmitManyIn(r.Context(), p, req, o.slots)
+			} else {
+				decode = s.Limiter.AdmitIn(r.Context(), p, req)
+			}
 			if o.batch != nil {
 				more = o.batch(p)
 			}
@@ -131,7 +145,7 @@ func (s *Server) gate(w http.ResponseWriter, r *http.Request, o gateOptions) (ga
 		return gated{}, false
 	}
 	s.metrics.limiter.WithLabelValues("allowed").Inc()
-	return gated{key: k, admission: admission{s: s, r: r, d: d}, fetched: adm.Fetched}, true
+	return gated{key: k, admission: admission{s: s, r: r, d: d}, fetched: adm.Fetched, fetchedMany: adm.FetchedMany, granted: adm.Granted}, true
 }
 
 // authFailed answers a failed /v1 authentication.
@@ -184,6 +198,21 @@ func (a admission) Uncount() { a.giveBack(false) }
 // Undo gives back everything the request took, when it failed on the service's side: as far
 // as the client is concerned it never happened.
 func (a admission) Undo() { a.giveBack(true) }
+
+// keepOne gives back every slot of a batch's admission but the first: a batch refused as a
+// whole (403) counts as the one request it is, as a refused single request does.
+func (a admission) keepOne() { a.giveBackMany(1, 0, 0) }
+
+// undoMany gives back everything a batch took, when it failed on the service's side: its
+// slots, and dayUnits units of the daily quota counted on UTC day day.
+func (a admission) undoMany(dayUnits, day int64) { a.giveBackMany(0, dayUnits, day) }
+
+func (a admission) giveBackMany(keep int, dayUnits, day int64) {
+	ctx := context.WithoutCancel(a.r.Context())
+	if err := a.s.Limiter.RefundMany(ctx, a.d, keep, dayUnits, day); err != nil {
+		a.s.log.Warn("refunding a quota failed", "request_id", RequestID(a.r), "err", err)
+	}
+}
 
 func (a admission) giveBack(minute bool) {
 	// The request's context may already be cancelled (the client went away); the refund must

@@ -26,18 +26,23 @@ const MaxBodyBytes = 64 << 10
 // readJSON reads a JSON object body strictly into dst: JSON content type, at most
 // MaxBodyBytes, no unknown fields, nothing after the object.
 func readJSON(w http.ResponseWriter, r *http.Request, dst any) *problem.Problem {
+	return readJSONMax(w, r, dst, MaxBodyBytes)
+}
+
+// readJSONMax is readJSON with a body limit of its own (a batch's is larger).
+func readJSONMax(w http.ResponseWriter, r *http.Request, dst any, limit int64) *problem.Problem {
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mt != "application/json" {
 		return problem.New(problem.UnsupportedMediaType, "Send the body as Content-Type: application/json.")
 	}
-	if r.ContentLength > MaxBodyBytes {
-		return tooLarge()
+	if r.ContentLength > limit {
+		return tooLarge(limit)
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return tooLarge()
+			return tooLarge(limit)
 		}
 		return invalid("", "the body could not be read")
 	}
@@ -112,8 +117,8 @@ func exactKeys(body []byte, dst any) *problem.Problem {
 	return nil
 }
 
-func tooLarge() *problem.Problem {
-	return problem.New(problem.PayloadTooLarge, fmt.Sprintf("The body is larger than %d bytes.", MaxBodyBytes))
+func tooLarge(limit int64) *problem.Problem {
+	return problem.New(problem.PayloadTooLarge, fmt.Sprintf("The body is larger than %d bytes.", limit))
 }
 
 func invalid(field, reason string) *problem.Problem {

@@ -2,6 +2,9 @@ package httpapi
 
 import (
 	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
 
 	"github.com/google/uuid"
 	"github.com/gorilla/mux"
@@ -70,7 +73,11 @@ func webhookViewOf(st *webhooks.State) *webhookView {
 
 // jobID returns the {job_id} of r when it is a canonical UUID.
 func jobID(r *http.Request) (string, bool) {
-	id := mux.Vars(r)["job_id"]
+	return canonicalID(mux.Vars(r)["job_id"])
+}
+
+// canonicalID returns id when it is a canonical UUID, the only spelling a job id has.
+func canonicalID(id string) (string, bool) {
 	u, err := uuid.Parse(id)
 	if err != nil || u.String() != id {
 		return "", false
@@ -101,4 +108,83 @@ func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, viewOf(rec, g.key.Credits))
+}
+
+// MaxJobIDs is the most ids one GET /v1/jobs?ids= may ask for (docs/api.md#get-v1jobsids).
+const MaxJobIDs = 100
+
+// jobsList is the GET /v1/jobs?ids= body: one entry per id asked, null for a job the caller
+// may not see.
+type jobsList struct {
+	Jobs []*jobView `json:"jobs"`
+}
+
+// parseIDs reads the ids parameter: 1 to MaxJobIDs ids, comma-separated, none of them empty.
+// A malformed id is not an error (its entry is null, as GET /v1/jobs/{id} answers 404 for it).
+func parseIDs(rawQuery string) ([]string, *problem.Problem) {
+	q, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		return nil, invalid("ids", "the query string is malformed")
+	}
+	vals, ok := q["ids"]
+	switch {
+	case !ok:
+		return nil, invalid("ids", "is required: 1 to "+strconv.Itoa(MaxJobIDs)+" job ids, comma-separated")
+	case len(vals) > 1:
+		// Ambiguous, like a key given twice in a body: answer 400 rather than guess.
+		return nil, invalid("ids", "given more than once; separate the ids with commas")
+	}
+	ids := strings.Split(vals[0], ",")
+	if len(ids) > MaxJobIDs {
+		return nil, invalid("ids", "at most "+strconv.Itoa(MaxJobIDs)+" ids, got "+strconv.Itoa(len(ids)))
+	}
+	for i, id := range ids {
+		if id == "" {
+			return nil, invalid("ids", "id "+strconv.Itoa(i+1)+" is empty")
+		}
+	}
+	return ids, nil
+}
+
+// listJobs answers GET /v1/jobs?ids= in one round trip, counted once against the per-minute
+// limit: the admission script reads every job record with the key's own hash tag, so another
+// key's job is simply not found, as for a single poll.
+func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
+	ids, bad := parseIDs(r.URL.RawQuery)
+	g, ok := s.gate(w, r, gateOptions{fetchMany: func(keyID string) []string {
+		var ks []string
+		for _, id := range ids {
+			if id, ok := canonicalID(id); ok {
+				ks = append(ks, jobs.RecordKey(keyID, id))
+			}
+		}
+		return ks
+	}})
+	if !ok {
+		return
+	}
+	if bad != nil {
+		problem.Write(w, RequestID(r), bad)
+		return
+	}
+	out := jobsList{Jobs: make([]*jobView, len(ids))}
+	next := 0
+	for i, id := range ids {
+		if _, ok := canonicalID(id); !ok {
+			continue
+		}
+		raw := g.fetchedMany[next]
+		next++
+		if raw == nil {
+			continue
+		}
+		rec, err := jobs.Decode(raw, nil)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		v := viewOf(rec, g.key.Credits)
+		out.Jobs[i] = &v
+	}
+	writeJSON(w, http.StatusOK, out)
 }

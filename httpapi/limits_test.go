@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linkhop/linkhop/config"
 	"github.com/linkhop/linkhop/keys"
 )
 
@@ -78,6 +79,24 @@ func TestDailyQuota(t *testing.T) {
 	acc := e.do("GET", "/v1/account", tok, nil)
 	if acc.status != 200 || acc.body["daily_used"] != 2.0 || acc.body["daily_quota"] != 2.0 {
 		t.Errorf("account %d %s", acc.status, acc.raw)
+	}
+}
+
+// QUOTA_RETRY_AFTER_MAX caps Retry-After and retry_after of quota_exceeded (docs/limits.md#capping-retry-after).
+func TestQuotaRetryAfterMax(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{tweakCfg: func(c *config.Config) { c.QuotaRetryAfterMax = 45 * time.Second }})
+	_, tok := e.key(keys.CreateParams{RateLimit: ptr(10), DailyQuota: ptr[int64](0)})
+	r := e.do("POST", "/v1/resolve", tok, map[string]any{"url": "https://sho.rt/cap"})
+	wantProblem(t, r, 429, "quota_exceeded")
+	// At most the cap (less only in the last 45 s before midnight).
+	ra, _ := strconv.Atoi(r.header.Get("Retry-After"))
+	if ra < 1 || ra > 45 || r.body["retry_after"] != float64(ra) {
+		t.Errorf("Retry-After %q, retry_after %v; want the same, at most 45", r.header.Get("Retry-After"), r.body["retry_after"])
+	}
+	// The day entry still tells when the quota renews.
+	if !strings.Contains(r.header.Get("RateLimit"), `"day";r=0;t=`) {
+		t.Errorf("RateLimit %q", r.header.Get("RateLimit"))
 	}
 }
 

@@ -263,6 +263,20 @@ func TestOpenAPIMatchesHandlers(t *testing.T) {
 	queued := e.accepted(tok, map[string]any{"url": "http://sho.rt/stall"}, "Idempotency-Key", "oa-1")
 
 	huge := `{"url":"https://sho.rt/` + strings.Repeat("a", 70000) + `"}`
+	hugeBatch := `{"items":[{"url":"https://sho.rt/` + strings.Repeat("a", 1<<20) + `"}]}`
+	_, pair := e.key(keys.CreateParams{RateLimit: ptr(2)})
+	// Every entry shape of a batch, in one answer: queued, cached, replays (queued and a
+	// conflict), link_removed, unsupported_link and invalid_request.
+	mixed := map[string]any{"webhook_url": "https://hooks.example.com/all", "items": []map[string]any{
+		{"url": "https://sho.rt/batch-new"},
+		{"url": "http://sho.rt/done", "webhook_url": nil},
+		{"url": "http://sho.rt/gone"},
+		{"url": "https://example.com/x"},
+		{"url": "https://sho.rt/y", "webhook_url": "https://10.0.0.1/"},
+		{"url": "http://sho.rt/stall", "idempotency_key": "oa-1", "webhook_url": nil},
+		{"url": "https://sho.rt/other", "idempotency_key": "oa-1"},
+	}}
+	ids := "/v1/jobs?ids=" + strings.Join([]string{done, failed, hooked, queued, "nope", "00000000-0000-4000-8000-000000000000"}, ",")
 	cases := []struct {
 		name       string
 		method     string
@@ -301,6 +315,29 @@ func TestOpenAPIMatchesHandlers(t *testing.T) {
 		{"resolve quota exceeded", "POST", "/v1/resolve", noQuota, map[string]any{"url": "https://sho.rt/x"}, nil, 429, false},
 		{"resolve internal error", "POST", "/v1/resolve", brokenTok, map[string]any{"url": "https://sho.rt/x"}, nil, 500, false},
 
+		{"batch mixed", "POST", "/v1/resolve/batch", tok, mixed, nil, 200, false},
+		{"batch cached metered", "POST", "/v1/resolve/batch", metered, map[string]any{"items": []map[string]any{{"url": "http://sho.rt/done"}}}, nil, 200, false},
+		{"batch out of credits", "POST", "/v1/resolve/batch", poor, map[string]any{"items": []map[string]any{{"url": "https://pre.mi/b"}}}, nil, 200, false},
+		{"batch quota exceeded", "POST", "/v1/resolve/batch", noQuota, map[string]any{"items": []map[string]any{{"url": "https://sho.rt/b"}}}, nil, 200, false},
+		{"batch partly rate limited", "POST", "/v1/resolve/batch", pair, map[string]any{"items": []map[string]any{{"url": "https://sho.rt/p1"}, {"url": "https://sho.rt/p2"}, {"url": "https://sho.rt/p3"}}}, nil, 200, false},
+		{"batch malformed", "POST", "/v1/resolve/batch", tok, `{"items":`, nil, 400, true},
+		{"batch no items", "POST", "/v1/resolve/batch", tok, `{"items":[]}`, nil, 400, true},
+		{"batch item without url", "POST", "/v1/resolve/batch", tok, `{"items":[{"webhook_url":"https://hooks.example.com/"}]}`, nil, 400, true},
+		{"batch bad default webhook", "POST", "/v1/resolve/batch", tok, map[string]any{"items": []map[string]any{{"url": "https://sho.rt/x"}}, "webhook_url": "https://10.0.0.1/"}, nil, 400, false},
+		{"batch no key", "POST", "/v1/resolve/batch", "", map[string]any{"items": []map[string]any{{"url": "https://sho.rt/x"}}}, nil, 401, false},
+		{"batch forbidden scope", "POST", "/v1/resolve/batch", reader, map[string]any{"items": []map[string]any{{"url": "https://sho.rt/x"}}}, nil, 403, false},
+		{"batch too large", "POST", "/v1/resolve/batch", tok, hugeBatch, nil, 413, true},
+		{"batch not json", "POST", "/v1/resolve/batch", tok, "items", []string{"Content-Type", "text/plain"}, 415, true},
+		{"batch whole rate limited", "POST", "/v1/resolve/batch", pair, map[string]any{"items": []map[string]any{{"url": "https://sho.rt/p4"}}}, nil, 429, false},
+		{"batch internal error", "POST", "/v1/resolve/batch", brokenTok, map[string]any{"items": []map[string]any{{"url": "https://sho.rt/x"}}}, nil, 500, false},
+
+		{"jobs list", "GET", ids, tok, nil, nil, 200, false},
+		{"jobs list metered", "GET", "/v1/jobs?ids=" + done, metered, nil, nil, 200, false},
+		{"jobs list no ids", "GET", "/v1/jobs", tok, nil, nil, 400, true},
+		{"jobs list empty id", "GET", "/v1/jobs?ids=" + done + ",," + failed, tok, nil, nil, 400, false},
+		{"jobs list no key", "GET", ids, "", nil, nil, 401, false},
+		{"jobs list internal error", "GET", ids, brokenTok, nil, nil, 500, false},
+
 		{"job queued or running", "GET", "/v1/jobs/" + queued, tok, nil, nil, 200, false},
 		{"job done metered", "GET", "/v1/jobs/" + done, metered, nil, nil, 200, false},
 		{"job failed", "GET", "/v1/jobs/" + failed, tok, nil, nil, 200, false},
@@ -331,6 +368,7 @@ func TestOpenAPIMatchesHandlers(t *testing.T) {
 		{"account rate limited", "GET", "/v1/account", slow, nil, nil, 429, false},
 		{"job rate limited", "GET", "/v1/jobs/" + done, slow, nil, nil, 429, false},
 		{"resolve rate limited", "POST", "/v1/resolve", slow, map[string]any{"url": "https://sho.rt/x"}, nil, 429, false},
+		{"jobs list rate limited", "GET", "/v1/jobs?ids=" + done, slow, nil, nil, 429, false},
 		{"redeliver rate limited", "POST", "/v1/jobs/" + hooked + "/webhook/redeliver", slow, nil, nil, 429, false},
 	}
 	seen := map[string]bool{}
@@ -557,6 +595,8 @@ func TestOpenAPIUnavailable(t *testing.T) {
 		{e, "GET", "/readyz", "", nil},
 		{e, "POST", "/v1/resolve", tok, map[string]any{"url": "https://sho.rt/x"}},
 		{e, "GET", "/v1/jobs/00000000-0000-4000-8000-000000000000", tok, nil},
+		{e, "POST", "/v1/resolve/batch", tok, map[string]any{"items": []map[string]any{{"url": "https://sho.rt/x"}}}},
+		{e, "GET", "/v1/jobs?ids=00000000-0000-4000-8000-000000000000", tok, nil},
 		{e, "GET", "/v1/account", tok, nil},
 		{e, "GET", "/v1/providers", tok, nil},
 		// The admin token passes the gate without Redis; the key store then needs it.
@@ -598,6 +638,8 @@ func TestOpenAPIValidatorChecksTypes(t *testing.T) {
 	acc := e.call("GET", "/v1/account", tok, nil)
 	queued := e.call("POST", "/v1/resolve", tok, map[string]any{"url": "https://sho.rt/neg2"})
 	prob := e.call("POST", "/v1/resolve", tok, `{"url":1}`)
+	batch := e.call("POST", "/v1/resolve/batch", tok, map[string]any{"items": []map[string]any{{"url": "https://sho.rt/neg3"}, {"url": "https://example.com/"}}})
+	list := e.call("GET", "/v1/jobs?ids="+id+",nope", tok, nil)
 	adm := newAdminEnv(t, adminToken, 30)
 	created := adm.call("POST", "/admin/keys", adminToken, map[string]any{"name": "teeth", "credits": 3})
 	kp := "/admin/keys/" + keyIDOf(t, created)
@@ -606,7 +648,7 @@ func TestOpenAPIValidatorChecksTypes(t *testing.T) {
 	rotated := adm.call("POST", kp+"/rotate-webhook-secret", adminToken, nil)
 	revoked := adm.call("POST", kp+"/revoke", adminToken, nil)
 	denied := adm.call("GET", "/admin/keys", "", nil)
-	for _, x := range []exchange{job, acc, queued, prob, created, shown, listed, rotated, revoked, denied} {
+	for _, x := range []exchange{job, acc, queued, prob, batch, list, created, shown, listed, rotated, revoked, denied} {
 		if _, err := s.validate(x); err != nil {
 			t.Fatalf("the unaltered answer %s %s fails: %v", x.method, x.path, err)
 		}
@@ -634,6 +676,16 @@ func TestOpenAPIValidatorChecksTypes(t *testing.T) {
 		{"problem without errors", prob, func(m map[string]any) { delete(m, "errors") }},
 		{"problem with balance", prob, func(m map[string]any) { m["balance"] = 1 }},
 		{"problem status mismatch", prob, func(m map[string]any) { m["status"] = 418 }},
+		{"batch entry queued as done", batch, func(m map[string]any) { m["items"].([]any)[0].(map[string]any)["status"] = "done" }},
+		{"batch entry with instance", batch, func(m map[string]any) { m["items"].([]any)[1].(map[string]any)["instance"] = "x" }},
+		{"batch entry unknown code", batch, func(m map[string]any) { m["items"].([]any)[1].(map[string]any)["code"] = "teapot" }},
+		{"batch entry a whole-request code", batch, func(m map[string]any) {
+			e := m["items"].([]any)[1].(map[string]any)
+			e["code"], e["status"], e["title"], e["type"] = "invalid_key", 401, "Invalid API key", problem.InvalidKey.Type()
+		}},
+		{"batch without items", batch, func(m map[string]any) { m["items"] = []any{} }},
+		{"jobs list entry not a job", list, func(m map[string]any) { m["jobs"].([]any)[1] = map[string]any{"job_id": "x"} }},
+		{"jobs list entry missing status", list, func(m map[string]any) { delete(m["jobs"].([]any)[0].(map[string]any), "status") }},
 		{"created key without the key", created, func(m map[string]any) { delete(m, "key") }},
 		{"created key with created_at", created, func(m map[string]any) { m["created_at"] = m["credits"] }},
 		{"created key rate as string", created, func(m map[string]any) { m["rate_limit_per_minute"] = "60" }},

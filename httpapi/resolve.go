@@ -52,6 +52,13 @@ func (s *Server) parseResolve(w http.ResponseWriter, r *http.Request) (resolveIn
 	if p := readJSON(w, r, &req); p != nil {
 		return resolveInput{}, p
 	}
+	return s.checkResolve(req, r.Header.Get("Idempotency-Key"))
+}
+
+// checkResolve validates one decoded resolve request, a body of POST /v1/resolve or an item of
+// a batch (whose fields are then named as a single request's: the item's answer is what the
+// single request would get). header is the Idempotency-Key header, "" for a batch item.
+func (s *Server) checkResolve(req resolveRequest, header string) (resolveInput, *problem.Problem) {
 	if err := s.validate.Struct(&req); err != nil {
 		return resolveInput{}, validationProblem(err)
 	}
@@ -64,11 +71,11 @@ func (s *Server) parseResolve(w http.ResponseWriter, r *http.Request) (resolveIn
 		in.webhookURL = *req.WebhookURL
 	}
 	// The body field wins over the header (docs/api.md#idempotency).
-	if h := r.Header.Get("Idempotency-Key"); h != "" && req.IdempotencyKey == nil {
-		if !validIdempotencyKey(h) {
+	if header != "" && req.IdempotencyKey == nil {
+		if !validIdempotencyKey(header) {
 			fes = append(fes, problem.FieldError{Field: "Idempotency-Key", Reason: "must be 1-128 printable ASCII characters"})
 		}
-		in.idemKey = h
+		in.idemKey = header
 	}
 	if req.IdempotencyKey != nil {
 		in.idemKey = *req.IdempotencyKey

@@ -2,11 +2,14 @@ package httpapi_test
 
 import (
 	"context"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/linkhop/linkhop/config"
 	"github.com/linkhop/linkhop/keys"
 )
 
@@ -64,5 +67,60 @@ func TestRoundTrips(t *testing.T) {
 	}
 	if n := c.n.Load(); n != 1 {
 		t.Errorf("poll: %d round trips, want 1", n)
+	}
+}
+
+// docs/benchmarks.md#targets: at most 5 round trips for a batch whatever its size (3 today:
+// admission with the cache lookups, the create script, the enqueue), 1 for a list of jobs.
+func TestRoundTripsBatch(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{tweakCfg: func(c *config.Config) { c.BatchMaxItems = 1000 }})
+	var c counter
+	e.rdb.AddHook(&c)
+	_, tok := e.key(keys.CreateParams{RateLimit: ptr(0), Credits: ptr[int64](5000), DailyQuota: ptr[int64](5000)})
+	body := func(prefix string, n int) map[string]any {
+		its := make([]map[string]any, n)
+		for i := range its {
+			its[i] = map[string]any{"url": "https://sho.rt/" + prefix + strconv.Itoa(i)}
+			if i%3 == 0 {
+				its[i]["idempotency_key"] = prefix + strconv.Itoa(i)
+			}
+		}
+		return map[string]any{"items": its}
+	}
+	// Warm up: Redis learns the scripts.
+	if r := e.do("POST", "/v1/resolve/batch", tok, body("w", 2)); r.status != 200 {
+		t.Fatalf("%d %s", r.status, r.raw)
+	}
+	var ids []string
+	for _, n := range []int{1, 100, 1000} {
+		c.n.Store(0)
+		r := e.do("POST", "/v1/resolve/batch", tok, body("n"+strconv.Itoa(n)+"-", n))
+		got := entries(t, r)
+		t.Logf("a %d-item batch: %d round trips", n, c.n.Load())
+		if got := c.n.Load(); got > 5 {
+			t.Errorf("a %d-item batch: %d round trips, want at most 5", n, got)
+		}
+		for _, it := range got {
+			if it["status"] != "queued" {
+				t.Fatalf("item %v", it)
+			}
+			if len(ids) < 100 {
+				ids = append(ids, it["job_id"].(string))
+			}
+		}
+	}
+	// Replays of a whole batch: still the same bound.
+	c.n.Store(0)
+	entries(t, e.do("POST", "/v1/resolve/batch", tok, body("n100-", 100)))
+	if got := c.n.Load(); got > 5 {
+		t.Errorf("a replayed batch: %d round trips, want at most 5", got)
+	}
+	c.n.Store(0)
+	if r := e.do("GET", "/v1/jobs?ids="+strings.Join(ids, ","), tok, nil); r.status != 200 {
+		t.Fatalf("jobs %d %s", r.status, r.raw)
+	}
+	if n := c.n.Load(); n != 1 {
+		t.Errorf("GET /v1/jobs?ids= with 100 ids: %d round trips, want 1", n)
 	}
 }

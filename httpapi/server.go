@@ -36,6 +36,9 @@ type Deps struct {
 	TrustedProxies []netip.Prefix
 	// AllowPrivateTargets relaxes the webhook_url rules (dev and tests).
 	AllowPrivateTargets bool
+	// BatchMaxItems is BATCH_MAX_ITEMS, the most items of one POST /v1/resolve/batch
+	// (0: DefaultBatchMaxItems; at most HardMaxBatchItems).
+	BatchMaxItems int
 	// AuthFailuresPerMinute limits failed authentications per client address.
 	AuthFailuresPerMinute int
 	// AdminToken (LINKHOP_ADMIN_TOKEN) guards /admin/*; empty: /admin/* is 404.

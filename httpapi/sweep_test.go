@@ -223,7 +223,8 @@ func TestBadInputSweep(t *testing.T) {
 		allow string // the method the route serves
 		authn bool
 	}{
-		{"/v1/resolve", "POST", true}, {job, "GET", true}, {"/v1/providers", "GET", true},
+		{"/v1/resolve", "POST", true}, {"/v1/resolve/batch", "POST", true}, {job, "GET", true},
+		{"/v1/jobs?ids=" + job[9:], "GET", true}, {"/v1/providers", "GET", true},
 		{"/v1/account", "GET", true}, {job + "/webhook/redeliver", "POST", true},
 		{"/healthz", "GET", false}, {"/readyz", "GET", false}, {"/metrics", "GET", false},
 		{"/openapi.json", "GET", false},
@@ -255,9 +256,13 @@ func TestBadInputSweep(t *testing.T) {
 			"invalid utf-8 key": "Bearer sk_live_\xff\xfe",
 		} {
 			r := rawReq{method: ep.allow, path: ep.path, headers: []string{"Authorization", h}}
-			if ep.path == "/v1/resolve" {
+			switch ep.path {
+			case "/v1/resolve":
 				r.headers = append(r.headers, "Content-Type", "application/json")
 				r.body = []byte(`{"url":"https://bit.ly/x"}`)
+			case "/v1/resolve/batch":
+				r.headers = append(r.headers, "Content-Type", "application/json")
+				r.body = []byte(`{"items":[{"url":"https://bit.ly/x"}]}`)
 			}
 			add(name+" "+ep.path, r, expect{status: 401, code: problem.InvalidKey})
 		}
@@ -276,7 +281,7 @@ func TestBadInputSweep(t *testing.T) {
 
 	// Odd paths: unknown routes and malformed job ids are 404 problems, never a redirect.
 	for _, p := range []string{
-		"/", "/v1", "/v1/", "/v1/jobs", "/v1/jobs/", "/v1/jobs//", "/v1//jobs/x", "/v1/jobs/../account",
+		"/", "/v1", "/v1/", "/v1/jobs/", "/v1/jobs//", "/v1/resolve/batch/", "/v1/resolve/Batch", "/v1//jobs/x", "/v1/jobs/../account",
 		"/v1/./account", "/./v1/account", "/V1/ACCOUNT", "/v1/resolve/", "/v1/resolve%00", "/v1/jobs/%00",
 		"/v1/jobs/%2e%2e", "/v1/jobs/..%2Faccount", "/v1/jobs/" + strings.Repeat("a", 2049),
 		"/v1/jobs/" + strings.Repeat("%41", 3000), "/v1/jobs/ü", "/v1/jobs/%C3%BC", "/v1/jobs/%ff%fe",
@@ -399,6 +404,73 @@ func TestBadInputSweep(t *testing.T) {
 	// Trailing whitespace after the object is not data.
 	add("json trailing newline", post(`{"url":"https://bit.ly/nl"}`+"\r\n\t "), queued)
 	add("json null optional fields", post(`{"url":"https://bit.ly/nulls","webhook_url":null,"idempotency_key":null}`), queued)
+
+	// Batches: the same strictness at 1 MiB and BATCH_MAX_ITEMS (100 here), every mistake one 400.
+	batch := func(body string) rawReq {
+		return rawReq{method: "POST", path: "/v1/resolve/batch", body: []byte(body),
+			headers: []string{"Authorization", auth, "Content-Type", "application/json"}}
+	}
+	item := `{"url":"https://bit.ly/b"}`
+	nItems := func(n int) string { return `{"items":[` + strings.TrimSuffix(strings.Repeat(item+",", n), ",") + `]}` }
+	ok200 := expect{status: 200, code: ""}
+	for name, body := range map[string]string{
+		"deep arrays":          deep("[", "]", 30000),
+		"deep items":           `{"items":` + deep("[", "]", 30000) + `}`,
+		"deep in item":         `{"items":[{"url":` + deep(`{"a":`, "}", 9000) + `}]}`,
+		"deep in item field":   `{"items":[{"url":"https://bit.ly/x","x":` + deep("[", "]", 20000) + `}]}`,
+		"unclosed deep":        `{"items":[` + strings.Repeat("[", 30000),
+		"1,001 items":          nItems(1001),
+		"101 items":            nItems(101),
+		"no items":             `{"items":[]}`,
+		"items null":           `{"items":null}`,
+		"items string":         `{"items":"https://bit.ly/x"}`,
+		"items object":         `{"items":{"url":"https://bit.ly/x"}}`,
+		"item null":            `{"items":[null]}`,
+		"item number":          `{"items":[1]}`,
+		"item array":           `{"items":[["https://bit.ly/x"]]}`,
+		"item without url":     `{"items":[{}]}`,
+		"item url null":        `{"items":[{"url":null}]}`,
+		"item url object":      `{"items":[{"url":{"href":"https://bit.ly/x"}}]}`,
+		"item unknown field":   `{"items":[{"url":"https://bit.ly/x","admin":true}]}`,
+		"item case-folded key": `{"items":[{"URL":"https://bit.ly/x"}]}`,
+		"duplicate items":      `{"items":[` + item + `],"items":[` + item + `]}`,
+		"duplicate item key":   `{"items":[{"url":"https://bit.ly/a","url":"https://bit.ly/b"}]}`,
+		"duplicate webhook":    `{"items":[` + item + `],"webhook_url":"https://hooks.example.com/a","webhook_url":"https://hooks.example.com/b"}`,
+		"bad default webhook":  `{"items":[` + item + `],"webhook_url":"https://127.0.0.1/"}`,
+		"trailing data":        nItems(1) + `{}`,
+		"proto pollution":      `{"items":[` + item + `],"__proto__":{}}`,
+		"huge item count key":  `{"items":[` + item + `],"` + strings.Repeat("k", 100000) + `":1}`,
+	} {
+		add("batch "+name, batch(body), bad)
+	}
+	add("batch 100 items", batch(nItems(100)), ok200)
+	add("batch 1 MiB", batch(strings.Repeat(" ", 1<<20+1)), expect{status: 413, code: problem.PayloadTooLarge})
+	add("batch 1 MiB chunked", rawReq{method: "POST", path: "/v1/resolve/batch", chunked: true, body: []byte(`{"items":[{"url":"` + strings.Repeat("a", 1<<20) + `"}]}`),
+		headers: []string{"Authorization", auth, "Content-Type", "application/json"}}, expect{status: 413, code: problem.PayloadTooLarge})
+	add("batch declared 1 GiB", rawReq{method: "POST", path: "/v1/resolve/batch", noLen: true,
+		headers: []string{"Authorization", auth, "Content-Type", "application/json", "Content-Length", "1073741824"}},
+		expect{status: 413, code: problem.PayloadTooLarge})
+	add("batch over 64 KiB", batch(`{"items":[{"url":"https://bit.ly/`+strings.Repeat("a", 100<<10)+`"}]}`), ok200)
+	add("batch not json", rawReq{method: "POST", path: "/v1/resolve/batch", body: []byte(item),
+		headers: []string{"Authorization", auth, "Content-Type", "text/plain"}}, expect{status: 415, code: problem.UnsupportedMediaType})
+	add("batch idempotency header", rawReq{method: "POST", path: "/v1/resolve/batch", body: []byte(nItems(1)),
+		headers: []string{"Authorization", auth, "Content-Type", "application/json", "Idempotency-Key", "k"}}, bad)
+	// Job lists: 1 to 100 ids, none empty; a malformed id is a null entry, not an error.
+	ids := func(q string) rawReq {
+		return rawReq{method: "GET", path: "/v1/jobs" + q, headers: []string{"Authorization", auth}}
+	}
+	for name, q := range map[string]string{
+		"no ids": "", "empty": "?ids=", "empty id": "?ids=a,,b", "leading comma": "?ids=,a", "101 ids": "?ids=" + strings.Repeat("a,", 100) + "a",
+		"twice": "?ids=a&ids=b", "bad escape": "?ids=%zz", "only commas": "?ids=,,,",
+	} {
+		add("jobs "+name, ids(q), bad)
+	}
+	for name, q := range map[string]string{
+		"100 malformed": "?ids=" + strings.Repeat("x,", 99) + "x", "nul": "?ids=%00", "huge id": "?ids=" + strings.Repeat("a", 4000),
+		"braces": "?ids=%7Bk:x%7D", "unknown": "?ids=" + job[9:], "with other params": "?ids=" + job[9:] + "&x=1",
+	} {
+		add("jobs "+name, ids(q), ok200)
+	}
 
 	// Odd URLs. A provider host in any spelling that parses to it is accepted; everything
 	// else is a 400 (not a URL we take) or a 422 (a URL, but not one we resolve).

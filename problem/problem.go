@@ -181,3 +181,23 @@ func Write(w http.ResponseWriter, requestID string, p *Problem) {
 	w.WriteHeader(p.Status)
 	_ = json.NewEncoder(w).Encode(p)
 }
+
+// Entry is a problem as one entry of a batch answer (docs/api.md#post-v1resolvebatch): every
+// member the problem would have as a whole answer, except instance, which names the request
+// and so belongs to the batch as a whole.
+type Entry struct {
+	Type       string       `json:"type"`
+	Title      string       `json:"title"`
+	Status     int          `json:"status"`
+	Code       Code         `json:"code"`
+	Detail     string       `json:"detail"`
+	Errors     []FieldError `json:"errors,omitempty"`
+	RetryAfter *int64       `json:"retry_after,omitempty"`
+	Balance    *int64       `json:"balance,omitempty"`
+}
+
+// Entry returns p as a batch entry.
+func (p *Problem) Entry() Entry {
+	return Entry{Type: p.Type, Title: p.Title, Status: p.Status, Code: p.Code, Detail: p.Detail,
+		Errors: p.Errors, RetryAfter: p.RetryAfter, Balance: p.Balance}
+}

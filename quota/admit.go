@@ -19,12 +19,14 @@ import (
 // more key of the same API key if asked (a job record, for a poll in one round trip).
 //
 // KEYS: the key record (keys.RecordKey, read through the field names keys.Script gives), the log, the day
-// counter, the key to fetch ("" in ARGV[6] = none; KEYS[4] is then a dummy of the same slot).
+// counter, the keys to fetch (with "0" in ARGV[6], none: KEYS[4] is then a dummy of the same slot).
 // ARGV: token digest, window µs, member, "1" when the request counts against the daily quota,
-// fixed time ("" in production), "1" to fetch KEYS[4].
+// fixed time ("" in production), "1" to fetch KEYS[4], "m" to fetch KEYS[4] and every key after
+// it (GET /v1/jobs?ids=, one round trip for up to 100 jobs).
 //
 // Reply: {0} when authentication failed (nothing recorded), else
-// {1, record (flat HGETALL), fetched value or false, allowed, code, now, count, free, used, today}.
+// {1, record (flat HGETALL), fetched value or false (a list of them for "m"), allowed, code, now,
+// count, free, used, today}.
 //
 // The digests are compared in Lua with plain equality: both are SHA-256 of secrets, so the
 // timing of a mismatch reveals nothing about a key; Go compares them again in constant time.
@@ -38,6 +40,7 @@ local quota = -1
 if f[{{.DailyQuota}}] ~= nil then quota = tonumber(f[{{.DailyQuota}}]) end
 local fetched = false
 if ARGV[6] == '1' then fetched = redis.call('GET', KEYS[4]) end
+if ARGV[6] == 'm' then fetched = redis.call('MGET', unpack(KEYS, 4)) end
 local r = check(KEYS[2], KEYS[3], limit, tonumber(ARGV[2]), ARGV[3], quota, ARGV[4] == '1', ARGV[5])
 return {1, rec, fetched, r[1], r[2], r[3], r[4], r[5], r[6], r[7]}
 `))
@@ -52,6 +55,9 @@ type AdmitRequest struct {
 	CountDay bool
 	// Fetch, when set, is a key of the same API key (same hash tag) read in the same step.
 	Fetch string
+	// FetchMany, when not empty (and Fetch is not set), are keys of the same API key read in
+	// the same step, at most a few hundred (they are arguments of one script call).
+	FetchMany []string
 }
 
 // Admission is the outcome of Admit.
@@ -62,8 +68,12 @@ type Admission struct {
 	Record map[string]string
 	// Fetched is the value of AdmitRequest.Fetch, nil when absent or not asked.
 	Fetched []byte
+	// FetchedMany are the values of AdmitRequest.FetchMany, in order, nil for an absent key.
+	FetchedMany [][]byte
 	// Decision is the limiter's decision when authenticated.
 	Decision Decision
+	// Granted is, for AdmitManyIn, how many of the requests were admitted: the first ones.
+	Granted int
 }
 
 // AdmitIn queues the admission of r on p, so the caller can batch it with commands of its own
@@ -73,9 +83,13 @@ type Admission struct {
 func (l *Limiter) AdmitIn(ctx context.Context, p redis.Pipeliner, r AdmitRequest) func() (Admission, error) {
 	member := l.prefix + strconv.FormatUint(l.seq.Add(1), 36)
 	lk, dk := logKey(r.KeyID), dayKey(r.KeyID)
-	fetch, fk := "0", lk // a dummy of the same slot when nothing is fetched
-	if r.Fetch != "" {
-		fetch, fk = "1", r.Fetch
+	ks := []string{r.RecordKey, lk, dk, lk} // a dummy of the same slot when nothing is fetched
+	fetch := "0"
+	switch {
+	case r.Fetch != "":
+		fetch, ks[3] = "1", r.Fetch
+	case len(r.FetchMany) > 0:
+		fetch, ks = "m", append(ks[:3], r.FetchMany...)
 	}
 	fixed := ""
 	if l.fixedNow != nil {
@@ -85,7 +99,7 @@ func (l *Limiter) AdmitIn(ctx context.Context, p redis.Pipeliner, r AdmitRequest
 	if r.CountDay {
 		cd = "1"
 	}
-	cmd := admitScript.EvalSha(ctx, p, []string{r.RecordKey, lk, dk, fk},
+	cmd := admitScript.EvalSha(ctx, p, ks,
 		r.Digest, l.window.Microseconds(), member, cd, fixed, fetch)
 	return func() (Admission, error) {
 		v, err := cmd.Slice()
@@ -108,8 +122,16 @@ func (l *Limiter) AdmitIn(ctx context.Context, p redis.Pipeliner, r AdmitRequest
 			val, _ := flat[i+1].(string)
 			a.Record[k] = val
 		}
-		if s, ok := v[2].(string); ok {
-			a.Fetched = []byte(s)
+		switch f := v[2].(type) {
+		case string:
+			a.Fetched = []byte(f)
+		case []any:
+			a.FetchedMany = make([][]byte, len(f))
+			for i, e := range f {
+				if s, ok := e.(string); ok {
+					a.FetchedMany[i] = []byte(s)
+				}
+			}
 		}
 		res := make([]int64, 7)
 		for i := range res {
@@ -148,11 +170,13 @@ func (l *Limiter) Admit(ctx context.Context, r AdmitRequest) (Admission, error) 
 	return Admission{}, fmt.Errorf("quota: admit: %w", ErrNoScript)
 }
 
-// LoadScripts loads the admit script into Redis (after ErrNoScript: first use, or a restarted
+// LoadScripts loads the admit scripts into Redis (after ErrNoScript: first use, or a restarted
 // Redis that lost its script cache).
 func (l *Limiter) LoadScripts(ctx context.Context) error {
-	if err := admitScript.Load(ctx, l.rdb).Err(); err != nil {
-		return fmt.Errorf("quota: loading scripts: %w", err)
+	for _, s := range []*redis.Script{admitScript, admitManyScript} {
+		if err := s.Load(ctx, l.rdb).Err(); err != nil {
+			return fmt.Errorf("quota: loading scripts: %w", err)
+		}
 	}
 	return nil
 }

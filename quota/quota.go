@@ -34,6 +34,10 @@ const (
 // DefaultWindow is the length of the rolling window of the per-minute limit.
 const DefaultWindow = time.Minute
 
+// DefaultQuotaRetryAfterMax is QUOTA_RETRY_AFTER_MAX's default: 0, no cap, so a
+// quota_exceeded answer says honestly how long until the quota renews (docs/limits.md#capping-retry-after).
+const DefaultQuotaRetryAfterMax time.Duration = 0
+
 // Limits are one API key's budgets, taken from its key record on every call so that a change
 // applies at the next request.
 type Limits struct {
@@ -85,10 +89,15 @@ type Decision struct {
 	// Limiter was built WithWindow); the RateLimit-Policy header reports it.
 	Window time.Duration
 
-	logKey, dayKey string // Redis keys, for Refund
-	member         string // the log entry recorded, "" when none
-	policy         string // RateLimit policy name of Minute, "" = PolicyMinute
-	day            int64  // UTC day number the day counter was charged for, -1 when not
+	// SlotRetryAfter is, for a batch admitted in part (AdmitManyIn), the exact time until a
+	// slot frees for its refused requests; 0 when none was refused.
+	SlotRetryAfter time.Duration
+
+	logKey, dayKey string   // Redis keys, for Refund
+	member         string   // the log entry recorded, "" when none
+	members        []string // a batch's log entries, in order
+	policy         string   // RateLimit policy name of Minute, "" = PolicyMinute
+	day            int64    // UTC day number the day counter was charged for, -1 when not
 }
 
 // RetryAfterSeconds is RetryAfter in whole seconds, rounded up and never below 1, as the
@@ -109,6 +118,7 @@ type Limiter struct {
 	seq      atomic.Uint64    // counter part of log members
 	blocked  *blockList       // nil when the local memory of 429s is off
 	fixedNow func() time.Time // tests only: a fixed script clock instead of Redis TIME
+	quotaMax time.Duration    // cap of a quota_exceeded RetryAfter; 0 = none
 }
 
 // Option configures a Limiter.
@@ -133,6 +143,30 @@ func WithLocalBlock(on bool) Option {
 			l.blocked = nil
 		}
 	}
+}
+
+// WithQuotaRetryAfterMax caps the RetryAfter of quota_exceeded decisions at d (0, the
+// default, means no cap). Clients written for hosted services sleep through Retry-After before
+// they retry, and an honest "until midnight" blocks them for hours; an operator who serves such
+// clients trades honesty for a shorter sleep (docs/limits.md#capping-retry-after). The day
+// window of the headers still says when the quota renews.
+func WithQuotaRetryAfterMax(d time.Duration) Option {
+	return func(l *Limiter) { l.quotaMax = max(d, 0) }
+}
+
+// QuotaRetryAfter is the RetryAfter of a quota_exceeded decision taken at now (Redis time):
+// the time until the next 00:00 UTC, capped by WithQuotaRetryAfterMax.
+func (l *Limiter) QuotaRetryAfter(now time.Time) time.Duration {
+	d := midnightAfter(now).Sub(now)
+	if l.quotaMax > 0 {
+		d = min(d, l.quotaMax)
+	}
+	return d
+}
+
+// midnightAfter is the next 00:00 UTC after t.
+func midnightAfter(t time.Time) time.Time {
+	return time.Unix((t.Unix()/86400+1)*86400, 0).UTC()
 }
 
 // New returns a Limiter on rdb, which may be a standalone, failover or cluster client.
@@ -238,7 +272,7 @@ func (l *Limiter) decide(res []int64, lim Limits, countDay bool, member, lk, dk 
 		l.blocked.add(lk, lim, d, sent)
 	case 2:
 		d.Code = CodeQuotaExceeded
-		d.RetryAfter = midnight.Sub(d.Now)
+		d.RetryAfter = l.QuotaRetryAfter(d.Now)
 	default:
 		return Decision{}, fmt.Errorf("%w: code %d from the check script", ErrUnexpectedReply, code)
 	}

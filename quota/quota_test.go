@@ -654,3 +654,39 @@ func TestRedisCluster(t *testing.T) {
 		t.Fatalf("keys of one API key span slots %v", slots)
 	}
 }
+
+// QUOTA_RETRY_AFTER_MAX caps the RetryAfter of quota_exceeded, never that of rate_limited,
+// and never the day window the headers describe.
+func TestQuotaRetryAfterCap(t *testing.T) {
+	t.Parallel()
+	rdb := newRedis(t)
+	clk := &testClock{}
+	m := nextMidnight()
+	clk.Set(m.Add(-5 * time.Hour))
+	l := New(rdb, withClock(clk), WithQuotaRetryAfterMax(time.Minute))
+	post := Request{KeyID: "key_cap", Limits: Limits{PerMinute: 2, DailyQuota: 1}, CountDay: true}
+	mustCheck(t, l, post)
+	d := mustCheck(t, l, post)
+	if d.Code != CodeQuotaExceeded || d.RetryAfter != time.Minute || d.RetryAfterSeconds() != 60 {
+		t.Fatalf("capped quota_exceeded: %+v", d)
+	}
+	if d.Day == nil || !d.Day.Reset.Equal(m) {
+		t.Fatalf("the day window still resets at midnight: %+v", d.Day)
+	}
+	// Closer to midnight than the cap: the honest time is shorter, and stays.
+	clk.Set(m.Add(-10 * time.Second))
+	if d := mustCheck(t, l, post); d.Code != CodeQuotaExceeded || d.RetryAfter != 10*time.Second {
+		t.Fatalf("near midnight: %+v", d)
+	}
+	// The per-minute limit is not capped: its Retry-After is already short and exact.
+	clk.Set(m.Add(-5 * time.Hour))
+	get := Request{KeyID: "key_cap", Limits: Limits{PerMinute: 2, DailyQuota: 1}}
+	mustCheck(t, l, get)
+	mustCheck(t, l, get)
+	if d := mustCheck(t, l, get); d.Code != CodeRateLimited || d.RetryAfter != time.Minute {
+		t.Fatalf("rate_limited: %+v", d)
+	}
+	if got := New(rdb).QuotaRetryAfter(m.Add(-5 * time.Hour)); got != 5*time.Hour {
+		t.Fatalf("uncapped: %v", got)
+	}
+}

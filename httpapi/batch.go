@@ -1,0 +1,308 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/linkhop/linkhop/jobs"
+	"github.com/linkhop/linkhop/keys"
+	"github.com/linkhop/linkhop/problem"
+	"github.com/linkhop/linkhop/quota"
+	"github.com/linkhop/linkhop/resolve"
+)
+
+// Batch limits (docs/api.md#post-v1resolvebatch). BATCH_MAX_ITEMS defaults to
+// DefaultBatchMaxItems and may be raised to HardMaxBatchItems; MaxBatchBodyBytes bounds the
+// body whatever the item count.
+const (
+	DefaultBatchMaxItems = 100
+	HardMaxBatchItems    = 1000
+	MaxBatchBodyBytes    = 1 << 20
+)
+
+// batchRequest is the body of POST /v1/resolve/batch; items are checked one by one, so that
+// a mistake is named items[i].field.
+type batchRequest struct {
+	Items      json.RawMessage `json:"items"`
+	WebhookURL *string         `json:"webhook_url"`
+}
+
+// batchItem is one item: url is a pointer so that a missing url (a structural mistake, the
+// whole request's 400) differs from a bad one (that item's own 400).
+type batchItem struct {
+	URL            *string `json:"url"`
+	WebhookURL     *string `json:"webhook_url"`
+	IdempotencyKey *string `json:"idempotency_key"`
+}
+
+// batchAnswer is the 200 body: one entry per item, in order.
+type batchAnswer struct {
+	Items []any `json:"items"`
+}
+
+// batchMax is the configured BATCH_MAX_ITEMS.
+func (s *Server) batchMax() int {
+	if s.BatchMaxItems <= 0 {
+		return DefaultBatchMaxItems
+	}
+	return min(s.BatchMaxItems, HardMaxBatchItems)
+}
+
+// parseBatch reads the body strictly. A body that is not the batch's shape is refused as a
+// whole (nil items); a well-formed item is returned as a resolve request, with the top-level
+// webhook_url for an item without its own, and its values are checked later, item by item.
+func (s *Server) parseBatch(w http.ResponseWriter, r *http.Request) ([]resolveRequest, *problem.Problem) {
+	if h := r.Header.Get("Idempotency-Key"); h != "" {
+		// One key cannot name many jobs; ignoring it would silently drop the client's intent.
+		return nil, invalid("Idempotency-Key", "does not apply to a batch; give each item its own idempotency_key")
+	}
+	var req batchRequest
+	if p := readJSONMax(w, r, &req, MaxBatchBodyBytes); p != nil {
+		return nil, p
+	}
+	raw := bytes.TrimSpace(req.Items)
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, invalid("items", "is required: a JSON array of 1 to "+strconv.Itoa(s.batchMax())+" items")
+	}
+	var items []json.RawMessage
+	if raw[0] != '[' || json.Unmarshal(raw, &items) != nil {
+		return nil, invalid("items", "must be a JSON array")
+	}
+	if len(items) == 0 || len(items) > s.batchMax() {
+		return nil, invalid("items", fmt.Sprintf("must hold 1 to %d items, not %d", s.batchMax(), len(items)))
+	}
+	var def *string
+	if req.WebhookURL != nil {
+		reason := ""
+		if len(*req.WebhookURL) > 2048 {
+			reason = "must be at most 2048 characters"
+		} else {
+			reason = checkWebhookURL(*req.WebhookURL, s.AllowPrivateTargets)
+		}
+		if reason != "" {
+			return nil, invalid("webhook_url", reason)
+		}
+		def = req.WebhookURL
+	}
+	out := make([]resolveRequest, len(items))
+	for i, it := range items {
+		name := "items[" + strconv.Itoa(i) + "]"
+		t := bytes.TrimSpace(it)
+		if len(t) == 0 || t[0] != '{' {
+			return nil, invalid(name, "must be a JSON object")
+		}
+		if p := exactKeys(t, &batchItem{}); p != nil {
+			return nil, renamed(p, name)
+		}
+		var bi batchItem
+		dec := json.NewDecoder(bytes.NewReader(t))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&bi); err != nil {
+			return nil, renamed(decodeProblem(err), name)
+		}
+		if bi.URL == nil {
+			return nil, invalid(name+".url", "is required")
+		}
+		out[i] = resolveRequest{URL: *bi.URL, WebhookURL: bi.WebhookURL, IdempotencyKey: bi.IdempotencyKey}
+		if out[i].WebhookURL == nil {
+			out[i].WebhookURL = def
+		}
+	}
+	return out, nil
+}
+
+// renamed names p's field inside item name: "url" becomes "items[3].url", the item itself
+// "items[3]".
+func renamed(p *problem.Problem, name string) *problem.Problem {
+	field, reason := "", "the item is invalid"
+	if len(p.Errors) > 0 {
+		field, reason = p.Errors[0].Field, p.Errors[0].Reason
+	}
+	if field != "" {
+		name += "." + field
+	}
+	return invalid(name, reason)
+}
+
+// batchSlot is one item on its way through postResolveBatch.
+type batchSlot struct {
+	in     resolveInput
+	entry  any                                        // the answer, once known
+	lookup func() (resolve.Result, bool, bool, error) // the cache read, for an admitted item
+	res    resolve.Result
+	rec    *jobs.Record // the job to create (a new link)
+	sent   int          // index among the items sent to SubmitBatch, -1 when none
+}
+
+// postResolveBatch accepts up to BATCH_MAX_ITEMS links (docs/api.md#post-v1resolvebatch). Each
+// valid item is one request against the per-minute limit and, when accepted, against the daily
+// quota and the credits, taken in item order so that a later item gets its own 429 or 402; an
+// invalid item costs nothing. Whatever the size, three round trips: (1) authentication with the
+// admission of every valid item and their cache lookups, (2) one script that takes the quota and
+// credits and creates the jobs with their idempotency claims, (3) one script that enqueues every
+// task. A failure of the service after admission gives everything back and answers 503, so, as
+// for a single request, a non-2xx answer means nothing was created, queued or charged.
+func (s *Server) postResolveBatch(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	reqs, bad := s.parseBatch(w, r)
+	slots := make([]batchSlot, len(reqs))
+	valid := 0
+	for i, req := range reqs {
+		in, p := s.checkResolve(req, "")
+		slots[i] = batchSlot{in: in, sent: -1}
+		if p != nil {
+			slots[i].entry = p.Entry()
+			continue
+		}
+		valid++
+	}
+	if bad != nil {
+		// A malformed batch is one request, as a malformed single request is.
+		valid = 1
+	}
+	g, ok := s.gate(w, r, gateOptions{many: true, slots: valid,
+		batch: func(p redis.Pipeliner) func() error {
+			// Only the items the limit may admit are looked up; the others are refused anyway.
+			for i := range slots {
+				if slots[i].entry == nil {
+					slots[i].lookup = s.Resolver.LookupIn(ctx, p, slots[i].in.url)
+				}
+			}
+			return nil
+		}})
+	if !ok {
+		return
+	}
+	k, adm := g.key, g.admission
+	if !k.HasScope(keys.ScopeResolve) {
+		adm.keepOne()
+		problem.Write(w, RequestID(r), problem.New(problem.ForbiddenScope, "This key lacks the resolve scope."))
+		return
+	}
+	if bad != nil {
+		problem.Write(w, RequestID(r), bad)
+		return
+	}
+
+	// Which items the limit admitted (the first g.granted valid ones), and what the cache knows.
+	var items []jobs.BatchItem
+	n := 0
+	for i := range slots {
+		sl := &slots[i]
+		if sl.entry != nil {
+			continue
+		}
+		n++
+		if n > g.granted {
+			sl.entry = problem.New(problem.RateLimited,
+				"The per-minute limit of this key was used up by the items before this one; retry it after retry_after.").
+				WithRetryAfter(adm.d.SlotRetryAfter).Entry()
+			continue
+		}
+		res, found, removed, err := sl.lookup()
+		if err != nil {
+			adm.undoMany(0, 0)
+			s.fail(w, r, err)
+			return
+		}
+		item := jobs.BatchItem{Kind: jobs.BatchNew, Record: &jobs.Record{
+			URL: sl.in.url, WebhookURL: sl.in.webhookURL, IdempotencyKey: sl.in.idemKey,
+			Provider: sl.in.provider.ID, Tier: sl.in.provider.Tier,
+		}}
+		switch {
+		case removed:
+			item.Kind = jobs.BatchRemoved
+		case found:
+			item.Kind, sl.res = jobs.BatchCached, res
+		default:
+			item.Record.ID = uuid.NewString()
+			if k.Credits != nil {
+				item.Cost = creditCost(sl.in.provider.Tier)
+			}
+			sl.rec = item.Record
+		}
+		sl.sent = len(items)
+		items = append(items, item)
+	}
+
+	d := adm.d
+	if len(items) > 0 {
+		out, err := s.Queue.SubmitBatch(ctx, k.ID, items)
+		if err != nil {
+			s.metrics.enqueueErrors.Inc()
+			s.log.Error("submitting a batch failed", "request_id", RequestID(r), "err", err)
+			adm.undoMany(out.Counted, out.Day)
+			problem.Write(w, RequestID(r), problem.New(problem.ServiceUnavailable,
+				"The batch could not be queued; nothing was created or charged. Retry later.").WithRetryAfter(5*time.Second))
+			return
+		}
+		d = d.WithDayUsed(out.DayUsed)
+		for i := range slots {
+			if sl := &slots[i]; sl.sent >= 0 {
+				sl.entry = s.batchEntry(sl, items[sl.sent], out.Items[sl.sent], d.Now)
+			}
+		}
+	}
+	// The headers describe the key's budgets after the batch.
+	quota.SetHeaders(w.Header(), d)
+	ans := batchAnswer{Items: make([]any, len(slots))}
+	for i := range slots {
+		ans.Items[i] = slots[i].entry
+	}
+	writeJSON(w, http.StatusOK, ans)
+}
+
+// batchEntry is the answer of an item SubmitBatch took, exactly as POST /v1/resolve would
+// answer it alone at that point of the batch.
+func (s *Server) batchEntry(sl *batchSlot, it jobs.BatchItem, o jobs.BatchOutcome, now time.Time) any {
+	switch o.Code {
+	case jobs.BatchQuotaExceeded:
+		return problem.New(problem.QuotaExceeded, "The daily quota of this key is used up; it renews at 00:00 UTC.").
+			WithRetryAfter(s.Limiter.QuotaRetryAfter(now)).Entry()
+	case jobs.BatchOutOfCredits:
+		bal := int64(0)
+		if o.Balance != nil {
+			bal = *o.Balance
+		}
+		return problem.New(problem.OutOfCredits,
+			"This link costs "+itoa(int(it.Cost))+" credits; the key's balance is lower.").WithBalance(bal).Entry()
+	case jobs.BatchReplay:
+		return replayEntry(sl.in, *o.Replay, o.Replayed, o.Balance)
+	}
+	switch it.Kind {
+	case jobs.BatchRemoved:
+		return problem.New(problem.LinkRemoved, "The provider reports that this link was removed.").Entry()
+	case jobs.BatchCached:
+		return cachedResponse{
+			Status: string(jobs.StatusDone), URL: sl.in.url, TargetURL: sl.res.TargetURL,
+			Provider: providerPtr(sl.in.provider.ID), Tier: tierPtr(sl.in.provider.Tier), Cached: true, Balance: o.Balance,
+		}
+	}
+	return queuedEntry(sl.rec.ID, o.Position)
+}
+
+// replayEntry answers an item whose idempotency key was used before, as answerClaim does.
+func replayEntry(in resolveInput, c jobs.Claim, rec *jobs.Record, balance *int64) any {
+	if c.URL != in.url || c.WebhookURL != in.webhookURL {
+		return problem.New(problem.IdempotencyConflict, "This idempotency key was used with a different url or webhook_url.").Entry()
+	}
+	if rec != nil && rec.Status == jobs.StatusDone && rec.TargetURL != nil {
+		id := rec.ID
+		return cachedResponse{
+			JobID: &id, Status: string(jobs.StatusDone), URL: rec.URL, TargetURL: *rec.TargetURL, Provider: providerPtr(rec.Provider),
+			Tier: tierPtr(rec.Tier), CreditsCharged: rec.CreditsCharged, Cached: false, Balance: balance,
+		}
+	}
+	return queuedEntry(c.JobID, 0)
+}
+
+func queuedEntry(jobID string, pos int64) queuedResponse {
+	return queuedResponse{JobID: jobID, Status: string(jobs.StatusQueued), QueuePosition: pos, PollURL: "/v1/jobs/" + jobID}
+}

@@ -22,7 +22,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/linkhop/linkhop/httpapi"
+	"github.com/linkhop/linkhop/jobs"
 	"github.com/linkhop/linkhop/quota"
 	"github.com/linkhop/linkhop/resolve"
 	"github.com/linkhop/linkhop/webhooks"
@@ -106,8 +106,8 @@ const (
 	DefaultWebhookBackoffBase        = webhooks.DefaultBackoffBase
 	DefaultAuthFailuresPerMinute     = quota.DefaultAuthFailuresPerMinute
 	DefaultQuotaRetryAfterMax        = quota.DefaultQuotaRetryAfterMax
-	DefaultBatchMaxItems             = httpapi.DefaultBatchMaxItems
-	MaxBatchItems                    = httpapi.HardMaxBatchItems
+	DefaultBatchMaxItems             = jobs.DefaultBatchMaxItems
+	MaxBatchItems                    = jobs.HardMaxBatchItems
 	DefaultShutdownTimeout           = 20 * time.Second
 )
 

@@ -19,11 +19,11 @@ import (
 )
 
 // Batch limits (docs/api.md#post-v1resolvebatch). BATCH_MAX_ITEMS defaults to
-// DefaultBatchMaxItems and may be raised to HardMaxBatchItems; MaxBatchBodyBytes bounds the
-// body whatever the item count.
+// jobs.DefaultBatchMaxItems and may be raised to jobs.HardMaxBatchItems; MaxBatchBodyBytes
+// bounds the body whatever the item count.
 const (
-	DefaultBatchMaxItems = 100
-	HardMaxBatchItems    = 1000
+	DefaultBatchMaxItems = jobs.DefaultBatchMaxItems
+	HardMaxBatchItems    = jobs.HardMaxBatchItems
 	MaxBatchBodyBytes    = 1 << 20
 )
 

@@ -15,6 +15,14 @@ import (
 	"github.com/linkhop/linkhop/resolve"
 )
 
+// Batch sizes (docs/api.md#post-v1resolvebatch): BATCH_MAX_ITEMS defaults to
+// DefaultBatchMaxItems and may be raised to HardMaxBatchItems. They live here, with the
+// submission of a batch, so that config can refer to them without depending on the HTTP layer.
+const (
+	DefaultBatchMaxItems = 100
+	HardMaxBatchItems    = 1000
+)
+
 // BatchKind says what SubmitBatch does with an item.
 type BatchKind byte
 

@@ -115,6 +115,7 @@ func scenarios() []scenario {
 		{"4", "end to end vs raw asynq enqueue→handler", scenarioE2E},
 		{"5", "webhook deliveries vs a bare HTTP POST loop", scenarioWebhooks},
 		{"6", "Redis round trips per request", scenarioTrips},
+		{"7", "job leases: Redis traffic per idle worker and per running job", scenarioLeases},
 	}
 }
 

@@ -22,17 +22,28 @@ ARG TARGETOS TARGETARCH
 # The version logged at start, sent in the webhooks' User-Agent and reported by `linkhop mcp`:
 #   docker build --build-arg VERSION=v1.2.3 …
 ARG VERSION=dev
+# The VCS revision, for `--version` and linkhop_build_info (.git is not in the build context):
+#   docker build --build-arg REVISION=$(git rev-parse --short=12 HEAD) …
+ARG REVISION=unknown
 # CGO off: static binaries that run on a base with no libc. -trimpath keeps the build
 # machine's paths out of the binaries; -s -w drops the symbol tables (stack traces keep
 # function names and lines).
 RUN --mount=type=cache,target=/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
     CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH \
-    go build -trimpath -ldflags="-s -w -X github.com/linkhop/linkhop/internal/app.Version=${VERSION} -X main.version=${VERSION}" \
+    go build -trimpath -ldflags="-s -w -X github.com/linkhop/linkhop/internal/buildinfo.Version=${VERSION} -X github.com/linkhop/linkhop/internal/buildinfo.stampedRevision=${REVISION}" \
       -o /out/ ./cmd/api ./cmd/worker ./cmd/linkhop
 
 # distroless/static: CA certificates and tzdata, no shell, no package manager.
 FROM gcr.io/distroless/static-debian12:nonroot
+ARG VERSION=dev
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="linkhop" \
+      org.opencontainers.image.description="Resolves short and ad-gated links to their destination, asynchronously, for API clients" \
+      org.opencontainers.image.source="https://github.com/linkhop/linkhop" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}"
 COPY --from=build /out/api /usr/local/bin/api
 COPY --from=build /out/worker /usr/local/bin/worker
 COPY --from=build /out/linkhop /usr/local/bin/linkhop

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"strconv"
@@ -66,9 +67,10 @@ type Config struct {
 	WebhookTimeout       time.Duration // WEBHOOK_TIMEOUT
 	WebhookBackoffBase   time.Duration // WEBHOOK_BACKOFF_BASE
 
-	AdminToken            string        // LINKHOP_ADMIN_TOKEN; empty disables /admin/*
-	AuthFailuresPerMinute int           // AUTH_FAILURES_PER_MINUTE (linkhop extension)
-	ShutdownTimeout       time.Duration // SHUTDOWN_TIMEOUT (linkhop extension)
+	AdminToken            string         // LINKHOP_ADMIN_TOKEN; empty disables /admin/*
+	TrustedProxies        []netip.Prefix // TRUSTED_PROXIES: peers whose X-Forwarded-For/Forwarded name the client
+	AuthFailuresPerMinute int            // AUTH_FAILURES_PER_MINUTE (linkhop extension)
+	ShutdownTimeout       time.Duration  // SHUTDOWN_TIMEOUT (linkhop extension)
 }
 
 // Error is a refused configuration value. Its message is the one line a process prints
@@ -114,7 +116,7 @@ func EnvNames() []string {
 		"WORKER_CONCURRENCY", "RESOLVE_MAX_HOPS", "RESOLVE_TIMEOUT", "RESOLVE_MAX_ATTEMPTS",
 		"RESOLVE_BACKOFF_BASE", "RESOLVE_CACHE_TTL", "RESOLVE_NEGATIVE_CACHE_TTL",
 		"RESOLVE_PER_HOST_CONCURRENCY", "RESOLVE_FORM_WAIT_MAX", "RESOLVE_ANY_HOST", "JOB_RETENTION", "JOB_LEASE_TTL", "WEBHOOK_RATE_PER_SECOND",
-		"WEBHOOK_MAX_RETRIES", "WEBHOOK_TIMEOUT", "WEBHOOK_BACKOFF_BASE", "LINKHOP_ADMIN_TOKEN",
+		"WEBHOOK_MAX_RETRIES", "WEBHOOK_TIMEOUT", "WEBHOOK_BACKOFF_BASE", "LINKHOP_ADMIN_TOKEN", "TRUSTED_PROXIES",
 		"AUTH_FAILURES_PER_MINUTE", "SHUTDOWN_TIMEOUT",
 	}
 }
@@ -156,6 +158,7 @@ func Load(p Process, lookup LookupFunc) (Config, error) {
 		WebhookBackoffBase:   r.duration("WEBHOOK_BACKOFF_BASE", DefaultWebhookBackoffBase),
 
 		AdminToken:            r.str("LINKHOP_ADMIN_TOKEN", ""),
+		TrustedProxies:        r.prefixes("TRUSTED_PROXIES"),
 		AuthFailuresPerMinute: r.integer("AUTH_FAILURES_PER_MINUTE", DefaultAuthFailuresPerMinute, 1, 1000000),
 		ShutdownTimeout:       r.duration("SHUTDOWN_TIMEOUT", DefaultShutdownTimeout),
 	}
@@ -351,4 +354,23 @@ func (r *reader) overrides(name string) map[string]string {
 		return nil
 	}
 	return m
+}
+
+// prefixes parses a comma-separated list of CIDR prefixes; a bare address is its own /32 or
+// /128.
+func (r *reader) prefixes(name string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, part := range r.list(name) {
+		p, err := netip.ParsePrefix(part)
+		if err != nil {
+			a, aerr := netip.ParseAddr(part)
+			if aerr != nil {
+				r.fail(name, fmt.Sprintf("%q is not a CIDR prefix (10.0.0.0/8) or an address", part))
+				return nil
+			}
+			p = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out
 }

@@ -3,11 +3,16 @@ package httpapi_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+
+	"github.com/linkhop/linkhop/config"
 	"github.com/linkhop/linkhop/keys"
 	"github.com/linkhop/linkhop/resolve"
 )
@@ -85,6 +90,13 @@ func TestAuthentication(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			r := e.do("POST", "/v1/resolve", "", body, "Authorization", h)
 			wantProblem(t, r, 401, "invalid_key")
+			want := `Bearer realm="linkhop", error="invalid_token"`
+			if h == "" {
+				want = `Bearer realm="linkhop"`
+			}
+			if got := r.header.Get("WWW-Authenticate"); got != want {
+				t.Errorf("WWW-Authenticate %q, want %q", got, want)
+			}
 		})
 	}
 	wantProblem(t, e.do("POST", "/v1/resolve", noScope, body), 403, "forbidden_scope")
@@ -188,7 +200,7 @@ func TestRoutesAndMethods(t *testing.T) {
 	}
 	r = e.do("DELETE", "/v1/jobs/00000000-0000-4000-8000-000000000000", tok, nil)
 	wantProblem(t, r, 405, "method_not_allowed")
-	if r.header.Get("Allow") != "GET" {
+	if r.header.Get("Allow") != "GET, HEAD" {
 		t.Errorf("Allow = %q", r.header.Get("Allow"))
 	}
 	// Request ids: a sane one is echoed, a hostile one replaced.
@@ -203,8 +215,16 @@ func TestRoutesAndMethods(t *testing.T) {
 	if r := e.do("GET", "/readyz", "", nil); r.status != 200 {
 		t.Errorf("readyz %d", r.status)
 	}
-	if r := e.do("GET", "/metrics", "", nil); r.status != 200 {
-		t.Errorf("metrics %d", r.status)
+	r = e.do("GET", "/metrics", "", nil)
+	if r.status != 200 || !strings.Contains(string(r.raw), "linkhop_build_info{") {
+		t.Errorf("metrics %d:\n%.1000s", r.status, r.raw)
+	}
+	problems, err := promlint.New(bytes.NewReader(r.raw)).Lint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
 	}
 }
 
@@ -325,5 +345,63 @@ func TestKeysNeverLogged(t *testing.T) {
 	}
 	if !strings.Contains(out, `"request_id":"trace-1"`) || !strings.Contains(out, c.ID) {
 		t.Errorf("access log lacks request id or key id:\n%s", out)
+	}
+}
+
+func TestHeadOnGetRoutes(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{worker: true})
+	_, tok := e.key(keys.CreateParams{})
+	r := e.do("POST", "/v1/resolve", tok, map[string]any{"url": "http://sho.rt/head"})
+	id, _ := r.body["job_id"].(string)
+	e.waitJob(tok, id)
+	for _, path := range []string{"/v1/jobs/" + id, "/v1/providers", "/v1/account"} {
+		h := e.do("HEAD", path, tok, nil)
+		if h.status != 200 || len(h.raw) != 0 || h.header.Get("X-RateLimit-Limit") == "" || !strings.HasPrefix(h.header.Get("Content-Type"), "application/json") {
+			t.Errorf("HEAD %s: %d, %d body bytes, headers %v", path, h.status, len(h.raw), h.header)
+		}
+	}
+	if h := e.do("HEAD", "/v1/jobs/"+id, "", nil); h.status != 401 || h.header.Get("WWW-Authenticate") == "" {
+		t.Errorf("HEAD without a key: %d %v", h.status, h.header)
+	}
+	if h := e.do("HEAD", "/v1/resolve", tok, nil); h.status != 405 {
+		t.Errorf("HEAD /v1/resolve: %d", h.status)
+	}
+}
+
+// TestClientAddressBehindProxies: the failed-authentication limit counts per client address;
+// forwarding headers name the client only when the peer is a trusted proxy.
+func TestClientAddressBehindProxies(t *testing.T) {
+	t.Parallel()
+	bad := "Bearer sk_live_aaaaaaaaaaaaaaaa_" + strings.Repeat("A", 43)
+	fail := func(e *env, xff string) int {
+		return e.do("GET", "/v1/account", "", nil, "Authorization", bad, "X-Forwarded-For", xff).status
+	}
+	// No trusted proxies: spoofing X-Forwarded-For does not escape the limit.
+	plain := newEnv(t, envOptions{tweakCfg: func(c *config.Config) { c.AuthFailuresPerMinute = 3 }})
+	for i := range 3 {
+		if st := fail(plain, fmt.Sprintf("198.51.100.%d", i+1)); st != 401 {
+			t.Fatalf("failure %d: %d", i+1, st)
+		}
+	}
+	if st := fail(plain, "198.51.100.99"); st != 429 {
+		t.Errorf("a spoofed address escaped the limit: %d", st)
+	}
+	// The test client is the trusted proxy: each forwarded client has its own budget, and a
+	// client-written prefix of the header is ignored.
+	behind := newEnv(t, envOptions{tweakCfg: func(c *config.Config) {
+		c.AuthFailuresPerMinute = 3
+		c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+	}})
+	for i := range 3 {
+		if st := fail(behind, fmt.Sprintf("203.0.113.%d, 198.51.100.1", i)); st != 401 {
+			t.Fatalf("failure %d: %d", i+1, st)
+		}
+	}
+	if st := fail(behind, "6.6.6.6, 198.51.100.1"); st != 429 {
+		t.Errorf("198.51.100.1 past its limit: %d", st)
+	}
+	if st := fail(behind, "198.51.100.2"); st != 401 {
+		t.Errorf("another client behind the proxy was limited: %d", st)
 	}
 }

@@ -136,14 +136,21 @@ func (s *Server) gate(w http.ResponseWriter, r *http.Request, o gateOptions) (ga
 
 // authFailed answers a failed /v1 authentication.
 func (s *Server) authFailed(w http.ResponseWriter, r *http.Request) {
-	s.authFailedWith(w, r, problem.New(problem.InvalidKey, "Send a valid API key as Authorization: Bearer sk_live_…"))
+	// RFC 9110 §11.6.1: a 401 names the scheme it wants; RFC 6750 §3 adds why a token sent
+	// was refused.
+	challenge := `Bearer realm="linkhop"`
+	if r.Header.Get("Authorization") != "" {
+		challenge += `, error="invalid_token"`
+	}
+	s.authFailedWith(w, r, problem.New(problem.InvalidKey, "Send a valid API key as Authorization: Bearer sk_live_…").
+		WithHeader("WWW-Authenticate", challenge))
 }
 
 // authFailedWith answers a failed authentication with unauthorized (a 401), or with 429 once
 // the client's address has failed too often in the rolling minute (docs/limits.md#failed-authentications).
 func (s *Server) authFailedWith(w http.ResponseWriter, r *http.Request, unauthorized *problem.Problem) {
 	if s.Limiter != nil {
-		d, err := s.Limiter.CheckAuthFailure(r.Context(), clientIP(r), s.AuthFailuresPerMinute)
+		d, err := s.Limiter.CheckAuthFailure(r.Context(), s.clientIP(r), s.AuthFailuresPerMinute)
 		if err != nil {
 			s.fail(w, r, err)
 			return

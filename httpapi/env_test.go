@@ -97,7 +97,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 	if o.logs != nil {
 		log = slog.New(slog.NewJSONHandler(o.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	if e.handler, err = app.NewAPI(cfg, e.rdb, log, reg, e.svc, prometheus.NewRegistry()); err != nil {
+	if e.handler, err = app.NewAPI(cfg, e.rdb, log, reg, e.svc, app.NewMetricsRegistry()); err != nil {
 		t.Fatal(err)
 	}
 	e.api = httptest.NewServer(e.handler)

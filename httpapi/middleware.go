@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"log/slog"
-	"net"
 	"net/http"
 	"runtime/debug"
 	"strconv"
@@ -124,7 +123,7 @@ func (s *Server) outer(next http.Handler) http.Handler {
 				slog.String("path", r.URL.Path), slog.String("route", ri.route),
 				slog.Int("status", ri.status), slog.Int("bytes", ri.bytes),
 				slog.Duration("duration", d), slog.String("key_id", ri.keyID),
-				slog.String("remote", clientIP(r)))
+				slog.String("remote", s.clientIP(r)))
 		}()
 		next.ServeHTTP(rec, r)
 	})
@@ -138,16 +137,6 @@ func routeName(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
-}
-
-// clientIP is the peer address. X-Forwarded-For is not trusted: behind a proxy, the operator's
-// proxy should be the one limiting by address.
-func clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }

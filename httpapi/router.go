@@ -28,10 +28,12 @@ func (s *Server) router() *mux.Router {
 	// Full paths, not a /v1 subrouter: gorilla/mux answers a method mismatch inside a
 	// subrouter with 404 instead of 405.
 	r.HandleFunc("/v1/resolve", s.postResolve).Methods(http.MethodPost)
-	r.HandleFunc("/v1/jobs/{job_id}", s.getJob).Methods(http.MethodGet)
+	// HEAD on every GET: net/http sends the headers (rate-limit fields included) and drops the
+	// body. It counts against the per-minute limit like the GET.
+	r.HandleFunc("/v1/jobs/{job_id}", s.getJob).Methods(http.MethodGet, http.MethodHead)
 	r.HandleFunc("/v1/jobs/{job_id}/webhook/redeliver", s.authed(s.postRedeliver)).Methods(http.MethodPost)
-	r.HandleFunc("/v1/providers", s.authed(s.getProviders)).Methods(http.MethodGet)
-	r.HandleFunc("/v1/account", s.authed(s.getAccount)).Methods(http.MethodGet)
+	r.HandleFunc("/v1/providers", s.authed(s.getProviders)).Methods(http.MethodGet, http.MethodHead)
+	r.HandleFunc("/v1/account", s.authed(s.getAccount)).Methods(http.MethodGet, http.MethodHead)
 	s.adminRoutes(r) // admin.go; reachable only through adminGate
 
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"net/netip"
 
 	"github.com/go-playground/validator/v10"
 	"github.com/prometheus/client_golang/prometheus"
@@ -30,6 +31,9 @@ type Deps struct {
 	Metrics  *Metrics
 	Gatherer prometheus.Gatherer // what /metrics serves; nil: the default registry
 
+	// TrustedProxies (TRUSTED_PROXIES) are the peers whose forwarding headers name the client
+	// (docs/operations.md#client-addresses); empty: the TCP peer is the client.
+	TrustedProxies []netip.Prefix
 	// AllowPrivateTargets relaxes the webhook_url rules (dev and tests).
 	AllowPrivateTargets bool
 	// AuthFailuresPerMinute limits failed authentications per client address.

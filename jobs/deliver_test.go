@@ -400,7 +400,7 @@ func TestWebhookRateAcrossWorkers(t *testing.T) {
 	if heldBack < 30 {
 		t.Errorf("only %v attempts held back: the rate did nothing", heldBack)
 	}
-	if got := e.counter("linkhop_webhook_deliveries_total", "outcome", "delivered"); got != 80 {
+	if got := e.counter("linkhop_webhook_delivery_attempts_total", "outcome", "delivered"); got != 80 {
 		t.Errorf("delivered counter %v, want 80", got)
 	}
 	// One URL needs at least three full windows; four URLs fit in one. "About 4× sooner",

@@ -36,8 +36,8 @@ type ResolveHandler struct {
 	OnTerminal TerminalFunc
 	// MaxAttempts is RESOLVE_MAX_ATTEMPTS: tries for transient provider failures.
 	MaxAttempts int
-	// Observe, when set, is told each finished job's outcome and duration (metrics).
-	Observe func(status Status, code string, hops int, d time.Duration)
+	// Observe, when set, is told each finished job and how long its last run took (metrics).
+	Observe func(r Record, d time.Duration)
 	// Leases, when set, holds a lease on each running job (JOB_LEASE_TTL), so that a job whose
 	// worker dies is queued again by a reaper within seconds rather than by asynq's recoverer
 	// a minute or two later; register Reap with Leases.OnLapse.
@@ -246,11 +246,7 @@ func (h *ResolveHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return nil
 	}
 	if h.Observe != nil {
-		code := ""
-		if rec.Error != nil {
-			code = *rec.Error
-		}
-		h.Observe(rec.Status, code, len(rec.Hops), time.Since(start))
+		h.Observe(rec, time.Since(start))
 	}
 	log.Info("job finished", "status", rec.Status, "hops", len(rec.Hops))
 	return h.terminal(ctx, rec)

@@ -20,21 +20,28 @@ const (
 // Metrics are the Prometheus collectors of webhook deliveries (namespace linkhop, subsystem
 // webhook). A nil *Metrics records nothing, so code paths without metrics need no checks.
 type Metrics struct {
-	deliveries *prometheus.CounterVec
+	attempts   *prometheus.CounterVec
+	deliveries *prometheus.CounterVec // the deprecated name of attempts, kept for one release
 	latency    *prometheus.HistogramVec
 	heldBack   prometheus.Counter
 }
 
 // NewMetrics creates the collectors and registers them with reg (nil: not registered):
 //
-//	linkhop_webhook_deliveries_total{outcome}        attempts by outcome: delivered|retrying|failed
-//	linkhop_webhook_attempt_duration_seconds{class}  attempt latency by result: 2xx|3xx|4xx|5xx|timeout|error
-//	linkhop_webhook_held_back_total                  attempts the per-URL rate delayed
+//	linkhop_webhook_delivery_attempts_total{outcome}  attempts by outcome: delivered|retrying|failed
+//	linkhop_webhook_deliveries_total{outcome}          the same, under its deprecated name
+//	linkhop_webhook_attempt_duration_seconds{class}    attempt latency by result: 2xx|3xx|4xx|5xx|timeout|error
+//	linkhop_webhook_held_back_total                    attempts the per-URL rate delayed
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
+		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "linkhop", Subsystem: "webhook", Name: "delivery_attempts_total",
+			Help: "Webhook delivery attempts by outcome: delivered, retrying (failed, retry scheduled), failed (final).",
+		}, []string{"outcome"}),
+		// The name said deliveries but counted attempts (docs/operations.md#metrics).
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "linkhop", Subsystem: "webhook", Name: "deliveries_total",
-			Help: "Webhook delivery attempts by outcome: delivered, retrying (failed, retry scheduled), failed (final).",
+			Help: "Deprecated: use linkhop_webhook_delivery_attempts_total (the same counts); this name goes in the next release.",
 		}, []string{"outcome"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: "linkhop", Subsystem: "webhook", Name: "attempt_duration_seconds",
@@ -49,11 +56,12 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	}
 	// Pre-create the label values so dashboards see zeros instead of missing series.
 	for _, o := range []string{OutcomeDelivered, OutcomeRetrying, OutcomeFailed} {
+		m.attempts.WithLabelValues(o)
 		m.deliveries.WithLabelValues(o)
 	}
 	if reg != nil {
 		var errs []error
-		for _, c := range []prometheus.Collector{m.deliveries, m.latency, m.heldBack} {
+		for _, c := range []prometheus.Collector{m.attempts, m.deliveries, m.latency, m.heldBack} {
 			if err := reg.Register(c); err != nil {
 				errs = append(errs, err)
 			}
@@ -79,6 +87,7 @@ func (m *Metrics) Delivery(outcome string) {
 	if m == nil {
 		return
 	}
+	m.attempts.WithLabelValues(outcome).Inc()
 	m.deliveries.WithLabelValues(outcome).Inc()
 }
 

@@ -23,7 +23,12 @@ func TestMetrics(t *testing.T) {
 	m.Attempt(Outcome{StatusCode: 500, Err: &StatusError{Code: 500}, Duration: 30 * time.Millisecond})
 	m.Attempt(Outcome{Err: ErrTimeout, Duration: time.Second})
 	want := `
-# HELP linkhop_webhook_deliveries_total Webhook delivery attempts by outcome: delivered, retrying (failed, retry scheduled), failed (final).
+# HELP linkhop_webhook_delivery_attempts_total Webhook delivery attempts by outcome: delivered, retrying (failed, retry scheduled), failed (final).
+# TYPE linkhop_webhook_delivery_attempts_total counter
+linkhop_webhook_delivery_attempts_total{outcome="delivered"} 1
+linkhop_webhook_delivery_attempts_total{outcome="failed"} 0
+linkhop_webhook_delivery_attempts_total{outcome="retrying"} 2
+# HELP linkhop_webhook_deliveries_total Deprecated: use linkhop_webhook_delivery_attempts_total (the same counts); this name goes in the next release.
 # TYPE linkhop_webhook_deliveries_total counter
 linkhop_webhook_deliveries_total{outcome="delivered"} 1
 linkhop_webhook_deliveries_total{outcome="failed"} 0
@@ -33,7 +38,7 @@ linkhop_webhook_deliveries_total{outcome="retrying"} 2
 linkhop_webhook_held_back_total 1
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want),
-		"linkhop_webhook_deliveries_total", "linkhop_webhook_held_back_total"); err != nil {
+		"linkhop_webhook_delivery_attempts_total", "linkhop_webhook_deliveries_total", "linkhop_webhook_held_back_total"); err != nil {
 		t.Error(err)
 	}
 	if n := testutil.CollectAndCount(m.latency); n != 2 {

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/linkhop/linkhop/internal/buildinfo"
 )
 
 // Header names written by [Sign]. Go canonicalises them on the wire (Webhook-Id, …); HTTP
@@ -28,11 +30,9 @@ const (
 	HeaderWebhookSignature = "webhook-signature"
 )
 
-// Version is the version of linkhop's webhook sender, sent in [UserAgent].
-const Version = "1.0"
-
-// UserAgent is the User-Agent of every delivery.
-const UserAgent = "linkhop-webhooks/" + Version
+// UserAgent is the User-Agent of every delivery: linkhop-webhooks/<the build's version>
+// (docs/webhooks.md).
+var UserAgent = "linkhop-webhooks/" + buildinfo.Version
 
 // SecretPrefix starts every webhook secret.
 const SecretPrefix = "whsec_"

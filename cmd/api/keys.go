@@ -35,6 +35,13 @@ func keysCommand(args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
+	switch args[0] {
+	case "create", "list", "show", "update", "revoke", "rotate-webhook-secret":
+	default:
+		// Before anything else asks for a key ID or Redis: a typo is a usage error.
+		fmt.Fprintf(stderr, "api keys: unknown command %q\n%s\n", args[0], keysUsage)
+		return 2
+	}
 	cfg, err := config.FromEnv(config.API)
 	if err != nil {
 		fmt.Fprintln(stderr, err)

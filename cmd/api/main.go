@@ -23,6 +23,7 @@ import (
 
 	"github.com/linkhop/linkhop/config"
 	"github.com/linkhop/linkhop/internal/app"
+	"github.com/linkhop/linkhop/internal/buildinfo"
 	"github.com/linkhop/linkhop/resolve"
 )
 
@@ -31,10 +32,27 @@ func main() {
 		os.Exit(keysCommand(os.Args[2:], os.Stdout, os.Stderr))
 	}
 	fs := flag.NewFlagSet("api", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), "Usage: api [-dev [-any-host]] | api keys … | api -version\n\n"+
+			"Serves linkhop's HTTP API, configured from the environment (docs/configuration.md).\n\n")
+		fs.PrintDefaults()
+	}
 	dev := fs.Bool("dev", false, "run API and worker in one process on an embedded in-memory Redis")
 	anyHost := fs.Bool("any-host", false, "with -dev: resolve links on any host, not only providers' (RESOLVE_ANY_HOST=true)")
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
 		os.Exit(2)
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "api: unknown command %q; 'api -h' shows the usage\n", fs.Arg(0))
+		os.Exit(2)
+	}
+	if *showVersion {
+		fmt.Println(buildinfo.String())
+		return
 	}
 	if *anyHost && !*dev {
 		fmt.Fprintln(os.Stderr, "api: -any-host goes with -dev; in production set RESOLVE_ANY_HOST=true on API and worker")
@@ -48,6 +66,7 @@ func main() {
 	if *anyHost {
 		cfg.ResolveAnyHost = true
 	}
+	redis.SetLogger(app.RedisLogger(app.NewLogger(cfg, os.Stderr)))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if *dev {
@@ -122,7 +141,7 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger, o runOptions)
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	log.Info("api listening", "addr", ln.Addr().String(), "version", app.Version)
+	log.Info("api listening", "addr", ln.Addr().String(), "version", buildinfo.Version, "revision", buildinfo.Revision())
 	if o.ready != nil {
 		o.ready(deps{rdb: rdb, metrics: metrics, ln: ln})
 	}

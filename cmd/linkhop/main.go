@@ -29,11 +29,11 @@ import (
 	"golang.org/x/term"
 
 	"github.com/linkhop/linkhop/client"
+	"github.com/linkhop/linkhop/internal/buildinfo"
 )
 
-// version is the build's version, set with -ldflags "-X main.version=…"; the MCP server
-// reports it.
-var version = "dev"
+// version is the build's version (docs/operations.md#versions); the MCP server reports it.
+var version = buildinfo.Version
 
 // Exit codes (docs/cli.md).
 const (
@@ -92,6 +92,9 @@ func (c *cli) run(ctx context.Context, args []string) int {
 	switch cmd {
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(c.stdout, usage)
+		return exitOK
+	case "-version", "--version", "version":
+		fmt.Fprintln(c.stdout, buildinfo.String())
 		return exitOK
 	case "resolve":
 		return c.resolve(ctx, rest)

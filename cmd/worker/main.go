@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"net"
@@ -14,16 +15,42 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/linkhop/linkhop/config"
 	"github.com/linkhop/linkhop/internal/app"
+	"github.com/linkhop/linkhop/internal/buildinfo"
 )
 
 func main() {
+	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), "Usage: worker [-version]\n\n"+
+			"Runs linkhop's resolve jobs and webhook deliveries, configured from the environment\n"+
+			"(docs/configuration.md); serves /healthz, /readyz and /metrics on HTTP_ADDR (default :9090).\n\n")
+		fs.PrintDefaults()
+	}
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		os.Exit(2)
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "worker: unexpected argument %q; 'worker -h' shows the usage\n", fs.Arg(0))
+		os.Exit(2)
+	}
+	if *showVersion {
+		fmt.Println(buildinfo.String())
+		return
+	}
 	cfg, err := config.FromEnv(config.Worker)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
+	redis.SetLogger(app.RedisLogger(app.NewLogger(cfg, os.Stderr)))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, cfg, app.NewLogger(cfg, os.Stderr), nil); err != nil {
@@ -65,7 +92,7 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 		_ = ops.Close()
 		return fmt.Errorf("starting the worker: %w", err)
 	}
-	log.Info("worker running", "ops_addr", ln.Addr().String(), "concurrency", cfg.WorkerConcurrency, "version", app.Version)
+	log.Info("worker running", "ops_addr", ln.Addr().String(), "concurrency", cfg.WorkerConcurrency, "version", buildinfo.Version, "revision", buildinfo.Revision())
 	if ready != nil {
 		ready(ln.Addr().String())
 	}

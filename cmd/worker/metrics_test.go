@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 
 	"github.com/linkhop/linkhop/config"
 	"github.com/linkhop/linkhop/internal/redistest"
@@ -58,5 +60,17 @@ func TestQueueMetricsOnWorker(t *testing.T) {
 	b, _ := io.ReadAll(res.Body)
 	if res.StatusCode != 200 || !strings.Contains(string(b), `linkhop_asynq_queue_size{queue="metricsq"} 1`) {
 		t.Fatalf("/metrics: %d, no linkhop_asynq_queue_size for metricsq:\n%.2000s", res.StatusCode, b)
+	}
+	for _, want := range []string{`linkhop_asynq_tasks{queue="metricsq",state="pending"} 1`, "linkhop_build_info{"} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	problems, err := promlint.New(bytes.NewReader(b)).Lint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
 	}
 }

@@ -3,8 +3,6 @@ package app
 import (
 	"net/http"
 
-	"github.com/hibiken/asynq"
-	"github.com/hibiken/asynq/x/metrics"
 	"github.com/hibiken/asynqmon"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
@@ -25,10 +23,9 @@ type sharedConn struct{ c redis.UniversalClient }
 // MakeRedisClient implements asynq.RedisConnOpt.
 func (s sharedConn) MakeRedisClient() any { return s.c }
 
-// RegisterQueueMetrics adds asynq's queue collector (x/metrics) to reg under the linkhop_
-// prefix: linkhop_asynq_queue_size, linkhop_asynq_queue_latency_seconds, … . The values are
-// read from Redis at every scrape and describe the whole deployment, not this process.
+// RegisterQueueMetrics adds the asynq queue collector to reg: linkhop_asynq_queue_size,
+// linkhop_asynq_tasks, linkhop_asynq_queue_latency_seconds, … . The values are read from Redis
+// at every scrape and describe the whole deployment, not this process.
 func RegisterQueueMetrics(reg prometheus.Registerer, rdb redis.UniversalClient) {
-	prometheus.WrapRegistererWithPrefix("linkhop_", reg).
-		MustRegister(metrics.NewQueueMetricsCollector(asynq.NewInspectorFromRedisClient(rdb)))
+	reg.MustRegister(newQueueCollector(rdb))
 }

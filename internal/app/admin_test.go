@@ -56,7 +56,7 @@ func TestQueueMetrics(t *testing.T) {
 	if v := value("linkhop_asynq_queue_size", map[string]string{"queue": "resolve"}); v != 2 {
 		t.Errorf("queue size %v, want 2", v)
 	}
-	if v := value("linkhop_asynq_tasks_enqueued_total", map[string]string{"queue": "resolve", "state": "pending"}); v != 2 {
+	if v := value("linkhop_asynq_tasks", map[string]string{"queue": "resolve", "state": "pending"}); v != 2 {
 		t.Errorf("pending %v, want 2", v)
 	}
 	if v := value("linkhop_asynq_queue_latency_seconds", map[string]string{"queue": "resolve"}); v < 0 {

@@ -41,6 +41,7 @@ func NewAPI(c config.Config, rdb redis.UniversalClient, log *slog.Logger, reg *r
 		AllowPrivateTargets:   c.AllowPrivateTargets,
 		AuthFailuresPerMinute: c.AuthFailuresPerMinute,
 		AdminToken:            c.AdminToken,
+		TrustedProxies:        c.TrustedProxies,
 		QueuesUI:              QueuesUI(rdb, httpapi.QueuesPath),
 	}), nil
 }

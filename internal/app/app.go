@@ -4,6 +4,8 @@
 package app
 
 import (
+	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -15,9 +17,6 @@ import (
 	"github.com/linkhop/linkhop/resolve"
 )
 
-// Version is the build's version, set with -ldflags "-X github.com/linkhop/linkhop/internal/app.Version=…".
-var Version = "dev"
-
 // NewLogger builds the slog logger of LOG_LEVEL and LOG_FORMAT.
 func NewLogger(c config.Config, w io.Writer) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: c.LogLevel}
@@ -25,6 +24,21 @@ func NewLogger(c config.Config, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}
 	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// RedisLogger routes go-redis's own log lines (pool dial failures, cluster and sentinel
+// notices) through log, so a process's log stream stays JSON when LOG_FORMAT=json: go-redis
+// otherwise prints plain text to stderr. Install it with redis.SetLogger, once, in main.
+func RedisLogger(log *slog.Logger) interface {
+	Printf(ctx context.Context, format string, v ...any)
+} {
+	return redisLogger{log.With("component", "go-redis")}
+}
+
+type redisLogger struct{ l *slog.Logger }
+
+func (r redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	r.l.WarnContext(ctx, strings.TrimSpace(fmt.Sprintf(format, v...)))
 }
 
 // NewRedis connects to REDIS_CLUSTER_ADDRS when set, else to REDIS_URL. redis:// and

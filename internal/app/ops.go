@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/linkhop/linkhop/internal/buildinfo"
 	"github.com/linkhop/linkhop/problem"
 )
 
@@ -18,8 +19,19 @@ import (
 // A registry per process (not the global one) keeps tests that build several servers apart.
 func NewMetricsRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfo())
 	return reg
+}
+
+// buildInfo is linkhop_build_info: always 1, with the build in its labels, so dashboards can
+// tell which version each process runs (and join it onto other series).
+func buildInfo() prometheus.Collector {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "linkhop", Name: "build_info",
+		Help: "The running build: version, VCS revision and Go version; always 1.",
+	}, []string{"version", "revision", "go_version"})
+	g.WithLabelValues(buildinfo.Version, buildinfo.Revision(), buildinfo.GoVersion()).Set(1)
+	return g
 }
 
 // OpsHandler serves the worker's /healthz, /readyz and /metrics.

@@ -24,26 +24,35 @@ func NewWorkerMetrics(reg prometheus.Registerer) *WorkerMetrics {
 	m := &WorkerMetrics{
 		jobs: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: "linkhop", Subsystem: "jobs", Name: "duration_seconds",
-			Help:    "Time from a resolve task's start to its job's terminal state, by status.",
+			Help:    "Time from a resolve task's (last) start to its job's terminal state, by status and provider.",
 			Buckets: prometheus.ExponentialBuckets(0.01, 2.5, 10),
-		}, []string{"status"}),
+		}, []string{"status", "provider"}),
 		hops: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "linkhop", Subsystem: "resolve", Name: "hops",
 			Help: "Hops recorded per finished job.", Buckets: prometheus.LinearBuckets(1, 1, 20),
 		}),
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "linkhop", Subsystem: "jobs", Name: "finished_total",
-			Help: "Finished jobs by status and error code.",
-		}, []string{"status", "error"}),
+			Help: "Finished jobs by status, error code and provider.",
+		}, []string{"status", "error", "provider"}),
 	}
 	reg.MustRegister(m.jobs, m.hops, m.outcomes)
 	return m
 }
 
-func (m *WorkerMetrics) observe(status jobs.Status, code string, hops int, d time.Duration) {
-	m.jobs.WithLabelValues(string(status)).Observe(d.Seconds())
-	m.hops.Observe(float64(hops))
-	m.outcomes.WithLabelValues(string(status), code).Inc()
+// Observe records a finished job. The provider label is bounded by the provider registry;
+// links resolved in any-host mode have none and count as "none".
+func (m *WorkerMetrics) Observe(r jobs.Record, d time.Duration) {
+	code, provider := "", r.Provider
+	if r.Error != nil {
+		code = *r.Error
+	}
+	if provider == "" {
+		provider = "none"
+	}
+	m.jobs.WithLabelValues(string(r.Status), provider).Observe(d.Seconds())
+	m.hops.Observe(float64(len(r.Hops)))
+	m.outcomes.WithLabelValues(string(r.Status), code, provider).Inc()
 }
 
 // NewWorker assembles the worker: the asynq server with every task handler registered.
@@ -63,7 +72,7 @@ func NewWorker(c config.Config, rdb redis.UniversalClient, log *slog.Logger, svc
 	w.Handle(jobs.TypeWebhook, wh, jobs.WebhookRetryDelay)
 	w.NotFailure(jobs.IsWebhookDeferred)
 	rh := &jobs.ResolveHandler{
-		Store: store, Resolver: svc, Logger: log, Observe: m.observe, MaxAttempts: c.ResolveMaxAttempts,
+		Store: store, Resolver: svc, Logger: log, Observe: m.Observe, MaxAttempts: c.ResolveMaxAttempts,
 		OnTerminal: wh.OnTerminal, Leases: w.Leases(),
 		Tasks: jobs.TaskOptions{MaxAttempts: c.ResolveMaxAttempts, Timeout: c.ResolveTimeout},
 	}

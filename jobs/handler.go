@@ -49,6 +49,10 @@ type ResolveHandler struct {
 	requeueOnce sync.Once
 }
 
+// droppedRun is logged by a run that finds it no longer owns its job (its worker was stopped
+// or cut off past its lease, and a replacement took the job) or that the job ended meanwhile.
+const droppedRun = "the job was finished or taken over by another run; this run's outcome is dropped"
+
 // retryError asks asynq to run the task again after delay without marking the job failed.
 type retryError struct {
 	err   error
@@ -152,7 +156,7 @@ func (h *ResolveHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		res, rerr = h.Resolver.Resolve(rctx, rec.URL)
 	}
 	if lease.Lost() {
-		log.Warn("lease lost during the resolve; the run that replaced this one finishes the job")
+		log.Warn(droppedRun, "reason", "lease lost")
 		return nil
 	}
 	var re *resolve.Error
@@ -173,6 +177,7 @@ func (h *ResolveHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 			return err
 		}
 		if !mine {
+			log.Warn(droppedRun)
 			return nil
 		}
 		log.Debug("resolve parked for a provider countdown", "until", pk.Until)
@@ -202,6 +207,7 @@ func (h *ResolveHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 				return err
 			}
 			if rec.Status.Terminal() || !mine {
+				log.Warn(droppedRun)
 				return nil
 			}
 			if rec.Attempts < h.MaxAttempts {
@@ -239,7 +245,7 @@ func (h *ResolveHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return err
 	}
 	if !finished {
-		log.Info("the job was finished or taken over by another run; this run's outcome is dropped")
+		log.Warn(droppedRun)
 		if rec.Status.Terminal() {
 			return h.terminal(ctx, rec)
 		}

@@ -116,6 +116,7 @@ func scenarios() []scenario {
 		{"5", "webhook deliveries vs a bare HTTP POST loop", scenarioWebhooks},
 		{"6", "Redis round trips per request", scenarioTrips},
 		{"7", "100-item batches vs single resolves, per link", scenarioBatch},
+		{"8", "job leases: Redis traffic per idle worker and per running job", scenarioLeases},
 	}
 }
 

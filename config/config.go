@@ -61,6 +61,7 @@ type Config struct {
 	ResolveFormWaitMax        time.Duration // RESOLVE_FORM_WAIT_MAX
 	ResolveAnyHost            bool          // RESOLVE_ANY_HOST
 	JobRetention              time.Duration // JOB_RETENTION
+	JobLeaseTTL               time.Duration // JOB_LEASE_TTL
 
 	WebhookRatePerSecond int           // WEBHOOK_RATE_PER_SECOND
 	WebhookMaxRetries    int           // WEBHOOK_MAX_RETRIES
@@ -100,6 +101,7 @@ const (
 	DefaultResolveNegativeCacheTTL   = resolve.DefaultNegativeTTL
 	DefaultResolvePerHostConcurrency = resolve.DefaultPerHostConcurrency
 	DefaultJobRetention              = 168 * time.Hour
+	DefaultJobLeaseTTL               = jobs.DefaultLeaseTTL
 	DefaultWebhookRatePerSecond      = webhooks.DefaultRatePerSecond
 	DefaultWebhookMaxRetries         = webhooks.DefaultMaxRetries
 	DefaultWebhookTimeout            = webhooks.DefaultTimeout
@@ -119,7 +121,7 @@ func EnvNames() []string {
 		"LINKHOP_ALLOW_PRIVATE_TARGETS", "LINKHOP_HOST_OVERRIDES", "LINKHOP_PROVIDERS_FILE",
 		"WORKER_CONCURRENCY", "RESOLVE_MAX_HOPS", "RESOLVE_TIMEOUT", "RESOLVE_MAX_ATTEMPTS",
 		"RESOLVE_BACKOFF_BASE", "RESOLVE_CACHE_TTL", "RESOLVE_NEGATIVE_CACHE_TTL",
-		"RESOLVE_PER_HOST_CONCURRENCY", "RESOLVE_FORM_WAIT_MAX", "RESOLVE_ANY_HOST", "JOB_RETENTION", "WEBHOOK_RATE_PER_SECOND",
+		"RESOLVE_PER_HOST_CONCURRENCY", "RESOLVE_FORM_WAIT_MAX", "RESOLVE_ANY_HOST", "JOB_RETENTION", "JOB_LEASE_TTL", "WEBHOOK_RATE_PER_SECOND",
 		"WEBHOOK_MAX_RETRIES", "WEBHOOK_TIMEOUT", "WEBHOOK_BACKOFF_BASE", "LINKHOP_ADMIN_TOKEN", "TRUSTED_PROXIES",
 		"AUTH_FAILURES_PER_MINUTE", "SHUTDOWN_TIMEOUT", "QUOTA_RETRY_AFTER_MAX", "BATCH_MAX_ITEMS",
 	}
@@ -154,6 +156,7 @@ func Load(p Process, lookup LookupFunc) (Config, error) {
 		ResolveFormWaitMax:        r.duration("RESOLVE_FORM_WAIT_MAX", resolve.DefaultFormWaitMax),
 		ResolveAnyHost:            r.boolean("RESOLVE_ANY_HOST"),
 		JobRetention:              r.duration("JOB_RETENTION", DefaultJobRetention),
+		JobLeaseTTL:               r.duration("JOB_LEASE_TTL", DefaultJobLeaseTTL),
 
 		WebhookRatePerSecond: r.integer("WEBHOOK_RATE_PER_SECOND", DefaultWebhookRatePerSecond, 1, 100000),
 		WebhookMaxRetries:    r.integer("WEBHOOK_MAX_RETRIES", DefaultWebhookMaxRetries, 0, 100),
@@ -228,6 +231,11 @@ func (c Config) Validate() error {
 	}
 	if c.JobRetention < time.Minute {
 		return &Error{"JOB_RETENTION", "must be at least 1m"}
+	}
+	// Leases are renewed about every second: a TTL much closer to that would take a slow but
+	// live worker's jobs away; one of minutes would give up the point of the leases.
+	if c.JobLeaseTTL < 2*time.Second || c.JobLeaseTTL > 10*time.Minute {
+		return &Error{"JOB_LEASE_TTL", "must be between 2s and 10m"}
 	}
 	return nil
 }

@@ -28,7 +28,7 @@ func TestDefaults(t *testing.T) {
 		ResolveMaxAttempts: 3, ResolveBackoffBase: 2 * time.Second, ResolveCacheTTL: 24 * time.Hour,
 		ResolveNegativeCacheTTL: 10 * time.Minute, ResolvePerHostConcurrency: 8,
 		ResolveFormWaitMax: 15 * time.Second, ResolveAnyHost: false,
-		JobRetention: 168 * time.Hour, WebhookRatePerSecond: 10, WebhookMaxRetries: 3,
+		JobRetention: 168 * time.Hour, JobLeaseTTL: 5 * time.Second, WebhookRatePerSecond: 10, WebhookMaxRetries: 3,
 		WebhookTimeout: 30 * time.Second, WebhookBackoffBase: 5 * time.Second,
 		AuthFailuresPerMinute: 30, ShutdownTimeout: 20 * time.Second, BatchMaxItems: 100,
 	}
@@ -117,6 +117,7 @@ func TestRefused(t *testing.T) {
 		"RESOLVE_BACKOFF_BASE":          {"RESOLVE_BACKOFF_BASE": "-2s"},
 		"RESOLVE_CACHE_TTL":             {"RESOLVE_CACHE_TTL": "0s"},
 		"JOB_RETENTION":                 {"JOB_RETENTION": "1s"},
+		"JOB_LEASE_TTL":                 {"JOB_LEASE_TTL": "1s"},
 		"WEBHOOK_RATE_PER_SECOND":       {"WEBHOOK_RATE_PER_SECOND": "ten"},
 		"WEBHOOK_MAX_RETRIES":           {"WEBHOOK_MAX_RETRIES": "101"},
 		"WEBHOOK_TIMEOUT":               {"WEBHOOK_TIMEOUT": "soon"},

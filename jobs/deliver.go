@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"time"
@@ -53,21 +54,34 @@ func NewWebhookTask(jobID, keyID string, gen int, p webhooks.Policy) (*asynq.Tas
 		return nil, fmt.Errorf("jobs: encoding webhook payload: %w", err)
 	}
 	return asynq.NewTask(TypeWebhook, b,
-		asynq.TaskID("webhook:"+jobID+":"+strconv.Itoa(gen)),
+		asynq.TaskID(webhookTaskID(jobID, gen)),
 		asynq.Queue(QueueWebhooks),
 		asynq.MaxRetry(p.Retries()+webhookTaskSpare),
 		asynq.Timeout(p.TaskTimeout()),
 	), nil
 }
 
+// webhookTaskID is the id of NewWebhookTask's task of generation gen of job jobID.
+func webhookTaskID(jobID string, gen int) string { return "webhook:" + jobID + ":" + strconv.Itoa(gen) }
+
+// deliveryOwner is the task that delivers the current generation of r's webhook: its own
+// task until a reaper replaced it.
+func deliveryOwner(r *Record) string {
+	if r.WebhookTask != "" {
+		return r.WebhookTask
+	}
+	return webhookTaskID(r.ID, r.Webhook.CurrentGeneration())
+}
+
 // enqueueWebhook queues generation gen of job jobID. A task of that generation already in a
-// queue counts as success: callers (a re-run resolve task) may ask twice.
-func enqueueWebhook(ctx context.Context, c *asynq.Client, jobID, keyID string, gen int, p webhooks.Policy) error {
+// queue counts as success: callers (a re-run resolve task) may ask twice. opts override the
+// task's (a reaper's replacement id and start time).
+func enqueueWebhook(ctx context.Context, c *asynq.Client, jobID, keyID string, gen int, p webhooks.Policy, opts ...asynq.Option) error {
 	task, err := NewWebhookTask(jobID, keyID, gen, p)
 	if err != nil {
 		return err
 	}
-	if _, err := c.EnqueueContext(ctx, task); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+	if _, err := c.EnqueueContext(ctx, task, opts...); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
 		return fmt.Errorf("jobs: enqueueing webhook of %s: %w", jobID, err)
 	}
 	return nil
@@ -101,6 +115,7 @@ func (q *Queue) RedeliverWebhook(ctx context.Context, keyID, jobID string) (webh
 		}
 		prev = *r.Webhook
 		r.Webhook.Redeliver(now())
+		r.WebhookTask = "" // the new generation's own task delivers it
 		return nil
 	})
 	if err != nil {
@@ -141,6 +156,9 @@ type WebhookDeps struct {
 	Policy  webhooks.Policy
 	Metrics *webhooks.Metrics // nil: no metrics
 	Logger  *slog.Logger      // nil: no logs
+	// Leases, when set, holds a lease on each attempt in flight, so that an attempt whose
+	// worker dies is made again within seconds (register Reap with Leases.OnLapse).
+	Leases *Leases
 }
 
 // NewWebhookHandler returns the handler of d, whose OnTerminal queues deliveries on rdb.
@@ -158,7 +176,8 @@ func (h *WebhookHandler) OnTerminal(ctx context.Context, r Record) error {
 	if r.Webhook == nil || !r.Webhook.Pending() {
 		return nil
 	}
-	return enqueueWebhook(ctx, h.client, r.ID, r.KeyID, r.Webhook.CurrentGeneration(), h.d.Policy)
+	return enqueueWebhook(ctx, h.client, r.ID, r.KeyID, r.Webhook.CurrentGeneration(), h.d.Policy,
+		asynq.TaskID(deliveryOwner(&r)))
 }
 
 // notDueError reschedules a delivery task that asynq started before its next_attempt_at.
@@ -225,6 +244,12 @@ func (h *WebhookHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		// Delivered, failed, or superseded by a redelivery: a duplicate or stale task.
 		return nil
 	}
+	task := taskIDOf(ctx, webhookTaskID(p.JobID, p.Generation))
+	if deliveryOwner(&rec) != task {
+		// Replaced by a reaper after its worker's lease lapsed: the replacement delivers.
+		log.Info("webhook task replaced after its lease lapsed; nothing to do", "task", task)
+		return nil
+	}
 	url := rec.Webhook.URL
 	if next := rec.Webhook.NextAttemptAt; next != nil {
 		if wait := time.Until(*next); wait > notDueSlack {
@@ -232,10 +257,23 @@ func (h *WebhookHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		}
 	}
 
+	// A job lease on the attempt, so that a dead worker's attempt is made again within
+	// seconds; its token also names the attempt's in-flight lease below, which the reaper
+	// gives back, so the dead attempt does not hold a slot of the cap until it expires.
+	sctx := ctx
+	jl := &Lease{ref: LeaseRef{Token: strconv.FormatUint(rand.Uint64(), 36)}}
+	if h.d.Leases != nil {
+		jl, sctx, err = h.d.Leases.Take(ctx, LeaseRef{Kind: LeaseWebhook, KeyID: p.KeyID, JobID: p.JobID, Gen: p.Generation, Task: task})
+		if err != nil {
+			return err
+		}
+		defer h.d.Leases.Release(jl)
+	}
+
 	// The rate slot (and a lease under the cap of attempts in flight) first: a held-back
 	// attempt is rescheduled for when a slot frees, and costs neither a retry nor a worker
 	// slot while it waits.
-	lease, wait, err := h.d.Limiter.Acquire(ctx, url, h.d.Policy.InFlight(), h.d.Policy.TaskTimeout())
+	lease, wait, err := h.d.Limiter.AcquireAs(ctx, url, jl.ref.Token, h.d.Policy.InFlight(), h.d.Policy.TaskTimeout())
 	if err != nil {
 		return err
 	}
@@ -267,7 +305,13 @@ func (h *WebhookHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		log.Error("cannot sign the webhook", "err", err)
 		return h.giveUp(ctx, p, "the key's webhook secret is unusable")
 	}
-	o := h.d.Sender.Send(ctx, url, hdr, body)
+	o := h.d.Sender.Send(sctx, url, hdr, body)
+	if jl.Lost() && !o.Delivered {
+		// Stopped past the lease: a replacement run makes this attempt (the receiver may have
+		// seen this one; it carries the same webhook-id).
+		log.Warn("webhook lease lost during the attempt; the run that replaced this one delivers")
+		return nil
+	}
 	if ctx.Err() != nil && !o.Delivered {
 		// Shutdown or asynq's own timeout interrupted the attempt: not the receiver's doing,
 		// so not an attempt; asynq runs the task again.
@@ -276,9 +320,16 @@ func (h *WebhookHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	h.d.Metrics.Attempt(o)
 
 	var delay time.Duration
-	var retry, applied bool
+	var retry, applied, mine bool
 	rec, err = h.d.Store.Update(ctx, p.KeyID, p.JobID, func(r *Record) error {
 		if !current(r.Webhook, p.Generation) {
+			return ErrNoChange
+		}
+		// A replaced run (stopped past its lease, then resumed) records only a delivery,
+		// which spares the receiver another one; its failure is the replacement's to make
+		// good, and counting it would spend one of the policy's attempts twice.
+		mine = deliveryOwner(r) == task
+		if !mine && !o.Delivered {
 			return ErrNoChange
 		}
 		delay, retry = h.d.Policy.Apply(r.Webhook, o, at)
@@ -300,6 +351,8 @@ func (h *WebhookHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		h.d.Metrics.Delivery(webhooks.OutcomeDelivered)
 		log.Info("webhook delivered", attrs...)
 		return nil
+	case !mine:
+		return nil // the replacement run owns the retries
 	case retry:
 		h.d.Metrics.Delivery(webhooks.OutcomeRetrying)
 		log.Info("webhook attempt failed; retrying", append(attrs, "error", o.Describe(), "retry_in", delay)...)
@@ -378,4 +431,46 @@ func eventOf(r Record, balance *int64) webhooks.Event {
 		e.Tier = &tier
 	}
 	return e
+}
+
+// Reap is the ReapFunc of webhook leases: the attempt of a worker that stopped refreshing its
+// lease is made again by a new task, which from then on owns the delivery, unless the
+// delivery ended or was superseded meanwhile. The dead attempt's in-flight lease is given back
+// at once, so the per-URL cap counts only attempts that still run; its rate slot stays spent.
+func (h *WebhookHandler) Reap(ctx context.Context, ref LeaseRef) error {
+	next := replacementID(ref)
+	requeue := false
+	rec, err := h.d.Store.Update(ctx, ref.KeyID, ref.JobID, func(r *Record) error {
+		requeue = false
+		if !current(r.Webhook, ref.Gen) {
+			return ErrNoChange
+		}
+		switch deliveryOwner(r) {
+		case ref.Task:
+			r.WebhookTask, requeue = next, true
+			return nil
+		case next:
+			requeue = true
+		}
+		return ErrNoChange
+	})
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if rec.Webhook != nil {
+		if err := h.d.Limiter.ReleaseAs(ctx, rec.Webhook.URL, ref.Token); err != nil {
+			return err
+		}
+	}
+	if !requeue {
+		return nil
+	}
+	opts := []asynq.Option{asynq.TaskID(next)}
+	if at := rec.Webhook.NextAttemptAt; at != nil && time.Until(*at) > 0 {
+		opts = append(opts, asynq.ProcessAt(*at))
+	}
+	return enqueueWebhook(ctx, h.client, ref.JobID, ref.KeyID, ref.Gen, h.d.Policy, opts...)
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -37,7 +38,20 @@ type ResolveHandler struct {
 	MaxAttempts int
 	// Observe, when set, is told each finished job and how long its last run took (metrics).
 	Observe func(r Record, d time.Duration)
+	// Leases, when set, holds a lease on each running job (JOB_LEASE_TTL), so that a job whose
+	// worker dies is queued again by a reaper within seconds rather than by asynq's recoverer
+	// a minute or two later; register Reap with Leases.OnLapse.
+	Leases *Leases
+	// Tasks are the options of the tasks that Reap queues (RESOLVE_* as in Submit).
+	Tasks TaskOptions
+
+	requeue     *asynq.Client
+	requeueOnce sync.Once
 }
+
+// droppedRun is logged by a run that finds it no longer owns its job (its worker was stopped
+// or cut off past its lease, and a replacement took the job) or that the job ended meanwhile.
+const droppedRun = "the job was finished or taken over by another run; this run's outcome is dropped"
 
 // retryError asks asynq to run the task again after delay without marking the job failed.
 type retryError struct {
@@ -88,8 +102,25 @@ func (h *ResolveHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	log := h.Logger.With("job_id", p.JobID, "key_id", p.KeyID)
 	start := time.Now()
+	task := taskIDOf(ctx, p.JobID)
+	// The lease is taken before the job is marked running, so that a worker dying at any
+	// point after this leaves a lease for a reaper to find. rctx ends when the lease is lost:
+	// the resolve then stops, and this run leaves the job to the run that replaced it.
+	rctx := ctx
+	var lease *Lease
+	if h.Leases != nil {
+		var err error
+		lease, rctx, err = h.Leases.Take(ctx, LeaseRef{Kind: LeaseResolve, KeyID: p.KeyID, JobID: p.JobID, Task: task})
+		if err != nil {
+			return err
+		}
+		defer h.Leases.Release(lease)
+		rctx = resolve.WithLockHolder(rctx, h.Leases)
+	}
+	mine := true
 	rec, err := h.Store.Update(ctx, p.KeyID, p.JobID, func(r *Record) error {
-		if r.Status != StatusQueued {
+		mine = owns(r, task)
+		if !mine || r.Status != StatusQueued {
 			return ErrNoChange
 		}
 		r.Status = StatusRunning
@@ -107,29 +138,47 @@ func (h *ResolveHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		// A redelivered task (at-least-once): finish only what may not have happened.
 		return h.terminal(ctx, rec)
 	}
+	if !mine {
+		// A task a reaper replaced (its worker's lease lapsed), handed back by asynq's own
+		// recovery or run by a worker that was stopped meanwhile: the replacement owns the
+		// job, so this run ends quietly (no retry, no failure in the queue's statistics).
+		log.Info("resolve task replaced after its lease lapsed; nothing to do", "task", task)
+		return nil
+	}
 
 	var (
 		res  resolve.Result
 		rerr error
 	)
 	if rec.Resume != nil {
-		res, rerr = h.Resolver.Resume(ctx, rec.URL, rec.Resume)
+		res, rerr = h.Resolver.Resume(rctx, rec.URL, rec.Resume)
 	} else {
-		res, rerr = h.Resolver.Resolve(ctx, rec.URL)
+		res, rerr = h.Resolver.Resolve(rctx, rec.URL)
+	}
+	if lease.Lost() {
+		log.Warn(droppedRun, "reason", "lease lost")
+		return nil
 	}
 	var re *resolve.Error
 	if pk, ok := resolve.IsParked(rerr); ok {
 		// A provider's countdown (docs/resolving.md#adlinkfly): the walk's state goes on the
 		// record and the task comes back when the countdown is over, leaving the worker slot
-		// to other jobs meanwhile. No attempt is spent.
+		// to other jobs meanwhile. No attempt is spent. The lease ends with this run, so a
+		// parked job (running, its task waiting in asynq's retry set, held by no worker) is
+		// never reaped.
 		if _, err := h.Store.Update(ctx, p.KeyID, p.JobID, func(r *Record) error {
-			if r.Status.Terminal() {
+			mine = owns(r, task)
+			if r.Status.Terminal() || !mine {
 				return ErrNoChange
 			}
 			r.Resume = pk.State
 			return nil
 		}); err != nil {
 			return err
+		}
+		if !mine {
+			log.Warn(droppedRun)
+			return nil
 		}
 		log.Debug("resolve parked for a provider countdown", "until", pk.Until)
 		return &HeldError{Delay: max(time.Until(pk.Until), 0)}
@@ -146,12 +195,20 @@ func (h *ResolveHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 			// Attempts are counted on the record, not by asynq: held-back runs (above) and
 			// infrastructure errors (below) must not use up the provider's attempts.
 			rec, err = h.Store.Update(ctx, p.KeyID, p.JobID, func(r *Record) error {
+				mine = owns(r, task)
+				if r.Status.Terminal() || !mine {
+					return ErrNoChange
+				}
 				r.Attempts++
 				r.Resume = nil // a retry starts the walk afresh: the provider's session may be gone
 				return nil
 			})
 			if err != nil {
 				return err
+			}
+			if rec.Status.Terminal() || !mine {
+				log.Warn(droppedRun)
+				return nil
 			}
 			if rec.Attempts < h.MaxAttempts {
 				log.Info("transient resolve failure; retrying", "attempt", rec.Attempts, "detail", re.Detail)
@@ -173,15 +230,26 @@ func (h *ResolveHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		log.Error("resolve failed with an internal error", "err", rerr)
 	}
 
+	finished := false
 	rec, err = h.Store.Update(ctx, p.KeyID, p.JobID, func(r *Record) error {
-		if r.Status.Terminal() {
+		// The fence: a run whose task was replaced meanwhile (its worker was stopped past the
+		// lease, then resumed) must not finish the job a second time.
+		if r.Status.Terminal() || !owns(r, task) {
 			return ErrNoChange
 		}
 		finish(r, res, re)
+		finished = true
 		return nil
 	})
 	if err != nil {
 		return err
+	}
+	if !finished {
+		log.Warn(droppedRun)
+		if rec.Status.Terminal() {
+			return h.terminal(ctx, rec)
+		}
+		return nil
 	}
 	if h.Observe != nil {
 		h.Observe(rec, time.Since(start))

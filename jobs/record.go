@@ -56,6 +56,14 @@ type Record struct {
 	// Resume is a resolve parked on a provider's countdown, finished by the next run of the
 	// job's task; never shown to clients.
 	Resume *resolve.Continuation `json:"resume,omitempty"`
+	// Task is the asynq task that runs the job when a reaper replaced the job's first task
+	// (whose id is the job id) after its worker's lease lapsed; runs of any other task of the
+	// job end without doing anything. Reaps counts those replacements. Never shown to clients.
+	Task  string `json:"task,omitempty"`
+	Reaps int    `json:"reaps,omitempty"`
+	// WebhookTask is likewise the task of the current webhook delivery generation when a
+	// reaper replaced it; empty for the generation's own task (NewWebhookTask's id).
+	WebhookTask string `json:"webhook_task,omitempty"`
 
 	// refund, set by an Update function, gives credits back to the key in the same
 	// transaction that writes the record.

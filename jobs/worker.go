@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -18,6 +19,8 @@ type WorkerOptions struct {
 	Logger             *slog.Logger
 	// Queues maps queue names to priorities; nil means resolve only.
 	Queues map[string]int
+	// LeaseTTL is JOB_LEASE_TTL (zero: DefaultLeaseTTL), for the handlers given Leases().
+	LeaseTTL time.Duration
 }
 
 // Worker runs linkhop's task handlers on asynq.
@@ -26,11 +29,13 @@ type Worker struct {
 	mux       *asynq.ServeMux
 	delays    map[string]asynq.RetryDelayFunc
 	notFailed []func(error) bool
+	leases    *Leases
 }
 
 // NewWorker builds a worker on rdb; register handlers with Handle before Start.
 func NewWorker(rdb redis.UniversalClient, o WorkerOptions) *Worker {
 	w := &Worker{mux: asynq.NewServeMux(), delays: map[string]asynq.RetryDelayFunc{}}
+	w.leases = NewLeases(rdb, LeaseOptions{TTL: o.LeaseTTL, Logger: o.Logger})
 	queues := o.Queues
 	if queues == nil {
 		queues = map[string]int{QueueResolve: 1}
@@ -58,6 +63,11 @@ func NewWorker(rdb redis.UniversalClient, o WorkerOptions) *Worker {
 		TaskCheckInterval:        10 * time.Millisecond,
 		DelayedTaskCheckInterval: 100 * time.Millisecond,
 		RetryDelayFunc: func(n int, err error, t *asynq.Task) time.Duration {
+			if IsLeaseExpired(err) {
+				// asynq's recovery of a dead worker's task: usually replaced long ago by a
+				// reaper, so the sooner it runs (and ends), the sooner it leaves the queue UI.
+				return 0
+			}
 			if f, ok := w.delays[t.Type()]; ok {
 				return f(n, err, t)
 			}
@@ -74,8 +84,13 @@ func NewWorker(rdb redis.UniversalClient, o WorkerOptions) *Worker {
 	})
 	w.delays[TypeResolve] = RetryDelay(o.ResolveBackoffBase)
 	w.NotFailure(IsHeld)
+	w.NotFailure(IsLeaseExpired)
 	return w
 }
+
+// Leases are the job leases of this worker process, for its handlers (ResolveHandler.Leases,
+// WebhookDeps.Leases) and their reapers (Leases.OnLapse). They beat while the worker runs.
+func (w *Worker) Leases() *Leases { return w.leases }
 
 // Handle registers h for task type typ with its retry delay policy (nil: asynq's default).
 func (w *Worker) Handle(typ string, h asynq.Handler, delay asynq.RetryDelayFunc) {
@@ -89,12 +104,25 @@ func (w *Worker) Handle(typ string, h asynq.Handler, delay asynq.RetryDelayFunc)
 // (for example a webhook held back by its rate limit).
 func (w *Worker) NotFailure(f func(error) bool) { w.notFailed = append(w.notFailed, f) }
 
-// Start begins processing in the background.
-func (w *Worker) Start() error { return w.srv.Start(w.mux) }
+// Start begins processing in the background, and the leases' beat with it: the first beat
+// reaps at once what dead workers left.
+func (w *Worker) Start() error {
+	if err := w.srv.Start(w.mux); err != nil {
+		return err
+	}
+	w.leases.Start()
+	return nil
+}
 
 // Shutdown stops fetching new tasks, waits up to ShutdownTimeout for running ones and puts
-// the unfinished back in their queues.
-func (w *Worker) Shutdown() { w.srv.Shutdown() }
+// the unfinished back in their queues; then it removes the leases of the runs cut short (their
+// tasks are back in the queue, and their next runs need not wait for the leases to lapse).
+func (w *Worker) Shutdown() {
+	w.srv.Shutdown()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	w.leases.Stop(ctx)
+}
 
 // slogAdapter lets asynq log through slog.
 type slogAdapter struct{ l *slog.Logger }

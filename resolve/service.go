@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -240,11 +241,53 @@ func removedError(rawURL string) *Error {
 		Hops: []Hop{{URL: rawURL, Kind: KindStart}}}
 }
 
+// LockHolder names the worker process that holds a URL's upstream lock, and tells whether
+// the process named in another's lock still lives. Without one (no WithLockHolder), a lock
+// whose holder died is waited out until its TTL; with one, a waiter takes it over as soon as
+// its holder is known dead, so a killed worker's resolve does not hold up the same link's
+// next resolve (docs/reliability.md#recovery-times-and-why).
+type LockHolder interface {
+	// ID names this process; it never contains '@'.
+	ID() string
+	// Alive reports whether the process named id still lives.
+	Alive(ctx context.Context, id string) (bool, error)
+}
+
+type lockHolderKey struct{}
+
+// WithLockHolder returns ctx carrying h: resolves made with it take upstream locks in h's name
+// and take over locks of dead holders.
+func WithLockHolder(ctx context.Context, h LockHolder) context.Context {
+	return context.WithValue(ctx, lockHolderKey{}, h)
+}
+
+func lockHolderOf(ctx context.Context) LockHolder {
+	h, _ := ctx.Value(lockHolderKey{}).(LockHolder)
+	return h
+}
+
+// holderCheckEvery is how often a waiter asks whether the lock's holder still lives: the
+// takeover comes at most this late, for one cheap Redis call per interval.
+const holderCheckEvery = 500 * time.Millisecond
+
+// takeoverScript replaces a dead holder's lock value with ours, if it is still the same.
+// KEYS[1] lock; ARGV[1] the dead holder's value, ARGV[2] ours, ARGV[3] TTL ms.
+var takeoverScript = redis.NewScript(`
+if redis.call("GET", KEYS[1]) == ARGV[1] then
+  redis.call("SET", KEYS[1], ARGV[2], "PX", ARGV[3])
+  return 1
+end
+return 0`)
+
 // shared runs one resolve of norm across all workers: whoever takes the lock resolves, the
 // others wait for its outcome.
 func (s *Service) shared(ctx context.Context, rawURL, norm string) (Result, error) {
 	k := keysFor(norm)
 	token := newToken()
+	if h := lockHolderOf(ctx); h != nil {
+		// The lock's value says who holds it, so that a waiter can tell a dead holder.
+		token += "@" + h.ID()
+	}
 	for {
 		ok, err := s.rdb.SetNX(ctx, k.lock, token, s.opts.LockTTL).Result()
 		if err != nil {
@@ -260,7 +303,7 @@ func (s *Service) shared(ctx context.Context, rawURL, norm string) (Result, erro
 		if err != nil {
 			return Result{}, fmt.Errorf("resolve lock: %w", err)
 		}
-		res, err, done := s.wait(ctx, rawURL, norm, k, holder)
+		res, err, done := s.wait(ctx, rawURL, norm, k, holder, token)
 		if done {
 			return res, err
 		}
@@ -348,14 +391,23 @@ func cacheKeyOr(key, fallback string) string {
 }
 
 // wait polls for the outcome of holder's resolve. done=false means the lock was released or
-// lost without an outcome for us, and the caller should try to take the lock itself.
-func (s *Service) wait(ctx context.Context, rawURL, norm string, k urlKeys, holder string) (Result, error, bool) {
+// lost without an outcome for us, and the caller should try to take the lock itself. When
+// the holder's process is known dead, the lock is taken over with token and the resolve led
+// from here.
+func (s *Service) wait(ctx context.Context, rawURL, norm string, k urlKeys, holder, token string) (Result, error, bool) {
 	u, _ := url.Parse(rawURL)
 	t := time.NewTicker(s.opts.PollInterval)
 	defer t.Stop()
 	giveUp := time.NewTimer(s.opts.LockTTL + time.Second)
 	defer giveUp.Stop()
+	var checked time.Time
 	for {
+		if took, err := s.takeOver(ctx, k, holder, token, &checked); err != nil {
+			return Result{}, err, true
+		} else if took {
+			res, err := s.lead(ctx, rawURL, norm, k, token)
+			return res, err, true
+		}
 		select {
 		case <-t.C:
 		case <-giveUp.C:
@@ -391,6 +443,30 @@ func (s *Service) wait(ctx context.Context, rawURL, norm string, k urlKeys, hold
 			return Result{}, nil, false
 		}
 	}
+}
+
+// takeOver takes the lock from holder if holder's process is dead, asking at most every
+// holderCheckEvery (last is when it last asked). Locks without a holder's name (taken without
+// a LockHolder) are never taken over: they are waited out.
+func (s *Service) takeOver(ctx context.Context, k urlKeys, holder, token string, last *time.Time) (bool, error) {
+	h := lockHolderOf(ctx)
+	_, id, named := strings.Cut(holder, "@")
+	if h == nil || !named || time.Since(*last) < holderCheckEvery {
+		return false, nil
+	}
+	*last = time.Now()
+	alive, err := h.Alive(ctx, id)
+	if err != nil {
+		return false, fmt.Errorf("resolve lock: %w", err)
+	}
+	if alive {
+		return false, nil
+	}
+	n, err := takeoverScript.Run(ctx, s.rdb, []string{k.lock}, holder, token, s.opts.LockTTL.Milliseconds()).Int()
+	if err != nil {
+		return false, fmt.Errorf("resolve lock: %w", err)
+	}
+	return n == 1, nil
 }
 
 func newToken() string {

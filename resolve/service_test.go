@@ -287,3 +287,76 @@ func TestServiceUnsupported(t *testing.T) {
 		}
 	}
 }
+
+// fakeHolders is a LockHolder whose living processes are listed.
+type fakeHolders struct {
+	id    string
+	mu    sync.Mutex
+	alive map[string]bool
+	asked atomic.Int64
+}
+
+func (f *fakeHolders) ID() string { return f.id }
+func (f *fakeHolders) Alive(_ context.Context, id string) (bool, error) {
+	f.asked.Add(1)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.alive[id], nil
+}
+
+func (f *fakeHolders) kill(id string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.alive, id)
+}
+
+// TestServiceLockOfDeadHolderTakenOver: a lock whose holder's process is dead is taken over
+// at once, not waited out until its TTL (which here outlasts the test); a live holder's lock is
+// waited on, and the lock the takeover leads with names this process.
+func TestServiceLockOfDeadHolderTakenOver(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Options{})
+	e.handle("short.test/dead", redirect("https://dest.example/dead", http.StatusFound))
+	rdb := redistest.New(t)
+	s := NewService(rdb, e.res, ServiceOptions{PollInterval: 10 * time.Millisecond, LockTTL: 10 * time.Minute})
+	h := &fakeHolders{id: "me", alive: map[string]bool{"me": true, "live": true}}
+	ctx := WithLockHolder(ctxT(t), h)
+	k := keysFor("http://short.test/dead")
+	if err := rdb.Set(ctx, k.lock, "tok@killed", 10*time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.Resolve(ctx, "http://short.test/dead")
+	if err != nil || res.TargetURL != "https://dest.example/dead" {
+		t.Fatalf("%+v %v", res, err)
+	}
+	if n, _ := rdb.Exists(ctx, k.lock).Result(); n != 0 {
+		t.Error("the taken-over lock was not released")
+	}
+
+	// A live holder is waited for: its outcome is taken when it publishes.
+	e.handle("short.test/live", redirect("https://dest.example/live", http.StatusFound))
+	kl := keysFor("http://short.test/live")
+	if err := rdb.Set(ctx, kl.lock, "tok2@live", 10*time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Resolve(ctx, "http://short.test/live")
+		done <- err
+	}()
+	for h.asked.Load() < 3 { // the waiter asked about the live holder more than once
+		select {
+		case err := <-done:
+			t.Fatalf("resolved while a live holder held the lock: %v", err)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	if v, _ := rdb.Get(ctx, kl.lock).Result(); v != "tok2@live" {
+		t.Fatalf("lock %q, want the live holder's", v)
+	}
+	// The holder dies: the waiter takes over and resolves.
+	h.kill("live")
+	if err := <-done; err != nil {
+		t.Fatalf("after the holder died: %v", err)
+	}
+}

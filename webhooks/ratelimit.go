@@ -134,7 +134,13 @@ func (e Lease) Release(ctx context.Context) error {
 // should come back after wait, having taken nothing. The cap keeps a slow or dead receiver,
 // whose attempts each run until the timeout, from occupying every worker slot.
 func (l *RateLimiter) Acquire(ctx context.Context, url string, inFlight int, leaseFor time.Duration) (Lease, time.Duration, error) {
-	member := strconv.FormatUint(rand.Uint64(), 36)
+	return l.AcquireAs(ctx, url, strconv.FormatUint(rand.Uint64(), 36), inFlight, leaseFor)
+}
+
+// AcquireAs is Acquire with the caller's name for the lease, unique per attempt, so that
+// ReleaseAs can give back the lease of an attempt whose worker died (jobs' reaper does, once
+// the job lease of that attempt lapsed) instead of leaving its slot taken until leaseFor ends.
+func (l *RateLimiter) AcquireAs(ctx context.Context, url, member string, inFlight int, leaseFor time.Duration) (Lease, time.Duration, error) {
 	wait, _, err := l.run(ctx, url, member, inFlight, leaseFor)
 	if err != nil || wait > 0 {
 		return Lease{}, wait, err
@@ -143,6 +149,12 @@ func (l *RateLimiter) Acquire(ctx context.Context, url string, inFlight int, lea
 		return Lease{}, 0, nil
 	}
 	return Lease{l: l, key: leaseKey(url), member: member}, 0, nil
+}
+
+// ReleaseAs gives back the lease that AcquireAs took for url under member; a lease already
+// released or expired is no error.
+func (l *RateLimiter) ReleaseAs(ctx context.Context, url, member string) error {
+	return Lease{l: l, key: leaseKey(url), member: member}.Release(ctx)
 }
 
 func (l *RateLimiter) run(ctx context.Context, url, member string, inFlight int, leaseFor time.Duration) (time.Duration, int64, error) {

@@ -33,6 +33,11 @@ func WebhookPolicy(c config.Config) (webhooks.Policy, error) {
 // (checked at dial time, like resolves), attempts are paced per URL across all workers, and
 // its collectors are registered on reg.
 func NewWebhookHandler(c config.Config, rdb redis.UniversalClient, log *slog.Logger, reg prometheus.Registerer) (*jobs.WebhookHandler, error) {
+	return newWebhookHandler(c, rdb, log, reg, nil)
+}
+
+// newWebhookHandler is NewWebhookHandler holding a lease on each attempt (nil: none).
+func newWebhookHandler(c config.Config, rdb redis.UniversalClient, log *slog.Logger, reg prometheus.Registerer, leases *jobs.Leases) (*jobs.WebhookHandler, error) {
 	m, err := webhooks.NewMetrics(reg)
 	if err != nil {
 		return nil, fmt.Errorf("webhook metrics: %w", err)
@@ -49,5 +54,6 @@ func NewWebhookHandler(c config.Config, rdb redis.UniversalClient, log *slog.Log
 		Policy:  p,
 		Metrics: m,
 		Logger:  log.With("component", "webhooks"),
+		Leases:  leases,
 	}), nil
 }

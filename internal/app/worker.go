@@ -62,17 +62,22 @@ func NewWorker(c config.Config, rdb redis.UniversalClient, log *slog.Logger, svc
 	w := jobs.NewWorker(rdb, jobs.WorkerOptions{
 		Concurrency: c.WorkerConcurrency, ShutdownTimeout: c.ShutdownTimeout,
 		ResolveBackoffBase: c.ResolveBackoffBase, Logger: log,
-		Queues: map[string]int{jobs.QueueResolve: 1, jobs.QueueWebhooks: 1},
+		Queues:   map[string]int{jobs.QueueResolve: 1, jobs.QueueWebhooks: 1},
+		LeaseTTL: c.JobLeaseTTL,
 	})
-	wh, err := NewWebhookHandler(c, rdb, log, reg)
+	wh, err := newWebhookHandler(c, rdb, log, reg, w.Leases())
 	if err != nil {
 		return nil, err
 	}
 	w.Handle(jobs.TypeWebhook, wh, jobs.WebhookRetryDelay)
 	w.NotFailure(jobs.IsWebhookDeferred)
-	w.Handle(jobs.TypeResolve, &jobs.ResolveHandler{
+	rh := &jobs.ResolveHandler{
 		Store: store, Resolver: svc, Logger: log, Observe: m.Observe, MaxAttempts: c.ResolveMaxAttempts,
-		OnTerminal: wh.OnTerminal,
-	}, nil)
+		OnTerminal: wh.OnTerminal, Leases: w.Leases(),
+		Tasks: jobs.TaskOptions{MaxAttempts: c.ResolveMaxAttempts, Timeout: c.ResolveTimeout},
+	}
+	w.Handle(jobs.TypeResolve, rh, nil)
+	w.Leases().OnLapse(jobs.LeaseResolve, rh.Reap)
+	w.Leases().OnLapse(jobs.LeaseWebhook, wh.Reap)
 	return w, nil
 }

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/gorilla/mux"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/linkhop/linkhop/problem"
 )
@@ -134,6 +136,10 @@ func routeName(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if t, err := mux.CurrentRoute(r).GetPathTemplate(); err == nil {
 			info(r).route = t
+			// By template, like the metrics: job ids do not become span names.
+			span := trace.SpanFromContext(r.Context())
+			span.SetName(r.Method + " " + t)
+			span.SetAttributes(attribute.String("http.route", t))
 		}
 		next.ServeHTTP(w, r)
 	})

@@ -11,6 +11,7 @@ import (
 	"github.com/go-playground/validator/v10"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 
 	"github.com/linkhop/linkhop/jobs"
 	"github.com/linkhop/linkhop/keys"
@@ -68,7 +69,11 @@ func New(d Deps) *Server {
 	if s.metrics == nil {
 		s.metrics = NewMetrics(nil)
 	}
-	s.handler = s.outer(s.routes())
+	// Outermost, so the request's span (docs/operations.md#tracing) covers everything and the
+	// job it creates carries its trace. A no-op while tracing is off. Its own query string is
+	// never recorded: the span is named by route (routeName) and the URL attribute is the path.
+	s.handler = otelhttp.NewHandler(s.outer(s.routes()), "linkhop-api",
+		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method }))
 	return s
 }
 

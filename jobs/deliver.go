@@ -8,12 +8,17 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	neturl "net/url"
 	"strconv"
 	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
+	"github.com/linkhop/linkhop/internal/tracing"
 	"github.com/linkhop/linkhop/keys"
 	"github.com/linkhop/linkhop/resolve"
 	"github.com/linkhop/linkhop/webhooks"
@@ -42,6 +47,8 @@ type WebhookPayload struct {
 	JobID      string `json:"job_id"`
 	KeyID      string `json:"key_id"`
 	Generation int    `json:"generation"`
+	// Trace is the trace context of the job's resolve, when tracing is on.
+	Trace map[string]string `json:"trace,omitempty"`
 }
 
 // NewWebhookTask builds the delivery task of generation gen of job jobID. Its TaskID names
@@ -53,12 +60,16 @@ func NewWebhookTask(jobID, keyID string, gen int, p webhooks.Policy) (*asynq.Tas
 	if err != nil {
 		return nil, fmt.Errorf("jobs: encoding webhook payload: %w", err)
 	}
-	return asynq.NewTask(TypeWebhook, b,
+	return asynq.NewTask(TypeWebhook, b, webhookTaskOptions(jobID, gen, p)...), nil
+}
+
+func webhookTaskOptions(jobID string, gen int, p webhooks.Policy) []asynq.Option {
+	return []asynq.Option{
 		asynq.TaskID(webhookTaskID(jobID, gen)),
 		asynq.Queue(QueueWebhooks),
-		asynq.MaxRetry(p.Retries()+webhookTaskSpare),
+		asynq.MaxRetry(p.Retries() + webhookTaskSpare),
 		asynq.Timeout(p.TaskTimeout()),
-	), nil
+	}
 }
 
 // webhookTaskID is the id of NewWebhookTask's task of generation gen of job jobID.
@@ -80,6 +91,13 @@ func enqueueWebhook(ctx context.Context, c *asynq.Client, jobID, keyID string, g
 	task, err := NewWebhookTask(jobID, keyID, gen, p)
 	if err != nil {
 		return err
+	}
+	if tc := tracing.Inject(ctx); tc != nil {
+		b, err := json.Marshal(WebhookPayload{JobID: jobID, KeyID: keyID, Generation: gen, Trace: tc})
+		if err != nil {
+			return fmt.Errorf("jobs: encoding webhook payload: %w", err)
+		}
+		task = asynq.NewTask(task.Type(), b, webhookTaskOptions(jobID, gen, p)...)
 	}
 	if _, err := c.EnqueueContext(ctx, task, opts...); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
 		return fmt.Errorf("jobs: enqueueing webhook of %s: %w", jobID, err)
@@ -232,6 +250,7 @@ func (h *WebhookHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return fmt.Errorf("jobs: bad webhook payload %q: %w", t.Payload(), asynq.SkipRetry)
 	}
 	log := h.log().With("job_id", p.JobID, "key_id", p.KeyID, "generation", p.Generation)
+	ctx = tracing.Extract(ctx, p.Trace)
 	rec, err := h.d.Store.Get(ctx, p.KeyID, p.JobID)
 	if errors.Is(err, ErrNotFound) {
 		log.Warn("webhook task for a missing job; nothing to deliver")
@@ -305,7 +324,20 @@ func (h *WebhookHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		log.Error("cannot sign the webhook", "err", err)
 		return h.giveUp(ctx, p, "the key's webhook secret is unusable")
 	}
-	o := h.d.Sender.Send(sctx, url, hdr, body)
+	// A span per attempt, in the job's trace; the receiver gets its traceparent. The span
+	// names the receiver's host only, never its path or query.
+	actx, span := tracing.Tracer().Start(sctx, "webhook attempt", trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("linkhop.job_id", p.JobID), attribute.Int("linkhop.webhook.generation", p.Generation),
+			attribute.String("server.address", hostOf(url))))
+	tracing.InjectHeader(actx, hdr)
+	o := h.d.Sender.Send(actx, url, hdr, body)
+	if o.StatusCode != 0 {
+		span.SetAttributes(attribute.Int("http.response.status_code", o.StatusCode))
+	}
+	if !o.Delivered {
+		span.SetStatus(codes.Error, o.Class())
+	}
+	span.End()
 	if jl.Lost() && !o.Delivered {
 		// Stopped past the lease: a replacement run makes this attempt (the receiver may have
 		// seen this one; it carries the same webhook-id).
@@ -473,4 +505,13 @@ func (h *WebhookHandler) Reap(ctx context.Context, ref LeaseRef) error {
 		opts = append(opts, asynq.ProcessAt(*at))
 	}
 	return enqueueWebhook(ctx, h.client, ref.JobID, ref.KeyID, ref.Gen, h.d.Policy, opts...)
+}
+
+// hostOf is the host of a webhook URL, for spans.
+func hostOf(raw string) string {
+	u, err := neturl.Parse(raw)
+	if err != nil {
+		return ""
+	}
+	return u.Hostname()
 }

@@ -10,7 +10,10 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
+	"github.com/linkhop/linkhop/internal/tracing"
 	"github.com/linkhop/linkhop/resolve"
 	"github.com/linkhop/linkhop/webhooks"
 )
@@ -101,6 +104,11 @@ func (h *ResolveHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return fmt.Errorf("jobs: bad resolve payload %q: %w", t.Payload(), asynq.SkipRetry)
 	}
 	log := h.Logger.With("job_id", p.JobID, "key_id", p.KeyID)
+	// The run's span, in the trace of the request that created the job (docs/operations.md#tracing);
+	// the resolve adds a span per hop under it, and the webhook task carries it on.
+	ctx, span := tracing.Tracer().Start(tracing.Extract(ctx, p.Trace), "resolve job",
+		trace.WithAttributes(attribute.String("linkhop.job_id", p.JobID)))
+	defer span.End()
 	start := time.Now()
 	task := taskIDOf(ctx, p.JobID)
 	// The lease is taken before the job is marked running, so that a worker dying at any
@@ -254,6 +262,7 @@ func (h *ResolveHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if h.Observe != nil {
 		h.Observe(rec, time.Since(start))
 	}
+	span.SetAttributes(attribute.String("linkhop.job.status", string(rec.Status)))
 	log.Info("job finished", "status", rec.Status, "hops", len(rec.Hops))
 	return h.terminal(ctx, rec)
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/linkhop/linkhop/internal/tracing"
 	"github.com/linkhop/linkhop/keys"
 	"github.com/linkhop/linkhop/resolve"
 	"github.com/linkhop/linkhop/webhooks"
@@ -33,6 +34,9 @@ const QueueResolve = "resolve"
 type ResolvePayload struct {
 	JobID string `json:"job_id"`
 	KeyID string `json:"key_id"`
+	// Trace is the W3C trace context of the request that created the job, when tracing is on
+	// (docs/operations.md#tracing), so the worker's spans join the request's trace.
+	Trace map[string]string `json:"trace,omitempty"`
 }
 
 // infraRetries is how many more asynq retries a resolve task gets than provider attempts,
@@ -49,7 +53,12 @@ type TaskOptions struct {
 
 // NewResolveTask builds the task of job jobID.
 func NewResolveTask(jobID, keyID string, o TaskOptions) (*asynq.Task, error) {
-	b, err := json.Marshal(ResolvePayload{JobID: jobID, KeyID: keyID})
+	return newResolveTask(context.Background(), jobID, keyID, o)
+}
+
+// newResolveTask is NewResolveTask carrying the trace context of ctx.
+func newResolveTask(ctx context.Context, jobID, keyID string, o TaskOptions) (*asynq.Task, error) {
+	b, err := json.Marshal(ResolvePayload{JobID: jobID, KeyID: keyID, Trace: tracing.Inject(ctx)})
 	if err != nil {
 		return nil, fmt.Errorf("jobs: encoding payload: %w", err)
 	}
@@ -143,7 +152,7 @@ type Submitted struct {
 // If the enqueue fails, everything is undone and the error returned: a failed submit leaves
 // nothing behind.
 func (q *Queue) Submit(ctx context.Context, r *Record, cost int64) (Submitted, error) {
-	task, err := NewResolveTask(r.ID, r.KeyID, q.opts)
+	task, err := newResolveTask(ctx, r.ID, r.KeyID, q.opts)
 	if err != nil {
 		return Submitted{}, err
 	}

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/net/publicsuffix"
 
 	"github.com/linkhop/linkhop/resolve/sandbox"
@@ -256,7 +258,7 @@ func slotID(p Provider, isProv bool, u *url.URL) string {
 
 func (r *Resolver) newWalk(ctx context.Context, hops []Hop, anyHost, park bool) *walk {
 	w := &walk{r: r, parent: ctx, hops: hops, seen: map[string]struct{}{}, anyHost: anyHost, park: park,
-		deadline: time.Now().Add(r.timeout)}
+		deadline: time.Now().Add(r.timeout), traced: len(hops) - 1, times: []time.Time{time.Now()}}
 	inner, _ := cookiejar.New(&cookiejar.Options{PublicSuffixList: publicsuffix.List})
 	w.jar = &recordingJar{jar: inner}
 	w.client = &http.Client{
@@ -269,6 +271,7 @@ func (r *Resolver) newWalk(ctx context.Context, hops []Hop, anyHost, park bool) 
 
 // result turns the end of a walk into Resolve's answer.
 func (w *walk) result(rawURL string, prov Provider, target *url.URL, rerr *Error, began time.Time) (Result, error) {
+	w.traceHops()
 	if rerr != nil {
 		if rerr.parked != nil {
 			return Result{}, rerr.parked
@@ -327,7 +330,43 @@ type walk struct {
 	seen     map[string]struct{} // URL + cookies sent, per fetch: a repeat is a loop
 	anyHost  bool                // non-provider URLs are fetched too (an any-host link)
 	park     bool                // a long countdown parks the walk (Park) instead of sleeping
+	// traced is the first hop this run reached (earlier ones came with a parked walk);
+	// times[i] is when hop traced+i was reached, for its span.
+	traced int
+	times  []time.Time
 }
+
+// traceHops records a span per hop this run reached, under the caller's span, when tracing
+// is on (docs/operations.md#tracing): its kind, its status and its host — never its path or
+// query, which can carry a user's data.
+func (w *walk) traceHops() {
+	parent := trace.SpanFromContext(w.parent)
+	if !parent.IsRecording() {
+		return
+	}
+	tracer := parent.TracerProvider().Tracer(traceScope)
+	end := time.Now()
+	for i := w.traced; i < len(w.hops); i++ {
+		h := w.hops[i]
+		k := i - w.traced
+		stop := end
+		if k+1 < len(w.times) {
+			stop = w.times[k+1]
+		}
+		attrs := []attribute.KeyValue{attribute.Int("linkhop.hop.index", i), attribute.String("linkhop.hop.kind", h.Kind)}
+		if u, err := url.Parse(h.URL); err == nil {
+			attrs = append(attrs, attribute.String("server.address", u.Hostname()))
+		}
+		if h.Status != nil {
+			attrs = append(attrs, attribute.Int("http.response.status_code", *h.Status))
+		}
+		_, span := tracer.Start(w.parent, "hop "+h.Kind, trace.WithTimestamp(w.times[k]), trace.WithAttributes(attrs...))
+		span.End(trace.WithTimestamp(stop))
+	}
+}
+
+// traceScope names the resolver's spans.
+const traceScope = "github.com/linkhop/linkhop/resolve"
 
 // ctx is the context of one request of the walk.
 func (w *walk) ctx() (context.Context, context.CancelFunc) {
@@ -356,6 +395,7 @@ func (w *walk) add(next *url.URL, kind string) *Error {
 		return w.fail("hop %d leads to a URL longer than %d bytes", len(w.hops), maxHopURLLength)
 	}
 	w.hops = append(w.hops, Hop{URL: s, Kind: kind})
+	w.times = append(w.times, time.Now())
 	return nil
 }
 

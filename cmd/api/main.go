@@ -101,6 +101,12 @@ type runOptions struct {
 // run serves the API until ctx ends, then shuts down in order.
 func run(ctx context.Context, cfg config.Config, log *slog.Logger, o runOptions) error {
 	app.WarnPrivate(cfg, log)
+	stopTracing, err := app.StartTracing(ctx, "linkhop-api", log)
+	if err != nil {
+		return err
+	}
+	// Deferred first, so it runs last: after the server and the worker have stopped.
+	defer stopTracing()
 	rdb, err := app.NewRedis(cfg)
 	if err != nil {
 		return err

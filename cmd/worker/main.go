@@ -66,6 +66,11 @@ func main() {
 // run processes tasks until ctx ends. ready, when set, gets the ops listener's address.
 func run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(addr string)) error {
 	app.WarnPrivate(cfg, log)
+	stopTracing, err := app.StartTracing(ctx, "linkhop-worker", log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing() // last: after the worker has stopped
 	rdb, err := app.NewRedis(cfg)
 	if err != nil {
 		return err

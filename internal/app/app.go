@@ -8,12 +8,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
+	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/linkhop/linkhop/config"
+	"github.com/linkhop/linkhop/internal/tracing"
 	"github.com/linkhop/linkhop/resolve"
 )
 
@@ -24,6 +27,26 @@ func NewLogger(c config.Config, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}
 	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// StartTracing installs the OpenTelemetry exporter the OTEL_* variables ask for (nothing when
+// they ask for none) and returns what flushes it at the end; docs/operations.md#tracing.
+func StartTracing(ctx context.Context, service string, log *slog.Logger) (stop func(), err error) {
+	shutdown, err := tracing.Setup(ctx, service)
+	if err != nil {
+		return func() {}, &config.Error{Var: "OTEL_TRACES_EXPORTER", Reason: oneLine(err.Error())}
+	}
+	if tracing.Enabled(os.LookupEnv) {
+		log.Info("tracing on: spans are exported as the OTEL_* variables say")
+	}
+	return func() {
+		// Flush what is buffered, within a bound: a dead collector must not hold a shutdown.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := shutdown(sctx); err != nil {
+			log.Warn("flushing traces failed", "err", err)
+		}
+	}, nil
 }
 
 // RedisLogger routes go-redis's own log lines (pool dial failures, cluster and sentinel

@@ -188,20 +188,10 @@ func (s *Service) fromRecord(raw []byte, rawURL, norm string, u *url.URL) (Resul
 // (link_removed from the negative cache too), or a plain error when Redis fails. A long
 // countdown returns a *Parked (see Resolver.Park): the caller reschedules and calls Resume.
 func (s *Service) Resolve(ctx context.Context, rawURL string) (Result, error) {
-	u, _, _, cerr := s.r.checkSubmitted(rawURL)
-	if cerr != nil {
-		return Result{}, cerr
+	norm, res, done, err := s.fromCache(ctx, rawURL)
+	if done {
+		return res, err
 	}
-	res, found, removed, err := s.Lookup(ctx, rawURL)
-	switch {
-	case err != nil:
-		return Result{}, err
-	case found:
-		return res, nil
-	case removed:
-		return Result{}, removedError(rawURL)
-	}
-	norm := normalized(u)
 	ch := s.sf.DoChan(norm, func() (any, error) {
 		// Detached from this caller: other callers share the outcome. The resolver's own
 		// timeout and the lock TTL bound it.
@@ -327,23 +317,33 @@ func (s *Service) lead(ctx context.Context, rawURL, norm string, k urlKeys, toke
 	return res, s.publish(ctx, norm, k, token, res, rerr)
 }
 
-// Resume finishes a resolve that Resolve parked, and caches its outcome like Resolve's. A
-// result another job cached meanwhile is taken as it is.
-func (s *Service) Resume(ctx context.Context, rawURL string, c *Continuation) (Result, error) {
+// fromCache checks rawURL and answers it from the cache when it can: done=true with the
+// cached result, the remembered removal, or the error (a refused URL, Redis failing). Else it
+// returns the URL's normalised form for the upstream resolve.
+func (s *Service) fromCache(ctx context.Context, rawURL string) (norm string, res Result, done bool, err error) {
 	u, _, _, cerr := s.r.checkSubmitted(rawURL)
 	if cerr != nil {
-		return Result{}, cerr
+		return "", Result{}, true, cerr
 	}
 	res, found, removed, err := s.Lookup(ctx, rawURL)
 	switch {
 	case err != nil:
-		return Result{}, err
+		return "", Result{}, true, err
 	case found:
-		return res, nil
+		return "", res, true, nil
 	case removed:
-		return Result{}, removedError(rawURL)
+		return "", Result{}, true, removedError(rawURL)
 	}
-	norm := normalized(u)
+	return normalized(u), Result{}, false, nil
+}
+
+// Resume finishes a resolve that Resolve parked, and caches its outcome like Resolve's. A
+// result another job cached meanwhile is taken as it is.
+func (s *Service) Resume(ctx context.Context, rawURL string, c *Continuation) (Result, error) {
+	norm, res, done, err := s.fromCache(ctx, rawURL)
+	if done {
+		return res, err
+	}
 	res, rerr := s.r.Resume(ctx, rawURL, c)
 	// No lock is held (the token matches none), so publishing only stores the outcome.
 	return res, s.publish(ctx, norm, keysFor(norm), newToken(), res, rerr)

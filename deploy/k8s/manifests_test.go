@@ -152,23 +152,16 @@ func yamlFiles(t *testing.T) []string {
 
 // readComponent decodes a component's kustomization.yaml strictly.
 func readComponent(path string) (*kusttypes.Kustomization, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var k kusttypes.Kustomization
-	if err := yaml.UnmarshalStrict(b, &k); err != nil {
-		return nil, err
-	}
-	if k.APIVersion != kusttypes.ComponentVersion || k.Kind != kusttypes.ComponentKind {
-		return nil, fmt.Errorf("apiVersion/kind is %s/%s, want %s/%s",
-			k.APIVersion, k.Kind, kusttypes.ComponentVersion, kusttypes.ComponentKind)
-	}
-	return &k, nil
+	return readKustomizeFile(path, kusttypes.ComponentVersion, kusttypes.ComponentKind)
 }
 
 // readKustomization decodes dir/kustomization.yaml strictly.
 func readKustomization(path string) (*kusttypes.Kustomization, error) {
+	return readKustomizeFile(path, kusttypes.KustomizationVersion, kusttypes.KustomizationKind)
+}
+
+// readKustomizeFile decodes a kustomization.yaml strictly and checks its apiVersion and kind.
+func readKustomizeFile(path, version, kind string) (*kusttypes.Kustomization, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
@@ -177,9 +170,8 @@ func readKustomization(path string) (*kusttypes.Kustomization, error) {
 	if err := yaml.UnmarshalStrict(b, &k); err != nil {
 		return nil, err
 	}
-	if k.APIVersion != kusttypes.KustomizationVersion || k.Kind != kusttypes.KustomizationKind {
-		return nil, fmt.Errorf("apiVersion/kind is %s/%s, want %s/%s",
-			k.APIVersion, k.Kind, kusttypes.KustomizationVersion, kusttypes.KustomizationKind)
+	if k.APIVersion != version || k.Kind != kind {
+		return nil, fmt.Errorf("apiVersion/kind is %s/%s, want %s/%s", k.APIVersion, k.Kind, version, kind)
 	}
 	return &k, nil
 }
@@ -190,34 +182,24 @@ func readKustomization(path string) (*kusttypes.Kustomization, error) {
 func TestManifestsDecodeStrictly(t *testing.T) {
 	s := newScheme(t)
 	used := map[string]bool{}
-	for _, dir := range kustomizations {
-		k, err := readKustomization(filepath.Join(dir, "kustomization.yaml"))
-		if err != nil {
-			t.Fatalf("%s/kustomization.yaml: %v", dir, err)
-		}
-		for _, r := range k.Resources {
-			used[filepath.Join(dir, r)] = true
-		}
-		for _, p := range k.Patches {
-			if p.Path == "" {
-				t.Errorf("%s: inline patches are not decoded by this test; put the patch in a file", dir)
+	for _, set := range []struct {
+		dirs []string
+		read func(string) (*kusttypes.Kustomization, error)
+	}{{kustomizations, readKustomization}, {components, readComponent}} {
+		for _, dir := range set.dirs {
+			k, err := set.read(filepath.Join(dir, "kustomization.yaml"))
+			if err != nil {
+				t.Fatalf("%s/kustomization.yaml: %v", dir, err)
 			}
-			used[filepath.Join(dir, p.Path)] = true
-		}
-	}
-	for _, dir := range components {
-		k, err := readComponent(filepath.Join(dir, "kustomization.yaml"))
-		if err != nil {
-			t.Fatalf("%s/kustomization.yaml: %v", dir, err)
-		}
-		for _, r := range k.Resources {
-			used[filepath.Join(dir, r)] = true
-		}
-		for _, p := range k.Patches {
-			if p.Path == "" {
-				t.Errorf("%s: inline patches are not decoded by this test; put the patch in a file", dir)
+			for _, r := range k.Resources {
+				used[filepath.Join(dir, r)] = true
 			}
-			used[filepath.Join(dir, p.Path)] = true
+			for _, p := range k.Patches {
+				if p.Path == "" {
+					t.Errorf("%s: inline patches are not decoded by this test; put the patch in a file", dir)
+				}
+				used[filepath.Join(dir, p.Path)] = true
+			}
 		}
 	}
 	for _, path := range yamlFiles(t) {

@@ -21,9 +21,6 @@ func TestMain(m *testing.M) {
 	)
 }
 
-// shortHost is the test shortener's host (internal/stacktest).
-const shortHost = stacktest.ShortHost
-
 // stack is a linkhop API and worker on their own real Redis (internal/stacktest).
 type stack struct {
 	redis *redistest.Server

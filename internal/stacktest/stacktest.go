@@ -44,7 +44,8 @@ func New(t testing.TB, redisArgs ...string) *Stack {
 			http.NotFound(w, r)
 			return
 		}
-		http.Redirect(w, r, "https://example.com/dest"+r.URL.Path, http.StatusMovedPermanently)
+		// A shortener redirects by design; this one only ever to example.com, in tests.
+		http.Redirect(w, r, "https://example.com/dest"+r.URL.Path, http.StatusMovedPermanently) //nolint:gosec // the emulated shortener of tests
 	}))
 	t.Cleanup(short.Close)
 

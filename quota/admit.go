@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -104,10 +103,7 @@ func (l *Limiter) AdmitIn(ctx context.Context, p redis.Pipeliner, r AdmitRequest
 	return func() (Admission, error) {
 		v, err := cmd.Slice()
 		if err != nil {
-			if strings.HasPrefix(err.Error(), "NOSCRIPT") {
-				return Admission{}, ErrNoScript
-			}
-			return Admission{}, fmt.Errorf("quota: admit: %w", err)
+			return Admission{}, scriptError("admit", err)
 		}
 		if len(v) == 1 {
 			return Admission{}, nil
@@ -115,13 +111,7 @@ func (l *Limiter) AdmitIn(ctx context.Context, p redis.Pipeliner, r AdmitRequest
 		if len(v) != 10 {
 			return Admission{}, fmt.Errorf("%w: %d values from the admit script", ErrUnexpectedReply, len(v))
 		}
-		a := Admission{Authenticated: true, Record: map[string]string{}}
-		flat, _ := v[1].([]any)
-		for i := 0; i+1 < len(flat); i += 2 {
-			k, _ := flat[i].(string)
-			val, _ := flat[i+1].(string)
-			a.Record[k] = val
-		}
+		a := Admission{Authenticated: true, Record: recordOf(v[1])}
 		switch f := v[2].(type) {
 		case string:
 			a.Fetched = []byte(f)
@@ -179,4 +169,25 @@ func (l *Limiter) LoadScripts(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// scriptError is the error of an admission script's call: ErrNoScript when Redis does not know
+// the script yet (the caller loads it and retries), else the failure wrapped with what failed.
+func scriptError(what string, err error) error {
+	if redis.HasErrorPrefix(err, "NOSCRIPT") {
+		return ErrNoScript
+	}
+	return fmt.Errorf("quota: %s: %w", what, err)
+}
+
+// recordOf reads the key record an admission script returns as HGETALL's flat list.
+func recordOf(v any) map[string]string {
+	flat, _ := v.([]any)
+	rec := make(map[string]string, len(flat)/2)
+	for i := 0; i+1 < len(flat); i += 2 {
+		k, _ := flat[i].(string)
+		val, _ := flat[i+1].(string)
+		rec[k] = val
+	}
+	return rec
 }

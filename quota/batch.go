@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -146,10 +145,7 @@ func (l *Limiter) AdmitManyIn(ctx context.Context, p redis.Pipeliner, r AdmitReq
 	return func() (Admission, error) {
 		v, err := cmd.Slice()
 		if err != nil {
-			if strings.HasPrefix(err.Error(), "NOSCRIPT") {
-				return Admission{}, ErrNoScript
-			}
-			return Admission{}, fmt.Errorf("quota: admit many: %w", err)
+			return Admission{}, scriptError("admit many", err)
 		}
 		if len(v) == 1 {
 			return Admission{}, nil
@@ -157,13 +153,7 @@ func (l *Limiter) AdmitManyIn(ctx context.Context, p redis.Pipeliner, r AdmitReq
 		if len(v) != 8 {
 			return Admission{}, fmt.Errorf("%w: %d values from the admit-many script", ErrUnexpectedReply, len(v))
 		}
-		a := Admission{Authenticated: true, Record: map[string]string{}}
-		flat, _ := v[1].([]any)
-		for i := 0; i+1 < len(flat); i += 2 {
-			k, _ := flat[i].(string)
-			val, _ := flat[i+1].(string)
-			a.Record[k] = val
-		}
+		a := Admission{Authenticated: true, Record: recordOf(v[1])}
 		ints := make([]int64, 6)
 		for i := range ints {
 			x, ok := v[2+i].(int64)

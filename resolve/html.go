@@ -10,6 +10,8 @@ import (
 	"unicode/utf8"
 
 	"golang.org/x/net/html"
+
+	"github.com/linkhop/linkhop/resolve/sandbox"
 )
 
 // Hop kinds, as the job's hops[].kind carries them (docs/api.md#get-v1jobsjob_id).
@@ -105,7 +107,7 @@ func scanHTML(body []byte, depth int, found *[]pageHop, base *string) {
 			if tt == html.SelfClosingTagToken {
 				continue
 			}
-			if typ, ok := attr(tok, "type"); ok && !isJSType(typ) {
+			if typ, ok := attr(tok, "type"); ok && !sandbox.IsJSType(typ) {
 				continue
 			}
 			if z.Next() == html.TextToken {
@@ -129,20 +131,6 @@ func attr(t html.Token, key string) (string, bool) {
 		}
 	}
 	return "", false
-}
-
-// isJSType reports whether a <script type> is one a browser runs as classic or module JavaScript.
-func isJSType(t string) bool {
-	t = strings.ToLower(strings.TrimSpace(t))
-	if i := strings.IndexByte(t, ';'); i >= 0 {
-		t = strings.TrimSpace(t[:i])
-	}
-	switch t {
-	case "", "module", "text/javascript", "application/javascript", "text/ecmascript",
-		"application/ecmascript", "application/x-javascript", "text/jscript":
-		return true
-	}
-	return false
 }
 
 // jsLiteral matches one JavaScript string literal: double, single or back quotes (the latter

@@ -83,7 +83,7 @@ func parsePage(body []byte, maxScript int) *page {
 			if _, ok := getAttr(n, "src"); ok { // a browser ignores inline text when src is set
 				continue
 			}
-			if typ, ok := getAttr(n, "type"); ok && !isJSType(typ) {
+			if typ, ok := getAttr(n, "type"); ok && !IsJSType(typ) {
 				continue
 			}
 			src := textContent(n)
@@ -118,9 +118,9 @@ func getAttr(n *html.Node, key string) (string, bool) {
 	return "", false
 }
 
-// isJSType reports whether a <script type> is one a browser runs as classic or module JavaScript
-// (the same list as package resolve's literal scan).
-func isJSType(t string) bool {
+// IsJSType reports whether a <script type> is one a browser runs as classic or module
+// JavaScript. Package resolve's literal scan uses it too, so both read the same scripts.
+func IsJSType(t string) bool {
 	t = strings.ToLower(strings.TrimSpace(t))
 	if i := strings.IndexByte(t, ';'); i >= 0 {
 		t = strings.TrimSpace(t[:i])

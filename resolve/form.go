@@ -170,7 +170,6 @@ type Continuation struct {
 	Cookies []savedCookies `json:"cookies,omitempty"`
 	Form    parkedForm     `json:"form"`
 	ReadyAt time.Time      `json:"ready_at"`
-	AnyHost bool           `json:"any_host,omitempty"`
 }
 
 // parkedForm is a form to post when the countdown is over.
@@ -181,7 +180,7 @@ type parkedForm struct {
 }
 
 func (w *walk) parkUntil(f parkedForm, until time.Time) *Parked {
-	c := &Continuation{Hops: cloneHops(w.hops), Cookies: w.jar.saved(), Form: f, ReadyAt: until, AnyHost: w.anyHost}
+	c := &Continuation{Hops: cloneHops(w.hops), Cookies: w.jar.saved(), Form: f, ReadyAt: until}
 	for k := range w.seen {
 		c.Seen = append(c.Seen, k)
 	}
@@ -207,7 +206,8 @@ func (r *Resolver) Resume(ctx context.Context, rawURL string, c *Continuation) (
 		return Result{}, aerr
 	}
 	defer release()
-	w := r.newWalk(ctx, cloneHops(c.Hops), c.AnyHost && !isProv, r.parkMin > 0)
+	// A link on no provider's host is an any-host link (checkSubmitted took it only in that mode).
+	w := r.newWalk(ctx, cloneHops(c.Hops), !isProv, r.parkMin > 0)
 	for _, k := range c.Seen {
 		w.seen[k] = struct{}{}
 	}
@@ -282,10 +282,6 @@ func (j *recordingJar) restore(sets []savedCookies) {
 		}
 	}
 }
-
-// Park-aware callers need the *Parked of a walk through the *Error-typed internals: an *Error
-// with parked set is not a failure.
-var _ error = (*Parked)(nil)
 
 // IsParked reports whether err is a *Parked, returning it.
 func IsParked(err error) (*Parked, bool) {

@@ -56,20 +56,21 @@ type WebhookPayload struct {
 // above the policy's attempt timeout, so asynq never starts a second run of a delivery while
 // the first is still inside its HTTP request.
 func NewWebhookTask(jobID, keyID string, gen int, p webhooks.Policy) (*asynq.Task, error) {
-	b, err := json.Marshal(WebhookPayload{JobID: jobID, KeyID: keyID, Generation: gen})
+	return newWebhookTask(context.Background(), jobID, keyID, gen, p)
+}
+
+// newWebhookTask is NewWebhookTask carrying the trace context of ctx.
+func newWebhookTask(ctx context.Context, jobID, keyID string, gen int, p webhooks.Policy) (*asynq.Task, error) {
+	b, err := json.Marshal(WebhookPayload{JobID: jobID, KeyID: keyID, Generation: gen, Trace: tracing.Inject(ctx)})
 	if err != nil {
 		return nil, fmt.Errorf("jobs: encoding webhook payload: %w", err)
 	}
-	return asynq.NewTask(TypeWebhook, b, webhookTaskOptions(jobID, gen, p)...), nil
-}
-
-func webhookTaskOptions(jobID string, gen int, p webhooks.Policy) []asynq.Option {
-	return []asynq.Option{
+	return asynq.NewTask(TypeWebhook, b,
 		asynq.TaskID(webhookTaskID(jobID, gen)),
 		asynq.Queue(QueueWebhooks),
-		asynq.MaxRetry(p.Retries() + webhookTaskSpare),
+		asynq.MaxRetry(p.Retries()+webhookTaskSpare),
 		asynq.Timeout(p.TaskTimeout()),
-	}
+	), nil
 }
 
 // webhookTaskID is the id of NewWebhookTask's task of generation gen of job jobID.
@@ -88,16 +89,9 @@ func deliveryOwner(r *Record) string {
 // queue counts as success: callers (a re-run resolve task) may ask twice. opts override the
 // task's (a reaper's replacement id and start time).
 func enqueueWebhook(ctx context.Context, c *asynq.Client, jobID, keyID string, gen int, p webhooks.Policy, opts ...asynq.Option) error {
-	task, err := NewWebhookTask(jobID, keyID, gen, p)
+	task, err := newWebhookTask(ctx, jobID, keyID, gen, p)
 	if err != nil {
 		return err
-	}
-	if tc := tracing.Inject(ctx); tc != nil {
-		b, err := json.Marshal(WebhookPayload{JobID: jobID, KeyID: keyID, Generation: gen, Trace: tc})
-		if err != nil {
-			return fmt.Errorf("jobs: encoding webhook payload: %w", err)
-		}
-		task = asynq.NewTask(task.Type(), b, webhookTaskOptions(jobID, gen, p)...)
 	}
 	if _, err := c.EnqueueContext(ctx, task, opts...); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
 		return fmt.Errorf("jobs: enqueueing webhook of %s: %w", jobID, err)

@@ -22,6 +22,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/linkhop/linkhop/internal/replicas"
 	"github.com/linkhop/linkhop/jobs"
 	"github.com/linkhop/linkhop/quota"
 	"github.com/linkhop/linkhop/resolve"
@@ -42,9 +43,22 @@ const (
 type Config struct {
 	RedisURL          string   // REDIS_URL
 	RedisClusterAddrs []string // REDIS_CLUSTER_ADDRS; non-empty selects Cluster mode
-	HTTPAddr          string   // HTTP_ADDR
-	LogLevel          slog.Level
-	LogFormat         string // "json" or "text"
+	// RedisTLSCAFile is REDIS_TLS_CA_FILE: the PEM CA certificates a TLS Redis's certificate
+	// must chain to, instead of the system's roots.
+	RedisTLSCAFile string
+	// RedisSentinelUsername and RedisSentinelPassword (REDIS_SENTINEL_USERNAME,
+	// REDIS_SENTINEL_PASSWORD) authenticate to the sentinels when they differ from the data
+	// nodes' user and password of REDIS_URL.
+	RedisSentinelUsername string
+	RedisSentinelPassword string
+	// RedisMinReplicasAck (REDIS_MIN_REPLICAS_ACK) is how many replicas must hold a job
+	// before it is acknowledged; 0 waits for none. RedisMinReplicasTimeout
+	// (REDIS_MIN_REPLICAS_TIMEOUT) bounds the wait.
+	RedisMinReplicasAck     int
+	RedisMinReplicasTimeout time.Duration
+	HTTPAddr                string // HTTP_ADDR
+	LogLevel                slog.Level
+	LogFormat               string // "json" or "text"
 
 	AllowPrivateTargets bool              // LINKHOP_ALLOW_PRIVATE_TARGETS
 	HostOverrides       map[string]string // LINKHOP_HOST_OVERRIDES: host -> ip:port
@@ -89,6 +103,8 @@ func (e *Error) Error() string { return fmt.Sprintf("config: %s: %s", e.Var, e.R
 // constants, named here so the table reads in one place.
 const (
 	DefaultRedisURL                  = "redis://127.0.0.1:6379/0"
+	DefaultRedisMinReplicasTimeout   = replicas.DefaultTimeout
+	MaxRedisMinReplicasTimeout       = replicas.MaxTimeout
 	DefaultAPIAddr                   = ":8080"
 	DefaultWorkerAddr                = ":9090"
 	DefaultWorkerConcurrency         = 50
@@ -117,7 +133,8 @@ const (
 // for the deployment manifests' consistency test.
 func EnvNames() []string {
 	return []string{
-		"REDIS_URL", "REDIS_CLUSTER_ADDRS", "HTTP_ADDR", "LOG_LEVEL", "LOG_FORMAT",
+		"REDIS_URL", "REDIS_CLUSTER_ADDRS", "REDIS_TLS_CA_FILE", "REDIS_SENTINEL_USERNAME",
+		"REDIS_SENTINEL_PASSWORD", "REDIS_MIN_REPLICAS_ACK", "REDIS_MIN_REPLICAS_TIMEOUT", "HTTP_ADDR", "LOG_LEVEL", "LOG_FORMAT",
 		"LINKHOP_ALLOW_PRIVATE_TARGETS", "LINKHOP_HOST_OVERRIDES", "LINKHOP_PROVIDERS_FILE",
 		"WORKER_CONCURRENCY", "RESOLVE_MAX_HOPS", "RESOLVE_TIMEOUT", "RESOLVE_MAX_ATTEMPTS",
 		"RESOLVE_BACKOFF_BASE", "RESOLVE_CACHE_TTL", "RESOLVE_NEGATIVE_CACHE_TTL",
@@ -137,9 +154,14 @@ func FromEnv(p Process) (Config, error) { return Load(p, os.LookupEnv) }
 func Load(p Process, lookup LookupFunc) (Config, error) {
 	r := reader{lookup: lookup}
 	c := Config{
-		RedisURL:          r.str("REDIS_URL", DefaultRedisURL),
-		RedisClusterAddrs: r.list("REDIS_CLUSTER_ADDRS"),
-		LogFormat:         strings.ToLower(r.str("LOG_FORMAT", "json")),
+		RedisURL:                r.str("REDIS_URL", DefaultRedisURL),
+		RedisClusterAddrs:       r.list("REDIS_CLUSTER_ADDRS"),
+		RedisTLSCAFile:          r.str("REDIS_TLS_CA_FILE", ""),
+		RedisSentinelUsername:   r.str("REDIS_SENTINEL_USERNAME", ""),
+		RedisSentinelPassword:   r.str("REDIS_SENTINEL_PASSWORD", ""),
+		RedisMinReplicasAck:     r.integer("REDIS_MIN_REPLICAS_ACK", 0, 0, 100),
+		RedisMinReplicasTimeout: r.duration("REDIS_MIN_REPLICAS_TIMEOUT", DefaultRedisMinReplicasTimeout),
+		LogFormat:               strings.ToLower(r.str("LOG_FORMAT", "json")),
 
 		AllowPrivateTargets: r.boolean("LINKHOP_ALLOW_PRIVATE_TARGETS"),
 		HostOverrides:       r.overrides("LINKHOP_HOST_OVERRIDES"),
@@ -198,6 +220,9 @@ func (c Config) Validate() error {
 			return &Error{"REDIS_URL", fmt.Sprintf("scheme %q is not redis://, rediss:// or redis-sentinel://", u.Scheme)}
 		}
 	}
+	if err := c.validateRedisOptions(); err != nil {
+		return err
+	}
 	for _, a := range c.RedisClusterAddrs {
 		if _, _, err := net.SplitHostPort(a); err != nil {
 			return &Error{"REDIS_CLUSTER_ADDRS", fmt.Sprintf("%q is not host:port", a)}
@@ -236,6 +261,31 @@ func (c Config) Validate() error {
 	// live worker's jobs away; one of minutes would give up the point of the leases.
 	if c.JobLeaseTTL < 2*time.Second || c.JobLeaseTTL > 10*time.Minute {
 		return &Error{"JOB_LEASE_TTL", "must be between 2s and 10m"}
+	}
+	return nil
+}
+
+// validateRedisOptions checks the variables that refine REDIS_URL and REDIS_CLUSTER_ADDRS.
+func (c Config) validateRedisOptions() error {
+	scheme := ""
+	if u, err := url.Parse(c.RedisURL); err == nil {
+		scheme = u.Scheme
+	}
+	if c.RedisTLSCAFile != "" {
+		if scheme != "rediss" {
+			// A CA file with a plain connection is a mistake that would otherwise go unnoticed.
+			return &Error{"REDIS_TLS_CA_FILE", "is set, but REDIS_URL is not rediss://"}
+		}
+		if _, err := os.Stat(c.RedisTLSCAFile); err != nil {
+			return &Error{"REDIS_TLS_CA_FILE", "cannot read the file: " + err.Error()}
+		}
+	}
+	if (c.RedisSentinelUsername != "" || c.RedisSentinelPassword != "") &&
+		(scheme != "redis-sentinel" || len(c.RedisClusterAddrs) > 0) {
+		return &Error{"REDIS_SENTINEL_PASSWORD", "sentinel credentials are set, but REDIS_URL is not redis-sentinel://"}
+	}
+	if c.RedisMinReplicasTimeout < time.Millisecond || c.RedisMinReplicasTimeout > MaxRedisMinReplicasTimeout {
+		return &Error{"REDIS_MIN_REPLICAS_TIMEOUT", fmt.Sprintf("must be between 1ms and %v", MaxRedisMinReplicasTimeout)}
 	}
 	return nil
 }

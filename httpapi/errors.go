@@ -12,6 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/linkhop/linkhop/internal/replicas"
 	"github.com/linkhop/linkhop/jobs"
 	"github.com/linkhop/linkhop/keys"
 	"github.com/linkhop/linkhop/problem"
@@ -60,10 +61,12 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 
 // unavailable reports whether err means Redis could not be reached or could not answer in
 // time: a network error (refused, reset, timed out), a connection closed mid-reply, a pool or
-// client that is closed or exhausted, or a Redis still loading its data after a restart.
+// client that is closed or exhausted, a Redis still loading its data after a restart, or
+// replicas that did not acknowledge a write in time (REDIS_MIN_REPLICAS_ACK; the write was
+// undone).
 func unavailable(err error) bool {
 	var ne net.Error
-	return errors.As(err, &ne) || errors.Is(err, context.DeadlineExceeded) ||
+	return errors.As(err, &ne) || errors.Is(err, replicas.ErrTooFew) || errors.Is(err, context.DeadlineExceeded) ||
 		errors.Is(err, os.ErrDeadlineExceeded) ||
 		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||

@@ -264,6 +264,15 @@ func (q *Queue) SubmitBatch(ctx context.Context, keyID string, items []BatchItem
 		}
 		return res, fmt.Errorf("jobs: enqueueing a batch: %w", err)
 	}
+	if q.ack.On() && len(res.created) > 0 {
+		ids := make([]string, len(res.created))
+		for i, r := range res.created {
+			ids[i] = r.ID
+		}
+		if err := q.replicated(ctx, keyID, ids, func(c context.Context) error { return q.undoMany(c, keyID, res) }); err != nil {
+			return res, err
+		}
+	}
 	return res, nil
 }
 

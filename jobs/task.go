@@ -18,6 +18,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/linkhop/linkhop/internal/replicas"
 	"github.com/linkhop/linkhop/internal/tracing"
 	"github.com/linkhop/linkhop/keys"
 	"github.com/linkhop/linkhop/resolve"
@@ -82,6 +83,7 @@ type Queue struct {
 	client *asynq.Client
 	rdb    redis.UniversalClient
 	opts   TaskOptions
+	ack    replicas.Ack // REDIS_MIN_REPLICAS_ACK; see RequireReplicas
 }
 
 // NewQueue returns a Queue on rdb.
@@ -228,6 +230,13 @@ func (q *Queue) Submit(ctx context.Context, r *Record, cost int64) (Submitted, e
 			err = errors.Join(err, fmt.Errorf("undoing the job: %w", uerr))
 		}
 		return Submitted{}, fmt.Errorf("jobs: enqueueing %s: %w", r.ID, err)
+	}
+	if q.ack.On() {
+		if err := q.replicated(ctx, r.KeyID, []string{r.ID}, func(c context.Context) error {
+			return undoScript.Run(c, q.rdb, ks, r.ID, cost).Err()
+		}); err != nil {
+			return Submitted{}, err
+		}
 	}
 	out.Position = pending.Val()
 	return out, nil

@@ -15,6 +15,7 @@ import (
 	"encoding/base32"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -26,6 +27,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/linkhop/linkhop/internal/replicas"
 )
 
 const (
@@ -191,7 +194,14 @@ func mint() (id, token string) {
 type Store struct {
 	rdb redis.UniversalClient
 	now func() time.Time
+	ack replicas.Ack // REDIS_MIN_REPLICAS_ACK; see RequireReplicas
 }
+
+// RequireReplicas makes Create wait, before it returns the new key, until ack.Min replicas
+// hold it; a key they do not acknowledge in time is deleted again and Create fails, so no
+// one is handed a token that a failover could still forget;
+// docs/operations.md#durability-of-accepted-jobs.
+func (s *Store) RequireReplicas(ack replicas.Ack) { s.ack = ack }
 
 // NewStore returns a Store on rdb.
 func NewStore(rdb redis.UniversalClient) *Store {
@@ -260,6 +270,17 @@ func (s *Store) Create(ctx context.Context, p CreateParams) (Created, error) {
 	})
 	if err != nil {
 		return Created{}, fmt.Errorf("keys: storing key: %w", err)
+	}
+	if err := s.ack.Wait(ctx, s.rdb, RecordKey(id), indexKey); err != nil {
+		// A fresh context: the request's may be what failed.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		_, uerr := s.rdb.Pipelined(cctx, func(p redis.Pipeliner) error {
+			p.Del(cctx, RecordKey(id))
+			p.SRem(cctx, indexKey, id)
+			return nil
+		})
+		return Created{}, fmt.Errorf("keys: storing key: %w", errors.Join(err, uerr))
 	}
 	return Created{Key: k, Token: token}, nil
 }

@@ -55,7 +55,7 @@ func keysCommand(args []string, stdout, stderr io.Writer) int {
 	defer rdb.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	out, err := keysRun(ctx, keys.NewStore(rdb), args)
+	out, err := keysRun(ctx, app.NewKeyStore(cfg, rdb), args)
 	var ue usageError
 	switch {
 	case errors.As(err, &ue):

@@ -8,6 +8,7 @@ import (
 
 	"github.com/linkhop/linkhop/config"
 	"github.com/linkhop/linkhop/httpapi"
+	"github.com/linkhop/linkhop/internal/replicas"
 	"github.com/linkhop/linkhop/jobs"
 	"github.com/linkhop/linkhop/keys"
 	"github.com/linkhop/linkhop/quota"
@@ -26,11 +27,13 @@ func NewAPI(c config.Config, rdb redis.UniversalClient, log *slog.Logger, reg *r
 	}
 	RegisterQueueMetrics(metrics, rdb)
 	store := jobs.NewStore(rdb, c.JobRetention)
+	queue := jobs.NewQueue(rdb, store, jobs.TaskOptions{MaxAttempts: c.ResolveMaxAttempts, Timeout: c.ResolveTimeout, Webhooks: policy})
+	queue.RequireReplicas(ReplicaAck(c))
 	return httpapi.New(httpapi.Deps{
 		Redis:    rdb,
-		Keys:     keys.NewStore(rdb),
+		Keys:     NewKeyStore(c, rdb),
 		Jobs:     store,
-		Queue:    jobs.NewQueue(rdb, store, jobs.TaskOptions{MaxAttempts: c.ResolveMaxAttempts, Timeout: c.ResolveTimeout, Webhooks: policy}),
+		Queue:    queue,
 		Registry: reg,
 		Resolver: svc,
 		Limiter:  quota.New(rdb, quota.WithQuotaRetryAfterMax(c.QuotaRetryAfterMax)),
@@ -45,4 +48,16 @@ func NewAPI(c config.Config, rdb redis.UniversalClient, log *slog.Logger, reg *r
 		TrustedProxies:        c.TrustedProxies,
 		QueuesUI:              QueuesUI(rdb, httpapi.QueuesPath),
 	}), nil
+}
+
+// ReplicaAck is the REDIS_MIN_REPLICAS_ACK policy of c.
+func ReplicaAck(c config.Config) replicas.Ack {
+	return replicas.Ack{Min: c.RedisMinReplicasAck, Timeout: c.RedisMinReplicasTimeout}
+}
+
+// NewKeyStore is the key store of c: new keys wait for REDIS_MIN_REPLICAS_ACK replicas.
+func NewKeyStore(c config.Config, rdb redis.UniversalClient) *keys.Store {
+	s := keys.NewStore(rdb)
+	s.RequireReplicas(ReplicaAck(c))
+	return s
 }

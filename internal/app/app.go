@@ -5,14 +5,18 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
-	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/linkhop/linkhop/config"
@@ -64,34 +68,102 @@ func (r redisLogger) Printf(ctx context.Context, format string, v ...any) {
 	r.l.WarnContext(ctx, strings.TrimSpace(fmt.Sprintf(format, v...)))
 }
 
-// NewRedis connects to REDIS_CLUSTER_ADDRS when set, else to REDIS_URL. redis:// and
-// rediss:// URLs are parsed by go-redis (user, password, TLS, database, options);
-// redis-sentinel:// by asynq, whose syntax operators of asynq deployments know. In Cluster
-// mode, the user, password and TLS of REDIS_URL (when it names any) apply to every node.
+// NewRedis connects to REDIS_CLUSTER_ADDRS when set, else to REDIS_URL, with the TLS and
+// credentials docs/configuration.md#redis-connections describes. Every connection of the
+// process, asynq's included, comes from the client it returns.
+//
+//   - redis://, rediss:// and unix:// URLs are parsed by go-redis (user, password, TLS,
+//     database, options); REDIS_TLS_CA_FILE replaces the system's roots for rediss://.
+//   - In Cluster mode, the user, password and TLS of REDIS_URL (when it names any) apply to
+//     every node, and each node's certificate is checked against that node's address.
+//   - redis-sentinel://[user:password@]host:port[,host:port…][/db]?master=name names the
+//     sentinels; the URL's user and password are the primary's and replicas' (and the
+//     sentinels' too unless REDIS_SENTINEL_USERNAME or REDIS_SENTINEL_PASSWORD is set).
 func NewRedis(c config.Config) (redis.UniversalClient, error) {
 	if len(c.RedisClusterAddrs) > 0 {
 		opt := &redis.ClusterOptions{Addrs: c.RedisClusterAddrs}
 		if u, err := redis.ParseURL(c.RedisURL); err == nil {
 			opt.Username, opt.Password, opt.TLSConfig = u.Username, u.Password, u.TLSConfig
 		}
+		if opt.TLSConfig != nil {
+			// The URL's host names no node: let each connection check the certificate
+			// against the address it dials (what the cluster announces for the node).
+			opt.TLSConfig.ServerName = ""
+			if err := addRoots(c, opt.TLSConfig); err != nil {
+				return nil, err
+			}
+		}
 		return redis.NewClusterClient(opt), nil
 	}
-	if strings.HasPrefix(c.RedisURL, "redis://") || strings.HasPrefix(c.RedisURL, "rediss://") {
-		opt, err := redis.ParseURL(c.RedisURL)
-		if err != nil {
-			return nil, &config.Error{Var: "REDIS_URL", Reason: oneLine(err.Error())}
-		}
-		return redis.NewClient(opt), nil
+	u, err := url.Parse(c.RedisURL)
+	if err != nil {
+		return nil, &config.Error{Var: "REDIS_URL", Reason: "not a URL"}
 	}
-	opt, err := asynq.ParseRedisURI(c.RedisURL)
+	if u.Scheme == "redis-sentinel" {
+		opt, err := sentinelOptions(c, u)
+		if err != nil {
+			return nil, err
+		}
+		return redis.NewFailoverClient(opt), nil
+	}
+	opt, err := redis.ParseURL(c.RedisURL)
 	if err != nil {
 		return nil, &config.Error{Var: "REDIS_URL", Reason: oneLine(err.Error())}
 	}
-	client, ok := opt.MakeRedisClient().(redis.UniversalClient)
-	if !ok {
-		return nil, &config.Error{Var: "REDIS_URL", Reason: "unsupported Redis URL"}
+	if opt.TLSConfig != nil {
+		if err := addRoots(c, opt.TLSConfig); err != nil {
+			return nil, err
+		}
 	}
-	return client, nil
+	return redis.NewClient(opt), nil
+}
+
+// sentinelOptions reads a redis-sentinel:// URL. asynq's parser of the same syntax gives the
+// password to the sentinels only and drops the database; this one does neither.
+func sentinelOptions(c config.Config, u *url.URL) (*redis.FailoverOptions, error) {
+	opt := &redis.FailoverOptions{MasterName: u.Query().Get("master")}
+	if opt.MasterName == "" {
+		return nil, &config.Error{Var: "REDIS_URL", Reason: "a redis-sentinel:// URL needs ?master=<name>"}
+	}
+	for _, a := range strings.Split(u.Host, ",") {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			a = net.JoinHostPort(a, "26379") // Sentinel's own port
+		}
+		opt.SentinelAddrs = append(opt.SentinelAddrs, a)
+	}
+	if db := strings.Trim(u.Path, "/"); db != "" {
+		n, err := strconv.Atoi(db)
+		if err != nil || n < 0 {
+			return nil, &config.Error{Var: "REDIS_URL", Reason: fmt.Sprintf("database %q is not a number", db)}
+		}
+		opt.DB = n
+	}
+	if u.User != nil {
+		opt.Username = u.User.Username()
+		opt.Password, _ = u.User.Password()
+	}
+	opt.SentinelUsername, opt.SentinelPassword = opt.Username, opt.Password
+	if c.RedisSentinelUsername != "" || c.RedisSentinelPassword != "" {
+		opt.SentinelUsername, opt.SentinelPassword = c.RedisSentinelUsername, c.RedisSentinelPassword
+	}
+	return opt, nil
+}
+
+// addRoots makes t trust exactly the CAs of REDIS_TLS_CA_FILE, when it is set.
+func addRoots(c config.Config, t *tls.Config) error {
+	if c.RedisTLSCAFile == "" {
+		return nil
+	}
+	pem, err := os.ReadFile(c.RedisTLSCAFile)
+	if err != nil {
+		return &config.Error{Var: "REDIS_TLS_CA_FILE", Reason: oneLine(err.Error())}
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return &config.Error{Var: "REDIS_TLS_CA_FILE", Reason: "holds no PEM certificate"}
+	}
+	t.RootCAs = pool
+	return nil
 }
 
 // Registry builds the provider registry: the built-in providers plus LINKHOP_PROVIDERS_FILE.

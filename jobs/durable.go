@@ -1,0 +1,43 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/linkhop/linkhop/internal/replicas"
+	"github.com/linkhop/linkhop/keys"
+)
+
+// RequireReplicas makes every submit wait, before it answers, until ack.Min replicas hold the
+// job, its claim, its credits and its task (REDIS_MIN_REPLICAS_ACK); a submit they do not
+// acknowledge in time is undone and fails, so a client is never told "accepted" about a job
+// that a failover could still lose; docs/operations.md#durability-of-accepted-jobs.
+func (q *Queue) RequireReplicas(ack replicas.Ack) { q.ack = ack }
+
+// replicated waits for the replicas of the writes of a submit of key keyID's jobs ids, whose
+// records and tasks are written by then. When they do not acknowledge, undo removes the
+// records (with claims and credits) and then the tasks go, so nothing is left behind: a
+// worker that already took a task finds no record and drops it.
+func (q *Queue) replicated(ctx context.Context, keyID string, ids []string, undo func(context.Context) error) error {
+	err := q.ack.Wait(ctx, q.rdb, keys.Tag(keyID), pendingKey(QueueResolve))
+	if err == nil {
+		return nil
+	}
+	// A fresh context: the request's may be what failed.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	if uerr := undo(cctx); uerr != nil {
+		err = errors.Join(err, fmt.Errorf("undoing the jobs: %w", uerr))
+	}
+	insp := asynq.NewInspectorFromRedisClient(q.rdb)
+	for _, id := range ids {
+		if derr := insp.DeleteTask(QueueResolve, id); derr != nil && !errors.Is(derr, asynq.ErrTaskNotFound) {
+			err = errors.Join(err, fmt.Errorf("deleting the task of %s: %w", id, derr))
+		}
+	}
+	return fmt.Errorf("jobs: the replicas did not acknowledge: %w", err)
+}

@@ -31,6 +31,7 @@ func TestDefaults(t *testing.T) {
 		JobRetention: 168 * time.Hour, JobLeaseTTL: 5 * time.Second, WebhookRatePerSecond: 10, WebhookMaxRetries: 3,
 		WebhookTimeout: 30 * time.Second, WebhookBackoffBase: 5 * time.Second,
 		AuthFailuresPerMinute: 30, ShutdownTimeout: 20 * time.Second, BatchMaxItems: 100,
+		RedisMinReplicasTimeout: 500 * time.Millisecond,
 	}
 	if d := cmp.Diff(want, c); d != "" {
 		t.Errorf("defaults (-want +got):\n%s", d)
@@ -68,6 +69,26 @@ func TestValues(t *testing.T) {
 		c.LogLevel != slog.LevelDebug || c.LogFormat != "text" || c.WebhookMaxRetries != 0 ||
 		c.ResolveFormWaitMax != 30*time.Second || !c.ResolveAnyHost {
 		t.Errorf("unexpected config %+v", c)
+	}
+}
+
+func TestRedisOptions(t *testing.T) {
+	t.Parallel()
+	c, err := Load(API, env(map[string]string{
+		"REDIS_URL":               "redis-sentinel://:p@s1:26379,s2:26379/2?master=m",
+		"REDIS_SENTINEL_USERNAME": "sentinel", "REDIS_SENTINEL_PASSWORD": "sp",
+		"REDIS_MIN_REPLICAS_ACK": "1", "REDIS_MIN_REPLICAS_TIMEOUT": "250ms",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.RedisSentinelUsername != "sentinel" || c.RedisSentinelPassword != "sp" || c.RedisMinReplicasAck != 1 ||
+		c.RedisMinReplicasTimeout != 250*time.Millisecond {
+		t.Errorf("unexpected config %+v", c)
+	}
+	c, err = Load(API, env(map[string]string{"REDIS_URL": "rediss://h:6380/0", "REDIS_TLS_CA_FILE": "config_test.go"}))
+	if err != nil || c.RedisTLSCAFile != "config_test.go" {
+		t.Errorf("REDIS_TLS_CA_FILE: %q, %v", c.RedisTLSCAFile, err)
 	}
 }
 
@@ -131,6 +152,14 @@ func TestRefused(t *testing.T) {
 		"QUOTA_RETRY_AFTER_MAX huge":    {"QUOTA_RETRY_AFTER_MAX": "9223372036854775807"},
 		"RESOLVE_FORM_WAIT_MAX":         {"RESOLVE_FORM_WAIT_MAX": "0s"},
 		"RESOLVE_ANY_HOST":              {"RESOLVE_ANY_HOST": "sometimes"},
+		"REDIS_MIN_REPLICAS_ACK":        {"REDIS_MIN_REPLICAS_ACK": "-1"},
+		"REDIS_MIN_REPLICAS_ACK many":   {"REDIS_MIN_REPLICAS_ACK": "101"},
+		"REDIS_MIN_REPLICAS_TIMEOUT":    {"REDIS_MIN_REPLICAS_TIMEOUT": "3s"},
+		"REDIS_MIN_REPLICAS_TIMEOUT 0":  {"REDIS_MIN_REPLICAS_TIMEOUT": "0s"},
+		"REDIS_TLS_CA_FILE":             {"REDIS_URL": "rediss://h:1/0", "REDIS_TLS_CA_FILE": "/nonexistent/ca.pem"},
+		"REDIS_TLS_CA_FILE plain":       {"REDIS_URL": "redis://h:1/0", "REDIS_TLS_CA_FILE": "config_test.go"},
+		"REDIS_SENTINEL_PASSWORD":       {"REDIS_URL": "redis://h:1/0", "REDIS_SENTINEL_PASSWORD": "x"},
+		"REDIS_SENTINEL_PASSWORD user":  {"REDIS_URL": "redis://h:1/0", "REDIS_SENTINEL_USERNAME": "x"},
 	}
 	for name, e := range cases {
 		t.Run(name, func(t *testing.T) {

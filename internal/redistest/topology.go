@@ -292,3 +292,20 @@ func waitUntil(tb testing.TB, what string, cond func() bool) {
 	}
 	tb.Fatalf("redistest: timed out waiting for %s", what)
 }
+
+// PrimaryWithReplica starts a primary (with the configuration lines conf) and one replica of
+// it (with the same lines), and returns them once the replica is in sync.
+func PrimaryWithReplica(tb testing.TB, conf ...string) (primary, replica *Node) {
+	tb.Helper()
+	primary = StartNode(tb, false, conf...)
+	host, port, _ := net.SplitHostPort(primary.Addr)
+	replica = StartNode(tb, false, append([]string{"replicaof " + host + " " + port}, conf...)...)
+	c := redis.NewClient(&redis.Options{Addr: primary.Addr})
+	defer c.Close()
+	ctx := context.Background()
+	waitUntil(tb, "the replica to come in sync", func() bool {
+		c.Set(ctx, "redistest:sync", "1", time.Second)
+		return c.Do(ctx, "WAIT", 1, 100).Val() == int64(1)
+	})
+	return primary, replica
+}

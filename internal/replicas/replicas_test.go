@@ -3,7 +3,6 @@ package replicas_test
 import (
 	"context"
 	"errors"
-	"net"
 	"syscall"
 	"testing"
 	"time"
@@ -30,18 +29,8 @@ func TestMarker(t *testing.T) {
 
 // primaryWithReplica starts a primary and one replica in sync with it.
 func primaryWithReplica(t *testing.T) (primary *redis.Client, replica *redistest.Node) {
-	p := redistest.StartNode(t, false)
-	host, port, _ := net.SplitHostPort(p.Addr)
-	r := redistest.StartNode(t, false, "replicaof "+host+" "+port)
-	c := p.Client(redis.Options{})
-	deadline := time.Now().Add(10 * time.Second)
-	for c.Do(context.Background(), "WAIT", 1, 100).Val() != int64(1) {
-		if time.Now().After(deadline) {
-			t.Fatal("the replica did not come in sync")
-		}
-		c.Set(context.Background(), "sync", "1", 0)
-	}
-	return c, r
+	p, r := redistest.PrimaryWithReplica(t)
+	return p.Client(redis.Options{}), r
 }
 
 func TestWait(t *testing.T) {

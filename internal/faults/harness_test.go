@@ -260,8 +260,8 @@ func (s *shortener) hitsOf(path string) int {
 // starts; env is what every process gets.
 type stack struct {
 	t     *testing.T
-	redis *redistest.Server
-	rdb   *redis.Client
+	redis *redistest.Server // nil for a stack on a topology (newStackOn)
+	rdb   redis.UniversalClient
 	short *shortener
 	env   []string
 	store *jobs.Store
@@ -272,16 +272,24 @@ type stack struct {
 func newStack(t *testing.T, redisArgs []string, extraEnv ...string) *stack {
 	t.Helper()
 	srv := redistest.Start(t, redisArgs...)
-	s := &stack{t: t, redis: srv, rdb: srv.Client(t), short: newShortener(t)}
-	s.env = append([]string{
-		"REDIS_URL=" + srv.URL(),
-		"LINKHOP_HOST_OVERRIDES=bit.ly=" + strings.TrimPrefix(s.short.srv.URL, "http://"),
+	s := newStackOn(t, srv.Client(t), []string{"REDIS_URL=" + srv.URL()}, extraEnv...)
+	s.redis = srv
+	return s
+}
+
+// newStackOn is newStack on a Redis the test built (Sentinel, Cluster): rdb is the test's
+// own client of it, redisEnv the variables that point the processes at it.
+func newStackOn(t *testing.T, rdb redis.UniversalClient, redisEnv []string, extraEnv ...string) *stack {
+	t.Helper()
+	s := &stack{t: t, rdb: rdb, short: newShortener(t)}
+	s.env = append(append(append([]string{}, redisEnv...),
+		"LINKHOP_HOST_OVERRIDES=bit.ly="+strings.TrimPrefix(s.short.srv.URL, "http://"),
 		"RESOLVE_BACKOFF_BASE=100ms",
 		"RESOLVE_TIMEOUT=5s",
 		"SHUTDOWN_TIMEOUT=5s",
 		"WORKER_CONCURRENCY=20",
 		"LOG_LEVEL=info",
-	}, extraEnv...)
+	), extraEnv...)
 	s.store = jobs.NewStore(s.rdb, time.Hour)
 	return s
 }
@@ -405,13 +413,8 @@ func (s *stack) waitTerminal(keyID string, ids []string, d time.Duration) map[st
 func (s *stack) jobIDs(keyID string) []string {
 	s.t.Helper()
 	var ids []string
-	iter := s.rdb.Scan(context.Background(), 0, "linkhop:{k:"+keyID+"}:job:*", 1000).Iterator()
-	for iter.Next(context.Background()) {
-		k := iter.Val()
+	for _, k := range s.scan("linkhop:{k:" + keyID + "}:job:*") {
 		ids = append(ids, k[strings.LastIndex(k, ":")+1:])
-	}
-	if err := iter.Err(); err != nil {
-		s.t.Fatal(err)
 	}
 	return ids
 }
@@ -421,9 +424,8 @@ func (s *stack) claims(keyID string) []string {
 	s.t.Helper()
 	var ids []string
 	ctx := context.Background()
-	iter := s.rdb.Scan(ctx, 0, "linkhop:{k:"+keyID+"}:idem:*", 1000).Iterator()
-	for iter.Next(ctx) {
-		v, err := s.rdb.Get(ctx, iter.Val()).Result()
+	for _, k := range s.scan("linkhop:{k:" + keyID + "}:idem:*") {
+		v, err := s.rdb.Get(ctx, k).Result()
 		if err != nil {
 			continue
 		}
@@ -433,6 +435,38 @@ func (s *stack) claims(keyID string) []string {
 		}
 	}
 	return ids
+}
+
+// scan lists the keys that match pattern, on every primary of a Cluster.
+func (s *stack) scan(pattern string) []string {
+	s.t.Helper()
+	ctx := context.Background()
+	var (
+		mu  sync.Mutex
+		out []string
+	)
+	each := func(ctx context.Context, c *redis.Client) error {
+		iter := c.Scan(ctx, 0, pattern, 1000).Iterator()
+		for iter.Next(ctx) {
+			mu.Lock()
+			out = append(out, iter.Val())
+			mu.Unlock()
+		}
+		return iter.Err()
+	}
+	var err error
+	switch c := s.rdb.(type) {
+	case *redis.ClusterClient:
+		err = c.ForEachMaster(ctx, each)
+	case *redis.Client:
+		err = each(ctx, c)
+	default:
+		s.t.Fatalf("scan: a %T", s.rdb)
+	}
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return out
 }
 
 // taskState describes the asynq task of job id, for failure messages.

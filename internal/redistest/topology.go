@@ -21,12 +21,13 @@ import (
 // with replicas, sentinels, passwords and TLS. Unlike Start, it does not need a plain
 // connection to know the server is up: it waits for the server's own log line.
 type Node struct {
-	Addr string // host:port, the TLS port when the server serves TLS only
-	Dir  string
-	conf string
-	tb   testing.TB
-	cmd  *exec.Cmd
-	done chan struct{}
+	Addr     string // host:port, the TLS port when the server serves TLS only
+	Dir      string
+	conf     string
+	sentinel bool
+	tb       testing.TB
+	cmd      *exec.Cmd
+	done     chan struct{}
 }
 
 // StartNode starts redis-server on a free loopback port with the configuration lines conf
@@ -38,7 +39,7 @@ func StartNode(tb testing.TB, sentinel bool, conf ...string) *Node {
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		tb.Fatalf("redistest: redis-server is not on PATH (make test installs it): %v", err)
 	}
-	n := &Node{Dir: tb.TempDir(), tb: tb}
+	n := &Node{Dir: tb.TempDir(), tb: tb, sentinel: sentinel}
 	var lastErr error
 	for range 5 {
 		port, err := freePort()
@@ -63,7 +64,7 @@ func StartNode(tb testing.TB, sentinel bool, conf ...string) *Node {
 		if err := os.WriteFile(n.conf, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
 			tb.Fatal(err)
 		}
-		if lastErr = n.launch(sentinel); lastErr == nil {
+		if lastErr = n.launch(); lastErr == nil {
 			tb.Cleanup(n.Kill)
 			return n
 		}
@@ -72,9 +73,10 @@ func StartNode(tb testing.TB, sentinel bool, conf ...string) *Node {
 	return nil
 }
 
-func (n *Node) launch(sentinel bool) error {
+func (n *Node) launch() error {
 	_ = os.Remove(filepath.Join(n.Dir, "redis.log"))
 	args := []string{n.conf}
+	sentinel := n.sentinel
 	if sentinel {
 		args = append(args, "--sentinel")
 	}
@@ -121,6 +123,18 @@ func (n *Node) Kill() {
 	_ = n.cmd.Process.Kill()
 	<-n.done
 	n.cmd = nil
+}
+
+// Restart starts a killed node again, on its address, with its configuration and directory
+// (a Cluster node finds its nodes.conf there and rejoins).
+func (n *Node) Restart() {
+	n.tb.Helper()
+	if n.cmd != nil {
+		n.tb.Fatalf("redistest: %s is running", n.Addr)
+	}
+	if err := n.launch(); err != nil {
+		n.tb.Fatal(err)
+	}
 }
 
 // Signal sends sig (SIGSTOP, SIGCONT) to the server.

@@ -247,9 +247,10 @@ func runFailover(t *testing.T, s *stack, c failoverCase) failoverReport {
 			pending[id] = true
 		}
 	}
-	// Until every webhook is delivered or failed, or none has changed for 8 s.
-	lastChange := time.Now()
-	for len(pending) > 0 && time.Since(lastChange) < 8*time.Second {
+	// Until every webhook is delivered or failed, or none has changed for 8 s, or 20 s:
+	// what is then still pending waits for asynq's recovery, or is lost.
+	lastChange, hooksFrom := time.Now(), time.Now()
+	for len(pending) > 0 && time.Since(lastChange) < 8*time.Second && time.Since(hooksFrom) < 20*time.Second {
 		for id := range pending {
 			r, err := h.store.Get(context.Background(), keyID, id)
 			if err == nil && r.Webhook != nil && r.Webhook.Status != webhooks.StatusPending {

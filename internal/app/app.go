@@ -81,7 +81,7 @@ func (r redisLogger) Printf(ctx context.Context, format string, v ...any) {
 //     sentinels' too unless REDIS_SENTINEL_USERNAME or REDIS_SENTINEL_PASSWORD is set).
 func NewRedis(c config.Config) (redis.UniversalClient, error) {
 	if len(c.RedisClusterAddrs) > 0 {
-		opt := &redis.ClusterOptions{Addrs: c.RedisClusterAddrs}
+		opt := &redis.ClusterOptions{Addrs: c.RedisClusterAddrs, ClusterStateReloadInterval: ClusterStateReload}
 		if u, err := redis.ParseURL(c.RedisURL); err == nil {
 			opt.Username, opt.Password, opt.TLSConfig = u.Username, u.Password, u.TLSConfig
 		}
@@ -117,6 +117,14 @@ func NewRedis(c config.Config) (redis.UniversalClient, error) {
 	}
 	return redis.NewClient(opt), nil
 }
+
+// ClusterStateReload is how stale the Cluster client's map of slots may get. go-redis
+// re-reads it at once on a MOVED answer, but a dead primary answers nothing: its slots stay
+// mapped to it (every command to them failing) until the next periodic reload, 60 s by
+// default. At 1 s, a process follows a failover within a second of the cluster completing
+// it, for one CLUSTER SLOTS a second while there is traffic
+// (docs/operations.md#redis-topologies-what-is-proven).
+const ClusterStateReload = time.Second
 
 // sentinelOptions reads a redis-sentinel:// URL. asynq's parser of the same syntax gives the
 // password to the sentinels only and drops the database; this one does neither.

@@ -15,6 +15,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/linkhop/linkhop/internal/app"
 	"github.com/linkhop/linkhop/internal/redistest"
 	"github.com/linkhop/linkhop/webhooks"
 )
@@ -29,7 +30,7 @@ func clusterStack(t *testing.T, replicasEach int, extraEnv ...string) (s *stack,
 	for i, n := range prim {
 		addrs[i] = n.Addr
 	}
-	cc = redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
+	cc = redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, ClusterStateReloadInterval: app.ClusterStateReload})
 	t.Cleanup(func() { _ = cc.Close() })
 	s = newStackOn(t, cc, []string{"REDIS_CLUSTER_ADDRS=" + strings.Join(addrs, ",")}, extraEnv...)
 	return s, prim, repl, cc
@@ -41,7 +42,7 @@ func clusterStack(t *testing.T, replicasEach int, extraEnv ...string) (s *stack,
 func TestClusterFailover(t *testing.T) {
 	for _, ack := range []int{0, 1} {
 		t.Run("min_replicas_ack="+strconv.Itoa(ack), func(t *testing.T) {
-			s, prim, repl, cc := clusterStack(t, 1, append(hookEnv(), "REDIS_MIN_REPLICAS_ACK="+strconv.Itoa(ack))...)
+			s, prim, repl, cc := clusterStack(t, 1, append(failoverEnv(), "REDIS_MIN_REPLICAS_ACK="+strconv.Itoa(ack))...)
 			ctx := context.Background()
 			owner := func(tag string) int {
 				n, err := cc.MasterForKey(ctx, "linkhop:"+tag+":x")
@@ -66,11 +67,19 @@ func TestClusterFailover(t *testing.T) {
 				writable: func(tag string) bool {
 					c, cancel := context.WithTimeout(ctx, time.Second)
 					defer cancel()
-					return cc.Set(c, "linkhop:"+tag+":probe", "1", time.Minute).Err() == nil
+					err := cc.Set(c, "linkhop:"+tag+":probe", "1", time.Minute).Err()
+					if err != nil && time.Now().Second()%5 == 0 {
+						t.Logf("probe: %v", err)
+					}
+					return err == nil
 				},
 				// The old primary rejoins with its nodes.conf and becomes a replica of the
 				// one that took its slots.
 				restart: func(*testing.T) { prim[killed].Restart() },
+				diag: func() string {
+					nodes, err := repl[killed].Client(redis.Options{}).ClusterNodes(ctx).Result()
+					return fmt.Sprintf("CLUSTER NODES (%v):\n%s\nthe replica's log:\n%s", err, nodes, tail(repl[killed].Log(), 20))
+				},
 			})
 			t.Logf("Cluster failover, REDIS_MIN_REPLICAS_ACK=%d: %v", ack, rep)
 			checkFailover(t, ack, rep)

@@ -2,11 +2,13 @@ package jobs
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/linkhop/linkhop/internal/replicas"
 	"github.com/linkhop/linkhop/keys"
@@ -40,4 +42,32 @@ func (q *Queue) replicated(ctx context.Context, keyID string, ids []string, undo
 		}
 	}
 	return fmt.Errorf("jobs: the replicas did not acknowledge: %w", err)
+}
+
+// Replicated wraps a task handler of the worker so that, with REDIS_MIN_REPLICAS_ACK on, a
+// run that succeeded ends only once ack.Min replicas hold what it wrote to its job's record;
+// docs/operations.md#durability-of-accepted-jobs. Without it a failover can keep the task's
+// completion (asynq's queues may live on another Cluster primary than the record) and lose
+// the record's, leaving a job running, or a webhook pending, with no task to finish it. When
+// the replicas do not acknowledge, the run returns an error, so asynq runs the task again
+// and the handler finishes (or redoes) what the record lacks.
+func Replicated(h asynq.Handler, rdb redis.UniversalClient, ack replicas.Ack) asynq.Handler {
+	if !ack.On() {
+		return h
+	}
+	return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+		if err := h.ProcessTask(ctx, t); err != nil {
+			return err
+		}
+		var p struct {
+			KeyID string `json:"key_id"`
+		}
+		if json.Unmarshal(t.Payload(), &p) != nil || p.KeyID == "" {
+			return nil
+		}
+		if err := ack.Wait(ctx, rdb, keys.Tag(p.KeyID)); err != nil {
+			return fmt.Errorf("jobs: the replicas did not acknowledge a finished run: %w", err)
+		}
+		return nil
+	})
 }

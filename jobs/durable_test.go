@@ -98,3 +98,36 @@ func TestCreateKeyWaitsForReplicas(t *testing.T) {
 		t.Errorf("key records %v, want one", n)
 	}
 }
+
+// TestReplicatedHandler: a run that succeeded ends only once the replica holds its writes; an
+// error of the handler is passed on untouched, and without the option the handler is as is.
+func TestReplicatedHandler(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	primary, replica := redistest.PrimaryWithReplica(t)
+	rdb := primary.Client(redis.Options{})
+	ran := 0
+	var fail error
+	h := asynq.HandlerFunc(func(context.Context, *asynq.Task) error { ran++; return fail })
+	task := asynq.NewTask(jobs.TypeResolve, []byte(`{"job_id":"j","key_id":"key_a"}`))
+	ack := replicas.Ack{Min: 1, Timeout: 200 * time.Millisecond}
+	w := jobs.Replicated(h, rdb, ack)
+	if err := w.ProcessTask(ctx, task); err != nil {
+		t.Fatalf("replica up: %v", err)
+	}
+	replica.Signal(syscall.SIGSTOP)
+	defer replica.Signal(syscall.SIGCONT)
+	if err := w.ProcessTask(ctx, task); !errors.Is(err, replicas.ErrTooFew) {
+		t.Fatalf("replica stopped: %v, want ErrTooFew", err)
+	}
+	fail = errors.New("boom")
+	if err := w.ProcessTask(ctx, task); err != fail { //nolint:errorlint // the very error
+		t.Fatalf("a failed run: %v, want the handler's error", err)
+	}
+	if err := jobs.Replicated(h, rdb, replicas.Ack{}).ProcessTask(ctx, task); err != fail { //nolint:errorlint // the very error
+		t.Fatalf("off: %v", err)
+	}
+	if ran != 4 {
+		t.Errorf("the handler ran %d times, want 4", ran)
+	}
+}

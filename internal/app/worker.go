@@ -69,14 +69,14 @@ func NewWorker(c config.Config, rdb redis.UniversalClient, log *slog.Logger, svc
 	if err != nil {
 		return nil, err
 	}
-	w.Handle(jobs.TypeWebhook, wh, jobs.WebhookRetryDelay)
+	w.Handle(jobs.TypeWebhook, jobs.Replicated(wh, rdb, ReplicaAck(c)), jobs.WebhookRetryDelay)
 	w.NotFailure(jobs.IsWebhookDeferred)
 	rh := &jobs.ResolveHandler{
 		Store: store, Resolver: svc, Logger: log, Observe: m.Observe, MaxAttempts: c.ResolveMaxAttempts,
 		OnTerminal: wh.OnTerminal, Leases: w.Leases(),
 		Tasks: jobs.TaskOptions{MaxAttempts: c.ResolveMaxAttempts, Timeout: c.ResolveTimeout},
 	}
-	w.Handle(jobs.TypeResolve, rh, nil)
+	w.Handle(jobs.TypeResolve, jobs.Replicated(rh, rdb, ReplicaAck(c)), nil)
 	w.Leases().OnLapse(jobs.LeaseResolve, rh.Reap)
 	w.Leases().OnLapse(jobs.LeaseWebhook, wh.Reap)
 	return w, nil

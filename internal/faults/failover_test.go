@@ -405,7 +405,7 @@ func TestSentinelFailover(t *testing.T) {
 			direct := primary.Client(redis.Options{})
 			rep := runFailover(t, s, failoverCase{
 				lagAndKill: func(t *testing.T, tag string) time.Time { return lagThenKill(t, primary, replica, direct, tag) },
-				diag: func() string { return tail(replica.Log(), 20) },
+				diag:       func() string { return tail(replica.Log(), 20) },
 				restart: func(t *testing.T) {
 					// Back as a replica of the promoted one, as a deployment that asks the
 					// sentinels at start does it (the sentinels would convert it too, but

@@ -61,8 +61,8 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 
 // unavailable reports whether err means Redis could not be reached or could not answer in
 // time: a network error (refused, reset, timed out), a connection closed mid-reply, a pool or
-// client that is closed or exhausted, a Redis still loading its data after a restart, or
-// replicas that did not acknowledge a write in time (REDIS_MIN_REPLICAS_ACK; the write was
+// client that is closed or exhausted, a Redis still loading its data after a restart or in
+// the middle of a failover, or replicas that did not acknowledge a write in time (REDIS_MIN_REPLICAS_ACK; the write was
 // undone).
 func unavailable(err error) bool {
 	var ne net.Error
@@ -71,5 +71,9 @@ func unavailable(err error) bool {
 		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
 		errors.Is(err, redis.ErrClosed) || errors.Is(err, redis.ErrPoolTimeout) ||
-		redis.IsLoadingError(err)
+		redis.IsLoadingError(err) ||
+		// A failover in progress: a demoted primary (READONLY), a Cluster without a primary
+		// for a slot (CLUSTERDOWN, TRYAGAIN), a replica whose primary is gone (MASTERDOWN).
+		redis.IsReadOnlyError(err) || redis.IsClusterDownError(err) || redis.IsTryAgainError(err) ||
+		redis.IsMasterDownError(err)
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/linkhop/linkhop/internal/replicas"
 	"github.com/linkhop/linkhop/jobs"
 	"github.com/linkhop/linkhop/keys"
 	"github.com/linkhop/linkhop/problem"
@@ -46,6 +47,11 @@ func TestProblemFor(t *testing.T) {
 		"a bug":                {errors.New("EOF LOADING connection refused"), problem.InternalError, "", true},
 		"a Redis error reply":  {loadingError("ERR wrong number of arguments"), problem.InternalError, "", true},
 		"Redis loading its DB": {loadingError("LOADING Redis is loading the dataset in memory"), problem.ServiceUnavailable, "", true},
+		"demoted primary":      {loadingError("READONLY You can't write against a read only replica."), problem.ServiceUnavailable, "", true},
+		"cluster down":         {loadingError("CLUSTERDOWN The cluster is down"), problem.ServiceUnavailable, "", true},
+		"slot moving":          {loadingError("TRYAGAIN Multiple keys request during rehashing of slot"), problem.ServiceUnavailable, "", true},
+		"primary gone":         {loadingError("MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'."), problem.ServiceUnavailable, "", true},
+		"replicas did not ack": {fmt.Errorf("jobs: %w", replicas.ErrTooFew), problem.ServiceUnavailable, "", true},
 	} {
 		p, internal := problemFor(tc.err)
 		if p.Code != tc.code || internal != tc.internal {

@@ -26,7 +26,7 @@ import (
 // A failover loses what the dead primary had acknowledged but not yet sent to the replica
 // that takes over: Redis replication is asynchronous. On loopback a replica is microseconds
 // behind, so the tests make it realistically late first: the replica is stopped (SIGSTOP)
-// and the primary is given 24 MB to replicate, more than the kernel's socket buffers hold,
+// and the primary is given 16 MB to replicate, more than the kernel's socket buffers hold,
 // so what the primary acknowledges next waits in its own memory; the primary is then killed
 // (SIGKILL) and the replica resumed. That is a replica a moment behind at the moment its
 // primary dies: a network hiccup, a slow disk, a busy replica. The stop is shorter than the
@@ -354,7 +354,7 @@ func (s *stack) settle(keyID, limID string, ids []string) map[string]jobs.Record
 	}
 }
 
-// lagThenKill stops replica, has primary take 24 MB of writes to keys of tag (so its
+// lagThenKill stops replica, has primary take 16 MB of writes to keys of tag (so its
 // replication stream backs up in its own memory), waits laggedFor under the load, then
 // kills primary and resumes replica.
 func lagThenKill(t *testing.T, primary, replica *redistest.Node, client *redis.Client, tag string) time.Time {
@@ -364,7 +364,7 @@ func lagThenKill(t *testing.T, primary, replica *redistest.Node, client *redis.C
 	stopped := time.Now()
 	junk := strings.Repeat("x", 1<<20)
 	if _, err := client.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i := range 24 {
+		for i := range 16 {
 			p.Set(ctx, fmt.Sprintf("linkhop:%s:junk:%d", tag, i), junk, time.Minute)
 		}
 		return nil

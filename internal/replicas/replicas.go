@@ -48,9 +48,9 @@ func (a Ack) On() bool { return a.Min > 0 }
 // that primary answered before the call, or ErrTooFew (wrapped) when they do not within
 // a.Timeout; another error when a primary cannot be reached. keys name the keys written;
 // on a single server or through Sentinel they all live on one primary, on Cluster each
-// distinct owner is waited for, concurrently.
+// distinct owner is waited for, concurrently. Without keys there is nothing to wait for.
 func (a Ack) Wait(ctx context.Context, rdb redis.UniversalClient, keys ...string) error {
-	if !a.On() {
+	if !a.On() || len(keys) == 0 {
 		return nil
 	}
 	cc, ok := rdb.(*redis.ClusterClient)

@@ -241,7 +241,7 @@ func transportRows(ctx context.Context, e *runEnv, conc int, proto string, http2
 		if err != nil {
 			return rows, err
 		}
-		rows = append(rows, compare(serviceID, fmt.Sprintf("… for scale: the same links (%s) through `resolve.Service`, as a worker's task calls it (a cache lookup, the single-flight lock and the cache write in Redis around each resolve), c=%d", proto, conc), a, b, true))
+		rows = append(rows, compare(serviceID, fmt.Sprintf("… for scale: the same links (%s) through `resolve.Service`, as a worker's task calls it (cache lookup, single-flight lock, outcome and latency record in Redis around each resolve), c=%d", proto, conc), a, b, true))
 	}
 	return rows, nil
 }

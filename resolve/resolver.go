@@ -210,9 +210,9 @@ func New(opts Options) *Resolver {
 // TLS handshake again. The same number caps the connections per host: without a cap, a
 // request that finds no idle connection dials one even when another is about to come free,
 // and a busy host collects a few more connections than requests. The TLS config keeps
-// verification (only the roots can be changed);
-// ForceAttemptHTTP2 keeps HTTP/2 on despite the custom dialer and TLS config, so a provider
-// that offers it is served over one multiplexed connection.
+// verification (only the roots can be changed); ForceAttemptHTTP2 keeps HTTP/2 on despite the
+// custom dialer and TLS config, so a provider that offers it is served over one multiplexed
+// connection.
 func providerTransport(opts Options, perHost int) *http.Transport {
 	t := NewTransport(opts.Guard)
 	idle := max(opts.IdleConnsPerHost, perHost)

@@ -542,7 +542,7 @@ func (w *walk) get(cur *url.URL) (*response, *url.URL, *Error) {
 	if err != nil {
 		return nil, nil, w.transportError(ctx, cur, err)
 	}
-	defer drainClose(resp.Body, cancel)
+	defer drainClose(resp, cancel)
 	status := resp.StatusCode
 	w.hops[len(w.hops)-1].Status = &status
 
@@ -701,14 +701,14 @@ func sameDocument(a, b *url.URL) bool {
 	return normalized(&x) == normalized(&y)
 }
 
-// drainClose drains what is left of body, at most drainBytes within drainTime, and closes it, so
-// that its connection goes back to the pool. cancel is the request's: it cuts a slow rest short
-// (the connection is then closed, not pooled).
-func drainClose(body io.ReadCloser, cancel context.CancelFunc) {
+// drainClose drains what is left of resp's body, at most drainBytes within drainTime, and
+// closes it, so that its connection goes back to the pool. cancel is the request's: it cuts a
+// slow rest short (the connection is then closed, not pooled).
+func drainClose(resp *http.Response, cancel context.CancelFunc) {
 	t := time.AfterFunc(drainTime, cancel)
-	_, _ = io.Copy(io.Discard, io.LimitReader(body, drainBytes))
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, drainBytes))
 	t.Stop()
-	_ = body.Close()
+	_ = resp.Body.Close()
 }
 
 // readHTML reads up to MaxBodyBytes of an HTML body. Bodies of other types are not read.

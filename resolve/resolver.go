@@ -40,12 +40,12 @@ const (
 	// MaxBodyBytes is how much of an HTML body is read, counted after decompression (the
 	// transport's transparent gunzip), so gzip bombs stop at the cap too.
 	MaxBodyBytes = 512 << 10
-	// drainBytes and drainTime bound what is read and thrown away of a body linkhop has no use
+	// drainBytes and defaultDrainTime bound what is read and thrown away of a body linkhop has no use
 	// for (a redirect's, an error page's, the rest past MaxBodyBytes): a connection goes back to
 	// the pool only once its body was read to the end, and a longer or slower rest costs more
 	// than a new connection, so that connection is closed instead.
-	drainBytes = 64 << 10
-	drainTime  = 250 * time.Millisecond
+	drainBytes       = 64 << 10
+	defaultDrainTime = 250 * time.Millisecond
 	// maxHopURLLength keeps absurd Location values out of job records.
 	maxHopURLLength = 8 << 10
 )
@@ -145,6 +145,9 @@ type Resolver struct {
 	// and a hostile script may build a few hundred MB of strings within its budget, so running
 	// more than the cores can serve only adds memory and misses budgets.
 	scriptSlots chan struct{}
+	// drainTime bounds the time spent reading away an unused body (defaultDrainTime; tests of
+	// connection reuse on a loaded machine lengthen it).
+	drainTime time.Duration
 
 	mu    sync.Mutex
 	slots map[string]chan struct{} // provider ID -> semaphore
@@ -202,6 +205,7 @@ func New(opts Options) *Resolver {
 	}
 	r.scriptSlots = make(chan struct{}, max(runtime.GOMAXPROCS(0), 1))
 	r.transport = providerTransport(opts, r.perHost)
+	r.drainTime = defaultDrainTime
 	return r
 }
 
@@ -542,7 +546,7 @@ func (w *walk) get(cur *url.URL) (*response, *url.URL, *Error) {
 	if err != nil {
 		return nil, nil, w.transportError(ctx, cur, err)
 	}
-	defer drainClose(resp, cancel)
+	defer drainClose(resp, cancel, w.r.drainTime)
 	status := resp.StatusCode
 	w.hops[len(w.hops)-1].Status = &status
 
@@ -701,11 +705,11 @@ func sameDocument(a, b *url.URL) bool {
 	return normalized(&x) == normalized(&y)
 }
 
-// drainClose drains what is left of resp's body, at most drainBytes within drainTime, and
-// closes it, so that its connection goes back to the pool. cancel is the request's: it cuts a
-// slow rest short (the connection is then closed, not pooled).
-func drainClose(resp *http.Response, cancel context.CancelFunc) {
-	t := time.AfterFunc(drainTime, cancel)
+// drainClose drains what is left of resp's body, at most drainBytes within d, and closes it,
+// so that its connection goes back to the pool. cancel is the request's: it cuts a slow rest
+// short (the connection is then closed, not pooled).
+func drainClose(resp *http.Response, cancel context.CancelFunc, d time.Duration) {
+	t := time.AfterFunc(d, cancel)
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, drainBytes))
 	t.Stop()
 	_ = resp.Body.Close()

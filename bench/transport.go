@@ -151,15 +151,23 @@ func scenarioTransport(ctx context.Context, e *runEnv) ([]row, error) {
 func transportRows(ctx context.Context, e *runEnv, conc int, proto string, http2 bool, rateID, connID, serviceID string) ([]row, error) {
 	sh := startTLSShortener(http2)
 	defer sh.srv.Close()
-	env := map[string]string{
-		"REDIS_URL":              e.redis.url(),
-		"LINKHOP_HOST_OVERRIDES": tlsShortHost + "=" + sh.addr,
-		"WORKER_CONCURRENCY":     strconv.Itoa(conc),
-		"LOG_LEVEL":              "error",
+	// workerConfig is the worker's configuration with the shortener sh behind the override.
+	workerConfig := func(sh *tlsShortener) (config.Config, error) {
+		env := map[string]string{
+			"REDIS_URL":              e.redis.url(),
+			"LINKHOP_HOST_OVERRIDES": tlsShortHost + "=" + sh.addr,
+			"WORKER_CONCURRENCY":     strconv.Itoa(conc),
+			"LOG_LEVEL":              "error",
+		}
+		cfg, err := config.Load(config.Worker, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+		if err != nil {
+			return cfg, fmt.Errorf("config: %w", err)
+		}
+		return cfg, nil
 	}
-	cfg, err := config.Load(config.Worker, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	cfg, err := workerConfig(sh)
 	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
+		return nil, err
 	}
 	t := &transportEnv{cfg: cfg, conc: conc}
 	if t.rdb, err = app.NewRedis(cfg); err != nil {
@@ -170,8 +178,12 @@ func transportRows(ctx context.Context, e *runEnv, conc int, proto string, http2
 	if err != nil {
 		return nil, err
 	}
-	newService := func() *resolve.Service {
-		return app.NewResolver(cfg, t.rdb, reg, func(o *resolve.Options) { o.RootCAs = sh.roots })
+	newService := func(sh *tlsShortener) (*resolve.Service, error) {
+		cfg, err := workerConfig(sh)
+		if err != nil {
+			return nil, err
+		}
+		return app.NewResolver(cfg, t.rdb, reg, func(o *resolve.Options) { o.RootCAs = sh.roots }), nil
 	}
 	// resolveOne resolves the next link with resolver: the worker's resolve.Resolver, or the
 	// resolve.Service around it (its cache and single-flight lock in Redis on top).
@@ -196,7 +208,10 @@ func transportRows(ctx context.Context, e *runEnv, conc int, proto string, http2
 	}
 
 	// Rates, with each side's pool warm (the worker's resolver lives as long as the process).
-	svc := newService()
+	svc, err := newService(sh)
+	if err != nil {
+		return nil, err
+	}
 	defer svc.Resolver().Close()
 	bare := sh.bareClient(conc)
 	defer bare.CloseIdleConnections()
@@ -218,13 +233,21 @@ func transportRows(ctx context.Context, e *runEnv, conc int, proto string, http2
 	rate.target, rate.min = "≥ 0.5×", 0.5
 	rows := []row{rate}
 
-	// New connections over transportLinks distinct links, each side from a cold pool.
+	// New connections over transportLinks distinct links, each side from a cold pool and with
+	// a shortener of its own, so that no late dial of another phase is counted.
 	e.progress("provider connections, %s TLS shortener: %d links from a cold pool, each side", proto, transportLinks)
-	cold := newService()
-	oursConns, oursPass := countConns(ctx, sh, conc, resolveOne(cold.Resolver().Resolve))
+	oursSh := startTLSShortener(http2)
+	defer oursSh.srv.Close()
+	cold, err := newService(oursSh)
+	if err != nil {
+		return rows, err
+	}
+	oursConns, oursPass := countConns(ctx, oursSh, conc, resolveOne(cold.Resolver().Resolve))
 	cold.Resolver().Close()
-	coldBare := sh.bareClient(conc)
-	theirConns, theirPass := countConns(ctx, sh, conc, fetchOne(coldBare))
+	theirSh := startTLSShortener(http2)
+	defer theirSh.srv.Close()
+	coldBare := theirSh.bareClient(conc)
+	theirConns, theirPass := countConns(ctx, theirSh, conc, fetchOne(coldBare))
 	coldBare.CloseIdleConnections()
 	rows = append(rows, row{
 		id:     connID,

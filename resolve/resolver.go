@@ -111,8 +111,8 @@ type Options struct {
 	NoScript bool
 	// IdleConnsPerHost is how many connections to one host the resolver's pool opens and keeps
 	// for the next resolves (docs/resolving.md#connections); a request beyond them waits for
-	// one to come free. Default and floor PerHostConcurrency. The worker passes
-	// WORKER_CONCURRENCY, which bounds the requests it has in flight, so none waits there.
+	// one to come free. Default PerHostConcurrency. The worker passes WORKER_CONCURRENCY,
+	// which bounds the requests it has in flight, so none waits there.
 	IdleConnsPerHost int
 	// RootCAs are the roots provider certificates are verified against; nil: the system's.
 	// Tests and the benchmark set their local test CA.
@@ -219,7 +219,10 @@ func New(opts Options) *Resolver {
 // connection.
 func providerTransport(opts Options, perHost int) *http.Transport {
 	t := NewTransport(opts.Guard)
-	idle := max(opts.IdleConnsPerHost, perHost)
+	idle := opts.IdleConnsPerHost
+	if idle <= 0 {
+		idle = perHost
+	}
 	t.MaxIdleConnsPerHost = idle
 	t.MaxConnsPerHost = idle
 	t.MaxIdleConns = max(t.MaxIdleConns, 2*idle)

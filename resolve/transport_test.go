@@ -347,8 +347,8 @@ func TestGuardOnEveryNewConnection(t *testing.T) {
 	}
 }
 
-// TestProviderTransport: the pool keeps at least as many idle connections per host as
-// requests may be in flight to it, TLS verification stays on, and no proxy is used.
+// TestProviderTransport: the pool keeps as many connections per host as requests may be in
+// flight to it, TLS verification stays on, and no proxy is used.
 func TestProviderTransport(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -358,14 +358,17 @@ func TestProviderTransport(t *testing.T) {
 	}{
 		{"defaults", Options{}, DefaultPerHostConcurrency, 100},
 		{"worker concurrency", Options{IdleConnsPerHost: 200}, 200, 400},
-		{"politeness is the floor", Options{PerHostConcurrency: 16, IdleConnsPerHost: 4}, 16, 100},
+		{"politeness", Options{PerHostConcurrency: 16}, 16, 100},
+		// A worker running 4 tasks never has more requests in flight, whatever the politeness.
+		{"worker concurrency below politeness", Options{PerHostConcurrency: 16, IdleConnsPerHost: 4}, 4, 100},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := New(tc.opts)
 			defer r.Close()
 			tr := r.transport
-			if tr.MaxIdleConnsPerHost != tc.idle || tr.MaxIdleConns != tc.all {
-				t.Errorf("idle per host %d, in all %d; want %d, %d", tr.MaxIdleConnsPerHost, tr.MaxIdleConns, tc.idle, tc.all)
+			if tr.MaxIdleConnsPerHost != tc.idle || tr.MaxConnsPerHost != tc.idle || tr.MaxIdleConns != tc.all {
+				t.Errorf("per host %d idle, %d in all; %d idle in all; want %d, %d, %d",
+					tr.MaxIdleConnsPerHost, tr.MaxConnsPerHost, tr.MaxIdleConns, tc.idle, tc.idle, tc.all)
 			}
 			if tr.IdleConnTimeout != 90*time.Second || !tr.ForceAttemptHTTP2 || tr.Proxy != nil {
 				t.Errorf("idle timeout %s, HTTP/2 %v, proxy set %v", tr.IdleConnTimeout, tr.ForceAttemptHTTP2, tr.Proxy != nil)

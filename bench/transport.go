@@ -142,7 +142,7 @@ func scenarioTransport(ctx context.Context, e *runEnv) ([]row, error) {
 			return rows, err
 		}
 	}
-	e.note("9: linkhop's side is the resolver `app.NewResolver` builds with WORKER_CONCURRENCY %d, called by as many goroutines as the worker's task processors; at most RESOLVE_PER_HOST_CONCURRENCY (%d) of its resolves are in flight to the one provider, against %d requests of the reference. 9c wraps the same resolver in `resolve.Service` (its cache and single-flight lock in Redis); job records and asynq are scenario 4's.", conc, config.DefaultResolvePerHostConcurrency, conc)
+	e.note("9: linkhop's side is the resolver `app.NewResolver` builds with WORKER_CONCURRENCY %d, called by as many goroutines as the worker's task processors; at most RESOLVE_PER_HOST_CONCURRENCY (%d) of its resolves are in flight to the one provider, against %d requests of the reference. 9c wraps the same resolver in `resolve.Service.Resolve` (its cache and single-flight lock in Redis); job records and asynq are scenario 4's.", conc, config.DefaultResolvePerHostConcurrency, conc)
 	return rows, nil
 }
 
@@ -264,7 +264,7 @@ func transportRows(ctx context.Context, e *runEnv, conc int, proto string, http2
 		if err != nil {
 			return rows, err
 		}
-		rows = append(rows, compare(serviceID, fmt.Sprintf("… for scale: the same links (%s) through `resolve.Service`, as a worker's task calls it (cache lookup, single-flight lock, outcome and latency record in Redis around each resolve), c=%d", proto, conc), a, b, true))
+		rows = append(rows, compare(serviceID, fmt.Sprintf("… for scale: the same links (%s) through `resolve.Service.Resolve` (its cache lookup, single-flight lock and outcome in Redis around each resolve; the worker folds these into its job-record pipelines), c=%d", proto, conc), a, b, true))
 	}
 	return rows, nil
 }

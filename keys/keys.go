@@ -463,17 +463,6 @@ func (s *Store) RotateWebhookSecret(ctx context.Context, id string, grace time.D
 	return s.Get(ctx, id)
 }
 
-// adjustScript adds ARGV[1] to a key's balance only when it has one: a key switched to
-// unlimited in the meantime must not grow a balance from a refund.
-var adjustScript = Script(`if redis.call('HEXISTS', KEYS[1], {{.Credits}}) == 1 then
-  return redis.call('HINCRBY', KEYS[1], {{.Credits}}, ARGV[1]) end return 0`)
-
-// AdjustCreditsIn adds delta to key id's credit balance, when it has one, on c: for a caller's pipeline or transaction (the job
-// store refunds in the same MULTI that marks a job failed).
-func AdjustCreditsIn(ctx context.Context, c redis.Scripter, id string, delta int64) *redis.Cmd {
-	return c.Eval(ctx, adjustScript, []string{RecordKey(id)}, delta)
-}
-
 func decode(id string, m map[string]string) (Key, error) {
 	k := Key{
 		ID: id, Name: m[FieldName], hash: m[FieldHash], webhookSecret: m[FieldWebhookSecret],

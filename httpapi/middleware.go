@@ -119,6 +119,9 @@ func (s *Server) outer(next http.Handler) http.Handler {
 			if ri.status >= 500 {
 				level = slog.LevelError
 			}
+			if !s.log.Enabled(r.Context(), level) {
+				return // the attributes below (the client address above all) cost more than nothing
+			}
 			// Never the Authorization header or the query: only what identifies the request.
 			s.log.LogAttrs(r.Context(), level, "request",
 				slog.String("request_id", ri.id), slog.String("method", r.Method),
@@ -135,14 +138,20 @@ func (s *Server) outer(next http.Handler) http.Handler {
 func routeName(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if t, err := mux.CurrentRoute(r).GetPathTemplate(); err == nil {
-			info(r).route = t
-			// By template, like the metrics: job ids do not become span names.
-			span := trace.SpanFromContext(r.Context())
-			span.SetName(r.Method + " " + t)
-			span.SetAttributes(attribute.String("http.route", t))
+			nameRoute(r, t)
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// nameRoute records the route template t of r for logs, metrics and the request's span.
+func nameRoute(r *http.Request, t string) {
+	info(r).route = t
+	// By template, like the metrics: job ids do not become span names.
+	if span := trace.SpanFromContext(r.Context()); span.IsRecording() {
+		span.SetName(r.Method + " " + t)
+		span.SetAttributes(attribute.String("http.route", t))
+	}
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }

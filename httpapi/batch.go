@@ -58,20 +58,29 @@ func (s *Server) parseBatch(w http.ResponseWriter, r *http.Request) ([]resolveRe
 		// One key cannot name many jobs; ignoring it would silently drop the client's intent.
 		return nil, invalid("Idempotency-Key", "does not apply to a batch; give each item its own idempotency_key")
 	}
-	var req batchRequest
-	if p := readJSONMax(w, r, &req, MaxBatchBodyBytes); p != nil {
+	body, p := readBody(w, r, MaxBatchBodyBytes)
+	if p != nil {
 		return nil, p
 	}
-	raw := bytes.TrimSpace(req.Items)
-	if len(raw) == 0 || string(raw) == "null" {
-		return nil, invalid("items", "is required: a JSON array of 1 to "+strconv.Itoa(s.batchMax())+" items")
-	}
+	// A body of plain items (plainBatch) is read in one pass; any other the strict way below,
+	// which reads the same plain bodies the same and names every mistake.
+	req, plain, ok := plainBatch(body)
 	var items []json.RawMessage
-	if raw[0] != '[' || json.Unmarshal(raw, &items) != nil {
-		return nil, invalid("items", "must be a JSON array")
+	if !ok {
+		plain = nil
+		if p := decodeStrict(body, &req); p != nil {
+			return nil, p
+		}
+		raw := bytes.TrimSpace(req.Items)
+		if len(raw) == 0 || string(raw) == "null" {
+			return nil, invalid("items", "is required: a JSON array of 1 to "+strconv.Itoa(s.batchMax())+" items")
+		}
+		if raw[0] != '[' || json.Unmarshal(raw, &items) != nil {
+			return nil, invalid("items", "must be a JSON array")
+		}
 	}
-	if len(items) == 0 || len(items) > s.batchMax() {
-		return nil, invalid("items", fmt.Sprintf("must hold 1 to %d items, not %d", s.batchMax(), len(items)))
+	if n := max(len(items), len(plain)); n == 0 || n > s.batchMax() {
+		return nil, invalid("items", fmt.Sprintf("must hold 1 to %d items, not %d", s.batchMax(), n))
 	}
 	var def *string
 	if req.WebhookURL != nil {
@@ -86,23 +95,14 @@ func (s *Server) parseBatch(w http.ResponseWriter, r *http.Request) ([]resolveRe
 		}
 		def = req.WebhookURL
 	}
-	out := make([]resolveRequest, len(items))
-	for i, it := range items {
+	out := make([]resolveRequest, max(len(items), len(plain)))
+	for i := range out {
 		name := "items[" + strconv.Itoa(i) + "]"
-		t := bytes.TrimSpace(it)
-		if len(t) == 0 || t[0] != '{' {
-			return nil, invalid(name, "must be a JSON object")
-		}
-		bi, ok := plainItem(t)
-		if !ok {
-			if p := exactKeys(t, &batchItem{}); p != nil {
-				return nil, renamed(p, name)
-			}
-			dec := json.NewDecoder(bytes.NewReader(t))
-			dec.DisallowUnknownFields()
-			if err := dec.Decode(&bi); err != nil {
-				return nil, renamed(decodeProblem(err), name)
-			}
+		var bi batchItem
+		if plain != nil {
+			bi = plain[i]
+		} else if bi, p = readItem(items[i], name); p != nil {
+			return nil, p
 		}
 		if bi.URL == nil {
 			return nil, invalid(name+".url", "is required")
@@ -113,6 +113,28 @@ func (s *Server) parseBatch(w http.ResponseWriter, r *http.Request) ([]resolveRe
 		}
 	}
 	return out, nil
+}
+
+// readItem reads item name of a batch that is not all plain items: quickly when it is plain,
+// else strictly (exactKeys, then encoding/json refusing unknown fields).
+func readItem(raw json.RawMessage, name string) (batchItem, *problem.Problem) {
+	t := bytes.TrimSpace(raw)
+	if len(t) == 0 || t[0] != '{' {
+		return batchItem{}, invalid(name, "must be a JSON object")
+	}
+	if bi, ok := plainItem(t); ok {
+		return bi, nil
+	}
+	if p := exactKeys(t, &batchItem{}); p != nil {
+		return batchItem{}, renamed(p, name)
+	}
+	var bi batchItem
+	dec := json.NewDecoder(bytes.NewReader(t))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&bi); err != nil {
+		return batchItem{}, renamed(decodeProblem(err), name)
+	}
+	return bi, nil
 }
 
 // renamed names p's field inside item name: "url" becomes "items[3].url", the item itself
@@ -342,26 +364,109 @@ func queuedEntry(jobID string, pos int64) queuedResponse {
 
 // plainItem reads the common item quickly: an object whose members are batchItem's, each at
 // most once and spelled exactly, each value null or a string of plain printable ASCII without
-// escapes (whose JSON decoding is the text itself). obj is one valid JSON value (an element of
-// the items array already decoded). Anything else reports false, and parseBatch then reads the
-// item with exactKeys and encoding/json, which accept exactly the same plain items (with the
-// same values) and name every mistake; this only skips their reflection and buffers, which
-// were most of a batch's per-item cost.
+// escapes (whose JSON decoding is the text itself), with nothing but white space around it.
+// Anything else reports false, and the item is then read with exactKeys and encoding/json, which
+// accept exactly the same plain items (with the same values) and name every mistake; this only
+// skips their reflection and buffers, which were most of a batch's per-item cost.
 func plainItem(obj []byte) (batchItem, bool) {
-	var bi batchItem
-	i := skipSpace(obj, 0)
-	if i >= len(obj) || obj[i] != '{' {
-		return bi, false
+	bi, next, ok := plainObject(obj, skipSpace(obj, 0))
+	return bi, ok && skipSpace(obj, next) == len(obj)
+}
+
+// plainBatch reads a body of plain members quickly: {"items":[plain items…]} with, optionally,
+// a "webhook_url" that is null or a plain string, each member once, in any order, and nothing
+// but white space around. plain holds the items (empty, not nil, for "items":[]). Anything else
+// reports false, for parseBatch's strict reading.
+func plainBatch(b []byte) (req batchRequest, plain []batchItem, ok bool) {
+	i := skipSpace(b, 0)
+	if i >= len(b) || b[i] != '{' {
+		return req, nil, false
 	}
-	i = skipSpace(obj, i+1)
-	if i < len(obj) && obj[i] == '}' {
-		return bi, skipSpace(obj, i+1) == len(obj)
+	var seenItems, seenHook bool
+	for first := true; ; first = false {
+		i = skipSpace(b, i+1)
+		if first && i < len(b) && b[i] == '}' {
+			return req, nil, false // no items: the strict reading names the mistake
+		}
+		key, next, ok := plainString(b, i)
+		if !ok {
+			return req, nil, false
+		}
+		i = skipSpace(b, next)
+		if i >= len(b) || b[i] != ':' {
+			return req, nil, false
+		}
+		i = skipSpace(b, i+1)
+		switch {
+		case key == "items" && !seenItems:
+			seenItems = true
+			if i >= len(b) || b[i] != '[' {
+				return req, nil, false
+			}
+			plain = []batchItem{}
+			i = skipSpace(b, i+1)
+			if i < len(b) && b[i] == ']' {
+				i++
+				break
+			}
+			for {
+				bi, next, ok := plainObject(b, i)
+				if !ok {
+					return req, nil, false
+				}
+				plain = append(plain, bi)
+				i = skipSpace(b, next)
+				if i < len(b) && b[i] == ',' {
+					i = skipSpace(b, i+1)
+					continue
+				}
+				if i < len(b) && b[i] == ']' {
+					i++
+					break
+				}
+				return req, nil, false
+			}
+		case key == "webhook_url" && !seenHook:
+			seenHook = true
+			if bytes.HasPrefix(b[i:], []byte("null")) {
+				i += 4
+			} else {
+				v, next, ok := plainString(b, i)
+				if !ok {
+					return req, nil, false
+				}
+				req.WebhookURL, i = &v, next
+			}
+		default:
+			return req, nil, false
+		}
+		i = skipSpace(b, i)
+		if i < len(b) && b[i] == ',' {
+			continue
+		}
+		if i < len(b) && b[i] == '}' && skipSpace(b, i+1) == len(b) && seenItems {
+			return req, plain, true
+		}
+		return req, nil, false
+	}
+}
+
+// plainObject reads the plain item (see plainItem) at b[i:] and returns it with the index after
+// its closing brace.
+func plainObject(b []byte, i int) (batchItem, int, bool) {
+	var bi batchItem
+	if i >= len(b) || b[i] != '{' {
+		return bi, 0, false
+	}
+	i = skipSpace(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		return bi, i + 1, true
 	}
 	var seen [3]bool
 	for {
-		key, next, ok := plainString(obj, i)
+		key, next, ok := plainString(b, i)
 		if !ok {
-			return bi, false
+			return bi, 0, false
 		}
 		var dst **string
 		var n int
@@ -373,34 +478,34 @@ func plainItem(obj []byte) (batchItem, bool) {
 		case "idempotency_key":
 			dst, n = &bi.IdempotencyKey, 2
 		default:
-			return bi, false
+			return bi, 0, false
 		}
 		if seen[n] {
-			return bi, false
+			return bi, 0, false
 		}
 		seen[n] = true
-		i = skipSpace(obj, next)
-		if i >= len(obj) || obj[i] != ':' {
-			return bi, false
+		i = skipSpace(b, next)
+		if i >= len(b) || b[i] != ':' {
+			return bi, 0, false
 		}
-		i = skipSpace(obj, i+1)
-		if bytes.HasPrefix(obj[i:], []byte("null")) {
+		i = skipSpace(b, i+1)
+		if bytes.HasPrefix(b[i:], []byte("null")) {
 			*dst, i = nil, i+4
 		} else {
-			v, next, ok := plainString(obj, i)
+			v, next, ok := plainString(b, i)
 			if !ok {
-				return bi, false
+				return bi, 0, false
 			}
 			*dst, i = &v, next
 		}
-		i = skipSpace(obj, i)
+		i = skipSpace(b, i)
 		switch {
-		case i < len(obj) && obj[i] == ',':
-			i = skipSpace(obj, i+1)
-		case i < len(obj) && obj[i] == '}':
-			return bi, skipSpace(obj, i+1) == len(obj)
+		case i < len(b) && b[i] == ',':
+			i = skipSpace(b, i+1)
+		case i < len(b) && b[i] == '}':
+			return bi, i + 1, true
 		default:
-			return bi, false
+			return bi, 0, false
 		}
 	}
 }

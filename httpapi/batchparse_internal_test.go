@@ -172,3 +172,67 @@ func TestBatchAnswerMatchesEncoding(t *testing.T) {
 		t.Fatalf("got  %s\nwant %s", got, want)
 	}
 }
+
+// checkPlainBatch: whatever plainBatch takes is JSON that the strict reading takes too, with the
+// same items and webhook_url.
+func checkPlainBatch(t *testing.T, body string) {
+	t.Helper()
+	req, plain, ok := plainBatch([]byte(body))
+	if !ok {
+		return
+	}
+	if !json.Valid([]byte(body)) {
+		t.Fatalf("plainBatch took %q, which is not JSON", body)
+	}
+	var strict batchRequest
+	if p := decodeStrict([]byte(body), &strict); p != nil {
+		t.Fatalf("plainBatch took %s, which the strict reading refuses: %v", body, p.Detail)
+	}
+	var items []json.RawMessage
+	if err := json.Unmarshal(strict.Items, &items); err != nil || len(items) != len(plain) {
+		t.Fatalf("%s: %d plain items, strict %d (%v)", body, len(plain), len(items), err)
+	}
+	if !samePtr(req.WebhookURL, strict.WebhookURL) {
+		t.Fatalf("%s: webhook_url %v, strict %v", body, req.WebhookURL, strict.WebhookURL)
+	}
+	for i, it := range items {
+		want, wok := slowItem(bytes.TrimSpace(it))
+		got := plain[i]
+		if !wok || !samePtr(got.URL, want.URL) || !samePtr(got.WebhookURL, want.WebhookURL) || !samePtr(got.IdempotencyKey, want.IdempotencyKey) {
+			t.Fatalf("%s: item %d plain %+v, strict %+v (%v)", body, i, got, want, wok)
+		}
+	}
+}
+
+var batchSeeds = []string{
+	`{"items":[{"url":"http://sho.rt/a"},{"url":"http://sho.rt/b","idempotency_key":"k"}]}`,
+	` { "webhook_url" : "https://h/x" , "items" : [ { } ] } `, `{"items":[],"webhook_url":null}`, `{"items":[]}x`,
+	`{"items":[{"url":"a"}],"items":[]}`, `{"webhook_url":"x"}`, `{"items":[{"url":"a"},]}`, `{"items":[1]}`,
+	`{"items":{"url":"a"}}`, `{"Items":[]}`, `{}`, `{"items":[{"url":"a"}]`, `{"items":null}`,
+}
+
+func TestPlainBatch(t *testing.T) {
+	t.Parallel()
+	for _, s := range batchSeeds {
+		checkPlainBatch(t, s)
+	}
+	for _, tc := range []struct {
+		body string
+		n    int // items, -1: not taken
+	}{
+		{batchSeeds[0], 2}, {batchSeeds[1], 1}, {batchSeeds[2], 0}, {batchSeeds[3], -1}, {batchSeeds[4], -1},
+		{batchSeeds[5], -1}, {`{"items":[{"url":"é"}]}`, -1}, {`{}`, -1},
+	} {
+		_, plain, ok := plainBatch([]byte(tc.body))
+		if n := len(plain); !ok && tc.n != -1 || ok && n != tc.n {
+			t.Errorf("plainBatch(%s) = %d items, %v; want %d", tc.body, n, ok, tc.n)
+		}
+	}
+}
+
+func FuzzPlainBatch(f *testing.F) {
+	for _, s := range batchSeeds {
+		f.Add(s)
+	}
+	f.Fuzz(checkPlainBatch)
+}

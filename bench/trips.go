@@ -9,15 +9,25 @@ import (
 	"sync"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/linkhop/linkhop/jobs"
 )
 
 // tripCounter is a go-redis hook counting round trips: one per command sent on its own, one
 // per pipeline (or transaction) however many commands it holds. It also notes their names, so
 // the report can say which calls a request makes.
 type tripCounter struct {
+	// worker: the counter is on a worker's client, whose idle polls and timed calls are
+	// counted apart (idle, background) rather than as round trips.
+	worker bool
+
 	mu    sync.Mutex
 	n     int
 	names []string
+	// idle counts asynq's polls that found nothing (jobs.IsIdlePoll), and background the
+	// calls a worker process makes on its own schedule whatever its load (backgroundCall);
+	// neither is in n.
+	idle, background int
 }
 
 func (c *tripCounter) record(name string) {
@@ -27,13 +37,45 @@ func (c *tripCounter) record(name string) {
 	c.mu.Unlock()
 }
 
-// take returns what was counted since the last take and starts again.
+// take returns what was counted since the last take, idle polls aside, and starts again.
 func (c *tripCounter) take() (int, []string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	n, names := c.n, c.names
-	c.n, c.names = 0, nil
+	c.n, c.names, c.idle, c.background = 0, nil, 0, 0
 	return n, names
+}
+
+// takeAll returns the round trips, the idle polls and the background calls counted since the
+// last take, and starts again.
+func (c *tripCounter) takeAll() (trips, idle, background int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	trips, idle, background = c.n, c.idle, c.background
+	c.n, c.names, c.idle, c.background = 0, nil, 0, 0
+	return trips, idle, background
+}
+
+// backgroundCall reports whether a command is one a worker process sends on its own schedule,
+// not for a job: a new connection's set-up, asynq's heartbeat, lease extension and aggregation
+// check (every few seconds), linkhop's lease beat (every second) and the lease index's
+// clean-up.
+func backgroundCall(cmd redis.Cmder) bool {
+	switch name := strings.ToLower(cmd.Name()); name {
+	case "hello", "client":
+		return true
+	case "zadd", "zrem":
+		// asynq's server registry; the lease index's clean-up at shutdown and after a reap.
+		k := fmt.Sprint(cmd.Args()[1])
+		return strings.HasPrefix(k, "asynq:servers") || strings.HasPrefix(k, "asynq:workers") || strings.HasPrefix(k, "linkhop:lease:")
+	case "evalsha", "eval":
+		if args := cmd.Args(); len(args) > 3 {
+			k := fmt.Sprint(args[3])
+			return strings.HasPrefix(k, "asynq:servers") || strings.HasSuffix(k, "}:lease") ||
+				strings.HasSuffix(k, ":aggregation_sets") || strings.HasPrefix(k, "linkhop:lease:")
+		}
+	}
+	return false
 }
 
 // DialHook implements redis.Hook; dialing is not a round trip of a request.
@@ -42,14 +84,34 @@ func (c *tripCounter) DialHook(next redis.DialHook) redis.DialHook { return next
 // ProcessHook implements redis.Hook.
 func (c *tripCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		c.record(cmdName(cmd))
-		return next(ctx, cmd)
+		err := next(ctx, cmd)
+		switch {
+		case !c.worker:
+			c.record(cmdName(cmd))
+		case jobs.IsIdlePoll(cmd, err):
+			c.mu.Lock()
+			c.idle++
+			c.mu.Unlock()
+		case backgroundCall(cmd):
+			c.mu.Lock()
+			c.background++
+			c.mu.Unlock()
+		default:
+			c.record(cmdName(cmd))
+		}
+		return err
 	}
 }
 
 // ProcessPipelineHook implements redis.Hook.
 func (c *tripCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if c.worker && allBackground(cmds) {
+			c.mu.Lock()
+			c.background++
+			c.mu.Unlock()
+			return next(ctx, cmds)
+		}
 		// Runs of one command (a batch's cache lookups) are written once with their count.
 		var names []string
 		for i := 0; i < len(cmds); {
@@ -66,6 +128,16 @@ func (c *tripCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.
 		c.record("pipeline(" + strings.Join(names, ", ") + ")")
 		return next(ctx, cmds)
 	}
+}
+
+// allBackground reports whether every command of a pipeline is a backgroundCall.
+func allBackground(cmds []redis.Cmder) bool {
+	for _, cmd := range cmds {
+		if !backgroundCall(cmd) {
+			return false
+		}
+	}
+	return len(cmds) > 0
 }
 
 // cmdName is a command's name; for scripts, EVALSHA/EVAL plus the first key, which tells whose

@@ -234,35 +234,35 @@ func scenarioWebhooks(ctx context.Context, e *runEnv) ([]row, error) {
 		if err != nil {
 			return rows, err
 		}
-		rows = append(rows, r)
+		rows = append(rows, r...)
 	}
 	return rows, nil
 }
 
-func webhookVariant(ctx context.Context, e *runEnv, v hookVariant) (row, error) {
+func webhookVariant(ctx context.Context, e *runEnv, v hookVariant) ([]row, error) {
 	if err := e.redis.flush(ctx); err != nil {
-		return row{}, err
+		return nil, err
 	}
 	rc, err := newReceivers(hookReceivers)
 	if err != nil {
-		return row{}, err
+		return nil, err
 	}
 	defer rc.close()
-	trips := &tripCounter{}
+	trips := &tripCounter{worker: true}
 	adm := &admissions{at: map[string][]int64{}}
 	s, err := newStack(ctx, e.redis, 1, stackOptions{keys: 16, workHooks: []redis.Hook{trips, adm}, env: map[string]any{
 		"LINKHOP_ALLOW_PRIVATE_TARGETS": "true", // the receivers are on loopback, over plain http
 		"WEBHOOK_RATE_PER_SECOND":       v.rate,
 	}})
 	if err != nil {
-		return row{}, err
+		return nil, err
 	}
 	defer s.close()
 	keyIDs := s.keyIDs()
 	// The OnTerminal of a webhook handler wired like the worker's queues each delivery.
 	queuer, err := app.NewWebhookHandler(s.cfg, s.workRdb, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	if err != nil {
-		return row{}, err
+		return nil, err
 	}
 	store := jobs.NewStore(s.workRdb, s.cfg.JobRetention)
 	var queued, seq atomic.Int64
@@ -285,7 +285,7 @@ func webhookVariant(ctx context.Context, e *runEnv, v hookVariant) (row, error) 
 	// that a round never runs out of work; a run that did run out is flagged.
 	var calibrated float64
 	var dry bool
-	var heldBack, measuredDeliveries, roundTrips int64
+	var heldBack, measuredDeliveries, roundTrips, idlePolls, background int64
 	ours := func(ctx context.Context, d time.Duration) sample {
 		first := calibrated == 0
 		// 5,000 a second is above what this class of machine delivers; short runs need fewer.
@@ -316,11 +316,14 @@ func webhookVariant(ctx context.Context, e *runEnv, v hookVariant) (row, error) 
 		}
 		n := rc.delivered.Load() - c0
 		elapsed := time.Since(start)
-		rt, _ := trips.take()
 		rc.recording.Store(false)
 		adm.record(false)
 		g1, r1 := e.timing.cpuNow(ctx)
 		w.Shutdown()
+		// Round trips are counted to the end of the deliveries in flight at the deadline, so
+		// that each counted delivery carries all of its own and no more.
+		rt, idle, bg := trips.takeAll()
+		all := rc.delivered.Load() - c0
 		ranOut := rc.delivered.Load() >= queued.Load()
 		if first {
 			calibrated = float64(n) / elapsed.Seconds()
@@ -330,8 +333,10 @@ func webhookVariant(ctx context.Context, e *runEnv, v hookVariant) (row, error) 
 		} else {
 			dry = dry || ranOut
 			heldBack += counterSum(reg, "linkhop_webhook_held_back_total")
-			measuredDeliveries += n
+			measuredDeliveries += all
 			roundTrips += int64(rt)
+			idlePolls += int64(idle)
+			background += int64(bg)
 		}
 		return sample{ops: n, elapsed: elapsed, goCPU: g1 - g0, redisCPU: r1 - r0, cpuSet: true}
 	}
@@ -362,7 +367,7 @@ func webhookVariant(ctx context.Context, e *runEnv, v hookVariant) (row, error) 
 	e.progress("webhooks to %d receivers, WEBHOOK_RATE_PER_SECOND %d, WORKER_CONCURRENCY %d", hookReceivers, v.rate, conc)
 	a, b, err := e.timing.pair(ctx, "webhooks-"+v.id, ours, theirs)
 	if err != nil {
-		return row{}, err
+		return nil, err
 	}
 	r := compare(v.id, v.what+fmt.Sprintf(", %d goroutines each", conc), a, b, false)
 	peak, tight := rc.arrivalStats(v.rate)
@@ -375,17 +380,24 @@ func webhookVariant(ctx context.Context, e *runEnv, v hookVariant) (row, error) 
 	if tight > 0 && v.rate < 1000 {
 		r.ours += fmt.Sprintf("; fastest %d in a row to one hook arrived within %s", v.rate+1, fmtDur(tight))
 	}
+	rows := []row{r}
 	if measuredDeliveries > 0 {
-		r.ours += fmt.Sprintf("<br>per delivery: held back (rescheduled) %.1f times; %.1f Redis round trips (worker and asynq)",
-			float64(heldBack)/float64(measuredDeliveries), float64(roundTrips)/float64(measuredDeliveries))
+		per := float64(roundTrips) / float64(measuredDeliveries)
+		r.ours += fmt.Sprintf("<br>per delivery: held back (rescheduled) %.1f times; %.1f Redis round trips (worker and asynq; besides, %.1f idle polls and %.2f timed calls)",
+			float64(heldBack)/float64(measuredDeliveries), per, float64(idlePolls)/float64(measuredDeliveries), float64(background)/float64(measuredDeliveries))
+		rows[0] = r
+		if v.rate >= 1000 {
+			rows = append(rows, row{id: "5c", what: "… the worker's Redis round trips per delivery without a backlog at any URL (asynq's dequeue and completion included, idle polls and timed calls excluded)",
+				ours: fmt.Sprintf("%.1f", per), target: "≤ 5", max: 5, value: per})
+		}
 	}
 	if v.rate < 1000 {
-		r.target, r.max, r.value = fmt.Sprintf("≤ %d per hook in any 1 s", v.rate), float64(v.rate), float64(peak)
+		rows[0].target, rows[0].max, rows[0].value = fmt.Sprintf("≤ %d per hook in any 1 s", v.rate), float64(v.rate), float64(peak)
 	}
 	if dry {
-		r.errs = joinErrs(r.errs, "the backlog ran out during a round: linkhop's rate is underestimated")
+		rows[0].errs = joinErrs(rows[0].errs, "the backlog ran out during a round: linkhop's rate is underestimated")
 	}
-	return r, nil
+	return rows, nil
 }
 
 // counterSum adds up the counter family name of reg (0 when it is missing).

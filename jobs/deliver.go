@@ -245,7 +245,36 @@ func (h *WebhookHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	log := h.log().With("job_id", p.JobID, "key_id", p.KeyID, "generation", p.Generation)
 	ctx = tracing.Extract(ctx, p.Trace)
-	rec, err := h.d.Store.Get(ctx, p.KeyID, p.JobID)
+	task := taskIDOf(ctx, webhookTaskID(p.JobID, p.Generation))
+
+	// Round trip 1: a job lease on the attempt, the record and the key, in one pipeline. The
+	// lease makes a dead worker's attempt be made again within seconds; its token also names
+	// the attempt's in-flight lease below, which the reaper gives back, so the dead attempt
+	// does not hold a slot of the cap until it expires. It is taken before the record says
+	// whether there is anything to deliver: a lease released unused costs nothing.
+	var (
+		take    func() (*Lease, context.Context, error)
+		read    func() (Snapshot, error)
+		readKey func() (keys.Key, error)
+	)
+	_, _ = h.d.Store.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
+		if h.d.Leases != nil {
+			take = h.d.Leases.TakeIn(ctx, pl, LeaseRef{Kind: LeaseWebhook, KeyID: p.KeyID, JobID: p.JobID, Gen: p.Generation, Task: task})
+		}
+		read = h.d.Store.GetIn(ctx, pl, p.KeyID, p.JobID)
+		readKey = h.d.Keys.GetIn(ctx, pl, p.KeyID)
+		return nil
+	})
+	sctx := ctx
+	jl := &Lease{ref: LeaseRef{Token: strconv.FormatUint(rand.Uint64(), 36)}}
+	if take != nil {
+		var err error
+		if jl, sctx, err = take(); err != nil {
+			return err
+		}
+		defer h.d.Leases.Release(jl)
+	}
+	snap, err := read()
 	if errors.Is(err, ErrNotFound) {
 		log.Warn("webhook task for a missing job; nothing to deliver")
 		return nil
@@ -253,11 +282,11 @@ func (h *WebhookHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if err != nil {
 		return err
 	}
+	rec := snap.Record
 	if !current(rec.Webhook, p.Generation) {
 		// Delivered, failed, or superseded by a redelivery: a duplicate or stale task.
 		return nil
 	}
-	task := taskIDOf(ctx, webhookTaskID(p.JobID, p.Generation))
 	if deliveryOwner(&rec) != task {
 		// Replaced by a reaper after its worker's lease lapsed: the replacement delivers.
 		log.Info("webhook task replaced after its lease lapsed; nothing to do", "task", task)
@@ -270,19 +299,6 @@ func (h *WebhookHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		}
 	}
 
-	// A job lease on the attempt, so that a dead worker's attempt is made again within
-	// seconds; its token also names the attempt's in-flight lease below, which the reaper
-	// gives back, so the dead attempt does not hold a slot of the cap until it expires.
-	sctx := ctx
-	jl := &Lease{ref: LeaseRef{Token: strconv.FormatUint(rand.Uint64(), 36)}}
-	if h.d.Leases != nil {
-		jl, sctx, err = h.d.Leases.Take(ctx, LeaseRef{Kind: LeaseWebhook, KeyID: p.KeyID, JobID: p.JobID, Gen: p.Generation, Task: task})
-		if err != nil {
-			return err
-		}
-		defer h.d.Leases.Release(jl)
-	}
-
 	// The rate slot (and a lease under the cap of attempts in flight) first: a held-back
 	// attempt is rescheduled for when a slot frees, and costs neither a retry nor a worker
 	// slot while it waits.
@@ -292,18 +308,24 @@ func (h *WebhookHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	if wait > 0 {
 		h.d.Metrics.HeldBack()
-		h.noteHeldBack(ctx, p, rec.Webhook.NextAttemptAt, wait)
+		h.noteHeldBack(ctx, snap, p, wait)
 		return &webhooks.HeldBackError{Wait: wait}
 	}
 
+	// The in-flight lease is given back with the attempt's record (round trip 3), or alone when
+	// the run ends before that.
+	released := false
 	defer func() {
+		if released {
+			return
+		}
 		if err := lease.Release(context.WithoutCancel(ctx)); err != nil {
 			log.Warn("releasing the webhook lease failed; it expires on its own", "err", err)
 		}
 	}()
-	key, err := h.d.Keys.Get(ctx, p.KeyID)
+	key, err := readKey()
 	if errors.Is(err, keys.ErrNotFound) {
-		return h.giveUp(ctx, p, "the API key of this job no longer exists")
+		return h.giveUp(ctx, snap, p, "the API key of this job no longer exists")
 	}
 	if err != nil {
 		return err
@@ -316,7 +338,7 @@ func (h *WebhookHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	hdr := http.Header{}
 	if err := webhooks.Sign(hdr, key.SigningSecrets(at), webhooks.MessageID(p.JobID, p.Generation), at, body); err != nil {
 		log.Error("cannot sign the webhook", "err", err)
-		return h.giveUp(ctx, p, "the key's webhook secret is unusable")
+		return h.giveUp(ctx, snap, p, "the key's webhook secret is unusable")
 	}
 	// A span per attempt, in the job's trace; the receiver gets its traceparent. The span
 	// names the receiver's host only, never its path or query.
@@ -345,23 +367,33 @@ func (h *WebhookHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	h.d.Metrics.Attempt(o)
 
+	// Round trip 3: the attempt recorded, and its in-flight lease given back.
 	var delay time.Duration
 	var retry, applied, mine bool
-	rec, err = h.d.Store.Update(ctx, p.KeyID, p.JobID, func(r *Record) error {
-		if !current(r.Webhook, p.Generation) {
-			return ErrNoChange
-		}
-		// A replaced run (stopped past its lease, then resumed) records only a delivery,
-		// which spares the receiver another one; its failure is the replacement's to make
-		// good, and counting it would spend one of the policy's attempts twice.
-		mine = deliveryOwner(r) == task
-		if !mine && !o.Delivered {
-			return ErrNoChange
-		}
-		delay, retry = h.d.Policy.Apply(r.Webhook, o, at)
-		applied = true
+	// It is written even when ctx ended meanwhile: the attempt was made.
+	var record func() (Snapshot, error)
+	wctx := context.WithoutCancel(ctx)
+	_, _ = h.d.Store.rdb.Pipelined(wctx, func(pl redis.Pipeliner) error {
+		lease.ReleaseIn(wctx, pl)
+		record = h.d.Store.UpdateIn(wctx, pl, snap, func(r *Record) error {
+			if !current(r.Webhook, p.Generation) {
+				return ErrNoChange
+			}
+			// A replaced run (stopped past its lease, then resumed) records only a delivery,
+			// which spares the receiver another one; its failure is the replacement's to make
+			// good, and counting it would spend one of the policy's attempts twice.
+			mine = deliveryOwner(r) == task
+			if !mine && !o.Delivered {
+				return ErrNoChange
+			}
+			delay, retry = h.d.Policy.Apply(r.Webhook, o, at)
+			applied = true
+			return nil
+		})
 		return nil
 	})
+	released = true // by the pipeline; if it failed, the lease expires on its own
+	snap, err = record()
 	if err != nil {
 		// The attempt happened but is not recorded; asynq runs the task again and the
 		// receiver may see this event twice, with the same webhook-id.
@@ -370,7 +402,7 @@ func (h *WebhookHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if !applied {
 		return nil
 	}
-	st := rec.Webhook
+	st := snap.Webhook
 	attrs := []any{"attempt", st.Attempts, "status_code", o.StatusCode, "duration", o.Duration}
 	switch {
 	case o.Delivered:
@@ -394,12 +426,12 @@ func (h *WebhookHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 // shows the truth. It writes only a change of more than a second: a busy URL holds tasks back
 // again and again, and the record need not follow every few milliseconds. Best effort: the
 // attempt is rescheduled whether or not this is written.
-func (h *WebhookHandler) noteHeldBack(ctx context.Context, p WebhookPayload, stored *time.Time, wait time.Duration) {
+func (h *WebhookHandler) noteHeldBack(ctx context.Context, snap Snapshot, p WebhookPayload, wait time.Duration) {
 	next := now().Add(wait)
-	if stored != nil && next.Sub(*stored) <= time.Second {
+	if stored := snap.Webhook.NextAttemptAt; stored != nil && next.Sub(*stored) <= time.Second {
 		return
 	}
-	_, err := h.d.Store.Update(ctx, p.KeyID, p.JobID, func(r *Record) error {
+	_, err := h.d.Store.UpdateFrom(ctx, snap, func(r *Record) error {
 		if !current(r.Webhook, p.Generation) {
 			return ErrNoChange
 		}
@@ -413,8 +445,8 @@ func (h *WebhookHandler) noteHeldBack(ctx context.Context, p WebhookPayload, sto
 
 // giveUp ends a delivery that no retry can make succeed (no key, unusable secret): failed,
 // with the reason in last_error, and no attempt counted since nothing was sent.
-func (h *WebhookHandler) giveUp(ctx context.Context, p WebhookPayload, reason string) error {
-	_, err := h.d.Store.Update(ctx, p.KeyID, p.JobID, func(r *Record) error {
+func (h *WebhookHandler) giveUp(ctx context.Context, snap Snapshot, p WebhookPayload, reason string) error {
+	_, err := h.d.Store.UpdateFrom(ctx, snap, func(r *Record) error {
 		if !current(r.Webhook, p.Generation) {
 			return ErrNoChange
 		}

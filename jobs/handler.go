@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
@@ -97,7 +98,17 @@ func RetryDelay(base time.Duration) asynq.RetryDelayFunc {
 	}
 }
 
-// ProcessTask implements asynq.Handler.
+// upstreamer is a Resolver whose resolves the handler takes in steps (*resolve.Service), so
+// that their Redis calls share the handler's own round trips.
+type upstreamer interface {
+	Upstream(ctx context.Context, rawURL string) (*resolve.Upstream, error)
+}
+
+// ProcessTask implements asynq.Handler. With a *resolve.Service as its Resolver, a job that
+// resolves costs three round trips of its own besides asynq's dequeue and completion
+// (docs/benchmarks.md#the-worker-in-five-round-trips): the lease with the record's read; the
+// record marked running with the cache read and the upstream lock; the outcome published with
+// the record finished.
 func (h *ResolveHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	var p ResolvePayload
 	if err := json.Unmarshal(t.Payload(), &p); err != nil || p.JobID == "" || p.KeyID == "" {
@@ -111,29 +122,34 @@ func (h *ResolveHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	defer span.End()
 	start := time.Now()
 	task := taskIDOf(ctx, p.JobID)
-	// The lease is taken before the job is marked running, so that a worker dying at any
-	// point after this leaves a lease for a reaper to find. rctx ends when the lease is lost:
-	// the resolve then stops, and this run leaves the job to the run that replaced it.
+
+	// Round trip 1: the lease and the record. The lease is in Redis before the job is marked
+	// running, so that a worker dying at any point after this leaves a lease for a reaper to
+	// find. rctx ends when the lease is lost: the resolve then stops, and this run leaves the
+	// job to the run that replaced it.
+	var (
+		take func() (*Lease, context.Context, error)
+		read func() (Snapshot, error)
+	)
+	_, _ = h.Store.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
+		if h.Leases != nil {
+			take = h.Leases.TakeIn(ctx, pl, LeaseRef{Kind: LeaseResolve, KeyID: p.KeyID, JobID: p.JobID, Task: task})
+		}
+		read = h.Store.GetIn(ctx, pl, p.KeyID, p.JobID)
+		return nil
+	})
 	rctx := ctx
 	var lease *Lease
-	if h.Leases != nil {
+	if take != nil {
 		var err error
-		lease, rctx, err = h.Leases.Take(ctx, LeaseRef{Kind: LeaseResolve, KeyID: p.KeyID, JobID: p.JobID, Task: task})
+		lease, rctx, err = take()
 		if err != nil {
 			return err
 		}
 		defer h.Leases.Release(lease)
 		rctx = resolve.WithLockHolder(rctx, h.Leases)
 	}
-	mine := true
-	rec, err := h.Store.Update(ctx, p.KeyID, p.JobID, func(r *Record) error {
-		mine = owns(r, task)
-		if !mine || r.Status != StatusQueued {
-			return ErrNoChange
-		}
-		r.Status = StatusRunning
-		return nil
-	})
+	snap, err := read()
 	if errors.Is(err, ErrNotFound) {
 		// Expired, or the submit was undone after a failed enqueue: nothing to do.
 		log.Warn("resolve task for a missing job")
@@ -142,9 +158,51 @@ func (h *ResolveHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if err != nil {
 		return err
 	}
+
+	// Round trip 2: the record marked running, with the cache read and the upstream lock.
+	var up *resolve.Upstream
+	if s, ok := h.Resolver.(upstreamer); ok && owns(&snap.Record, task) && !snap.Status.Terminal() {
+		if up, err = s.Upstream(rctx, snap.URL); err != nil {
+			up = nil // refused before any fetch: the resolve below says so
+		}
+	}
+	mine := true
+	var lookup func() (resolve.Result, bool, bool, error)
+	var running func() (Snapshot, error)
+	// Each command's error is read from its own reply below (a cache miss is one).
+	_, _ = h.Store.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
+		running = h.Store.UpdateIn(ctx, pl, snap, func(r *Record) error {
+			mine = owns(r, task)
+			if !mine || r.Status != StatusQueued {
+				return ErrNoChange
+			}
+			r.Status = StatusRunning
+			return nil
+		})
+		if up != nil {
+			lookup = up.LookupIn(ctx, pl)
+			if snap.Resume == nil {
+				up.LockIn(ctx, pl)
+			}
+		}
+		return nil
+	})
+	rec, err := running()
+	if err != nil || rec.Status.Terminal() || !mine {
+		if up != nil {
+			up.Release(ctx)
+		}
+	}
+	if errors.Is(err, ErrNotFound) {
+		log.Warn("resolve task for a missing job")
+		return fmt.Errorf("jobs: job %s: %w", p.JobID, asynq.SkipRetry)
+	}
+	if err != nil {
+		return err
+	}
 	if rec.Status.Terminal() {
 		// A redelivered task (at-least-once): finish only what may not have happened.
-		return h.terminal(ctx, rec)
+		return h.terminal(ctx, rec.Record)
 	}
 	if !mine {
 		// A task a reaper replaced (its worker's lease lapsed), handed back by asynq's own
@@ -154,15 +212,10 @@ func (h *ResolveHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return nil
 	}
 
-	var (
-		res  resolve.Result
-		rerr error
-	)
-	if rec.Resume != nil {
-		res, rerr = h.Resolver.Resume(rctx, rec.URL, rec.Resume)
-	} else {
-		res, rerr = h.Resolver.Resolve(rctx, rec.URL)
-	}
+	res, rerr := h.resolve(rctx, up, lookup, rec.Record)
+	// Whatever happens below, an upstream outcome is published (waiters on other workers
+	// expect it, and the lock must go); the record's last write normally carries it.
+	defer h.publish(ctx, up, &res, &rerr)
 	if lease.Lost() {
 		log.Warn(droppedRun, "reason", "lease lost")
 		return nil
@@ -174,7 +227,7 @@ func (h *ResolveHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		// to other jobs meanwhile. No attempt is spent. The lease ends with this run, so a
 		// parked job (running, its task waiting in asynq's retry set, held by no worker) is
 		// never reaped.
-		if _, err := h.Store.Update(ctx, p.KeyID, p.JobID, func(r *Record) error {
+		if _, err := h.commit(ctx, up, rec, res, rerr, func(r *Record) error {
 			mine = owns(r, task)
 			if r.Status.Terminal() || !mine {
 				return ErrNoChange
@@ -202,7 +255,7 @@ func (h *ResolveHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		if re.Transient {
 			// Attempts are counted on the record, not by asynq: held-back runs (above) and
 			// infrastructure errors (below) must not use up the provider's attempts.
-			rec, err = h.Store.Update(ctx, p.KeyID, p.JobID, func(r *Record) error {
+			rec, err = h.commit(ctx, up, rec, res, rerr, func(r *Record) error {
 				mine = owns(r, task)
 				if r.Status.Terminal() || !mine {
 					return ErrNoChange
@@ -238,8 +291,9 @@ func (h *ResolveHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		log.Error("resolve failed with an internal error", "err", rerr)
 	}
 
+	// Round trip 3: the outcome published and the record finished, in one pipeline.
 	finished := false
-	rec, err = h.Store.Update(ctx, p.KeyID, p.JobID, func(r *Record) error {
+	rec, err = h.commit(ctx, up, rec, res, rerr, func(r *Record) error {
 		// The fence: a run whose task was replaced meanwhile (its worker was stopped past the
 		// lease, then resumed) must not finish the job a second time.
 		if r.Status.Terminal() || !owns(r, task) {
@@ -255,16 +309,73 @@ func (h *ResolveHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if !finished {
 		log.Warn(droppedRun)
 		if rec.Status.Terminal() {
-			return h.terminal(ctx, rec)
+			return h.terminal(ctx, rec.Record)
 		}
 		return nil
 	}
 	if h.Observe != nil {
-		h.Observe(rec, time.Since(start))
+		h.Observe(rec.Record, time.Since(start))
 	}
 	span.SetAttributes(attribute.String("linkhop.job.status", string(rec.Status)))
 	log.Info("job finished", "status", rec.Status, "hops", len(rec.Hops))
-	return h.terminal(ctx, rec)
+	return h.terminal(ctx, rec.Record)
+}
+
+// resolve resolves rec's link: from the cache read of round trip 2 when it answered, else
+// upstream (resuming a parked walk when there is one).
+func (h *ResolveHandler) resolve(ctx context.Context, up *resolve.Upstream, lookup func() (resolve.Result, bool, bool, error), rec Record) (resolve.Result, error) {
+	if up == nil {
+		if rec.Resume != nil {
+			return h.Resolver.Resume(ctx, rec.URL, rec.Resume)
+		}
+		return h.Resolver.Resolve(ctx, rec.URL)
+	}
+	res, found, removed, err := lookup()
+	switch {
+	case err != nil:
+		up.Release(ctx)
+		return resolve.Result{}, err
+	case found:
+		up.Release(ctx)
+		return res, nil
+	case removed:
+		up.Release(ctx)
+		return resolve.Result{}, up.Removed()
+	case rec.Resume != nil:
+		return up.Resume(ctx, rec.Resume)
+	}
+	return up.Resolve(ctx)
+}
+
+// commit applies fn to the record from cur and publishes the upstream outcome (when this run
+// resolved upstream and has not published it yet) in the same round trip. The outcome is
+// written even when ctx has ended: other workers wait for it.
+func (h *ResolveHandler) commit(ctx context.Context, up *resolve.Upstream, cur Snapshot, res resolve.Result, rerr error, fn func(*Record) error) (Snapshot, error) {
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	var update func() (Snapshot, error)
+	_, _ = h.Store.rdb.Pipelined(wctx, func(pl redis.Pipeliner) error {
+		if up != nil {
+			up.PublishIn(wctx, pl, res, rerr)
+		}
+		update = h.Store.UpdateIn(wctx, pl, cur, fn)
+		return nil
+	})
+	return update()
+}
+
+// publish publishes an upstream outcome that no record write carried (a run that ended
+// early: its lease lost, held back, or retried for an infrastructure error).
+func (h *ResolveHandler) publish(ctx context.Context, up *resolve.Upstream, res *resolve.Result, rerr *error) {
+	if up == nil || !up.Pending() {
+		return
+	}
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	_, _ = h.Store.rdb.Pipelined(wctx, func(pl redis.Pipeliner) error {
+		up.PublishIn(wctx, pl, *res, *rerr)
+		return nil
+	})
 }
 
 func (h *ResolveHandler) terminal(ctx context.Context, r Record) error {

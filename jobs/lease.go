@@ -50,13 +50,15 @@ const leaseClaim = 10 * time.Second
 // gone) is worked through in short scripts rather than one long one.
 const reapBatch = 100
 
-// takeScript adds a lease expiring ttl from Redis's clock (the only clock: workers' clocks
-// never matter). KEYS[1] held; ARGV[1] ttl ms, ARGV[2] member.
-var takeScript = redis.NewScript(`
+// takeSource adds a lease expiring ttl from Redis's clock (the only clock: workers' clocks
+// never matter). KEYS[1] held; ARGV[1] ttl ms, ARGV[2] member. It runs in the caller's
+// pipeline, so by EVAL (Redis caches it by its hash all the same): a pipelined EVALSHA that
+// meets an empty script cache cannot be retried on its own.
+const takeSource = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[2])
-return now`)
+return now`
 
 // tickScript is one beat of a worker process, in one round trip however many jobs it holds:
 // it renews the process's heartbeat, removes the leases the process released, renews those it
@@ -251,17 +253,31 @@ func (ls *Leases) OnLapse(kind string, f ReapFunc) { ls.reap[kind] = f }
 // from ctx that ends with ErrLeaseLost as its cause if the lease is lost. One round trip: the
 // lease is in Redis before the run does anything a reaper would have to undo.
 func (ls *Leases) Take(ctx context.Context, ref LeaseRef) (*Lease, context.Context, error) {
+	var take func() (*Lease, context.Context, error)
+	_, _ = ls.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		take = ls.TakeIn(ctx, p, ref)
+		return nil
+	})
+	return take()
+}
+
+// TakeIn adds Take's write to pipeline p, ahead of the caller's own commands in p; the
+// function returned, called once p has run, gives what Take gives.
+func (ls *Leases) TakeIn(ctx context.Context, p redis.Pipeliner, ref LeaseRef) func() (*Lease, context.Context, error) {
 	ref.Token = newLeaseToken()
 	m := ref.member()
-	if err := takeScript.Run(ctx, ls.rdb, []string{leaseHeldKey}, ls.ttl.Milliseconds(), m).Err(); err != nil {
-		return nil, ctx, fmt.Errorf("jobs: taking the lease of %s: %w", ref.JobID, err)
+	cmd := p.Eval(ctx, takeSource, []string{leaseHeldKey}, ls.ttl.Milliseconds(), m)
+	return func() (*Lease, context.Context, error) {
+		if err := cmd.Err(); err != nil {
+			return nil, ctx, fmt.Errorf("jobs: taking the lease of %s: %w", ref.JobID, err)
+		}
+		lctx, cancel := context.WithCancelCause(ctx)
+		l := &Lease{ref: ref, cancel: cancel, lost: make(chan struct{})}
+		ls.mu.Lock()
+		ls.held[m] = l
+		ls.mu.Unlock()
+		return l, lctx, nil
 	}
-	lctx, cancel := context.WithCancelCause(ctx)
-	l := &Lease{ref: ref, cancel: cancel, lost: make(chan struct{})}
-	ls.mu.Lock()
-	ls.held[m] = l
-	ls.mu.Unlock()
-	return l, lctx, nil
 }
 
 // Release ends a lease. It costs no round trip: the next beat removes it from the index.

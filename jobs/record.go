@@ -113,17 +113,38 @@ func (s *Store) Get(ctx context.Context, keyID, id string) (Record, error) {
 // Decode turns the reply of a GET of RecordKey into a Record, for callers that read the record
 // in a pipeline of their own.
 func Decode(b []byte, err error) (Record, error) {
+	snap, err := decodeSnapshot(b, err)
+	return snap.Record, err
+}
+
+// Snapshot is a record as it was read, together with the bytes it was stored as: the base of
+// an update that writes only if the stored bytes are still those (compare and set). An update
+// from a snapshot is one round trip, and can share a pipeline with the caller's other calls
+// (docs/benchmarks.md#the-worker-in-five-round-trips).
+type Snapshot struct {
+	Record
+	raw []byte
+}
+
+func decodeSnapshot(b []byte, err error) (Snapshot, error) {
 	if errors.Is(err, redis.Nil) {
-		return Record{}, ErrNotFound
+		return Snapshot{}, ErrNotFound
 	}
 	if err != nil {
-		return Record{}, fmt.Errorf("jobs: reading: %w", err)
+		return Snapshot{}, fmt.Errorf("jobs: reading: %w", err)
 	}
 	var r Record
 	if err := json.Unmarshal(b, &r); err != nil {
-		return Record{}, fmt.Errorf("jobs: decoding: %w", err)
+		return Snapshot{}, fmt.Errorf("jobs: decoding: %w", err)
 	}
-	return r, nil
+	return Snapshot{Record: r, raw: b}, nil
+}
+
+// GetIn adds a read of job id of key keyID to pipeline p; the function returned decodes it
+// once p has run (ErrNotFound when it does not exist).
+func (s *Store) GetIn(ctx context.Context, p redis.Pipeliner, keyID, id string) func() (Snapshot, error) {
+	cmd := p.Get(ctx, RecordKey(keyID, id))
+	return func() (Snapshot, error) { return decodeSnapshot(cmd.Bytes()) }
 }
 
 // Delete removes a record (used to undo a job whose enqueue failed).
@@ -131,45 +152,147 @@ func (s *Store) Delete(ctx context.Context, keyID, id string) error {
 	return s.rdb.Del(ctx, RecordKey(keyID, id)).Err()
 }
 
-// Update applies fn to the stored record atomically (optimistic WATCH/MULTI on one key) and
-// keeps the record's expiry. fn may return ErrNoChange to write nothing.
+// casScript is the one write of a record update: it stores ARGV[2] over KEYS[1] only if
+// KEYS[1] still holds ARGV[1] (so nothing changed since the update read it), keeping the
+// record's expiry, and gives ARGV[3] credits back to the key record KEYS[2] when the key has a
+// balance. Reply: 1 written; the current bytes when they differ (the caller re-applies its
+// change to them); nil when the record is gone. Record and key record share the key's hash
+// tag, so this is one slot on Redis Cluster.
+var casScript = keys.Script(`local cur = redis.call('GET', KEYS[1])
+if not cur then return false end
+if cur ~= ARGV[1] then return cur end
+redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+local refund = tonumber(ARGV[3])
+if refund > 0 and redis.call('HEXISTS', KEYS[2], {{.Credits}}) == 1 then
+  redis.call('HINCRBY', KEYS[2], {{.Credits}}, refund)
+end
+return 1`)
+
+// maxConflicts bounds how often an update re-applies its change to a record that changed
+// under it; two writers of one record at once are rare (a worker and a redelivery request).
+const maxConflicts = 20
+
+// Update applies fn to the stored record atomically and keeps the record's expiry: a read,
+// then a compare-and-set, repeated if the record changed in between. fn may return
+// ErrNoChange to write nothing; it may be called more than once.
 func (s *Store) Update(ctx context.Context, keyID, id string, fn func(*Record) error) (Record, error) {
-	key := RecordKey(keyID, id)
-	var out Record
-	for range 20 {
-		err := s.rdb.Watch(ctx, func(tx *redis.Tx) error {
-			r, err := Decode(tx.Get(ctx, key).Bytes())
-			if err != nil {
-				return err
-			}
-			if err := fn(&r); err != nil {
-				out = r
-				return err
-			}
-			r.UpdatedAt = now()
-			b, err := json.Marshal(&r)
-			if err != nil {
-				return err
-			}
-			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-				p.SetArgs(ctx, key, b, redis.SetArgs{KeepTTL: true, Mode: "XX"})
-				if r.refund > 0 {
-					keys.AdjustCreditsIn(ctx, p, keyID, r.refund)
-				}
-				return nil
-			})
-			out = r
-			return err
-		}, key)
-		if errors.Is(err, redis.TxFailedErr) {
-			continue
-		}
-		if errors.Is(err, ErrNoChange) {
-			return out, nil
-		}
-		return out, err
+	snap, err := decodeSnapshot(s.rdb.Get(ctx, RecordKey(keyID, id)).Bytes())
+	if err != nil {
+		return Record{}, err
 	}
-	return out, fmt.Errorf("jobs: updating %s: too much contention", id)
+	out, err := s.UpdateFrom(ctx, snap, fn)
+	return out.Record, err
+}
+
+// UpdateFrom is Update from a record already read: one round trip unless the record changed
+// since snap was read. It returns the record as written (or as it stood, when fn wrote
+// nothing), the base of a next update.
+func (s *Store) UpdateFrom(ctx context.Context, snap Snapshot, fn func(*Record) error) (Snapshot, error) {
+	for range maxConflicts {
+		w, err := s.prepare(snap, fn)
+		if err != nil || w == nil {
+			return noWrite(snap, err)
+		}
+		next, done, err := w.settle(casOf(ctx, s.rdb, w))
+		if done || err != nil {
+			return next, err
+		}
+		snap = next
+	}
+	return snap, fmt.Errorf("jobs: updating %s: too much contention", snap.ID)
+}
+
+// UpdateIn adds UpdateFrom's write to pipeline p. The function returned, called once p has
+// run, gives the record as written (or as it stood, when fn wrote nothing); if the record had
+// changed since snap, it re-applies fn to the current record in further round trips.
+func (s *Store) UpdateIn(ctx context.Context, p redis.Pipeliner, snap Snapshot, fn func(*Record) error) func() (Snapshot, error) {
+	w, err := s.prepare(snap, fn)
+	if err != nil || w == nil {
+		r, err := noWrite(snap, err)
+		return func() (Snapshot, error) { return r, err }
+	}
+	cmd := casOf(ctx, p, w)
+	return func() (Snapshot, error) {
+		next, done, err := w.settle(cmd)
+		if done || err != nil {
+			return next, err
+		}
+		return s.UpdateFrom(ctx, next, fn)
+	}
+}
+
+// write is one prepared compare-and-set.
+type write struct {
+	key, keyRecord string
+	old, new       []byte
+	rec            Record
+	refund         int64
+}
+
+// prepare applies fn to a copy of snap's record. A nil write means fn wrote nothing
+// (ErrNoChange) or failed; noWrite says which.
+func (s *Store) prepare(snap Snapshot, fn func(*Record) error) (*write, error) {
+	r := snap.Record
+	if r.Webhook != nil {
+		// fn may change the webhook state in place; the snapshot must stay as read.
+		w := *r.Webhook
+		r.Webhook = &w
+	}
+	if err := fn(&r); err != nil {
+		if errors.Is(err, ErrNoChange) {
+			return nil, nil
+		}
+		return nil, &fnError{rec: r, err: err}
+	}
+	r.UpdatedAt = now()
+	refund := r.refund
+	r.refund = 0
+	b, err := json.Marshal(&r)
+	if err != nil {
+		return nil, fmt.Errorf("jobs: encoding %s: %w", r.ID, err)
+	}
+	return &write{key: RecordKey(r.KeyID, r.ID), keyRecord: keys.RecordKey(r.KeyID), old: snap.raw, new: b, rec: r, refund: refund}, nil
+}
+
+// fnError carries the record as fn left it along with fn's error, which Update returns
+// unchanged (callers test it with errors.Is).
+type fnError struct {
+	rec Record
+	err error
+}
+
+func (e *fnError) Error() string { return e.err.Error() }
+func (e *fnError) Unwrap() error { return e.err }
+
+// noWrite is the outcome of an update that wrote nothing: the record as read, or as fn left
+// it with fn's own error.
+func noWrite(snap Snapshot, err error) (Snapshot, error) {
+	var fe *fnError
+	if errors.As(err, &fe) {
+		return Snapshot{Record: fe.rec, raw: snap.raw}, fe.err
+	}
+	return snap, err
+}
+
+func casOf(ctx context.Context, c redis.Scripter, w *write) *redis.Cmd {
+	return c.Eval(ctx, casScript, []string{w.key, w.keyRecord}, w.old, w.new, w.refund)
+}
+
+// settle reads the reply of w's compare-and-set: done with the record written, or not done
+// with the record as it now stands, to apply the change to again.
+func (w *write) settle(cmd *redis.Cmd) (Snapshot, bool, error) {
+	v, err := cmd.Result()
+	if errors.Is(err, redis.Nil) {
+		return Snapshot{}, true, ErrNotFound
+	}
+	if err != nil {
+		return Snapshot{}, true, fmt.Errorf("jobs: updating %s: %w", w.rec.ID, err)
+	}
+	if cur, ok := v.(string); ok {
+		next, err := decodeSnapshot([]byte(cur), nil)
+		return next, err != nil, err
+	}
+	return Snapshot{Record: w.rec, raw: w.new}, true, nil
 }
 
 // now is the service's clock for record timestamps: UTC with millisecond precision, the

@@ -30,11 +30,15 @@ type Worker struct {
 	delays    map[string]asynq.RetryDelayFunc
 	notFailed []func(error) bool
 	leases    *Leases
+	idle      *idleBackoff
 }
 
-// NewWorker builds a worker on rdb; register handlers with Handle before Start.
+// NewWorker builds a worker on rdb; register handlers with Handle before Start. It adds a hook
+// to rdb that slows asynq's polling while the worker is idle (docs/operations.md#an-idle-worker);
+// the hook holds nothing once the worker has shut down.
 func NewWorker(rdb redis.UniversalClient, o WorkerOptions) *Worker {
-	w := &Worker{mux: asynq.NewServeMux(), delays: map[string]asynq.RetryDelayFunc{}}
+	w := &Worker{mux: asynq.NewServeMux(), delays: map[string]asynq.RetryDelayFunc{}, idle: newIdleBackoff()}
+	rdb.AddHook(w.idle)
 	w.leases = NewLeases(rdb, LeaseOptions{TTL: o.LeaseTTL, Logger: o.Logger})
 	queues := o.Queues
 	if queues == nil {
@@ -55,7 +59,8 @@ func NewWorker(rdb redis.UniversalClient, o WorkerOptions) *Worker {
 		// job queued meanwhile waits for it. At 100 ms that wait dominated submit-to-done
 		// latency (p50 ~95 ms against ~20 ms at 10 ms, docs/benchmarks.md); the price is one
 		// dequeue script per queue every 5-15 ms while a worker is idle, a few hundred cheap
-		// calls per second.
+		// calls per second, which the idle back-off (w.idle) cuts to a few once the worker has
+		// been idle for a while.
 		// A retry is picked up within 100 ms of its time. That matters to webhooks held back
 		// by their per-URL rate: with 1 s they would come back up to a second after their slot
 		// freed, and a busy URL would get far fewer than WEBHOOK_RATE_PER_SECOND attempts. It
@@ -118,6 +123,7 @@ func (w *Worker) Start() error {
 // the unfinished back in their queues; then it removes the leases of the runs cut short (their
 // tasks are back in the queue, and their next runs need not wait for the leases to lapse).
 func (w *Worker) Shutdown() {
+	w.idle.Stop() // a held poll would delay asynq's stop
 	w.srv.Shutdown()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()

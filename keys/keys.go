@@ -279,17 +279,31 @@ func checkLimits(rl *int, quota, credits *int64) error {
 
 // Get reads key id.
 func (s *Store) Get(ctx context.Context, id string) (Key, error) {
+	var get func() (Key, error)
+	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		get = s.GetIn(ctx, p, id)
+		return nil
+	})
+	return get()
+}
+
+// GetIn adds Get's read to pipeline p, for callers that batch it with their own commands in
+// one round trip; the function returned decodes it after p has run.
+func (s *Store) GetIn(ctx context.Context, p redis.Pipeliner, id string) func() (Key, error) {
 	if !ValidID(id) {
-		return Key{}, ErrNotFound
+		return func() (Key, error) { return Key{}, ErrNotFound }
 	}
-	m, err := s.rdb.HGetAll(ctx, RecordKey(id)).Result()
-	if err != nil {
-		return Key{}, fmt.Errorf("keys: reading %s: %w", id, err)
+	cmd := p.HGetAll(ctx, RecordKey(id))
+	return func() (Key, error) {
+		m, err := cmd.Result()
+		if err != nil {
+			return Key{}, fmt.Errorf("keys: reading %s: %w", id, err)
+		}
+		if len(m) == 0 {
+			return Key{}, ErrNotFound
+		}
+		return decode(id, m)
 	}
-	if len(m) == 0 {
-		return Key{}, ErrNotFound
-	}
-	return decode(id, m)
 }
 
 // Authenticate returns the key a bearer token belongs to, or ErrInvalidKey for a malformed,

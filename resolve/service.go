@@ -150,16 +150,7 @@ func (s *Service) LookupIn(ctx context.Context, p redis.Pipeliner, rawURL string
 	}
 	norm := normalized(u)
 	cmd := p.Get(ctx, keysFor(norm).rec)
-	return func() (Result, bool, bool, error) {
-		raw, err := cmd.Bytes()
-		if errors.Is(err, redis.Nil) {
-			return Result{}, false, false, nil
-		}
-		if err != nil {
-			return Result{}, false, false, fmt.Errorf("resolve cache read: %w", err)
-		}
-		return s.fromRecord(raw, rawURL, norm, u)
-	}
+	return func() (Result, bool, bool, error) { return s.decodeLookup(cmd, rawURL, norm, u) }
 }
 
 func (s *Service) fromRecord(raw []byte, rawURL, norm string, u *url.URL) (Result, bool, bool, error) {
@@ -273,11 +264,7 @@ return 0`)
 // others wait for its outcome.
 func (s *Service) shared(ctx context.Context, rawURL, norm string) (Result, error) {
 	k := keysFor(norm)
-	token := newToken()
-	if h := lockHolderOf(ctx); h != nil {
-		// The lock's value says who holds it, so that a waiter can tell a dead holder.
-		token += "@" + h.ID()
-	}
+	token := s.lockToken(ctx)
 	for {
 		ok, err := s.rdb.SetNX(ctx, k.lock, token, s.opts.LockTTL).Result()
 		if err != nil {
@@ -302,14 +289,16 @@ func (s *Service) shared(ctx context.Context, rawURL, norm string) (Result, erro
 
 // finishScript stores the outcome (if any) and then releases the lock if still ours, in that
 // order, so a waiter that sees the lock gone also sees the outcome.
-var finishScript = redis.NewScript(`
+var finishScript = redis.NewScript(finishSource)
+
+const finishSource = `
 if ARGV[2] ~= "" then
   redis.call("SET", KEYS[2], ARGV[2], "PX", ARGV[3])
 end
 if redis.call("GET", KEYS[1]) == ARGV[1] then
   redis.call("DEL", KEYS[1])
 end
-return 1`)
+return 1`
 
 // lead resolves upstream while holding the lock and publishes the outcome.
 func (s *Service) lead(ctx context.Context, rawURL, norm string, k urlKeys, token string) (Result, error) {
@@ -353,6 +342,22 @@ func (s *Service) Resume(ctx context.Context, rawURL string, c *Continuation) (R
 // cache, or a failure for this lock holder's waiters) and releases the lock if token holds it.
 // It returns rerr, the outcome itself, for the caller.
 func (s *Service) publish(ctx context.Context, norm string, k urlKeys, token string, res Result, rerr error) error {
+	// The outcome is written even when the caller has gone: other workers wait for it.
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	// Best effort: if Redis fails here the result is still good for this caller, and waiters
+	// take over when the lock expires.
+	_, _ = s.rdb.Pipelined(wctx, func(p redis.Pipeliner) error {
+		s.publishIn(wctx, p, norm, k, token, res, rerr)
+		return nil
+	})
+	return rerr
+}
+
+// publishIn adds publish's writes to p: the outcome, the lock's release (finishScript, which
+// stores before it releases, so a waiter that sees the lock gone also sees the outcome) and
+// the provider's latency.
+func (s *Service) publishIn(ctx context.Context, p redis.Pipeliner, norm string, k urlKeys, token string, res Result, rerr error) {
 	outKey, val, ttl := "", []byte(nil), time.Duration(0)
 	var re *Error
 	switch {
@@ -370,16 +375,12 @@ func (s *Service) publish(ctx context.Context, norm string, k urlKeys, token str
 		val, _ = json.Marshal(sharedFailure{Token: token, Code: re.Code, Detail: re.Detail, Transient: re.Transient,
 			RetryAfterMS: re.RetryAfter.Milliseconds(), Hops: re.Hops})
 	}
-	// The outcome is written even when the caller has gone: other workers wait for it.
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	// Best effort: if Redis fails here the result is still good for this caller, and waiters
-	// take over when the lock expires.
-	_ = finishScript.Run(wctx, s.rdb, []string{k.lock, cacheKeyOr(outKey, k.lock)}, token, string(val), ttl.Milliseconds()).Err()
+	// Eval rather than EvalSha: in a pipeline a missing script cannot be retried alone, and
+	// Redis caches the compiled script by its body's hash either way.
+	p.Eval(ctx, finishSource, []string{k.lock, cacheKeyOr(outKey, k.lock)}, token, string(val), ttl.Milliseconds())
 	if rerr == nil && res.Provider.ID != "" {
-		s.recordLatency(wctx, res.Provider.ID, res.Duration)
+		s.recordLatencyIn(ctx, p, res.Provider.ID, res.Duration)
 	}
-	return rerr
 }
 
 // cacheKeyOr returns key, or fallback when key is empty (scripts need a key in the slot anyway).
@@ -475,15 +476,12 @@ func newToken() string {
 	return hex.EncodeToString(b[:])
 }
 
-// recordLatency keeps the provider's most recent resolve durations.
-func (s *Service) recordLatency(ctx context.Context, providerID string, d time.Duration) {
+// recordLatencyIn adds to p the keeping of the provider's most recent resolve durations.
+func (s *Service) recordLatencyIn(ctx context.Context, p redis.Pipeliner, providerID string, d time.Duration) {
 	k := latencyKey(providerID)
-	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		p.LPush(ctx, k, d.Milliseconds())
-		p.LTrim(ctx, k, 0, int64(s.opts.LatencySamples-1))
-		p.Expire(ctx, k, latencyTTL)
-		return nil
-	})
+	p.LPush(ctx, k, d.Milliseconds())
+	p.LTrim(ctx, k, 0, int64(s.opts.LatencySamples-1))
+	p.Expire(ctx, k, latencyTTL)
 }
 
 // Latencies returns, per provider ID, the median duration of its recent resolves; providers

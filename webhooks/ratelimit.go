@@ -151,6 +151,14 @@ func (l *RateLimiter) AcquireAs(ctx context.Context, url, member string, inFligh
 	return Lease{l: l, key: leaseKey(url), member: member}, 0, nil
 }
 
+// ReleaseIn adds Release's write to pipeline p, for a caller that ends the attempt with a write
+// of its own in the same round trip.
+func (e Lease) ReleaseIn(ctx context.Context, p redis.Pipeliner) {
+	if e.l != nil {
+		p.ZRem(ctx, e.key, e.member)
+	}
+}
+
 // ReleaseAs gives back the lease that AcquireAs took for url under member; a lease already
 // released or expired is no error.
 func (l *RateLimiter) ReleaseAs(ctx context.Context, url, member string) error {

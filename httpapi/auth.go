@@ -151,7 +151,7 @@ func (s *Server) gate(w http.ResponseWriter, r *http.Request, o gateOptions) (ga
 		problem.Write(w, RequestID(r), p.WithRetryAfter(d.RetryAfter))
 		return gated{}, false
 	}
-	s.metrics.limiter.WithLabelValues("allowed").Inc()
+	s.metrics.allowed.Inc()
 	return gated{key: k, admission: admission{s: s, r: r, d: d}, fetched: adm.Fetched, fetchedMany: adm.FetchedMany, granted: adm.Granted}, true
 }
 

@@ -207,3 +207,19 @@ func BenchmarkJobView(b *testing.B) {
 		}
 	})
 }
+
+// TestNewRequestID: 16 hex digits, a valid id to echo, a different one each time.
+func TestNewRequestID(t *testing.T) {
+	t.Parallel()
+	seen := map[string]bool{}
+	for range 1000 {
+		id := newRequestID()
+		if len(id) != 16 || strings.Trim(id, "0123456789abcdef") != "" || !validRequestID(id) {
+			t.Fatalf("request id %q", id)
+		}
+		if seen[id] {
+			t.Fatalf("request id %q twice", id)
+		}
+		seen[id] = true
+	}
+}

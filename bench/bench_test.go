@@ -38,7 +38,7 @@ func TestSmoke(t *testing.T) {
 	}
 	for _, want := range []string{
 		"Hand-written analysis that must survive.", "## Reproducing", "| 1a |", "| 1b |", "| 1c |",
-		"| 2a |", "| 2b |", "| 2c |", "| 3a |", "| 3b |", "| 4a |", "| 4b |", "| 4c |", "| 4d |", "| 5a |", "| 5b |", "| 5c |", "| 6a |", "| 6b |", "| 6c |", "| 6d |", "| 6e |", "| 6f |", "| 7 |", "| 8a |", "| 8b |",
+		"| 2a |", "| 2b |", "| 2c |", "| 2d |", "| 3a |", "| 3b |", "| 4a |", "| 4b |", "| 4c |", "| 4d |", "| 5a |", "| 5b |", "| 5c |", "| 6a |", "| 6b |", "| 6c |", "| 6d |", "| 6e |", "| 6f |", "| 7 |", "| 8a |", "| 8b |", "| 9a |", "| 9b |", "| 9c |", "| 9d |", "| 9e |",
 		"| machine |", "| Go |", "| Redis |", "| command |",
 	} {
 		if !strings.Contains(string(doc), want) {
@@ -61,7 +61,7 @@ func TestParseFlags(t *testing.T) {
 	}{
 		{"defaults", nil, true},
 		{"only known", []string{"-only", "1, 6"}, true},
-		{"only unknown", []string{"-only", "9"}, false},
+		{"only unknown", []string{"-only", "99"}, false},
 		{"concurrency zero", []string{"-concurrency", "0"}, false},
 		{"concurrency words", []string{"-concurrency", "a,b"}, false},
 		{"unknown flag", []string{"-nope"}, false},
@@ -166,5 +166,26 @@ func TestDensestAndTightest(t *testing.T) {
 				t.Errorf("tightest(k=%d) = %s, want %s", tc.k, got, tc.tightestK)
 			}
 		})
+	}
+}
+
+// TestVerdict: a target judged by CPU looks at the CPU ratio only, one judged by rate at the
+// rate only.
+func TestVerdict(t *testing.T) {
+	for _, tc := range []struct {
+		r    row
+		want string
+	}{
+		{row{ratio: 0.9, cpuRatio: 0.5, min: 0.7}, "met"},
+		{row{ratio: 0.5, cpuRatio: 0.9, min: 0.7}, "missed"},
+		{row{ratio: 0.5, cpuRatio: 0.9, min: 0.7, byCPU: true}, "met"},
+		{row{ratio: 0.9, cpuRatio: 0.5, min: 0.7, byCPU: true}, "missed"},
+		{row{ratio: 0.9, min: 0.7, byCPU: true}, ""},
+		{row{ratio: 0.9, cpuRatio: 0.9}, ""},
+		{row{ratio: 0.9, cpuRatio: 0.9, min: 0.7, byCPU: true, errs: "x"}, "errors"},
+	} {
+		if got := tc.r.verdict(); got != tc.want {
+			t.Errorf("%+v: verdict %q, want %q", tc.r, got, tc.want)
+		}
 	}
 }

@@ -117,6 +117,7 @@ func scenarios() []scenario {
 		{"6", "Redis round trips per request", scenarioTrips},
 		{"7", "100-item batches vs single resolves, per link", scenarioBatch},
 		{"8", "job leases: Redis traffic per idle worker and per running job", scenarioLeases},
+		{"9", "provider connections: resolves of a local TLS shortener vs a bare http.Client", scenarioTransport},
 	}
 }
 

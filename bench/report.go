@@ -23,6 +23,7 @@ type row struct {
 	cpuRatio float64
 	target   string  // the target of docs/benchmarks.md#targets, "" when it names none
 	min      float64 // the ratio must be at least this (0: no ratio target)
+	byCPU    bool    // min judges cpuRatio instead of ratio
 	max      float64 // value must be at most this (0: no value target)
 	value    float64 // the figure max is judged on
 	errs     string  // operations that failed, if any
@@ -67,6 +68,14 @@ func (r row) verdict() string {
 	switch {
 	case r.errs != "":
 		return "errors"
+	case r.min > 0 && r.byCPU:
+		if r.cpuRatio <= 0 {
+			return ""
+		}
+		if r.cpuRatio >= r.min {
+			return "met"
+		}
+		return "missed"
 	case r.min > 0 && r.ratio > 0:
 		if r.ratio >= r.min {
 			return "met"

@@ -35,7 +35,7 @@ func bearer(r *http.Request) (string, bool) {
 // and admits (one round trip), then puts the key in the context.
 func (s *Server) authed(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if g, ok := s.gate(w, r, gateOptions{}); ok {
+		if g, ok := s.gate(w, r, gateOptions{fullKey: true}); ok {
 			next(w, r.WithContext(context.WithValue(r.Context(), keyCtx, g.key)))
 		}
 	}
@@ -54,6 +54,9 @@ type gateOptions struct {
 	// is refused as a whole only when not even the first fits.
 	many  bool
 	slots int
+	// fullKey reads the whole key record, for a handler that shows the key or signs with its
+	// secrets; without it gate reads only keys.RequestFields (a single request's admission).
+	fullKey bool
 }
 
 // gated is an authenticated, admitted request.
@@ -80,6 +83,10 @@ func (s *Server) gate(w http.ResponseWriter, r *http.Request, o gateOptions) (ga
 	}
 	digest := keys.Digest(token)
 	req := quota.AdmitRequest{KeyID: id, RecordKey: keys.RecordKey(id), Digest: digest, CountDay: o.countDay}
+	check := keys.Check
+	if !o.fullKey && !o.many {
+		req.Fields, check = keys.RequestFields, keys.CheckRequest
+	}
 	if o.fetch != nil {
 		req.Fetch = o.fetch(id)
 	}
@@ -121,7 +128,7 @@ func (s *Server) gate(w http.ResponseWriter, r *http.Request, o gateOptions) (ga
 		s.authFailed(w, r)
 		return gated{}, false
 	}
-	k, err := keys.Check(id, digest, adm.Record)
+	k, err := check(id, digest, adm.Record)
 	if err != nil {
 		// The script matched the digest; this only fails for a corrupt record.
 		s.fail(w, r, err)
@@ -144,7 +151,7 @@ func (s *Server) gate(w http.ResponseWriter, r *http.Request, o gateOptions) (ga
 		problem.Write(w, RequestID(r), p.WithRetryAfter(d.RetryAfter))
 		return gated{}, false
 	}
-	s.metrics.limiter.WithLabelValues("allowed").Inc()
+	s.metrics.allowed.Inc()
 	return gated{key: k, admission: admission{s: s, r: r, d: d}, fetched: adm.Fetched, fetchedMany: adm.FetchedMany, granted: adm.Granted}, true
 }
 

@@ -1,7 +1,9 @@
 package httpapi
 
 import (
+	"bufio"
 	"bytes"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -42,11 +44,6 @@ type batchItem struct {
 	IdempotencyKey *string `json:"idempotency_key"`
 }
 
-// batchAnswer is the 200 body: one entry per item, in order.
-type batchAnswer struct {
-	Items []any `json:"items"`
-}
-
 // batchMax is the configured BATCH_MAX_ITEMS.
 func (s *Server) batchMax() int {
 	if s.BatchMaxItems <= 0 {
@@ -63,20 +60,29 @@ func (s *Server) parseBatch(w http.ResponseWriter, r *http.Request) ([]resolveRe
 		// One key cannot name many jobs; ignoring it would silently drop the client's intent.
 		return nil, invalid("Idempotency-Key", "does not apply to a batch; give each item its own idempotency_key")
 	}
-	var req batchRequest
-	if p := readJSONMax(w, r, &req, MaxBatchBodyBytes); p != nil {
+	body, p := readBody(w, r, MaxBatchBodyBytes)
+	if p != nil {
 		return nil, p
 	}
-	raw := bytes.TrimSpace(req.Items)
-	if len(raw) == 0 || string(raw) == "null" {
-		return nil, invalid("items", "is required: a JSON array of 1 to "+strconv.Itoa(s.batchMax())+" items")
-	}
+	// A body of plain items (plainBatch) is read in one pass; any other the strict way below,
+	// which reads the same plain bodies the same and names every mistake.
+	req, plain, ok := plainBatch(body)
 	var items []json.RawMessage
-	if raw[0] != '[' || json.Unmarshal(raw, &items) != nil {
-		return nil, invalid("items", "must be a JSON array")
+	if !ok {
+		plain = nil
+		if p := decodeStrict(body, &req); p != nil {
+			return nil, p
+		}
+		raw := bytes.TrimSpace(req.Items)
+		if len(raw) == 0 || string(raw) == "null" {
+			return nil, invalid("items", "is required: a JSON array of 1 to "+strconv.Itoa(s.batchMax())+" items")
+		}
+		if raw[0] != '[' || json.Unmarshal(raw, &items) != nil {
+			return nil, invalid("items", "must be a JSON array")
+		}
 	}
-	if len(items) == 0 || len(items) > s.batchMax() {
-		return nil, invalid("items", fmt.Sprintf("must hold 1 to %d items, not %d", s.batchMax(), len(items)))
+	if n := max(len(items), len(plain)); n == 0 || n > s.batchMax() {
+		return nil, invalid("items", fmt.Sprintf("must hold 1 to %d items, not %d", s.batchMax(), n))
 	}
 	var def *string
 	if req.WebhookURL != nil {
@@ -91,21 +97,14 @@ func (s *Server) parseBatch(w http.ResponseWriter, r *http.Request) ([]resolveRe
 		}
 		def = req.WebhookURL
 	}
-	out := make([]resolveRequest, len(items))
-	for i, it := range items {
+	out := make([]resolveRequest, max(len(items), len(plain)))
+	for i := range out {
 		name := "items[" + strconv.Itoa(i) + "]"
-		t := bytes.TrimSpace(it)
-		if len(t) == 0 || t[0] != '{' {
-			return nil, invalid(name, "must be a JSON object")
-		}
-		if p := exactKeys(t, &batchItem{}); p != nil {
-			return nil, renamed(p, name)
-		}
 		var bi batchItem
-		dec := json.NewDecoder(bytes.NewReader(t))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&bi); err != nil {
-			return nil, renamed(decodeProblem(err), name)
+		if plain != nil {
+			bi = plain[i]
+		} else if bi, p = readItem(items[i], name); p != nil {
+			return nil, p
 		}
 		if bi.URL == nil {
 			return nil, invalid(name+".url", "is required")
@@ -116,6 +115,28 @@ func (s *Server) parseBatch(w http.ResponseWriter, r *http.Request) ([]resolveRe
 		}
 	}
 	return out, nil
+}
+
+// readItem reads item name of a batch that is not all plain items: quickly when it is plain,
+// else strictly (exactKeys, then encoding/json refusing unknown fields).
+func readItem(raw json.RawMessage, name string) (batchItem, *problem.Problem) {
+	t := bytes.TrimSpace(raw)
+	if len(t) == 0 || t[0] != '{' {
+		return batchItem{}, invalid(name, "must be a JSON object")
+	}
+	if bi, ok := plainItem(t); ok {
+		return bi, nil
+	}
+	if p := exactKeys(t, &batchItem{}); p != nil {
+		return batchItem{}, renamed(p, name)
+	}
+	var bi batchItem
+	dec := json.NewDecoder(bytes.NewReader(t))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&bi); err != nil {
+		return batchItem{}, renamed(decodeProblem(err), name)
+	}
+	return bi, nil
 }
 
 // renamed names p's field inside item name: "url" becomes "items[3].url", the item itself
@@ -193,6 +214,9 @@ func (s *Server) postResolveBatch(w http.ResponseWriter, r *http.Request) {
 
 	// Which items the limit admitted (the first g.granted valid ones), and what the cache knows.
 	var items []jobs.BatchItem
+	// The new jobs' ids (random UUIDs, as uuid.NewString makes them) from one read of the
+	// system's random source for the whole batch instead of one per item.
+	random := bufio.NewReaderSize(rand.Reader, 16*max(g.granted, 1))
 	n := 0
 	for i := range slots {
 		sl := &slots[i]
@@ -222,7 +246,8 @@ func (s *Server) postResolveBatch(w http.ResponseWriter, r *http.Request) {
 		case found:
 			item.Kind, sl.res = jobs.BatchCached, res
 		default:
-			item.Record.ID = uuid.NewString()
+			// Must, as uuid.NewString: crypto/rand does not fail (Go 1.24+ ends the program instead).
+			item.Record.ID = uuid.Must(uuid.NewRandomFromReader(random)).String()
 			if k.Credits != nil {
 				item.Cost = creditCost(sl.in.provider.Tier)
 			}
@@ -252,11 +277,47 @@ func (s *Server) postResolveBatch(w http.ResponseWriter, r *http.Request) {
 	}
 	// The headers describe the key's budgets after the batch.
 	quota.SetHeaders(w.Header(), d)
-	ans := batchAnswer{Items: make([]any, len(slots))}
-	for i := range slots {
-		ans.Items[i] = slots[i].entry
+	b, err := appendBatchAnswer(make([]byte, 0, 160*len(slots)), slots)
+	if err != nil {
+		s.fail(w, r, err)
+		return
 	}
-	writeJSON(w, http.StatusOK, ans)
+	writeJSONBytes(w, http.StatusOK, append(b, '\n'))
+}
+
+// appendBatchAnswer appends the 200 body, one entry per item in order: what encoding/json
+// writes for {"items": the slots' entries}: the queued entries, nearly all of a batch as a rule, by hand (appendQueued),
+// the others through encoding/json.
+func appendBatchAnswer(b []byte, slots []batchSlot) ([]byte, error) {
+	b = append(b, `{"items":[`...)
+	for i := range slots {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		if q, ok := slots[i].entry.(queuedResponse); ok {
+			b = appendQueued(b, q)
+			continue
+		}
+		e, err := json.Marshal(slots[i].entry)
+		if err != nil {
+			return b, fmt.Errorf("encoding a batch answer: %w", err)
+		}
+		b = append(b, e...)
+	}
+	return append(b, "]}"...), nil
+}
+
+// appendQueued appends q as encoding/json writes it.
+func appendQueued(b []byte, q queuedResponse) []byte {
+	b = append(b, `{"job_id":`...)
+	b = appendString(b, q.JobID)
+	b = append(b, `,"status":`...)
+	b = appendString(b, q.Status)
+	b = append(b, `,"queue_position":`...)
+	b = strconv.AppendInt(b, q.QueuePosition, 10)
+	b = append(b, `,"poll_url":`...)
+	b = appendString(b, q.PollURL)
+	return append(b, '}')
 }
 
 // batchEntry is the answer of an item SubmitBatch took, exactly as POST /v1/resolve would
@@ -305,4 +366,176 @@ func replayEntry(in resolveInput, c jobs.Claim, rec *jobs.Record, balance *int64
 
 func queuedEntry(jobID string, pos int64) queuedResponse {
 	return queuedResponse{JobID: jobID, Status: string(jobs.StatusQueued), QueuePosition: pos, PollURL: "/v1/jobs/" + jobID}
+}
+
+// plainItem reads the common item quickly: an object whose members are batchItem's, each at
+// most once and spelled exactly, each value null or a string of plain printable ASCII without
+// escapes (whose JSON decoding is the text itself), with nothing but white space around it.
+// Anything else reports false, and the item is then read with exactKeys and encoding/json, which
+// accept exactly the same plain items (with the same values) and name every mistake; this only
+// skips their reflection and buffers, which were most of a batch's per-item cost.
+func plainItem(obj []byte) (batchItem, bool) {
+	bi, next, ok := plainObject(obj, skipSpace(obj, 0))
+	return bi, ok && skipSpace(obj, next) == len(obj)
+}
+
+// plainBatch reads a body of plain members quickly: {"items":[plain items…]} with, optionally,
+// a "webhook_url" that is null or a plain string, each member once, in any order, and nothing
+// but white space around. plain holds the items (empty, not nil, for "items":[]). Anything else
+// reports false, for parseBatch's strict reading.
+func plainBatch(b []byte) (req batchRequest, plain []batchItem, ok bool) {
+	i := skipSpace(b, 0)
+	if i >= len(b) || b[i] != '{' {
+		return req, nil, false
+	}
+	var seenItems, seenHook bool
+	for first := true; ; first = false {
+		i = skipSpace(b, i+1)
+		if first && i < len(b) && b[i] == '}' {
+			return req, nil, false // no items: the strict reading names the mistake
+		}
+		key, next, ok := plainString(b, i)
+		if !ok {
+			return req, nil, false
+		}
+		i = skipSpace(b, next)
+		if i >= len(b) || b[i] != ':' {
+			return req, nil, false
+		}
+		i = skipSpace(b, i+1)
+		switch {
+		case key == "items" && !seenItems:
+			seenItems = true
+			if i >= len(b) || b[i] != '[' {
+				return req, nil, false
+			}
+			plain = []batchItem{}
+			i = skipSpace(b, i+1)
+			if i < len(b) && b[i] == ']' {
+				i++
+				break
+			}
+			for {
+				bi, next, ok := plainObject(b, i)
+				if !ok {
+					return req, nil, false
+				}
+				plain = append(plain, bi)
+				i = skipSpace(b, next)
+				if i < len(b) && b[i] == ',' {
+					i = skipSpace(b, i+1)
+					continue
+				}
+				if i < len(b) && b[i] == ']' {
+					i++
+					break
+				}
+				return req, nil, false
+			}
+		case key == "webhook_url" && !seenHook:
+			seenHook = true
+			if bytes.HasPrefix(b[i:], []byte("null")) {
+				i += 4
+			} else {
+				v, next, ok := plainString(b, i)
+				if !ok {
+					return req, nil, false
+				}
+				req.WebhookURL, i = &v, next
+			}
+		default:
+			return req, nil, false
+		}
+		i = skipSpace(b, i)
+		if i < len(b) && b[i] == ',' {
+			continue
+		}
+		if i < len(b) && b[i] == '}' && skipSpace(b, i+1) == len(b) && seenItems {
+			return req, plain, true
+		}
+		return req, nil, false
+	}
+}
+
+// plainObject reads the plain item (see plainItem) at b[i:] and returns it with the index after
+// its closing brace.
+func plainObject(b []byte, i int) (batchItem, int, bool) {
+	var bi batchItem
+	if i >= len(b) || b[i] != '{' {
+		return bi, 0, false
+	}
+	i = skipSpace(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		return bi, i + 1, true
+	}
+	var seen [3]bool
+	for {
+		key, next, ok := plainString(b, i)
+		if !ok {
+			return bi, 0, false
+		}
+		var dst **string
+		var n int
+		switch key {
+		case "url":
+			dst, n = &bi.URL, 0
+		case "webhook_url":
+			dst, n = &bi.WebhookURL, 1
+		case "idempotency_key":
+			dst, n = &bi.IdempotencyKey, 2
+		default:
+			return bi, 0, false
+		}
+		if seen[n] {
+			return bi, 0, false
+		}
+		seen[n] = true
+		i = skipSpace(b, next)
+		if i >= len(b) || b[i] != ':' {
+			return bi, 0, false
+		}
+		i = skipSpace(b, i+1)
+		if bytes.HasPrefix(b[i:], []byte("null")) {
+			*dst, i = nil, i+4
+		} else {
+			v, next, ok := plainString(b, i)
+			if !ok {
+				return bi, 0, false
+			}
+			*dst, i = &v, next
+		}
+		i = skipSpace(b, i)
+		switch {
+		case i < len(b) && b[i] == ',':
+			i = skipSpace(b, i+1)
+		case i < len(b) && b[i] == '}':
+			return bi, i + 1, true
+		default:
+			return bi, 0, false
+		}
+	}
+}
+
+// plainString reads the JSON string at b[i:] when it holds only printable ASCII and no escape,
+// and returns it with the index after its closing quote.
+func plainString(b []byte, i int) (string, int, bool) {
+	if i >= len(b) || b[i] != '"' {
+		return "", 0, false
+	}
+	for j := i + 1; j < len(b); j++ {
+		switch c := b[j]; {
+		case c == '"':
+			return string(b[i+1 : j]), j + 1, true
+		case c == '\\' || c < 0x20 || c >= 0x7f:
+			return "", 0, false
+		}
+	}
+	return "", 0, false
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
 }

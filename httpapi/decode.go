@@ -31,21 +31,39 @@ func readJSON(w http.ResponseWriter, r *http.Request, dst any) *problem.Problem 
 
 // readJSONMax is readJSON with a body limit of its own (a batch's is larger).
 func readJSONMax(w http.ResponseWriter, r *http.Request, dst any, limit int64) *problem.Problem {
-	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if err != nil || mt != "application/json" {
-		return problem.New(problem.UnsupportedMediaType, "Send the body as Content-Type: application/json.")
+	body, p := readBody(w, r, limit)
+	if p != nil {
+		return p
+	}
+	return decodeStrict(body, dst)
+}
+
+// readBody reads a JSON body of at most limit bytes: the first half of readJSONMax.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, *problem.Problem) {
+	// The common spelling needs no parsing.
+	if ct := r.Header.Get("Content-Type"); ct != "application/json" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || mt != "application/json" {
+			return nil, problem.New(problem.UnsupportedMediaType, "Send the body as Content-Type: application/json.")
+		}
 	}
 	if r.ContentLength > limit {
-		return tooLarge(limit)
+		return nil, tooLarge(limit)
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return tooLarge(limit)
+			return nil, tooLarge(limit)
 		}
-		return invalid("", "the body could not be read")
+		return nil, invalid("", "the body could not be read")
 	}
+	return body, nil
+}
+
+// decodeStrict decodes a body read by readBody into dst, strictly: the second half of
+// readJSONMax.
+func decodeStrict(body []byte, dst any) *problem.Problem {
 	trimmed := bytes.TrimLeft(body, " \t\r\n")
 	if len(trimmed) == 0 {
 		return invalid("", "the body is empty; send a JSON object")

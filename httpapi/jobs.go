@@ -12,29 +12,12 @@ import (
 	"github.com/linkhop/linkhop/internal/stamp"
 	"github.com/linkhop/linkhop/jobs"
 	"github.com/linkhop/linkhop/problem"
-	"github.com/linkhop/linkhop/resolve"
 	"github.com/linkhop/linkhop/webhooks"
 )
 
-// jobView is the GET /v1/jobs/{id} body (docs/api.md#get-v1jobsjob_id).
-type jobView struct {
-	JobID          string        `json:"job_id"`
-	Status         jobs.Status   `json:"status"`
-	URL            string        `json:"url"`
-	TargetURL      *string       `json:"target_url"`
-	Provider       *string       `json:"provider"`
-	Tier           *string       `json:"tier"`
-	Error          *string       `json:"error"`
-	ErrorDetail    *string       `json:"error_detail"`
-	CreditsCharged int64         `json:"credits_charged"`
-	Balance        *int64        `json:"balance"`
-	CreatedAt      string        `json:"created_at"`
-	UpdatedAt      string        `json:"updated_at"`
-	CompletedAt    *string       `json:"completed_at"`
-	Hops           []resolve.Hop `json:"hops"`
-	Webhook        *webhookView  `json:"webhook"`
-}
-
+// webhookView is a job's webhook object (docs/api.md#get-v1jobsjob_id), as
+// POST /v1/jobs/{job_id}/webhook/redeliver answers it; a poll writes the same members
+// (appendJobView).
 type webhookView struct {
 	URL            string  `json:"url"`
 	Status         string  `json:"status"`
@@ -43,22 +26,6 @@ type webhookView struct {
 	LastStatusCode *int    `json:"last_status_code"`
 	LastError      *string `json:"last_error"`
 	NextAttemptAt  *string `json:"next_attempt_at"`
-}
-
-func viewOf(r jobs.Record, balance *int64) jobView {
-	v := jobView{
-		JobID: r.ID, Status: r.Status, URL: r.URL, TargetURL: r.TargetURL, Tier: tierPtr(r.Tier),
-		Error: r.Error, ErrorDetail: r.ErrorDetail, CreditsCharged: r.CreditsCharged, Balance: balance,
-		CreatedAt: stamp.Format(r.CreatedAt), UpdatedAt: stamp.Format(r.UpdatedAt), CompletedAt: stamp.FormatPtr(r.CompletedAt),
-		Hops: r.Hops, Webhook: webhookViewOf(r.Webhook),
-	}
-	if r.Provider != "" {
-		v.Provider = &r.Provider
-	}
-	if v.Hops == nil {
-		v.Hops = []resolve.Hop{}
-	}
-	return v
 }
 
 func webhookViewOf(st *webhooks.State) *webhookView {
@@ -85,10 +52,15 @@ func canonicalID(id string) (string, bool) {
 	return id, true
 }
 
-// getJob answers a poll in one round trip: the job record is read by the admission script,
-// under the key's own hash tag, so another key's job is simply not found.
+// getJob answers GET /v1/jobs/{job_id} as routed by router (hot takes it first; see pollJob).
 func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
-	id, valid := jobID(r)
+	s.pollJob(w, r, mux.Vars(r)["job_id"])
+}
+
+// pollJob answers a poll of job rawID in one round trip: the job record is read by the
+// admission script, under the key's own hash tag, so another key's job is simply not found.
+func (s *Server) pollJob(w http.ResponseWriter, r *http.Request, rawID string) {
+	id, valid := canonicalID(rawID)
 	g, ok := s.gate(w, r, gateOptions{fetch: func(keyID string) string {
 		if !valid {
 			return ""
@@ -102,22 +74,16 @@ func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
 		problem.Write(w, RequestID(r), problem.New(problem.NotFound, "No such job."))
 		return
 	}
-	rec, err := jobs.Decode(g.fetched, nil)
+	b, err := appendJobView(make([]byte, 0, 1024), g.fetched, g.key.Credits)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, viewOf(rec, g.key.Credits))
+	writeJSONBytes(w, http.StatusOK, append(b, '\n'))
 }
 
 // MaxJobIDs is the most ids one GET /v1/jobs?ids= may ask for (docs/api.md#get-v1jobsids).
 const MaxJobIDs = 100
-
-// jobsList is the GET /v1/jobs?ids= body: one entry per id asked, null for a job the caller
-// may not see.
-type jobsList struct {
-	Jobs []*jobView `json:"jobs"`
-}
 
 // parseIDs reads the ids parameter: 1 to MaxJobIDs ids, comma-separated, none of them empty.
 // A malformed id is not an error (its entry is null, as GET /v1/jobs/{id} answers 404 for it).
@@ -167,24 +133,27 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 		problem.Write(w, RequestID(r), bad)
 		return
 	}
-	out := jobsList{Jobs: make([]*jobView, len(ids))}
+	// {"jobs":[…]}, one view or null per id, as encoding/json writes jobsList.
+	b := append(make([]byte, 0, 128+512*len(ids)), `{"jobs":[`...)
 	next := 0
 	for i, id := range ids {
-		if _, ok := canonicalID(id); !ok {
-			continue
+		if i > 0 {
+			b = append(b, ',')
 		}
-		raw := g.fetchedMany[next]
-		next++
+		var raw []byte
+		if _, ok := canonicalID(id); ok {
+			raw = g.fetchedMany[next]
+			next++
+		}
 		if raw == nil {
+			b = append(b, "null"...)
 			continue
 		}
-		rec, err := jobs.Decode(raw, nil)
-		if err != nil {
+		var err error
+		if b, err = appendJobView(b, raw, g.key.Credits); err != nil {
 			s.fail(w, r, err)
 			return
 		}
-		v := viewOf(rec, g.key.Credits)
-		out.Jobs[i] = &v
 	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSONBytes(w, http.StatusOK, append(b, "]}\n"...))
 }

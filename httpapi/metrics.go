@@ -13,6 +13,7 @@ type Metrics struct {
 	duration      *prometheus.HistogramVec
 	enqueueErrors prometheus.Counter
 	limiter       *prometheus.CounterVec
+	allowed       prometheus.Counter // limiter's "allowed" child, looked up once: every admitted request counts
 }
 
 // NewMetrics creates the collectors and registers them on reg (nil: not registered).
@@ -36,6 +37,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Rate limiter decisions: allowed, rate_limited, quota_exceeded, auth_limited.",
 		}, []string{"decision"}),
 	}
+	m.allowed = m.limiter.WithLabelValues("allowed")
 	if reg != nil {
 		reg.MustRegister(m.requests, m.duration, m.enqueueErrors, m.limiter)
 	}

@@ -3,8 +3,10 @@ package httpapi
 import (
 	"errors"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
@@ -48,8 +50,16 @@ type resolveInput struct {
 // parseResolve reads and validates the body; it answers every client mistake with the right
 // problem (400, 413, 415, 422) before anything touches Redis.
 func (s *Server) parseResolve(w http.ResponseWriter, r *http.Request) (resolveInput, *problem.Problem) {
+	body, p := readBody(w, r, MaxBodyBytes)
+	if p != nil {
+		return resolveInput{}, p
+	}
 	var req resolveRequest
-	if p := readJSON(w, r, &req); p != nil {
+	// A body of plain members (a batch item's shape) is read without encoding/json; any other
+	// gets the strict reading, which names every mistake (see plainItem).
+	if bi, ok := plainItem(body); ok && bi.URL != nil {
+		req = resolveRequest{URL: *bi.URL, WebhookURL: bi.WebhookURL, IdempotencyKey: bi.IdempotencyKey}
+	} else if p := decodeStrict(body, &req); p != nil {
 		return resolveInput{}, p
 	}
 	return s.checkResolve(req, r.Header.Get("Idempotency-Key"))
@@ -59,8 +69,12 @@ func (s *Server) parseResolve(w http.ResponseWriter, r *http.Request) (resolveIn
 // a batch (whose fields are then named as a single request's: the item's answer is what the
 // single request would get). header is the Idempotency-Key header, "" for a batch item.
 func (s *Server) checkResolve(req resolveRequest, header string) (resolveInput, *problem.Problem) {
-	if err := s.validate.Struct(&req); err != nil {
-		return resolveInput{}, validationProblem(err)
+	u, plain := plainRequest(req)
+	if !plain {
+		if err := s.validate.Struct(&req); err != nil {
+			return resolveInput{}, validationProblem(err)
+		}
+		u, _ = checkURL(req.URL)
 	}
 	in := resolveInput{url: req.URL}
 	var fes []problem.FieldError
@@ -83,7 +97,6 @@ func (s *Server) checkResolve(req resolveRequest, header string) (resolveInput, 
 	if len(fes) > 0 {
 		return resolveInput{}, problem.New(problem.InvalidRequest, "The request has invalid fields; see errors.").WithErrors(fes...)
 	}
-	u, _ := checkURL(req.URL)
 	if scheme := strings.ToLower(u.Scheme); scheme != "http" && scheme != "https" {
 		return resolveInput{}, problem.New(problem.UnsupportedLink, "Only http and https links can be resolved.")
 	}
@@ -96,6 +109,18 @@ func (s *Server) checkResolve(req resolveRequest, header string) (resolveInput, 
 	}
 	in.provider = p
 	return in, nil
+}
+
+// plainRequest checks the common request, a url alone, without the validator's reflection:
+// it reports true, with the parsed url, only when resolveRequest's rules (url: required, at
+// most 2048 characters, absurl) all pass; for anything else checkResolve asks the validator,
+// which names every mistake.
+func plainRequest(req resolveRequest) (*url.URL, bool) {
+	if req.WebhookURL != nil || req.IdempotencyKey != nil || req.URL == "" || utf8.RuneCountInString(req.URL) > 2048 {
+		return nil, false
+	}
+	u, reason := checkURL(req.URL)
+	return u, reason == ""
 }
 
 // creditCost is what a resolved link costs a key with a credit balance.

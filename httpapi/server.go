@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 
+	"github.com/linkhop/linkhop/internal/tracing"
 	"github.com/linkhop/linkhop/jobs"
 	"github.com/linkhop/linkhop/keys"
 	"github.com/linkhop/linkhop/quota"
@@ -54,7 +55,8 @@ type Server struct {
 	log      *slog.Logger
 	metrics  *Metrics
 	validate *validator.Validate
-	handler  http.Handler
+	handler  http.Handler // the API without tracing
+	traced   http.Handler // handler inside the tracing middleware
 }
 
 // New builds the API handler.
@@ -69,16 +71,24 @@ func New(d Deps) *Server {
 	if s.metrics == nil {
 		s.metrics = NewMetrics(nil)
 	}
+	s.handler = s.outer(s.routes())
 	// Outermost, so the request's span (docs/operations.md#tracing) covers everything and the
-	// job it creates carries its trace. A no-op while tracing is off. Its own query string is
-	// never recorded: the span is named by route (routeName) and the URL attribute is the path.
-	s.handler = otelhttp.NewHandler(s.outer(s.routes()), "linkhop-api",
+	// job it creates carries its trace. Its own query string is never recorded: the span is
+	// named by route (routeName) and the URL attribute is the path.
+	s.traced = otelhttp.NewHandler(s.handler, "linkhop-api",
 		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method }))
 	return s
 }
 
-// ServeHTTP implements http.Handler.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
+// ServeHTTP implements http.Handler. The tracing middleware runs only while tracing is on:
+// with the no-op provider it would record nothing and still cost several µs per request.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if tracing.On() {
+		s.traced.ServeHTTP(w, r)
+		return
+	}
+	s.handler.ServeHTTP(w, r)
+}
 
 // writeJSON sends v with status.
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -86,4 +96,13 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// writeJSONBytes sends body, JSON already encoded (with encoding/json's final newline), as
+// writeJSON would send the value it encodes.
+func writeJSONBytes(w http.ResponseWriter, status int, body []byte) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
 }

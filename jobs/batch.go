@@ -412,11 +412,14 @@ func (q *Queue) enqueueMany(ctx context.Context, recs []*Record) error {
 		args = append(args, r.ID, msg)
 	}
 	var cmd *redis.Cmd
+	published := q.published.Load()
 	run := func() error {
 		_, err := q.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			// What asynq's Client does once per process, so its Inspector (and the queue UI)
-			// lists the queue even when only batches have filled it.
-			p.SAdd(ctx, allQueuesKey, QueueResolve)
+			// lists the queue even when only linkhop's script has filled it.
+			if !published {
+				p.SAdd(ctx, allQueuesKey, QueueResolve)
+			}
 			cmd = enqueueManyScript.EvalSha(ctx, p, ks, args...)
 			return nil
 		})
@@ -431,6 +434,9 @@ func (q *Queue) enqueueMany(ctx context.Context, recs []*Record) error {
 	}
 	if err != nil {
 		return err
+	}
+	if !published {
+		q.published.Store(true)
 	}
 	return cmd.Err()
 }

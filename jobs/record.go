@@ -155,7 +155,8 @@ func (s *Store) Delete(ctx context.Context, keyID, id string) error {
 // casScript is the one write of a record update: it stores ARGV[2] over KEYS[1] only if
 // KEYS[1] still holds ARGV[1] (so nothing changed since the update read it), keeping the
 // record's expiry, and gives ARGV[3] credits back to the key record KEYS[2] when the key has a
-// balance. Reply: 1 written; the current bytes when they differ (the caller re-applies its
+// balance (a key switched to unlimited meanwhile must not grow a balance from a refund).
+// Reply: 1 written; the current bytes when they differ (the caller re-applies its
 // change to them); nil when the record is gone. Record and key record share the key's hash
 // tag, so this is one slot on Redis Cluster.
 var casScript = keys.Script(`local cur = redis.call('GET', KEYS[1])

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -84,6 +85,8 @@ type Queue struct {
 	rdb    redis.UniversalClient
 	opts   TaskOptions
 	ack    replicas.Ack // REDIS_MIN_REPLICAS_ACK; see RequireReplicas
+	// published is set once the queue's name is in asynq's set of queues (enqueueMany).
+	published atomic.Bool
 }
 
 // NewQueue returns a Queue on rdb.
@@ -149,15 +152,11 @@ type Submitted struct {
 }
 
 // Submit creates job r (status queued) and enqueues its resolve task: two round trips, the
-// create script with the queue length, then asynq's enqueue. cost is the credits to take
+// create script with the queue length, then the enqueue script (enqueueMany). cost is the credits to take
 // (0 for a key without a balance); r.IdempotencyKey, when set, is claimed in the same step.
 // If the enqueue fails, everything is undone and the error returned: a failed submit leaves
 // nothing behind.
 func (q *Queue) Submit(ctx context.Context, r *Record, cost int64) (Submitted, error) {
-	task, err := newResolveTask(ctx, r.ID, r.KeyID, q.opts)
-	if err != nil {
-		return Submitted{}, err
-	}
 	r.Status = StatusQueued
 	if r.CreatedAt.IsZero() {
 		r.CreatedAt = now()
@@ -220,9 +219,10 @@ func (q *Queue) Submit(ctx context.Context, r *Record, cost int64) (Submitted, e
 	if n, _ := strconv.ParseInt(val, 10, 64); n >= 0 {
 		out.Balance = &n
 	}
-	// A task id conflict means Ensure (an idempotent replay racing this request) already
-	// enqueued this very job's task: that is success, and undoing would lose the job.
-	if _, err := q.client.EnqueueContext(ctx, task); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+	// The batch's enqueue script, which writes asynq's task as asynq.Client does with less work
+	// per call. It skips a task that exists: then Ensure (an idempotent replay racing this
+	// request) already enqueued this very job's task, which is success (undoing would lose the job).
+	if err := q.enqueueMany(ctx, []*Record{r}); err != nil {
 		// Undo with a fresh context: the request's may be what failed.
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		defer cancel()

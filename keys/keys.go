@@ -345,6 +345,25 @@ func (s *Store) Authenticate(ctx context.Context, token string) (Key, error) {
 // (HGETALL of RecordKey(id)), for callers that read the record together with other data in
 // one round trip.
 func Check(id, tokenDigest string, record map[string]string) (Key, error) {
+	return check(id, tokenDigest, record, decode)
+}
+
+// RequestFields are the fields of a key record that serving a request which neither shows nor
+// changes its key needs: authentication, limits, scopes and the credit balance. A caller may
+// read only these (HMGET) and authenticate with CheckRequest.
+var RequestFields = []string{FieldHash, FieldRevokedAt, FieldScopes, FieldRateLimit, FieldDailyQuota, FieldCredits}
+
+// CheckRequest is Check against a record read as RequestFields only. The Key it returns has
+// ID, Scopes, RateLimitPerMinute, DailyQuota, Credits and RevokedAt; its name, creation time
+// and webhook secrets are zero.
+func CheckRequest(id, tokenDigest string, record map[string]string) (Key, error) {
+	return check(id, tokenDigest, record, func(id string, m map[string]string) (Key, error) {
+		k := Key{ID: id, hash: m[FieldHash]}
+		return k, decodeRequestFields(&k, m)
+	})
+}
+
+func check(id, tokenDigest string, record map[string]string, decode func(string, map[string]string) (Key, error)) (Key, error) {
 	if len(record) == 0 {
 		return Key{}, ErrInvalidKey
 	}
@@ -484,22 +503,29 @@ func (s *Store) RotateWebhookSecret(ctx context.Context, id string, grace time.D
 	return s.Get(ctx, id)
 }
 
-// adjustScript adds ARGV[1] to a key's balance only when it has one: a key switched to
-// unlimited in the meantime must not grow a balance from a refund.
-var adjustScript = Script(`if redis.call('HEXISTS', KEYS[1], {{.Credits}}) == 1 then
-  return redis.call('HINCRBY', KEYS[1], {{.Credits}}, ARGV[1]) end return 0`)
-
-// AdjustCreditsIn adds delta to key id's credit balance, when it has one, on c: for a caller's pipeline or transaction (the job
-// store refunds in the same MULTI that marks a job failed).
-func AdjustCreditsIn(ctx context.Context, c redis.Scripter, id string, delta int64) *redis.Cmd {
-	return c.Eval(ctx, adjustScript, []string{RecordKey(id)}, delta)
-}
-
 func decode(id string, m map[string]string) (Key, error) {
 	k := Key{
 		ID: id, Name: m[FieldName], hash: m[FieldHash], webhookSecret: m[FieldWebhookSecret],
-		prevWebhookSecret: m[FieldPrevWebhookSecret], Scopes: []string{},
+		prevWebhookSecret: m[FieldPrevWebhookSecret],
 	}
+	err := decodeRequestFields(&k, m)
+	num := func(field string) int64 {
+		v, e := strconv.ParseInt(m[field], 10, 64)
+		if e != nil && err == nil {
+			err = fieldError(id, field, e)
+		}
+		return v
+	}
+	k.CreatedAt = time.UnixMilli(num(FieldCreatedAt)).UTC()
+	if _, ok := m[FieldPrevSecretUntil]; ok {
+		k.prevSecretValidEnd = time.UnixMilli(num(FieldPrevSecretUntil))
+	}
+	return k, err
+}
+
+// decodeRequestFields sets k's fields of RequestFields from m (the hash aside).
+func decodeRequestFields(k *Key, m map[string]string) error {
+	k.Scopes = []string{}
 	if m[FieldScopes] != "" {
 		k.Scopes = strings.Split(m[FieldScopes], ",")
 	}
@@ -507,12 +533,11 @@ func decode(id string, m map[string]string) (Key, error) {
 	num := func(field string) int64 {
 		v, e := strconv.ParseInt(m[field], 10, 64)
 		if e != nil && err == nil {
-			err = fmt.Errorf("keys: record %s: field %s: %w", id, field, e)
+			err = fieldError(k.ID, field, e)
 		}
 		return v
 	}
 	k.RateLimitPerMinute = int(num(FieldRateLimit))
-	k.CreatedAt = time.UnixMilli(num(FieldCreatedAt)).UTC()
 	if _, ok := m[FieldDailyQuota]; ok {
 		v := num(FieldDailyQuota)
 		k.DailyQuota = &v
@@ -525,8 +550,9 @@ func decode(id string, m map[string]string) (Key, error) {
 		t := time.UnixMilli(num(FieldRevokedAt)).UTC()
 		k.RevokedAt = &t
 	}
-	if _, ok := m[FieldPrevSecretUntil]; ok {
-		k.prevSecretValidEnd = time.UnixMilli(num(FieldPrevSecretUntil))
-	}
-	return k, err
+	return err
+}
+
+func fieldError(id, field string, err error) error {
+	return fmt.Errorf("keys: record %s: field %s: %w", id, field, err)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -62,6 +63,62 @@ func TestCreateAuthenticate(t *testing.T) {
 	}
 	if _, err := s.Authenticate(ctx, c.Token); !errors.Is(err, ErrInvalidKey) {
 		t.Errorf("revoked key authenticated: %v", err)
+	}
+}
+
+// TestCheckRequest: a record read as RequestFields only authenticates like the whole record
+// and gives the same scopes, limits and balance; a wrong digest, a revoked key, a missing
+// record and a corrupt limit are refused as Check refuses them.
+func TestCheckRequest(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb := redistest.New(t)
+	s := NewStore(rdb)
+	c, err := s.Create(ctx, CreateParams{Name: "lean", Scopes: []string{ScopeResolve}, DailyQuota: ptr[int64](7), Credits: ptr[int64](3)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := func() map[string]string {
+		vals, err := rdb.HMGet(ctx, RecordKey(c.ID), RequestFields...).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]string{}
+		for i, v := range vals {
+			if v, ok := v.(string); ok {
+				m[RequestFields[i]] = v
+			}
+		}
+		return m
+	}
+	full, err := s.Authenticate(ctx, c.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := CheckRequest(c.ID, Digest(c.Token), read())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.ID != full.ID || !slices.Equal(k.Scopes, full.Scopes) || k.RateLimitPerMinute != full.RateLimitPerMinute ||
+		*k.DailyQuota != *full.DailyQuota || *k.Credits != *full.Credits || k.RevokedAt != nil {
+		t.Errorf("CheckRequest = %+v, want the request fields of %+v", k, full)
+	}
+	if _, err := CheckRequest(c.ID, Digest(c.Token+"x"), read()); !errors.Is(err, ErrInvalidKey) {
+		t.Errorf("wrong digest: %v", err)
+	}
+	if _, err := CheckRequest(c.ID, Digest(c.Token), map[string]string{}); !errors.Is(err, ErrInvalidKey) {
+		t.Errorf("no record: %v", err)
+	}
+	bad := read()
+	bad[FieldRateLimit] = "many"
+	if _, err := CheckRequest(c.ID, Digest(c.Token), bad); err == nil || errors.Is(err, ErrInvalidKey) {
+		t.Errorf("corrupt rate limit: %v, want a decoding error", err)
+	}
+	if _, err := s.Revoke(ctx, c.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := CheckRequest(c.ID, Digest(c.Token), read()); !errors.Is(err, ErrInvalidKey) {
+		t.Errorf("revoked key: %v", err)
 	}
 }
 

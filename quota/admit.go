@@ -21,18 +21,26 @@ import (
 // counter, the keys to fetch (with "0" in ARGV[6], none: KEYS[4] is then a dummy of the same slot).
 // ARGV: token digest, window µs, member, "1" when the request counts against the daily quota,
 // fixed time ("" in production), "1" to fetch KEYS[4], "m" to fetch KEYS[4] and every key after
-// it (GET /v1/jobs?ids=, one round trip for up to 100 jobs).
+// it (GET /v1/jobs?ids=, one round trip for up to 100 jobs), then optionally the names of the
+// only record fields to read (AdmitRequest.Fields).
 //
 // Reply: {0} when authentication failed (nothing recorded), else
-// {1, record (flat HGETALL), fetched value or false (a list of them for "m"), allowed, code, now,
-// count, free, used, today}.
+// {1, record (flat HGETALL, or with field names the HMGET of them), fetched value or false (a
+// list of them for "m"), allowed, code, now, count, free, used, today}.
 //
 // The digests are compared in Lua with plain equality: both are SHA-256 of secrets, so the
 // timing of a mismatch reveals nothing about a key; Go compares them again in constant time.
 var admitScript = redis.NewScript(limiterLua + keys.Script(`
-local rec = redis.call('HGETALL', KEYS[1])
-local f = {}
-for i = 1, #rec, 2 do f[rec[i]] = rec[i + 1] end
+local rec, f = nil, {}
+if #ARGV > 6 then
+  rec = redis.call('HMGET', KEYS[1], unpack(ARGV, 7))
+  for i = 7, #ARGV do
+    if rec[i - 6] then f[ARGV[i]] = rec[i - 6] end
+  end
+else
+  rec = redis.call('HGETALL', KEYS[1])
+  for i = 1, #rec, 2 do f[rec[i]] = rec[i + 1] end
+end
 if f[{{.Hash}}] == nil or f[{{.Hash}}] ~= ARGV[1] or f[{{.RevokedAt}}] ~= nil then return {0} end
 local limit = tonumber(f[{{.RateLimit}}]) or 0
 local quota = -1
@@ -57,13 +65,20 @@ type AdmitRequest struct {
 	// FetchMany, when not empty (and Fetch is not set), are keys of the same API key read in
 	// the same step, at most a few hundred (they are arguments of one script call).
 	FetchMany []string
+	// Fields, when set, are the only fields of the key record to read and return in
+	// Admission.Record (keys.RequestFields: a request that neither shows nor changes its key
+	// needs no more, and the whole record, secrets included, is several times the reply). They
+	// must include what the script reads: keys.FieldHash, FieldRevokedAt, FieldRateLimit and
+	// FieldDailyQuota.
+	Fields []string
 }
 
 // Admission is the outcome of Admit.
 type Admission struct {
 	// Authenticated is false when the token did not match a live key; nothing was recorded.
 	Authenticated bool
-	// Record is the key record (HGETALL) when authenticated.
+	// Record is the key record (HGETALL) when authenticated; only AdmitRequest.Fields of it,
+	// those present, when they were given.
 	Record map[string]string
 	// Fetched is the value of AdmitRequest.Fetch, nil when absent or not asked.
 	Fetched []byte
@@ -98,8 +113,12 @@ func (l *Limiter) AdmitIn(ctx context.Context, p redis.Pipeliner, r AdmitRequest
 	if r.CountDay {
 		cd = "1"
 	}
-	cmd := admitScript.EvalSha(ctx, p, ks,
-		r.Digest, l.window.Microseconds(), member, cd, fixed, fetch)
+	args := make([]any, 0, 6+len(r.Fields))
+	args = append(args, r.Digest, l.window.Microseconds(), member, cd, fixed, fetch)
+	for _, f := range r.Fields {
+		args = append(args, f)
+	}
+	cmd := admitScript.EvalSha(ctx, p, ks, args...)
 	return func() (Admission, error) {
 		v, err := cmd.Slice()
 		if err != nil {
@@ -111,7 +130,12 @@ func (l *Limiter) AdmitIn(ctx context.Context, p redis.Pipeliner, r AdmitRequest
 		if len(v) != 10 {
 			return Admission{}, fmt.Errorf("%w: %d values from the admit script", ErrUnexpectedReply, len(v))
 		}
-		a := Admission{Authenticated: true, Record: recordOf(v[1])}
+		a := Admission{Authenticated: true}
+		if len(r.Fields) > 0 {
+			a.Record = fieldsOf(r.Fields, v[1])
+		} else {
+			a.Record = recordOf(v[1])
+		}
 		switch f := v[2].(type) {
 		case string:
 			a.Fetched = []byte(f)
@@ -188,6 +212,21 @@ func recordOf(v any) map[string]string {
 		k, _ := flat[i].(string)
 		val, _ := flat[i+1].(string)
 		rec[k] = val
+	}
+	return rec
+}
+
+// fieldsOf reads the fields an admission script returns as HMGET's list (nil for an absent
+// field, left out of the map).
+func fieldsOf(names []string, v any) map[string]string {
+	vals, _ := v.([]any)
+	rec := make(map[string]string, len(names))
+	for i, name := range names {
+		if i < len(vals) {
+			if s, ok := vals[i].(string); ok {
+				rec[name] = s
+			}
+		}
 	}
 	return rec
 }

@@ -2,6 +2,7 @@ package quota
 
 import (
 	"net/http"
+	"net/textproto"
 	"testing"
 	"time"
 
@@ -138,6 +139,17 @@ func TestRetryAfterSeconds(t *testing.T) {
 	for _, tt := range tests {
 		if got := tt.d.RetryAfterSeconds(); got != tt.want {
 			t.Errorf("%s: %d, want %d", tt.name, got, tt.want)
+		}
+	}
+}
+
+// TestHeaderNamesAreCanonical: SetHeaders stores the fields under these names directly, which
+// is only what Header.Set does (and what Get finds) when they are canonical.
+func TestHeaderNamesAreCanonical(t *testing.T) {
+	t.Parallel()
+	for _, n := range []string{hdrLimit, hdrRemaining, hdrReset, hdrPolicy, hdrState, hdrRetryAfter} {
+		if c := textproto.CanonicalMIMEHeaderKey(n); c != n {
+			t.Errorf("%q is not canonical (%q)", n, c)
 		}
 	}
 }

@@ -11,8 +11,15 @@ import (
 // TestAdmitReadsTheKeyRecord holds the admit script to the key record as package keys writes
 // it: the digest, the per-minute limit, the daily quota and the revocation must all be read
 // under the names keys owns. A script or decoder that drifts from keys' schema fails here.
+//
+// It runs twice: reading the whole record, and reading only keys.RequestFields (HMGET).
 func TestAdmitReadsTheKeyRecord(t *testing.T) {
 	t.Parallel()
+	t.Run("whole record", func(t *testing.T) { t.Parallel(); testAdmitReadsTheKeyRecord(t, nil) })
+	t.Run("request fields", func(t *testing.T) { t.Parallel(); testAdmitReadsTheKeyRecord(t, keys.RequestFields) })
+}
+
+func testAdmitReadsTheKeyRecord(t *testing.T, fields []string) {
 	ctx := context.Background()
 	rdb := redistest.New(t)
 	ks := keys.NewStore(rdb)
@@ -25,7 +32,7 @@ func TestAdmitReadsTheKeyRecord(t *testing.T) {
 	admit := func(token string, countDay bool) Admission {
 		t.Helper()
 		id, _ := keys.ParseToken(token)
-		a, err := l.Admit(ctx, AdmitRequest{KeyID: id, RecordKey: keys.RecordKey(id), Digest: keys.Digest(token), CountDay: countDay})
+		a, err := l.Admit(ctx, AdmitRequest{KeyID: id, RecordKey: keys.RecordKey(id), Digest: keys.Digest(token), CountDay: countDay, Fields: fields})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -39,8 +46,15 @@ func TestAdmitReadsTheKeyRecord(t *testing.T) {
 	if a.Decision.Minute.Limit != int64(rl) || a.Decision.Day == nil || a.Decision.Day.Limit != quota {
 		t.Errorf("limits read from the record: minute %+v, day %+v; want %d and %d", a.Decision.Minute, a.Decision.Day, rl, quota)
 	}
-	if _, err := keys.Check(c.ID, keys.Digest(c.Token), a.Record); err != nil {
-		t.Errorf("the record the script returned does not decode: %v", err)
+	check := keys.Check
+	if fields != nil {
+		check = keys.CheckRequest
+		if len(a.Record) != 4 { // hash, scopes, rate limit, daily quota: no credits, not revoked
+			t.Errorf("fields %v read as %v, want only the 4 of them the key has", fields, a.Record)
+		}
+	}
+	if k, err := check(c.ID, keys.Digest(c.Token), a.Record); err != nil || *k.DailyQuota != quota || k.RateLimitPerMinute != rl {
+		t.Errorf("the record the script returned decodes as %+v, %v", k, err)
 	}
 	if a := admit(c.Token, true); a.Decision.Allowed || a.Decision.Code != CodeQuotaExceeded {
 		t.Errorf("second counted request: %+v, want the daily quota of the record to refuse it", a.Decision)

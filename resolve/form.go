@@ -112,7 +112,7 @@ func (w *walk) postForm(f parkedForm) (*url.URL, *Error) {
 	if err != nil {
 		return nil, w.transportError(ctx, action, err)
 	}
-	defer resp.Body.Close()
+	defer drainClose(resp, cancel, w.r.drainTime)
 	status := resp.StatusCode
 	w.hops[len(w.hops)-1].Status = &status
 	switch {

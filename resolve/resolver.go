@@ -2,6 +2,8 @@ package resolve
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -38,6 +40,12 @@ const (
 	// MaxBodyBytes is how much of an HTML body is read, counted after decompression (the
 	// transport's transparent gunzip), so gzip bombs stop at the cap too.
 	MaxBodyBytes = 512 << 10
+	// drainBytes and defaultDrainTime bound what is read and thrown away of a body linkhop has no use
+	// for (a redirect's, an error page's, the rest past MaxBodyBytes): a connection goes back to
+	// the pool only once its body was read to the end, and a longer or slower rest costs more
+	// than a new connection, so that connection is closed instead.
+	drainBytes       = 64 << 10
+	defaultDrainTime = 250 * time.Millisecond
 	// maxHopURLLength keeps absurd Location values out of job records.
 	maxHopURLLength = 8 << 10
 )
@@ -101,6 +109,14 @@ type Options struct {
 	// (package resolve/sandbox) with its default budget. NoScript turns scripts off.
 	Script   ScriptFunc
 	NoScript bool
+	// IdleConnsPerHost is how many connections to one host the resolver's pool opens and keeps
+	// for the next resolves (docs/resolving.md#connections); a request beyond them waits for
+	// one to come free. Default PerHostConcurrency. The worker passes WORKER_CONCURRENCY,
+	// which bounds the requests it has in flight, so none waits there.
+	IdleConnsPerHost int
+	// RootCAs are the roots provider certificates are verified against; nil: the system's.
+	// Tests and the benchmark set their local test CA.
+	RootCAs *x509.CertPool
 }
 
 // Sandbox is the default ScriptFunc: package sandbox with its 100 ms budget and 256 KiB cap.
@@ -109,7 +125,9 @@ func Sandbox(ctx context.Context, body []byte, page *url.URL) (string, bool) {
 }
 
 // Resolver follows links hop by hop. It is safe for concurrent use; one Resolver per process
-// shares the politeness slots and the connection pool.
+// shares the politeness slots and the connection pool: every walk has its own http.Client and
+// cookie jar over the one transport, so resolves reuse each other's connections (and their
+// TLS sessions) but never each other's cookies.
 type Resolver struct {
 	registry    *Registry
 	transport   *http.Transport
@@ -127,6 +145,9 @@ type Resolver struct {
 	// and a hostile script may build a few hundred MB of strings within its budget, so running
 	// more than the cores can serve only adds memory and misses budgets.
 	scriptSlots chan struct{}
+	// drainTime bounds the time spent reading away an unused body (defaultDrainTime; tests of
+	// connection reuse on a loaded machine lengthen it).
+	drainTime time.Duration
 
 	mu    sync.Mutex
 	slots map[string]chan struct{} // provider ID -> semaphore
@@ -136,7 +157,6 @@ type Resolver struct {
 func New(opts Options) *Resolver {
 	r := &Resolver{
 		registry:    opts.Registry,
-		transport:   NewTransport(opts.Guard),
 		maxHops:     opts.MaxHops,
 		timeout:     opts.Timeout,
 		userAgent:   opts.UserAgent,
@@ -184,7 +204,30 @@ func New(opts Options) *Resolver {
 		r.script = Sandbox
 	}
 	r.scriptSlots = make(chan struct{}, max(runtime.GOMAXPROCS(0), 1))
+	r.transport = providerTransport(opts, r.perHost)
+	r.drainTime = defaultDrainTime
 	return r
+}
+
+// providerTransport is NewTransport sized for provider traffic: with fewer idle connections
+// per host than requests in flight to it, every resolve beyond them would pay DNS, TCP and a
+// TLS handshake again. The same number caps the connections per host: without a cap, a
+// request that finds no idle connection dials one even when another is about to come free,
+// and a busy host collects a few more connections than requests. The TLS config keeps
+// verification (only the roots can be changed); ForceAttemptHTTP2 keeps HTTP/2 on despite the
+// custom dialer and TLS config, so a provider that offers it is served over one multiplexed
+// connection.
+func providerTransport(opts Options, perHost int) *http.Transport {
+	t := NewTransport(opts.Guard)
+	idle := opts.IdleConnsPerHost
+	if idle <= 0 {
+		idle = perHost
+	}
+	t.MaxIdleConnsPerHost = idle
+	t.MaxConnsPerHost = idle
+	t.MaxIdleConns = max(t.MaxIdleConns, 2*idle)
+	t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: opts.RootCAs}
+	return t
 }
 
 // Registry returns the provider registry the resolver uses.
@@ -506,7 +549,7 @@ func (w *walk) get(cur *url.URL) (*response, *url.URL, *Error) {
 	if err != nil {
 		return nil, nil, w.transportError(ctx, cur, err)
 	}
-	defer resp.Body.Close()
+	defer drainClose(resp, cancel, w.r.drainTime)
 	status := resp.StatusCode
 	w.hops[len(w.hops)-1].Status = &status
 
@@ -663,6 +706,16 @@ func sameDocument(a, b *url.URL) bool {
 	x, y := *a, *b
 	x.Fragment, x.RawFragment, y.Fragment, y.RawFragment = "", "", "", ""
 	return normalized(&x) == normalized(&y)
+}
+
+// drainClose drains what is left of resp's body, at most drainBytes within d, and closes it,
+// so that its connection goes back to the pool. cancel is the request's: it cuts a slow rest
+// short (the connection is then closed, not pooled).
+func drainClose(resp *http.Response, cancel context.CancelFunc, d time.Duration) {
+	t := time.AfterFunc(d, cancel)
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, drainBytes))
+	t.Stop()
+	_ = resp.Body.Close()
 }
 
 // readHTML reads up to MaxBodyBytes of an HTML body. Bodies of other types are not read.

@@ -195,9 +195,11 @@ func Guard(c config.Config) resolve.GuardOptions {
 	return resolve.GuardOptions{AllowPrivate: c.AllowPrivateTargets, HostOverrides: c.HostOverrides}
 }
 
-// NewResolver builds the resolve service (cache, single flight, politeness) of c.
-func NewResolver(c config.Config, rdb redis.UniversalClient, reg *resolve.Registry) *resolve.Service {
-	r := resolve.New(resolve.Options{
+// NewResolver builds the resolve service (cache, single flight, politeness) of c. tune, when
+// given, adjusts the options before the resolver is built (the benchmark trusts its local
+// TLS shortener's test CA this way).
+func NewResolver(c config.Config, rdb redis.UniversalClient, reg *resolve.Registry, tune ...func(*resolve.Options)) *resolve.Service {
+	opts := resolve.Options{
 		Guard:              Guard(c),
 		Registry:           reg,
 		MaxHops:            c.ResolveMaxHops,
@@ -206,7 +208,14 @@ func NewResolver(c config.Config, rdb redis.UniversalClient, reg *resolve.Regist
 		PerHostConcurrency: c.ResolvePerHostConcurrency,
 		FormWaitMax:        c.ResolveFormWaitMax,
 		AnyHost:            c.ResolveAnyHost,
-	})
+		// A worker has at most WORKER_CONCURRENCY requests in flight: as many connections
+		// to one provider may be kept for the next resolves (docs/resolving.md#connections).
+		IdleConnsPerHost: c.WorkerConcurrency,
+	}
+	for _, f := range tune {
+		f(&opts)
+	}
+	r := resolve.New(opts)
 	return resolve.NewService(rdb, r, resolve.ServiceOptions{
 		CacheTTL: c.ResolveCacheTTL, NegativeTTL: c.ResolveNegativeCacheTTL,
 	})

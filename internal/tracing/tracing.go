@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 
 	"go.opentelemetry.io/contrib/exporters/autoexport"
 	"go.opentelemetry.io/otel"
@@ -20,6 +21,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.26.0"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/linkhop/linkhop/internal/buildinfo"
 )
@@ -81,7 +83,18 @@ var propagator = propagation.NewCompositeTextMapPropagator(propagation.TraceCont
 func Install(tp trace.TracerProvider) {
 	otel.SetTracerProvider(tp)
 	otel.SetTextMapPropagator(propagator)
+	_, isNoop := tp.(noop.TracerProvider)
+	on.Store(!isNoop)
 }
+
+// on is set while a recording provider is installed.
+var on atomic.Bool
+
+// On reports whether a tracer provider other than a no-op one is installed, so that a caller
+// may skip instrumentation whose only product is spans (the API's HTTP middleware costs several
+// µs per request even with the no-op provider: it wraps the body and the writer and builds its
+// attributes).
+func On() bool { return on.Load() }
 
 // Inject returns the trace context of ctx as a map to carry in a task payload; nil when ctx
 // has no recording span (tracing off), so payloads stay as they were.

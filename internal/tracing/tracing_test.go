@@ -6,6 +6,7 @@ import (
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 )
 
 func TestEnabled(t *testing.T) {
@@ -24,6 +25,24 @@ func TestEnabled(t *testing.T) {
 		if got := Enabled(func(k string) (string, bool) { v, ok := tc.env[k]; return v, ok }); got != tc.want {
 			t.Errorf("Enabled(%v) = %v, want %v", tc.env, got, tc.want)
 		}
+	}
+}
+
+// TestOn: a recording provider turns On, the no-op one turns it off again. Not parallel: it
+// installs the global provider (and leaves the no-op one, as the package starts with).
+func TestOn(t *testing.T) {
+	if On() {
+		t.Fatal("On before any Install")
+	}
+	tp := sdktrace.NewTracerProvider()
+	defer func() { _ = tp.Shutdown(context.Background()) }()
+	Install(tp)
+	if !On() {
+		t.Error("On is false with a recording provider installed")
+	}
+	Install(noop.NewTracerProvider())
+	if On() {
+		t.Error("On is true with the no-op provider installed")
 	}
 }
 

@@ -407,11 +407,23 @@ func TestSentinelFailover(t *testing.T) {
 				lagAndKill: func(t *testing.T, tag string) time.Time { return lagThenKill(t, primary, replica, direct, tag) },
 				diag:       func() string { return tail(replica.Log(), 20) },
 				restart: func(t *testing.T) {
+					// Only once every sentinel names the promoted replica: a sentinel that has
+					// not yet heard of the failover takes an old primary that is back for the
+					// primary, and may make the promoted replica replicate it, which empties
+					// it when the old primary comes back empty (seen here before this wait).
+					host, port, _ := net.SplitHostPort(replica.Addr)
+					for _, sn := range sentinels {
+						sc := redis.NewSentinelClient(&redis.Options{Addr: sn.Addr})
+						waitCond(t, "every sentinel to name the promoted replica", func() bool {
+							a, err := sc.GetMasterAddrByName(ctx, "linkhop").Result()
+							return err == nil && len(a) == 2 && a[0] == host && a[1] == port
+						})
+						_ = sc.Close()
+					}
 					// Back as a replica of the promoted one, as a deployment that asks the
 					// sentinels at start does it (the sentinels would convert it too, but
 					// only at their next look, up to 10 s later).
 					primary.Restart()
-					host, port, _ := net.SplitHostPort(replica.Addr)
 					if err := primary.Client(redis.Options{}).Do(ctx, "REPLICAOF", host, port).Err(); err != nil {
 						t.Fatal(err)
 					}

@@ -359,8 +359,8 @@ func scenarioE2E(ctx context.Context, e *runEnv) ([]row, error) {
 	if jobsDone > 0 {
 		per := float64(workerTrips) / float64(jobsDone)
 		rows = append(rows, row{id: "4c", what: "… the worker's Redis round trips per job (asynq's dequeue and completion included, idle polls and the process's own timed calls excluded)",
-			ours: fmt.Sprintf("%.1f<br>besides, per job: %.1f idle polls, %.2f timed calls (heartbeats, lease beat, new connections)",
-				per, float64(idlePolls)/float64(jobsDone), float64(background)/float64(jobsDone)),
+			ours: fmt.Sprintf("%.2f (%d round trips, %d jobs)<br>besides, per job: %.1f idle polls, %.2f timed calls (heartbeats, lease beat, new connections)",
+				per, workerTrips, jobsDone, float64(idlePolls)/float64(jobsDone), float64(background)/float64(jobsDone)),
 			target: "≤ 5", max: 5, value: per})
 	}
 	idle, err := idleCost(ctx, s, trips, e.timing.d)

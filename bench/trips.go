@@ -66,8 +66,10 @@ func backgroundCall(cmd redis.Cmder) bool {
 		return true
 	case "zadd", "zrem":
 		// asynq's server registry; the lease index's clean-up at shutdown and after a reap.
+		// asynq's heartbeat extends its own leases of running tasks every few seconds.
 		k := fmt.Sprint(cmd.Args()[1])
-		return strings.HasPrefix(k, "asynq:servers") || strings.HasPrefix(k, "asynq:workers") || strings.HasPrefix(k, "linkhop:lease:")
+		return strings.HasPrefix(k, "asynq:servers") || strings.HasPrefix(k, "asynq:workers") ||
+			strings.HasPrefix(k, "linkhop:lease:") || (strings.HasPrefix(k, "asynq:{") && strings.HasSuffix(k, "}:lease"))
 	case "evalsha", "eval":
 		if args := cmd.Args(); len(args) > 3 {
 			k := fmt.Sprint(args[3])

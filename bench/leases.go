@@ -19,8 +19,8 @@ const leasesRunning = 50
 // scenarioLeases measures what job leases cost Redis (docs/operations.md#job-leases): a worker
 // process's beat (its heartbeat, renewing its leases, and looking for lapsed ones to reap) with
 // no job running, then with leasesRunning jobs running, each over the scenario's duration, with
-// a round-trip counter on the worker's own client and Redis's CPU time. A lease's take is one
-// more round trip per run; its release rides on the next beat.
+// a round-trip counter on the worker's own client and Redis's CPU time. A lease's take rides
+// in the pipeline that reads the job's record; its release rides on the next beat.
 func scenarioLeases(ctx context.Context, e *runEnv) ([]row, error) {
 	if err := e.redis.flush(ctx); err != nil {
 		return nil, err
@@ -97,7 +97,7 @@ func scenarioLeases(ctx context.Context, e *runEnv) ([]row, error) {
 		{id: "8a", what: "job leases: Redis traffic of an idle worker (heartbeat + looking for lapsed leases to reap)",
 			ours: fmt.Sprintf("%.2f round trips/s (one script per beat); Redis CPU %s per second", idleRate, fmtMicros(idleCPU))},
 		{id: "8b", what: fmt.Sprintf("… of a worker running %d jobs (renewing their leases)", leasesRunning),
-			ours: fmt.Sprintf("%.2f round trips/s in all, %.3f per running job per second; Redis CPU %s per second, %s per running job per second above idle; plus 1 round trip per run to take the lease",
+			ours: fmt.Sprintf("%.2f round trips/s in all, %.3f per running job per second; Redis CPU %s per second, %s per running job per second above idle; taking a lease rides in the pipeline that reads the job (no round trip of its own)",
 				busyRate, busyRate/leasesRunning, fmtMicros(busyCPU), fmtMicros(perJobCPU))},
 	}
 	e.note("7: beats counted with a go-redis hook on the leases' own client over %v per side (the first beat of a process also loads the script: one more round trip, once); Redis CPU from INFO cpu over the same span, less Redis's own background work measured alone (%s per second). INFO cpu has a coarse grain: read the CPU figures as orders of magnitude.", d, fmtMicros(baseline))

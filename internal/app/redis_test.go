@@ -197,3 +197,33 @@ func TestNewRedisRefuses(t *testing.T) {
 }
 
 func writeFile(path, s string) error { return os.WriteFile(path, []byte(s), 0o600) }
+
+func TestRedisClusterACLUser(t *testing.T) {
+	t.Parallel()
+	auth := redis.Options{Username: "linkhop", Password: "clpw"}
+	prim, _ := redistest.Cluster(t, 3, 0, auth, "user default off", "user linkhop on >clpw ~* &* +@all")
+	addrs := make([]string, len(prim))
+	for i, n := range prim {
+		addrs[i] = n.Addr
+	}
+	env := map[string]string{
+		"REDIS_CLUSTER_ADDRS": strings.Join(addrs, ","),
+		"REDIS_URL":           "redis://linkhop:clpw@127.0.0.1/0",
+	}
+	rdb, err := connect(t, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	useLikeLinkhop(t, rdb)
+	// Keys of every node: the client reaches all three as the ACL user.
+	ctx := context.Background()
+	for i := range 30 {
+		if err := rdb.Set(ctx, "k"+string(rune('a'+i)), "v", time.Minute).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env["REDIS_URL"] = "redis://other:clpw@127.0.0.1/0"
+	if _, err := connect(t, env); err == nil {
+		t.Error("an unknown cluster user was accepted")
+	}
+}

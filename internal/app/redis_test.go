@@ -145,30 +145,34 @@ func TestRedisClusterTLSAndPassword(t *testing.T) {
 	f := redistest.NewTLSFiles(t)
 	auth := redis.Options{Password: "clpw", TLSConfig: f.ClientTLS(t)}
 	prim, _ := redistest.Cluster(t, 3, 0, auth, append(f.Conf(), "requirepass clpw", "masterauth clpw")...)
+	clusterLogin(t, prim, map[string]string{"REDIS_URL": "rediss://:clpw@127.0.0.1/0", "REDIS_TLS_CA_FILE": f.CA},
+		"rediss://:nope@127.0.0.1/0")
+}
+
+// clusterLogin connects NewRedis's Cluster client to the primaries prim with env, uses it as
+// linkhop does and writes keys of every node; then it checks that REDIS_URL wrong (wrong
+// credentials) is refused.
+func clusterLogin(t *testing.T, prim []*redistest.Node, env map[string]string, wrong string) {
+	t.Helper()
 	addrs := make([]string, len(prim))
 	for i, n := range prim {
 		addrs[i] = n.Addr
 	}
-	env := map[string]string{
-		"REDIS_CLUSTER_ADDRS": strings.Join(addrs, ","),
-		"REDIS_URL":           "rediss://:clpw@127.0.0.1/0",
-		"REDIS_TLS_CA_FILE":   f.CA,
-	}
+	env["REDIS_CLUSTER_ADDRS"] = strings.Join(addrs, ",")
 	rdb, err := connect(t, env)
 	if err != nil {
 		t.Fatal(err)
 	}
 	useLikeLinkhop(t, rdb)
-	// Keys of every node: the client reaches all three with TLS and the password.
 	ctx := context.Background()
 	for i := range 30 {
 		if err := rdb.Set(ctx, "k"+string(rune('a'+i)), "v", time.Minute).Err(); err != nil {
 			t.Fatal(err)
 		}
 	}
-	env["REDIS_URL"] = "rediss://:nope@127.0.0.1/0"
+	env["REDIS_URL"] = wrong
 	if _, err := connect(t, env); err == nil {
-		t.Error("a wrong cluster password was accepted")
+		t.Errorf("the wrong credentials of %s were accepted", wrong)
 	}
 }
 
@@ -198,32 +202,10 @@ func TestNewRedisRefuses(t *testing.T) {
 
 func writeFile(path, s string) error { return os.WriteFile(path, []byte(s), 0o600) }
 
+// TestRedisClusterACLUser: a Cluster whose nodes know only an ACL user.
 func TestRedisClusterACLUser(t *testing.T) {
 	t.Parallel()
 	auth := redis.Options{Username: "linkhop", Password: "clpw"}
 	prim, _ := redistest.Cluster(t, 3, 0, auth, "user default off", "user linkhop on >clpw ~* &* +@all")
-	addrs := make([]string, len(prim))
-	for i, n := range prim {
-		addrs[i] = n.Addr
-	}
-	env := map[string]string{
-		"REDIS_CLUSTER_ADDRS": strings.Join(addrs, ","),
-		"REDIS_URL":           "redis://linkhop:clpw@127.0.0.1/0",
-	}
-	rdb, err := connect(t, env)
-	if err != nil {
-		t.Fatal(err)
-	}
-	useLikeLinkhop(t, rdb)
-	// Keys of every node: the client reaches all three as the ACL user.
-	ctx := context.Background()
-	for i := range 30 {
-		if err := rdb.Set(ctx, "k"+string(rune('a'+i)), "v", time.Minute).Err(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	env["REDIS_URL"] = "redis://other:clpw@127.0.0.1/0"
-	if _, err := connect(t, env); err == nil {
-		t.Error("an unknown cluster user was accepted")
-	}
+	clusterLogin(t, prim, map[string]string{"REDIS_URL": "redis://linkhop:clpw@127.0.0.1/0"}, "redis://other:clpw@127.0.0.1/0")
 }

@@ -35,10 +35,23 @@ func (s *Server) URL() string { return "redis://" + s.Addr + "/0" }
 // arguments are passed to redis-server (for example "--appendonly", "yes").
 func Start(tb testing.TB, extra ...string) *Server {
 	tb.Helper()
+	s := &Server{dir: tb.TempDir(), args: extra, tb: tb}
+	onFreePort(tb, func(port int) error {
+		s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		return s.launch()
+	})
+	tb.Cleanup(s.Stop)
+	return s
+}
+
+// onFreePort calls launch with free loopback ports until it starts a redis-server (another
+// process may take a port between the check and the launch), and fails tb after five tries
+// or when redis-server is not installed.
+func onFreePort(tb testing.TB, launch func(port int) error) {
+	tb.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		tb.Fatalf("redistest: redis-server is not on PATH (make test installs it): %v", err)
 	}
-	s := &Server{dir: tb.TempDir(), args: extra, tb: tb}
 	var lastErr error
 	for range 5 {
 		port, err := freePort()
@@ -46,14 +59,11 @@ func Start(tb testing.TB, extra ...string) *Server {
 			lastErr = err
 			continue
 		}
-		s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		if lastErr = s.launch(); lastErr == nil {
-			tb.Cleanup(s.Stop)
-			return s
+		if lastErr = launch(port); lastErr == nil {
+			return
 		}
 	}
 	tb.Fatalf("redistest: starting redis-server: %v", lastErr)
-	return nil
 }
 
 // New starts a dedicated server and returns a client for it; both are closed at cleanup.

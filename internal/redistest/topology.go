@@ -36,17 +36,8 @@ type Node struct {
 // with --sentinel. It is killed at tb's cleanup.
 func StartNode(tb testing.TB, sentinel bool, conf ...string) *Node {
 	tb.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		tb.Fatalf("redistest: redis-server is not on PATH (make test installs it): %v", err)
-	}
 	n := &Node{Dir: tb.TempDir(), tb: tb, sentinel: sentinel}
-	var lastErr error
-	for range 5 {
-		port, err := freePort()
-		if err != nil {
-			lastErr = err
-			continue
-		}
+	onFreePort(tb, func(port int) error {
 		n.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		lines := []string{"bind 127.0.0.1", "dir " + n.Dir, "logfile redis.log", "loglevel notice",
 			"save \"\"", "appendonly no", "daemonize no"}
@@ -64,13 +55,10 @@ func StartNode(tb testing.TB, sentinel bool, conf ...string) *Node {
 		if err := os.WriteFile(n.conf, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
 			tb.Fatal(err)
 		}
-		if lastErr = n.launch(); lastErr == nil {
-			tb.Cleanup(n.Kill)
-			return n
-		}
-	}
-	tb.Fatalf("redistest: starting redis-server: %v", lastErr)
-	return nil
+		return n.launch()
+	})
+	tb.Cleanup(n.Kill)
+	return n
 }
 
 func (n *Node) launch() error {

@@ -215,7 +215,7 @@ func (h *ResolveHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	res, rerr := h.resolve(rctx, up, lookup, rec.Record)
 	// Whatever happens below, an upstream outcome is published (waiters on other workers
 	// expect it, and the lock must go); the record's last write normally carries it.
-	defer h.publish(ctx, up, &res, &rerr)
+	defer h.publish(ctx, up, res, rerr)
 	if lease.Lost() {
 		log.Warn(droppedRun, "reason", "lease lost")
 		return nil
@@ -366,14 +366,14 @@ func (h *ResolveHandler) commit(ctx context.Context, up *resolve.Upstream, cur S
 
 // publish publishes an upstream outcome that no record write carried (a run that ended
 // early: its lease lost, held back, or retried for an infrastructure error).
-func (h *ResolveHandler) publish(ctx context.Context, up *resolve.Upstream, res *resolve.Result, rerr *error) {
+func (h *ResolveHandler) publish(ctx context.Context, up *resolve.Upstream, res resolve.Result, rerr error) {
 	if up == nil || !up.Pending() {
 		return
 	}
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	_, _ = h.Store.rdb.Pipelined(wctx, func(pl redis.Pipeliner) error {
-		up.PublishIn(wctx, pl, *res, *rerr)
+		up.PublishIn(wctx, pl, res, rerr)
 		return nil
 	})
 }

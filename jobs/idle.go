@@ -33,13 +33,14 @@ type idleBackoff struct {
 	mu                            sync.Mutex
 	after, dequeueMax, forwardMax time.Duration
 	lastWork                      time.Time
+	wake                          chan struct{} // closed by nudge: the holds in progress end
 	stop                          chan struct{}
 	stopOnce                      sync.Once
 }
 
 func newIdleBackoff() *idleBackoff {
 	return &idleBackoff{after: idleAfter, dequeueMax: idleDequeueHoldMax, forwardMax: idleForwardHoldMax,
-		lastWork: time.Now(), stop: make(chan struct{})}
+		lastWork: time.Now(), wake: make(chan struct{}), stop: make(chan struct{})}
 }
 
 // Stop ends every hold at once (the worker is shutting down) and holds nothing from then on.
@@ -49,6 +50,17 @@ func (b *idleBackoff) Stop() { b.stopOnce.Do(func() { close(b.stop) }) }
 func (b *idleBackoff) worked() {
 	b.mu.Lock()
 	b.lastWork = time.Now()
+	b.mu.Unlock()
+}
+
+// nudge is worked for work that arrived by another way than asynq's polls (a held-back webhook
+// moved to its queue at its place in line): it also ends the holds in progress, so that the
+// work is picked up within a poll interval.
+func (b *idleBackoff) nudge() {
+	b.mu.Lock()
+	b.lastWork = time.Now()
+	close(b.wake)
+	b.wake = make(chan struct{})
 	b.mu.Unlock()
 }
 
@@ -72,10 +84,14 @@ func (b *idleBackoff) wait(d time.Duration) {
 	if d <= 0 {
 		return
 	}
+	b.mu.Lock()
+	wake := b.wake
+	b.mu.Unlock()
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
+	case <-wake:
 	case <-b.stop:
 	}
 }

@@ -162,3 +162,44 @@ func TestIdleNudge(t *testing.T) {
 		t.Error("nudge did not count as work")
 	}
 }
+
+// idleSeen records IsIdlePoll's verdict on every Line pass.
+type idleSeen struct{ verdicts []bool }
+
+func (h *idleSeen) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *idleSeen) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+func (h *idleSeen) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if linePass(cmd) && err == nil { // not the EVALSHA that Script.Run retries as EVAL
+			h.verdicts = append(h.verdicts, IsIdlePoll(cmd, err))
+		}
+		return err
+	}
+}
+
+// A Line's pass that moves nothing is an idle poll, one that moves a task is work: counts of
+// a worker's round trips per job leave the first out (docs/benchmarks.md#the-worker-in-five-round-trips).
+func TestLinePassIdlePoll(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb := redistest.New(t)
+	seen := &idleSeen{}
+	rdb.AddHook(seen)
+	l := newLine(rdb, slog.New(slog.DiscardHandler), newIdleBackoff())
+	if _, _, _, err := l.pass(ctx); err != nil {
+		t.Fatal(err)
+	}
+	retryTask(t, rdb, "due", "retry")
+	if err := rdb.ZAdd(ctx, lineKey, redis.Z{Score: float64(time.Now().UnixMilli()), Member: "due"}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if moved, _, _, err := l.pass(ctx); err != nil || moved != 1 {
+		t.Fatalf("moved %d, err %v", moved, err)
+	}
+	if len(seen.verdicts) != 2 || !seen.verdicts[0] || seen.verdicts[1] {
+		t.Errorf("IsIdlePoll on an empty pass, then a pass that moved a task: %v, want [true false]", seen.verdicts)
+	}
+}

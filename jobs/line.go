@@ -33,10 +33,11 @@ const lineKey = "linkhop:{" + QueueWebhooks + "}:line"
 // few milliseconds.
 const lineLead = 20 * time.Millisecond
 
-// lineIdlePass is how often a Line looks at the set when it knows of no place: places written
-// by another worker process wake only that process's Line, and a Line whose process died
-// leaves its places to the others.
-const lineIdlePass = time.Second
+// lineIdlePass is how often a Line looks at the set when it knows of no place. Places written
+// by another worker process wake only that process's Line, which moves them; the idle pass
+// only clears what a Line that died left (by then too late for their places: asynq's own
+// retry brings those tasks back anyway), so it can be rare and cost an idle worker little.
+const lineIdlePass = 5 * time.Second
 
 // lineMinGap keeps a Line from passing more often than every few milliseconds under a stream
 // of places: each pass moves everything due within lineLead.

@@ -131,9 +131,10 @@ func creditCost(tier string) int64 {
 	return 1
 }
 
-// postResolve accepts a link. The body is read and validated first (no Redis), then three
+// postResolve accepts a link. The body is read and validated first (no Redis), then two
 // round trips make an accepted resolve: (1) authentication, limits and the cache lookup,
-// (2) the job with its idempotency claim and credits, (3) the enqueue. Every way out after
+// (2) the job with its idempotency claim and credits, and its enqueue (a third on Redis
+// Cluster, where the enqueue follows the job; see jobs.Queue.Submit). Every way out after
 // admission other than an accepted link settles the admission: Uncount for an answer that
 // accepts nothing (a refusal, a replay), Undo for the service's own failures. So a non-2xx
 // answer means nothing was created, queued or charged.

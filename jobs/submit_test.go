@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
@@ -146,10 +147,22 @@ func TestSubmitOneMatchesSplit(t *testing.T) {
 			t.Errorf("a failed submit left %s", k)
 		}
 	}
-	// asynq takes the one-script submit's tasks as its own.
+	// The one-script submit's task is the task asynq's own client writes for the job.
 	info, err := asynq.NewInspectorFromRedisClient(oneRdb).GetTaskInfo(jobs.QueueResolve, "c")
 	if err != nil || info.State != asynq.TaskStatePending || info.MaxRetry != 13 {
 		t.Fatalf("task %+v %v", info, err)
+	}
+	refRdb := redistest.New(t)
+	ref := jobs.NewQueue(refRdb, jobs.NewStore(refRdb, time.Hour), opts)
+	if err := ref.Ensure(context.Background(), jobs.Record{ID: "c", KeyID: "key_c"}); err != nil {
+		t.Fatal(err)
+	}
+	wantTask, err := asynq.NewInspectorFromRedisClient(refRdb).GetTaskInfo(jobs.QueueResolve, "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(wantTask, info, cmpopts.IgnoreFields(asynq.TaskInfo{}, "NextProcessAt")); d != "" {
+		t.Errorf("task differs from asynq.Client's (-asynq +submit):\n%s", d)
 	}
 }
 

@@ -3,8 +3,10 @@ package jobs_test
 import (
 	"context"
 	"errors"
+	"io"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -254,4 +256,73 @@ func TestSubmitRoundTrips(t *testing.T) {
 		}
 		count(t, cc, 2)
 	})
+}
+
+// loseReply makes the next pipeline's replies look lost (as a connection that broke after
+// Redis ran the commands): every command of it fails with io.ErrUnexpectedEOF. With unsent,
+// the pipeline is not sent at all (a connection that broke before).
+type loseReply struct {
+	armed  atomic.Bool
+	unsent bool
+}
+
+func (h *loseReply) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (h *loseReply) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (h *loseReply) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		var err error
+		if !h.unsent || !h.armed.Load() {
+			err = next(ctx, cmds)
+		}
+		if h.armed.CompareAndSwap(true, false) {
+			for _, c := range cmds {
+				c.SetErr(io.ErrUnexpectedEOF)
+			}
+			return io.ErrUnexpectedEOF
+		}
+		return err
+	}
+}
+
+// TestSubmitLostReply: when the one-script submit ran but its reply was lost, Submit fails
+// and takes back what the script wrote (record, claim, credits, task); when the submit never
+// reached Redis, the undo takes back nothing (no credits appear from nowhere).
+func TestSubmitLostReply(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb := redistest.New(t)
+	hook := &loseReply{}
+	rdb.AddHook(hook)
+	store := jobs.NewStore(rdb, time.Hour)
+	q := jobs.NewQueue(rdb, store, jobs.TaskOptions{})
+	if err := rdb.HSet(ctx, keys.RecordKey("key_l"), keys.FieldCredits, 5).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.Submit(ctx, &jobs.Record{ID: "warm", KeyID: "key_l", URL: "https://sho.rt/w"}, 1); err != nil {
+		t.Fatal(err)
+	}
+	hook.armed.Store(true)
+	if _, err := q.Submit(ctx, &jobs.Record{ID: "lost", KeyID: "key_l", URL: "https://sho.rt/l", IdempotencyKey: "i"}, 1); err == nil {
+		t.Fatal("a submit whose reply was lost succeeded")
+	}
+	if _, err := store.Get(ctx, "key_l", "lost"); !errors.Is(err, jobs.ErrNotFound) {
+		t.Errorf("record left behind: %v", err)
+	}
+	if c, err := store.GetClaim(ctx, "key_l", "i"); c != nil || err != nil {
+		t.Errorf("claim left behind: %+v %v", c, err)
+	}
+	if _, err := asynq.NewInspectorFromRedisClient(rdb).GetTaskInfo(jobs.QueueResolve, "lost"); !errors.Is(err, asynq.ErrTaskNotFound) {
+		t.Errorf("task left behind: %v", err)
+	}
+	if n := rdb.HGet(ctx, keys.RecordKey("key_l"), keys.FieldCredits).Val(); n != "4" {
+		t.Errorf("credits %s, want 4 (the warm-up's taken, the lost submit's given back)", n)
+	}
+	hook.unsent = true
+	hook.armed.Store(true)
+	if _, err := q.Submit(ctx, &jobs.Record{ID: "unsent", KeyID: "key_l", URL: "https://sho.rt/u"}, 1); err == nil {
+		t.Fatal("a submit that was never sent succeeded")
+	}
+	if n := rdb.HGet(ctx, keys.RecordKey("key_l"), keys.FieldCredits).Val(); n != "4" {
+		t.Errorf("credits %s after a submit that never reached Redis, want 4 (its undo gives nothing back)", n)
+	}
 }

@@ -58,7 +58,7 @@ func scenarioResolve(ctx context.Context, e *runEnv) ([]row, error) {
 			return rows, err
 		}
 		ours := func(ctx context.Context, d time.Duration) sample {
-			return closedLoop(ctx, conc, d, func(ctx context.Context, w int) error {
+			return loadLoop(ctx, conc, d, func(ctx context.Context, w int) error {
 				_, err := s.submit(ctx, s.token(w), s.nextURL("r"))
 				return err
 			})
@@ -110,17 +110,17 @@ func resolveFloor(ctx context.Context, e *runEnv, ids [2]string) ([]row, error) 
 		return nil, err
 	}
 	defer bare.close()
-	client := newHTTPClient(conc)
+	client := newLoadClient(conc)
 	defer client.CloseIdleConnections()
 	var seq atomic.Int64
 	ours := func(ctx context.Context, d time.Duration) sample {
-		return closedLoop(ctx, conc, d, func(ctx context.Context, w int) error {
+		return loadLoop(ctx, conc, d, func(ctx context.Context, w int) error {
 			_, err := s.submit(ctx, s.token(w), s.nextURL("rf"))
 			return err
 		})
 	}
 	floor := func(ctx context.Context, d time.Duration) sample {
-		return closedLoop(ctx, conc, d, func(ctx context.Context, _ int) error {
+		return loadLoop(ctx, conc, d, func(ctx context.Context, _ int) error {
 			_, err := postResolve(ctx, client, bare.url, "", "http://"+shortHost+"/f/"+strconv.FormatInt(seq.Add(1), 36), "", http.StatusAccepted)
 			return err
 		})
@@ -224,10 +224,10 @@ func scenarioPoll(ctx context.Context, e *runEnv) ([]row, error) {
 			_ = bareRdb.Close()
 			return rows, err
 		}
-		bareClient := newHTTPClient(conc)
+		bareClient := newLoadClient(conc)
 		poll := func(c *http.Client, base string) side {
 			return func(ctx context.Context, d time.Duration) sample {
-				return closedLoop(ctx, conc, d, func(ctx context.Context, w int) error {
+				return loadLoop(ctx, conc, d, func(ctx context.Context, w int) error {
 					k := w % len(ids)
 					return get(ctx, c, base+"/v1/jobs/"+ids[k], s.tokens[k])
 				})
@@ -293,7 +293,7 @@ func scenarioE2E(ctx context.Context, e *runEnv) ([]row, error) {
 				background += int64(bg)
 			}
 		}()
-		smp := closedLoop(ctx, conc, d, func(ctx context.Context, w int) error {
+		smp := loadLoop(ctx, conc, d, func(ctx context.Context, w int) error {
 			id, err := s.submit(ctx, s.token(w), s.nextURL("e"))
 			if err != nil {
 				return err

@@ -20,7 +20,7 @@ func scenarioBatch(ctx context.Context, e *runEnv) ([]row, error) {
 	}
 	defer s.close()
 	ours := func(ctx context.Context, d time.Duration) sample {
-		smp := closedLoop(ctx, conc, d, func(ctx context.Context, w int) error {
+		smp := loadLoop(ctx, conc, d, func(ctx context.Context, w int) error {
 			links := make([]string, batchItems)
 			for i := range links {
 				links[i] = s.nextURL("bb")
@@ -33,7 +33,7 @@ func scenarioBatch(ctx context.Context, e *runEnv) ([]row, error) {
 		return smp
 	}
 	theirs := func(ctx context.Context, d time.Duration) sample {
-		return closedLoop(ctx, conc, d, func(ctx context.Context, w int) error {
+		return loadLoop(ctx, conc, d, func(ctx context.Context, w int) error {
 			_, err := s.submit(ctx, s.token(w), s.nextURL("bs"))
 			return err
 		})

@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"fmt"
-	"os"
+	"errors"
 	"path/filepath"
-	"runtime/pprof"
 	"slices"
 	"sync"
 	"syscall"
@@ -20,10 +18,14 @@ type sample struct {
 	lat      []time.Duration // one per successful op, sorted lazily by pct
 	firstErr error
 	sorted   bool
-	// goCPU and redisCPU are the CPU time this process (load generator included) and the
-	// redis-server spent during the measured time; zero when not measured. Per operation they
-	// vary much less with a busy machine than rates do.
+	// goCPU and redisCPU are the CPU time the measured Go code and the redis-server spent
+	// during the measured time; zero when not measured. Per operation they vary much less with
+	// a busy machine than rates do. goCPU is this process's CPU, less loadCPU when split.
 	goCPU, redisCPU time.Duration
+	// loadCPU is the in-process load generator's share of this process's CPU (split set),
+	// which the comparisons leave out: see split.go.
+	loadCPU time.Duration
+	split   bool
 	// cpuSet says the side measured CPU itself (around its measured window only).
 	cpuSet bool
 }
@@ -37,6 +39,8 @@ func (s *sample) add(o sample) {
 	s.sorted = false
 	s.goCPU += o.goCPU
 	s.redisCPU += o.redisCPU
+	s.loadCPU += o.loadCPU
+	s.split = s.split || o.split
 	if s.firstErr == nil {
 		s.firstErr = o.firstErr
 	}
@@ -76,8 +80,20 @@ type op func(ctx context.Context, worker int) error
 
 // closedLoop runs conc goroutines, each calling fn back to back until d has passed, and
 // measures from the start until the last operation returned (so ops/elapsed is exact even
-// though the last operations overrun d a little).
+// though the last operations overrun d a little). Its CPU is the measured one: fn is the
+// operation itself (a raw Enqueue, a client's request).
 func closedLoop(ctx context.Context, conc int, d time.Duration, fn op) sample {
+	return loop(ctx, conc, d, fn, false)
+}
+
+// loadLoop is closedLoop for a load generator loading a server in this process: its
+// goroutines carry the load generator's label, so that its CPU is told apart from the
+// server's and left out of the comparison.
+func loadLoop(ctx context.Context, conc int, d time.Duration, fn op) sample {
+	return loop(ctx, conc, d, fn, true)
+}
+
+func loop(ctx context.Context, conc int, d time.Duration, fn op, load bool) sample {
 	type local struct {
 		ops, errs int64
 		lat       []time.Duration
@@ -88,25 +104,32 @@ func closedLoop(ctx context.Context, conc int, d time.Duration, fn op) sample {
 	defer cancel()
 	start := time.Now()
 	end := start.Add(d)
+	worker := func(ctx context.Context, w int) {
+		l := &locals[w]
+		for ctx.Err() == nil {
+			t0 := time.Now()
+			if !t0.Before(end) {
+				return
+			}
+			if err := fn(ctx, w); err != nil {
+				l.errs++
+				if l.err == nil && ctx.Err() == nil {
+					l.err = err
+				}
+				continue
+			}
+			l.ops++
+			l.lat = append(l.lat, time.Since(t0))
+		}
+	}
 	var wg sync.WaitGroup
 	for w := range conc {
 		wg.Go(func() {
-			l := &locals[w]
-			for ctx.Err() == nil {
-				t0 := time.Now()
-				if !t0.Before(end) {
-					return
-				}
-				if err := fn(ctx, w); err != nil {
-					l.errs++
-					if l.err == nil && ctx.Err() == nil {
-						l.err = err
-					}
-					continue
-				}
-				l.ops++
-				l.lat = append(l.lat, time.Since(t0))
+			if load {
+				asLoad(ctx, func(ctx context.Context) { worker(ctx, w) })
+				return
 			}
+			worker(ctx, w)
 		})
 	}
 	wg.Wait()
@@ -133,15 +156,28 @@ type timing struct {
 }
 
 // measured runs one side for d and adds the CPU time spent by this process and by Redis,
-// unless the side measured them itself.
-func (t timing) measured(ctx context.Context, s side, d time.Duration) sample {
+// unless the side measured them itself. A CPU profile of the span splits this process's CPU
+// between the load generator (loadLoop, newLoadClient) and the measured code; profileFile,
+// when not empty, also receives the profile.
+func (t timing) measured(ctx context.Context, s side, d time.Duration, profileFile string) (sample, error) {
+	prof := startSpanProfile(profileFile)
 	g0, r0 := t.cpuNow(ctx)
 	out := s(ctx, d)
-	if !out.cpuSet {
-		g1, r1 := t.cpuNow(ctx)
-		out.goCPU, out.redisCPU = g1-g0, r1-r0
+	g1, r1 := t.cpuNow(ctx)
+	shares, err := prof.stop()
+	if errors.Is(err, errProfilerBusy) {
+		err = nil
 	}
-	return out
+	if out.cpuSet {
+		return out, err
+	}
+	out.goCPU, out.redisCPU = g1-g0, r1-r0
+	if f, ok := shares.loadFraction(); ok && shares.load > 0 {
+		out.loadCPU = time.Duration(float64(out.goCPU) * f)
+		out.goCPU -= out.loadCPU
+		out.split = true
+	}
+	return out, err
 }
 
 // cpuNow reads this process's and Redis's CPU time so far.
@@ -178,17 +214,17 @@ func (t timing) pair(ctx context.Context, name string, a, b side) (sa, sb sample
 	}
 	rounds := max(t.rounds, 1)
 	per := t.d / time.Duration(rounds)
-	// profiled runs one round of a side, under the CPU profiler in round 0 when asked.
+	// profiled runs one round of a side; round 0's profile goes to the -cpuprofile directory.
 	profiled := func(r int, file string, s side) sample {
+		path := ""
 		if r == 0 && t.profileDir != "" {
-			stop, perr := startProfile(t.profileDir, file)
-			if perr != nil {
-				err = perr
-			} else {
-				defer stop()
-			}
+			path = filepath.Join(t.profileDir, file+".pprof")
 		}
-		return t.measured(ctx, s, per)
+		out, perr := t.measured(ctx, s, per, path)
+		if perr != nil && err == nil {
+			err = perr
+		}
+		return out
 	}
 	for r := range rounds {
 		if err := ctx.Err(); err != nil {
@@ -203,22 +239,4 @@ func (t timing) pair(ctx context.Context, name string, a, b side) (sa, sb sample
 		}
 	}
 	return sa, sb, err
-}
-
-func startProfile(dir, name string) (func(), error) {
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return nil, fmt.Errorf("profile dir: %w", err)
-	}
-	f, err := os.Create(filepath.Join(dir, name+".pprof")) //nolint:gosec // G304: the directory is the operator's own -cpuprofile
-	if err != nil {
-		return nil, fmt.Errorf("profile: %w", err)
-	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		_ = f.Close()
-		return nil, fmt.Errorf("profile: %w", err)
-	}
-	return func() {
-		pprof.StopCPUProfile()
-		_ = f.Close()
-	}, nil
 }

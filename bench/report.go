@@ -17,9 +17,9 @@ type row struct {
 	ours  string // linkhop's figure
 	ref   string // the reference's figure, "" when there is none
 	ratio float64
-	// cpuRatio is the reference's CPU per operation (this process and Redis) over linkhop's:
-	// what the ratio tends to when both sides are CPU-bound, and much steadier on a shared
-	// machine than the rates themselves.
+	// cpuRatio is the reference's CPU per operation (the measured Go code and Redis; an
+	// in-process load generator's CPU left out) over linkhop's: what the ratio tends to when
+	// both sides are CPU-bound, and much steadier on a shared machine than the rates themselves.
 	cpuRatio float64
 	target   string  // the target of docs/benchmarks.md#targets, "" when it names none
 	min      float64 // the ratio must be at least this (0: no ratio target)
@@ -95,7 +95,11 @@ func fmtSample(s *sample, lat bool) string {
 	if lat && len(s.lat) > 0 {
 		out += " · p50 " + fmtDur(s.pct(50)) + " · p99 " + fmtDur(s.pct(99))
 	}
-	if s.goCPU > 0 && s.ops > 0 {
+	switch {
+	case s.goCPU > 0 && s.ops > 0 && s.split:
+		out += "<br>CPU/op: server Go " + fmtMicros(s.perOp(s.goCPU)) + ", Redis " + fmtMicros(s.perOp(s.redisCPU)) +
+			"; load generator " + fmtMicros(s.perOp(s.loadCPU)) + " (left out)"
+	case s.goCPU > 0 && s.ops > 0:
 		out += "<br>CPU/op: Go " + fmtMicros(s.perOp(s.goCPU)) + ", Redis " + fmtMicros(s.perOp(s.redisCPU))
 	}
 	return out

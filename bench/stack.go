@@ -70,8 +70,9 @@ func (s *server) close() {
 	<-s.done
 }
 
-// newHTTPClient is the load generator's client: keep-alive connections enough for every
-// goroutine, no proxy, no compression (the API's bodies are small).
+// newHTTPClient is a client for closed loops: keep-alive connections enough for every
+// goroutine, no proxy, no compression (the API's bodies are small). Its CPU counts as the
+// measured side's; newLoadClient is the one whose CPU is left out.
 func newHTTPClient(conc int) *http.Client {
 	return &http.Client{
 		Timeout: 30 * time.Second,
@@ -163,7 +164,7 @@ type stack struct {
 }
 
 func newStack(ctx context.Context, rs *redisServer, conc int, o stackOptions) (*stack, error) {
-	s := &stack{done: newCompletions(), client: newHTTPClient(conc)}
+	s := &stack{done: newCompletions(), client: newLoadClient(conc)}
 	var err error
 	s.short, err = serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "https://example.com/dest"+r.URL.Path, http.StatusMovedPermanently) //nolint:gosec // G710: the local shortener redirects to a fixed host

@@ -65,6 +65,9 @@ func TestParseFlags(t *testing.T) {
 		{"concurrency zero", []string{"-concurrency", "0"}, false},
 		{"concurrency words", []string{"-concurrency", "a,b"}, false},
 		{"unknown flag", []string{"-nope"}, false},
+		{"serve floor", []string{"-serve", "floor", "-addr", "127.0.0.1:0"}, true},
+		{"serve poll-ref", []string{"-serve", "poll-ref"}, true},
+		{"serve unknown", []string{"-serve", "api"}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := parseFlags(tc.args, &bytes.Buffer{})

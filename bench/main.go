@@ -8,6 +8,7 @@
 // printed as a Markdown table and written into docs/benchmarks.md between its markers.
 //
 //	go run ./bench -out docs/benchmarks.md [-duration 10s] [-only 1,2] [-cpuprofile dir]
+//	go run ./bench -serve floor|poll-ref -addr 127.0.0.1:PORT   (REDIS_URL set; scripts/vegeta-check.sh)
 //
 // No figure is asserted anywhere; the smoke test only checks that every scenario still runs.
 package main
@@ -41,6 +42,8 @@ func main() {
 // options are the command line.
 type options struct {
 	out    string
+	serve  string // a reference server to run instead of the benchmark (serve.go)
+	addr   string
 	timing timing
 	conc   []int
 	only   []string
@@ -57,9 +60,15 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.timing.rounds, "rounds", 2, "alternating rounds the measured time is split into")
 	fs.StringVar(&o.timing.profileDir, "cpuprofile", "", "directory for CPU profiles of both sides of each measurement (NAME.pprof, NAME-ref.pprof)")
 	fs.StringVar(&conc, "concurrency", "16,64", "load concurrencies of scenarios 2 and 3; the first is used by 1, 4 and 5")
+	fs.StringVar(&o.serve, "serve", "", "run a reference server instead (floor or poll-ref) on -addr, Redis from REDIS_URL, for a check with an outside load tool")
+	fs.StringVar(&o.addr, "addr", "127.0.0.1:8090", "listen address of -serve")
 	fs.StringVar(&only, "only", "", "comma-separated scenario numbers to run (default: all)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
+	}
+	if o.serve != "" && o.serve != serveFloor && o.serve != servePollRef {
+		fmt.Fprintln(stderr, "bench:", errServeMode)
+		return o, errServeMode
 	}
 	for f := range strings.SplitSeq(conc, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
@@ -126,6 +135,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	o, err := parseFlags(args, stderr)
 	if err != nil {
 		return 2
+	}
+	if o.serve != "" {
+		if err := serveRef(ctx, o.serve, o.addr, stderr); err != nil {
+			fmt.Fprintln(stderr, "bench:", err)
+			return 1
+		}
+		return 0
 	}
 	started := time.Now()
 	rs, err := startRedis(ctx)

@@ -46,6 +46,10 @@ func serve(h http.Handler) (*server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen: %w", err)
 	}
+	return serveOn(ln, h)
+}
+
+func serveOn(ln net.Listener, h http.Handler) (*server, error) {
 	s := &server{
 		srv: &http.Server{
 			Handler:           h,

@@ -40,7 +40,7 @@ func asLoad(ctx context.Context, f func(context.Context)) {
 type loadTransport struct{ rt http.RoundTripper }
 
 func (t loadTransport) RoundTrip(r *http.Request) (res *http.Response, err error) {
-	asLoad(r.Context(), func(context.Context) { res, err = t.rt.RoundTrip(r) })
+	asLoad(r.Context(), func(context.Context) { res, err = t.rt.RoundTrip(r) }) //nolint:bodyclose // a RoundTripper hands the body to its caller, who closes it
 	return res, err
 }
 

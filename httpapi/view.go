@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"strconv"
 	"time"
-	"unicode/utf8"
 
+	"github.com/linkhop/linkhop/internal/jsonstr"
 	"github.com/linkhop/linkhop/internal/stamp"
 	"github.com/linkhop/linkhop/jobs"
 	"github.com/linkhop/linkhop/resolve"
@@ -137,18 +137,5 @@ func appendStringPtr(b []byte, s *string) []byte {
 	return appendString(b, *s)
 }
 
-// appendString appends s as a JSON string exactly as encoding/json writes it: a string of
-// plain printable ASCII as it is, anything else (quotes, backslashes, control characters,
-// <, > and &, which encoding/json escapes for HTML, non-ASCII) through encoding/json itself.
-func appendString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < 0x20 || c >= utf8.RuneSelf || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			q, _ := json.Marshal(s) // a string always encodes
-			return append(b, q...)
-		}
-	}
-	b = append(b, '"')
-	b = append(b, s...)
-	return append(b, '"')
-}
+// appendString appends s as a JSON string exactly as encoding/json writes it.
+func appendString(b []byte, s string) []byte { return jsonstr.Append(b, s) }

@@ -286,6 +286,7 @@ func (q *Queue) createMany(ctx context.Context, keyID string, items []BatchItem)
 	args := make([]any, 0, 2+4*len(items))
 	args = append(args, q.store.retention.Milliseconds(), RecordKey(keyID, ""))
 	created := now()
+	var buf []byte // the records' encoding, reused: each becomes a string argument
 	for _, it := range items {
 		r := it.Record
 		ik := keys.RecordKey(keyID) // a dummy of the same slot
@@ -306,9 +307,14 @@ func (q *Queue) createMany(ctx context.Context, keyID string, items []BatchItem)
 			if r.Hops == nil {
 				r.Hops = []resolve.Hop{}
 			}
-			b, err := json.Marshal(r)
-			if err != nil {
-				return BatchResult{}, fmt.Errorf("jobs: encoding %s: %w", r.ID, err)
+			b, ok := appendNewRecord(buf[:0], r)
+			if !ok {
+				var err error
+				if b, err = json.Marshal(r); err != nil {
+					return BatchResult{}, fmt.Errorf("jobs: encoding %s: %w", r.ID, err)
+				}
+			} else {
+				buf = b
 			}
 			rec, jk = string(b), RecordKey(keyID, r.ID)
 		}

@@ -38,6 +38,14 @@ type viewRecord struct {
 // reflection, which was a large part of a poll's CPU. TestJobViewMatchesEncoding holds the two
 // to the same bytes.
 func appendJobView(dst, raw []byte, balance *int64) ([]byte, error) {
+	if b, ok := appendPlainView(dst, raw, balance); ok {
+		return b, nil
+	}
+	return appendDecodedView(dst, raw, balance)
+}
+
+// appendDecodedView is appendJobView by decoding the record, for any record.
+func appendDecodedView(dst, raw []byte, balance *int64) ([]byte, error) {
 	var r viewRecord
 	if err := json.Unmarshal(raw, &r); err != nil {
 		return dst, fmt.Errorf("jobs: decoding: %w", err)

@@ -143,13 +143,14 @@ func (a *admissions) note(cmd redis.Cmder) {
 	if !ok {
 		return
 	}
+	// {wait, now, admission − now, placed}: admitted when wait is 0, at its place's time.
 	res, err := c.Int64Slice()
-	if err != nil || len(res) != 2 || res[0] != 0 {
+	if err != nil || len(res) != 4 || res[0] != 0 {
 		return
 	}
 	a.mu.Lock()
 	if a.on {
-		a.at[key] = append(a.at[key], res[1])
+		a.at[key] = append(a.at[key], res[1]+res[2])
 	}
 	a.mu.Unlock()
 }

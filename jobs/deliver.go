@@ -35,6 +35,11 @@ const QueueWebhooks = "webhooks"
 // so that a task is not bounced back for a few milliseconds of clock difference.
 const notDueSlack = 20 * time.Millisecond
 
+// placedBackstop is how long after its place asynq's retry brings back a held-back task that
+// no Line moved (every worker stopped meanwhile): it will have lost its place by then and asks
+// afresh.
+const placedBackstop = time.Second
+
 // webhookTaskSpare is how many asynq retries a delivery task has beyond the policy's own:
 // attempts are counted in the job's webhook state, but errors that are not attempts (Redis
 // unreachable) also use up asynq retries, and asynq must not archive a delivery for those
@@ -171,6 +176,10 @@ type WebhookDeps struct {
 	// Leases, when set, holds a lease on each attempt in flight, so that an attempt whose
 	// worker dies is made again within seconds (register Reap with Leases.OnLapse).
 	Leases *Leases
+	// Line, when set, gives held-back attempts places in line and brings them back at their
+	// places (Worker.Line); without it they come back through asynq's retry set, which keeps
+	// whole seconds, and ask afresh.
+	Line *Line
 }
 
 // NewWebhookHandler returns the handler of d, whose OnTerminal queues deliveries on rdb.
@@ -216,6 +225,11 @@ func IsWebhookDeferred(err error) bool {
 // (Redis trouble).
 func WebhookRetryDelay(n int, err error, _ *asynq.Task) time.Duration {
 	var hb *webhooks.HeldBackError
+	if errors.As(err, &hb) && hb.Placed {
+		// The Line brings the task back at its place; asynq's own forwarder, which keeps whole
+		// seconds, only if no Line did.
+		return hb.Wait + placedBackstop
+	}
 	if errors.As(err, &hb) {
 		return max(hb.Wait, time.Millisecond)
 	}
@@ -301,15 +315,29 @@ func (h *WebhookHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 
 	// The rate slot (and a lease under the cap of attempts in flight) first: a held-back
 	// attempt is rescheduled for when a slot frees, and costs neither a retry nor a worker
-	// slot while it waits.
-	lease, wait, err := h.d.Limiter.AcquireAs(ctx, url, jl.ref.Token, h.d.Policy.InFlight(), h.d.Policy.TaskTimeout())
+	// slot while it waits. With a Line it gets a place in line, named after its task and
+	// attempt: the same attempt finds its place when it comes back.
+	place := ""
+	if h.d.Line != nil {
+		place = task + "#" + strconv.Itoa(rec.Webhook.Attempts)
+	}
+	turn, err := h.d.Limiter.Take(ctx, url, jl.ref.Token, place, h.d.Policy.InFlight(), h.d.Policy.TaskTimeout())
 	if err != nil {
 		return err
 	}
-	if wait > 0 {
+	if turn.Wait > 0 {
 		h.d.Metrics.HeldBack()
-		h.noteHeldBack(ctx, snap, p, wait)
-		return &webhooks.HeldBackError{Wait: wait}
+		return h.holdBack(ctx, snap, p, task, turn)
+	}
+	lease := turn.Lease
+	if turn.Delay > 0 {
+		// Admitted at its place, which starts a few milliseconds from now: not before.
+		t := time.NewTimer(turn.Delay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
 	}
 
 	// The in-flight lease is given back with the attempt's record (round trip 3), or alone when
@@ -422,25 +450,53 @@ func (h *WebhookHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 }
 
-// noteHeldBack moves next_attempt_at to when the rate will let the attempt run, so the job
-// shows the truth. It writes only a change of more than a second: a busy URL holds tasks back
-// again and again, and the record need not follow every few milliseconds. Best effort: the
-// attempt is rescheduled whether or not this is written.
-func (h *WebhookHandler) noteHeldBack(ctx context.Context, snap Snapshot, p WebhookPayload, wait time.Duration) {
-	next := now().Add(wait)
-	if stored := snap.Webhook.NextAttemptAt; stored != nil && next.Sub(*stored) <= time.Second {
-		return
+// holdBack reschedules an attempt that turn held back: for its place in line, written for the
+// Line with the job's next_attempt_at in one round trip, or, without a place, for when a slot
+// frees. next_attempt_at is written only for a change of more than a second: a busy URL holds
+// tasks back again and again, and the record need not follow every few milliseconds. Best
+// effort, like the place: a task that is not forwarded at its place comes back through asynq's
+// retry and asks again.
+func (h *WebhookHandler) holdBack(ctx context.Context, snap Snapshot, p WebhookPayload, task string, turn webhooks.Turn) error {
+	next := now().Add(turn.Wait)
+	if turn.Placed {
+		next = turn.At
 	}
-	_, err := h.d.Store.UpdateFrom(ctx, snap, func(r *Record) error {
-		if !current(r.Webhook, p.Generation) {
-			return ErrNoChange
+	note := true
+	if stored := snap.Webhook.NextAttemptAt; stored != nil && next.Sub(*stored) <= time.Second {
+		note = false
+	}
+	var update func() (Snapshot, error)
+	var place *redis.IntCmd
+	_, _ = h.d.Store.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
+		if turn.Placed {
+			place = h.d.Line.placeIn(ctx, pl, task, turn.At)
 		}
-		r.Webhook.NextAttemptAt = &next
+		if note {
+			update = h.d.Store.UpdateIn(ctx, pl, snap, func(r *Record) error {
+				if !current(r.Webhook, p.Generation) {
+					return ErrNoChange
+				}
+				r.Webhook.NextAttemptAt = &next
+				return nil
+			})
+		}
 		return nil
 	})
-	if err != nil {
-		h.log().Warn("recording a held-back webhook attempt", "job_id", p.JobID, "err", err)
+	placed := false
+	if place != nil {
+		if err := place.Err(); err != nil {
+			h.log().Warn("keeping a held-back webhook's place in line", "job_id", p.JobID, "err", err)
+		} else {
+			placed = true
+			h.d.Line.placed(turn.At)
+		}
 	}
+	if update != nil {
+		if _, err := update(); err != nil && !errors.Is(err, ErrNoChange) {
+			h.log().Warn("recording a held-back webhook attempt", "job_id", p.JobID, "err", err)
+		}
+	}
+	return &webhooks.HeldBackError{Wait: turn.Wait, Placed: placed}
 }
 
 // giveUp ends a delivery that no retry can make succeed (no key, unusable secret): failed,

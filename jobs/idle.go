@@ -33,13 +33,14 @@ type idleBackoff struct {
 	mu                            sync.Mutex
 	after, dequeueMax, forwardMax time.Duration
 	lastWork                      time.Time
+	wake                          chan struct{} // closed by nudge: the holds in progress end
 	stop                          chan struct{}
 	stopOnce                      sync.Once
 }
 
 func newIdleBackoff() *idleBackoff {
 	return &idleBackoff{after: idleAfter, dequeueMax: idleDequeueHoldMax, forwardMax: idleForwardHoldMax,
-		lastWork: time.Now(), stop: make(chan struct{})}
+		lastWork: time.Now(), wake: make(chan struct{}), stop: make(chan struct{})}
 }
 
 // Stop ends every hold at once (the worker is shutting down) and holds nothing from then on.
@@ -49,6 +50,17 @@ func (b *idleBackoff) Stop() { b.stopOnce.Do(func() { close(b.stop) }) }
 func (b *idleBackoff) worked() {
 	b.mu.Lock()
 	b.lastWork = time.Now()
+	b.mu.Unlock()
+}
+
+// nudge is worked for work that arrived by another way than asynq's polls (a held-back webhook
+// moved to its queue at its place in line): it also ends the holds in progress, so that the
+// work is picked up within a poll interval.
+func (b *idleBackoff) nudge() {
+	b.mu.Lock()
+	b.lastWork = time.Now()
+	close(b.wake)
+	b.wake = make(chan struct{})
 	b.mu.Unlock()
 }
 
@@ -72,10 +84,14 @@ func (b *idleBackoff) wait(d time.Duration) {
 	if d <= 0 {
 		return
 	}
+	b.mu.Lock()
+	wake := b.wake
+	b.mu.Unlock()
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
+	case <-wake:
 	case <-b.stop:
 	}
 }
@@ -106,10 +122,14 @@ func asynqPoll(cmd redis.Cmder) (dequeue, forward bool) {
 }
 
 // IsIdlePoll reports whether cmd, run with the outcome err (in a go-redis hook, the error the
-// next hook returned: cmd.Err() is not yet set there), was one of asynq's polls that found
-// nothing: a dequeue of an empty queue or a forwarder pass with nothing due. Counts of a
+// next hook returned: cmd.Err() is not yet set there), was a poll that found nothing: asynq's
+// dequeue of an empty queue or forwarder pass with nothing due, or a Line's pass that moved
+// no webhook. Counts of a
 // worker's round trips per job leave these out (docs/benchmarks.md#the-worker-in-five-round-trips).
 func IsIdlePoll(cmd redis.Cmder, err error) bool {
+	if linePass(cmd) {
+		return err == nil && lineMovedNone(cmd)
+	}
 	dequeue, forward := asynqPoll(cmd)
 	switch {
 	case dequeue:
@@ -118,6 +138,29 @@ func IsIdlePoll(cmd redis.Cmder, err error) bool {
 		return movedNone(cmd)
 	}
 	return false
+}
+
+// linePass tells a pass of a Line (places in line of held-back webhooks) by its first key.
+func linePass(cmd redis.Cmder) bool {
+	args := cmd.Args()
+	if len(args) < 4 {
+		return false
+	}
+	if name, _ := args[0].(string); name != "evalsha" && name != "eval" {
+		return false
+	}
+	k1, _ := args[3].(string)
+	return k1 == lineKey
+}
+
+// lineMovedNone reports whether a Line's pass moved no task.
+func lineMovedNone(cmd redis.Cmder) bool {
+	c, ok := cmd.(*redis.Cmd)
+	if !ok {
+		return false
+	}
+	v, err := c.Int64Slice()
+	return err == nil && len(v) > 0 && v[0] == 0
 }
 
 // movedNone reports whether a forwarder pass moved no task.

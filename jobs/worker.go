@@ -31,6 +31,7 @@ type Worker struct {
 	notFailed []func(error) bool
 	leases    *Leases
 	idle      *idleBackoff
+	line      *Line
 }
 
 // NewWorker builds a worker on rdb; register handlers with Handle before Start. It adds a hook
@@ -48,6 +49,7 @@ func NewWorker(rdb redis.UniversalClient, o WorkerOptions) *Worker {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	w.line = newLine(rdb, log.With("component", "webhook-line"), w.idle)
 	w.srv = asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency:     max(o.Concurrency, 1),
 		Queues:          queues,
@@ -97,6 +99,10 @@ func NewWorker(rdb redis.UniversalClient, o WorkerOptions) *Worker {
 // WebhookDeps.Leases) and their reapers (Leases.OnLapse). They beat while the worker runs.
 func (w *Worker) Leases() *Leases { return w.leases }
 
+// Line forwards the held-back webhook attempts of every worker at their places in line, for
+// WebhookDeps.Line; it runs while the worker runs.
+func (w *Worker) Line() *Line { return w.line }
+
 // Handle registers h for task type typ with its retry delay policy (nil: asynq's default).
 func (w *Worker) Handle(typ string, h asynq.Handler, delay asynq.RetryDelayFunc) {
 	w.mux.Handle(typ, h)
@@ -116,6 +122,7 @@ func (w *Worker) Start() error {
 		return err
 	}
 	w.leases.Start()
+	w.line.start()
 	return nil
 }
 
@@ -125,6 +132,7 @@ func (w *Worker) Start() error {
 func (w *Worker) Shutdown() {
 	w.idle.Stop() // a held poll would delay asynq's stop
 	w.srv.Shutdown()
+	w.line.shutdown()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	w.leases.Stop(ctx)

@@ -58,6 +58,9 @@ func (e *StatusError) Error() string {
 type HeldBackError struct {
 	// Wait is how long until the rate limiter has a free slot for the URL.
 	Wait time.Duration
+	// Placed: the attempt holds its place in line Wait from now (RateLimiter.Take), and is
+	// brought back then by a forwarder of its own rather than by the task queue's retry.
+	Placed bool
 }
 
 // Error says how long the attempt was held back.

@@ -26,25 +26,57 @@ const RateGuard = 50 * time.Millisecond
 const keyPrefix = "linkhop:webhook:"
 
 // rateScript is the whole check-and-record, atomic in Redis. The log is a sorted set of
-// admitted attempts scored by Redis TIME in microseconds (the only clock: worker clocks never
-// matter). Entries at or before now−window are dropped; if fewer than the limit remain, the
-// attempt is recorded and {0, now} returned; otherwise nothing is written and {wait, now}
-// says in microseconds when the oldest entry leaves the window. Microseconds since 1970 stay
-// below 2^53, so Lua's doubles hold them exactly; the results are integers, never tostring().
+// admitted attempts and of places in line, scored by Redis TIME in microseconds (the only
+// clock: worker clocks never matter). The rule it keeps is that any span of one window holds
+// at most limit entries, future places included. Microseconds since 1970 stay below 2^53, so
+// Lua's doubles hold them exactly; the results are integers, never tostring().
+//
+// An attempt is admitted now when fewer than limit entries lie after now−window (future places
+// count: they are attempts that will be sent). Otherwise the earliest moment it may be sent is
+// the limit-th latest entry plus the window; an attempt with a name for its place (ARGV[6])
+// takes that moment as its place in line, recorded in the log under that name, and gets
+// {wait, now, 0, 1}; one without gets {wait, now, 0, 0} and records nothing. When a named
+// attempt comes back, its place admits it from placeEarly before the place to placeLate after
+// it; the reply's third value is the place's time less now (positive: wait that long before
+// sending). The admission keeps the place's time and gets a name of its own, so a later run
+// of the same attempt cannot take it for a place. An attempt that comes back later than that has lost its place: the entry is
+// dropped (it was never sent, so dropping it keeps the rule) and the attempt is checked afresh.
 //
 // With a cap on attempts in flight (ARGV[4] > 0), KEYS[2] holds one lease per running
 // attempt, scored by its expiry; while the cap is reached the attempt waits (at most a second
-// at a time, since a lease usually ends long before it expires), and an admitted attempt
-// takes a lease that Release gives back when the attempt ends.
+// at a time, since a lease usually ends long before it expires) and is told so as unplaced
+// (its place stays in the log until it comes back, most likely too late for it), and an
+// admitted attempt takes a lease that Release gives back when the attempt ends.
 //
-// KEYS[1] log, KEYS[2] leases; ARGV[1] limit; ARGV[2] window µs; ARGV[3] random member
-// suffix; ARGV[4] cap of attempts in flight (0 = none); ARGV[5] lease length µs.
+// KEYS[1] log, KEYS[2] leases; ARGV[1] limit; ARGV[2] window µs; ARGV[3] the attempt's lease
+// name, unique per run; ARGV[4] cap of attempts in flight (0 = none); ARGV[5] lease length µs;
+// ARGV[6] the name of the attempt's place in line ("" = take none); ARGV[7] placeEarly µs;
+// ARGV[8] placeLate µs. Reply: {wait µs, now µs, the admission's time − now in µs, placed}.
 var rateScript = redis.NewScript(`
 local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local cap = tonumber(ARGV[4])
+local place = ARGV[6]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local function keep()
+  local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+  redis.call('PEXPIRE', KEYS[1], math.floor((math.max(tonumber(last[2]), now) - now + window) / 1000) + 1000)
+end
+local mine = nil
+if place ~= '' then
+  mine = redis.call('ZSCORE', KEYS[1], place)
+  if mine then
+    mine = tonumber(mine)
+    if mine - now > tonumber(ARGV[7]) then
+      return {mine - now, now, 0, 1}
+    end
+    if now - mine > tonumber(ARGV[8]) then
+      redis.call('ZREM', KEYS[1], place)
+      mine = nil
+    end
+  end
+end
 if cap > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
   if redis.call('ZCARD', KEYS[2]) >= cap then
@@ -52,26 +84,49 @@ if cap > 0 then
     local wait = tonumber(first[2]) - now
     if wait > 1000000 then wait = 1000000 end
     if wait < 1 then wait = 1 end
-    return {wait, now}
+    return {wait, now, 0, 0}
   end
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-local n = redis.call('ZCARD', KEYS[1])
-if n < limit then
-  redis.call('ZADD', KEYS[1], now, now .. ':' .. ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], math.floor(window / 1000) + 1000)
-  if cap > 0 then
-    local lease = tonumber(ARGV[5])
-    redis.call('ZADD', KEYS[2], now + lease, ARGV[3])
-    redis.call('PEXPIRE', KEYS[2], math.floor(lease / 1000) + 1000)
+local at = now
+if mine then
+  at = mine
+  redis.call('ZREM', KEYS[1], place)
+else
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+  if redis.call('ZCARD', KEYS[1]) >= limit then
+    local nth = redis.call('ZRANGE', KEYS[1], -limit, -limit, 'WITHSCORES')
+    local free = tonumber(nth[2]) + window
+    if free > now then
+      if place == '' then
+        return {free - now, now, 0, 0}
+      end
+      redis.call('ZADD', KEYS[1], free, place)
+      keep()
+      return {free - now, now, 0, 1}
+    end
   end
-  return {0, now}
 end
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-local wait = tonumber(oldest[2]) + window - now
-if wait < 1 then wait = 1 end
-return {wait, now}
+redis.call('ZADD', KEYS[1], at, at .. ':' .. ARGV[3])
+keep()
+if cap > 0 then
+  local lease = tonumber(ARGV[5])
+  redis.call('ZADD', KEYS[2], now + lease, ARGV[3])
+  redis.call('PEXPIRE', KEYS[2], math.floor(lease / 1000) + 1000)
+end
+return {0, now, at - now, 0}
 `)
+
+// placeEarly and placeLate bound when a place in line admits its attempt. A place is
+// forwarded to the queue a little early (jobs' forwarder, docs/webhooks.md#rate-per-webhook-url),
+// and an attempt that starts before its place waits out the difference, so it is never sent
+// early. One that starts up to placeLate after its place is still admitted there: that delay,
+// plus the request's own time to reach the receiver, stays inside the window's RateGuard.
+// Later than that (a worker busy for longer), the place is given up and the attempt asks
+// again, which keeps the limit exact at the price of its turn.
+const (
+	placeEarly = 50 * time.Millisecond
+	placeLate  = 25 * time.Millisecond
+)
 
 // RateLimiter is the exact "at most N attempts to one URL in any 1-second span" across
 // processes: a Redis sorted-set log per URL, checked and written in one Lua script with Redis
@@ -108,7 +163,8 @@ func (l *RateLimiter) Reserve(ctx context.Context, url string) (wait time.Durati
 // reserve also returns the Redis time of the check in microseconds, for tests that verify
 // the log against Redis's own clock.
 func (l *RateLimiter) reserve(ctx context.Context, url string) (wait time.Duration, nowMicros int64, err error) {
-	return l.run(ctx, url, strconv.FormatUint(rand.Uint64(), 36), 0, 0)
+	turn, err := l.run(ctx, url, strconv.FormatUint(rand.Uint64(), 36), "", 0, 0)
+	return turn.Wait, turn.now, err
 }
 
 // Lease is an attempt in flight, taken by Acquire; Release gives it back.
@@ -141,14 +197,45 @@ func (l *RateLimiter) Acquire(ctx context.Context, url string, inFlight int, lea
 // ReleaseAs can give back the lease of an attempt whose worker died (jobs' reaper does, once
 // the job lease of that attempt lapsed) instead of leaving its slot taken until leaseFor ends.
 func (l *RateLimiter) AcquireAs(ctx context.Context, url, member string, inFlight int, leaseFor time.Duration) (Lease, time.Duration, error) {
-	wait, _, err := l.run(ctx, url, member, inFlight, leaseFor)
-	if err != nil || wait > 0 {
-		return Lease{}, wait, err
+	turn, err := l.Take(ctx, url, member, "", inFlight, leaseFor)
+	return turn.Lease, turn.Wait, err
+}
+
+// Turn is what Take gives an attempt.
+type Turn struct {
+	// Wait > 0: the attempt is held back and should come back after Wait; the rest is zero.
+	Wait time.Duration
+	// Placed, with Wait: the attempt holds its place in line, Wait from now by Redis's clock
+	// (At), and its place admits it when it comes back then. Without: it took nothing.
+	Placed bool
+	// At is the Redis time of the attempt's place (Placed), or of its admission (Wait == 0):
+	// the time it counts at in the log, which for an attempt admitted at its place may be a
+	// few milliseconds before or after now.
+	At time.Time
+	// Delay, with Wait == 0: the attempt is admitted at its place, which starts Delay from now;
+	// it must not be sent before then.
+	Delay time.Duration
+	// Lease is the attempt's lease under the cap of attempts in flight, once admitted.
+	Lease Lease
+
+	now int64 // Redis time of the check, µs
+}
+
+// Take is AcquireAs that hands out places in line: an attempt named place (stable across
+// the runs of one attempt, unique to it; "" takes no place) that finds no free slot is given
+// the first moment the limit allows after every attempt already admitted or placed, and that
+// moment is kept for it in the URL's log, so later attempts line up behind it instead of
+// taking its slot. Coming back then, it is admitted at once (after Delay, if early). One that
+// comes back more than a few milliseconds late has lost its place and is checked like a new
+// attempt. Places make a held-back attempt wait once, for its turn, instead of asking again
+// and again; the limit stays exact, places included.
+func (l *RateLimiter) Take(ctx context.Context, url, member, place string, inFlight int, leaseFor time.Duration) (Turn, error) {
+	turn, err := l.run(ctx, url, member, place, inFlight, leaseFor)
+	if err != nil || turn.Wait > 0 || inFlight <= 0 {
+		return turn, err
 	}
-	if inFlight <= 0 {
-		return Lease{}, 0, nil
-	}
-	return Lease{l: l, key: leaseKey(url), member: member}, 0, nil
+	turn.Lease = Lease{l: l, key: leaseKey(url), member: member}
+	return turn, nil
 }
 
 // ReleaseIn adds Release's write to pipeline p, for a caller that ends the attempt with a write
@@ -165,16 +252,25 @@ func (l *RateLimiter) ReleaseAs(ctx context.Context, url, member string) error {
 	return Lease{l: l, key: leaseKey(url), member: member}.Release(ctx)
 }
 
-func (l *RateLimiter) run(ctx context.Context, url, member string, inFlight int, leaseFor time.Duration) (time.Duration, int64, error) {
+func (l *RateLimiter) run(ctx context.Context, url, member, place string, inFlight int, leaseFor time.Duration) (Turn, error) {
 	res, err := rateScript.Run(ctx, l.rdb, []string{rateKey(url), leaseKey(url)},
-		l.limit, l.window.Microseconds(), member, max(inFlight, 0), leaseFor.Microseconds()).Int64Slice()
+		l.limit, l.window.Microseconds(), member, max(inFlight, 0), leaseFor.Microseconds(),
+		place, placeEarly.Microseconds(), placeLate.Microseconds()).Int64Slice()
 	if err != nil {
-		return 0, 0, fmt.Errorf("webhooks: rate check: %w", err)
+		return Turn{}, fmt.Errorf("webhooks: rate check: %w", err)
 	}
-	if len(res) != 2 {
-		return 0, 0, fmt.Errorf("webhooks: rate check: unexpected reply of %d values", len(res))
+	if len(res) != 4 {
+		return Turn{}, fmt.Errorf("webhooks: rate check: unexpected reply of %d values", len(res))
 	}
-	return time.Duration(res[0]) * time.Microsecond, res[1], nil
+	turn := Turn{Wait: time.Duration(res[0]) * time.Microsecond, Placed: res[3] == 1, now: res[1]}
+	switch {
+	case turn.Placed:
+		turn.At = time.UnixMicro(res[1] + res[0])
+	case turn.Wait == 0:
+		turn.At = time.UnixMicro(res[1] + res[2])
+		turn.Delay = max(time.Duration(res[2])*time.Microsecond, 0)
+	}
+	return turn, nil
 }
 
 // rateKey is the Redis key of url's log. URLs that differ only in the case of scheme or host,

@@ -2,6 +2,8 @@ package webhooks
 
 import (
 	"context"
+	"fmt"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"testing"
@@ -208,5 +210,160 @@ func TestAcquireCapsAttemptsInFlight(t *testing.T) {
 	// A held-back attempt took nothing.
 	if n := rdb.ZCard(ctx, leaseKey(url)).Val(); n != 3 {
 		t.Errorf("leases in flight %d, want 3", n)
+	}
+}
+
+// Places in line (docs/webhooks.md#rate-per-webhook-url): attempts beyond the limit get the
+// next moments the limit allows, in the order they asked, each kept in the log so that
+// nobody else takes it; the holder is admitted there, and loses it when it comes back late.
+func TestPlacesInLine(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb := redistest.New(t)
+	const window = 400 * time.Millisecond
+	l := newRateLimiter(rdb, 3, window)
+	const url = "https://hooks.example/line"
+	take := func(place string) Turn {
+		t.Helper()
+		turn, err := l.Take(ctx, url, place+"-run", place, 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return turn
+	}
+	var admitted []time.Time
+	for i := range 3 {
+		turn := take(fmt.Sprint("p", i))
+		if turn.Wait != 0 || turn.Placed || turn.Delay != 0 {
+			t.Fatalf("attempt %d under the limit: %+v", i, turn)
+		}
+		admitted = append(admitted, time.UnixMicro(turn.now))
+	}
+	places := map[string]time.Time{}
+	for i := 3; i < 7; i++ {
+		p := fmt.Sprint("p", i)
+		turn := take(p)
+		if turn.Wait <= 0 || !turn.Placed {
+			t.Fatalf("%s over the limit: %+v, want a place", p, turn)
+		}
+		places[p] = turn.At
+	}
+	// The limit-th latest entry plus the window, places included.
+	want := map[string]time.Time{"p3": admitted[0].Add(window), "p4": admitted[1].Add(window), "p5": admitted[2].Add(window)}
+	want["p6"] = want["p3"].Add(window)
+	for p, at := range want {
+		if !places[p].Equal(at) {
+			t.Errorf("%s placed at %s, want %s", p, places[p].Format(time.StampMicro), at.Format(time.StampMicro))
+		}
+	}
+	if n := rdb.ZCard(ctx, rateKey(url)).Val(); n != 7 {
+		t.Fatalf("log holds %d entries, want 3 admissions and 4 places", n)
+	}
+	// Without a name, an attempt takes nothing, and finds no slot before the places.
+	turn, err := l.Take(ctx, url, "anon", "", 0, 0)
+	if err != nil || turn.Wait <= 0 || turn.Placed {
+		t.Fatalf("unnamed attempt: %+v, %v", turn, err)
+	}
+	if got := time.UnixMicro(turn.now).Add(turn.Wait); !got.Equal(places["p4"].Add(window)) {
+		t.Errorf("unnamed attempt told to come back at %s, want %s (behind the places)", got.Format(time.StampMicro), places["p4"].Add(window).Format(time.StampMicro))
+	}
+	// Asking again early keeps the place.
+	if again := take("p3"); !again.Placed || !again.At.Equal(places["p3"]) {
+		t.Fatalf("p3 asking early: %+v, want its place %s", again, places["p3"])
+	}
+	if n := rdb.ZCard(ctx, rateKey(url)).Val(); n != 7 {
+		t.Fatalf("log holds %d entries after the early and unnamed asks, want 7", n)
+	}
+	// Shortly before its place, p3 is admitted there, told to wait the rest.
+	time.Sleep(time.Until(places["p3"].Add(-placeEarly / 2)))
+	turn = take("p3")
+	if turn.Wait != 0 || turn.Delay <= 0 || turn.Delay > placeEarly {
+		t.Fatalf("p3 just before its place: %+v, want admission with a delay of at most %s", turn, placeEarly)
+	}
+	if err := rdb.ZScore(ctx, rateKey(url), "p3").Err(); err == nil {
+		t.Error("p3's place still in the log under its name after its admission")
+	}
+	// p4 comes back long after its place: it lost it, and is checked afresh, never admitted at
+	// the old place.
+	time.Sleep(time.Until(places["p6"].Add(window / 4)))
+	turn = take("p4")
+	switch {
+	case turn.Wait == 0 && turn.Delay != 0:
+		t.Errorf("late p4 admitted at a place: %+v", turn)
+	case turn.Placed && !turn.At.After(places["p4"].Add(placeLate)):
+		t.Errorf("late p4 kept its old place: %+v", turn)
+	}
+	// Whatever happened, the log keeps the rule: at most 3 entries in any span of the window.
+	zs := rdb.ZRangeWithScores(ctx, rateKey(url), 0, -1).Val()
+	scores := make([]int64, len(zs))
+	for i, z := range zs {
+		scores[i] = int64(z.Score)
+	}
+	if got := maxInSpan(scores, window.Microseconds()); got > 3 {
+		t.Errorf("log has %d entries in one window: %v", got, scores)
+	}
+}
+
+// The exactness of TestRateLimiterExactAcrossProcesses with places in line: attempts that
+// come back at their places (as the forwarder of jobs brings them) are admitted there, the
+// limit holds on both clocks, and a held-back attempt is held back about once, not again and
+// again as when every waiting attempt asks afresh.
+func TestPlacesInLineExact(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	const perSecond, events = 10, 40
+	ls := []*RateLimiter{NewRateLimiter(srv.Client(t), perSecond), NewRateLimiter(srv.Client(t), perSecond)}
+	const url = "https://hooks.example/placed"
+	var (
+		mu                sync.Mutex
+		redisAt, callerAt []int64
+		holds             int
+		wg                sync.WaitGroup
+	)
+	ctx := context.Background()
+	for i := range events {
+		wg.Go(func() {
+			l := ls[i%len(ls)]
+			place := fmt.Sprint("attempt-", i)
+			for {
+				turn, err := l.Take(ctx, url, fmt.Sprint(place, "-", rand.Uint64()), place, 0, 0)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if turn.Wait > 0 {
+					mu.Lock()
+					holds++
+					mu.Unlock()
+					time.Sleep(turn.Wait)
+					continue
+				}
+				time.Sleep(turn.Delay)
+				now := time.Now()
+				mu.Lock()
+				redisAt = append(redisAt, turn.At.UnixMicro())
+				callerAt = append(callerAt, now.UnixNano())
+				mu.Unlock()
+				return
+			}
+		})
+	}
+	wg.Wait()
+	if len(redisAt) != events {
+		t.Fatalf("%d admissions", len(redisAt))
+	}
+	slices.Sort(redisAt)
+	slices.Sort(callerAt)
+	if got := maxInSpan(redisAt, (time.Second + RateGuard).Microseconds()); got > perSecond {
+		t.Errorf("max %d admissions in one window of Redis time, want at most %d: %v", got, perSecond, redisAt)
+	}
+	if got := maxInSpan(callerAt, int64(time.Second)); got > perSecond {
+		t.Errorf("max %d arrivals in a 1 s span of the callers' clock, want at most %d", got, perSecond)
+	}
+	// 30 attempts must wait once each. A few may come back late on a loaded machine and wait
+	// again; asking afresh after every wait costs several times that (all 30 wake together for
+	// each freed slot).
+	if holds < events-perSecond || holds > events-perSecond+8 {
+		t.Errorf("%d holds for %d attempts over a limit of %d, want about %d", holds, events, perSecond, events-perSecond)
 	}
 }

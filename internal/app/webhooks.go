@@ -36,8 +36,9 @@ func NewWebhookHandler(c config.Config, rdb redis.UniversalClient, log *slog.Log
 	return newWebhookHandler(c, rdb, log, reg, nil)
 }
 
-// newWebhookHandler is NewWebhookHandler holding a lease on each attempt (nil: none).
-func newWebhookHandler(c config.Config, rdb redis.UniversalClient, log *slog.Logger, reg prometheus.Registerer, leases *jobs.Leases) (*jobs.WebhookHandler, error) {
+// newWebhookHandler is NewWebhookHandler holding a lease on each attempt and giving held-back
+// attempts places in line, with the leases and the line of worker w (nil: neither).
+func newWebhookHandler(c config.Config, rdb redis.UniversalClient, log *slog.Logger, reg prometheus.Registerer, w *jobs.Worker) (*jobs.WebhookHandler, error) {
 	m, err := webhooks.NewMetrics(reg)
 	if err != nil {
 		return nil, fmt.Errorf("webhook metrics: %w", err)
@@ -45,6 +46,11 @@ func newWebhookHandler(c config.Config, rdb redis.UniversalClient, log *slog.Log
 	p, err := WebhookPolicy(c)
 	if err != nil {
 		return nil, err
+	}
+	var leases *jobs.Leases
+	var line *jobs.Line
+	if w != nil {
+		leases, line = w.Leases(), w.Line()
 	}
 	return jobs.NewWebhookHandler(rdb, jobs.WebhookDeps{
 		Store:   jobs.NewStore(rdb, c.JobRetention),
@@ -55,5 +61,6 @@ func newWebhookHandler(c config.Config, rdb redis.UniversalClient, log *slog.Log
 		Metrics: m,
 		Logger:  log.With("component", "webhooks"),
 		Leases:  leases,
+		Line:    line,
 	}), nil
 }

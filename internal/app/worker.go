@@ -65,7 +65,7 @@ func NewWorker(c config.Config, rdb redis.UniversalClient, log *slog.Logger, svc
 		Queues:   map[string]int{jobs.QueueResolve: 1, jobs.QueueWebhooks: 1},
 		LeaseTTL: c.JobLeaseTTL,
 	})
-	wh, err := newWebhookHandler(c, rdb, log, reg, w.Leases())
+	wh, err := newWebhookHandler(c, rdb, log, reg, w)
 	if err != nil {
 		return nil, err
 	}

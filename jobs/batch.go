@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -98,10 +99,13 @@ type BatchResult struct {
 // counter and the balance that the items before it left, a batch never overshoots either, and a
 // claim made by an item is replayed by a later item with the same key.
 //
-// KEYS: the key record, the day counter (quota.DayKey), then per item its job record and its
-// idempotency key (the key record when it has none).
-// ARGV: retention in ms, the job key prefix (RecordKey without the id), then per item: kind,
-// record JSON, claim JSON ("" = no idempotency key), credit cost.
+// KEYS: the key record, the day counter (quota.DayKey), then per item its job record (a new
+// job's only) and its idempotency key (an item with one only).
+// ARGV: retention in ms, the job key prefix (RecordKey without the id), then per item: a head
+// (kind, "1" when the item has an idempotency key else "0", credit cost: "n01"), the record
+// JSON (a new job's only), the claim JSON (an item with an idempotency key only). Redis makes a
+// Lua string of every argument, at a cost comparable to a command's, so an item sends only what
+// it has.
 //
 // Reply: {day_used, today, {per item: {code, balance (-1 = none), replayed claim, replayed job}}},
 // code 3 for a job id that exists (never for fresh UUIDs; the batch is then undone).
@@ -120,11 +124,19 @@ local bal = redis.call('HGET', KEYS[1], {{.Credits}})
 if bal then bal = tonumber(bal) end
 local taken = 0
 local out = {}
-local n = (#ARGV - 2) / 4
-for i = 1, n do
-  local a = 2 + 4 * (i - 1)
-  local kind, rec, claim, cost = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], tonumber(ARGV[a + 4])
-  local jk, ik = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
+local a, k, i = 3, 3, 0
+while a <= #ARGV do
+  i = i + 1
+  local head = ARGV[a]
+  a = a + 1
+  local kind, cost = string.sub(head, 1, 1), tonumber(string.sub(head, 3))
+  local rec, jk, claim, ik = '', nil, '', nil
+  if kind == 'n' then
+    rec, jk, a, k = ARGV[a], KEYS[k], a + 1, k + 1
+  end
+  if string.sub(head, 2, 2) == '1' then
+    claim, ik, a, k = ARGV[a], KEYS[k], a + 1, k + 1
+  end
   local prev = false
   if claim ~= '' then prev = redis.call('GET', ik) end
   local full = quota >= 0 and used >= quota
@@ -289,15 +301,12 @@ func (q *Queue) createMany(ctx context.Context, keyID string, items []BatchItem)
 	var buf []byte // the records' encoding, reused: each becomes a string argument
 	for _, it := range items {
 		r := it.Record
-		ik := keys.RecordKey(keyID) // a dummy of the same slot
-		claim := ""
+		var head [24]byte
+		h := append(head[:0], byte(it.Kind), '0')
 		if r.IdempotencyKey != "" {
-			ik = idemKey(keyID, r.IdempotencyKey)
-			c, _ := json.Marshal(Claim{JobID: r.ID, URL: r.URL, WebhookURL: r.WebhookURL})
-			claim = string(c)
+			h[1] = '1'
 		}
-		rec := ""
-		jk := keys.RecordKey(keyID)
+		args = append(args, string(strconv.AppendInt(h, it.Cost, 10)))
 		if it.Kind == BatchNew {
 			r.KeyID, r.Status, r.CreditsHeld = keyID, StatusQueued, it.Cost
 			if r.CreatedAt.IsZero() {
@@ -316,10 +325,12 @@ func (q *Queue) createMany(ctx context.Context, keyID string, items []BatchItem)
 			} else {
 				buf = b
 			}
-			rec, jk = string(b), RecordKey(keyID, r.ID)
+			ks, args = append(ks, RecordKey(keyID, r.ID)), append(args, string(b))
 		}
-		ks = append(ks, jk, ik)
-		args = append(args, string(it.Kind), rec, claim, it.Cost)
+		if r.IdempotencyKey != "" {
+			c, _ := json.Marshal(Claim{JobID: r.ID, URL: r.URL, WebhookURL: r.WebhookURL})
+			ks, args = append(ks, idemKey(keyID, r.IdempotencyKey)), append(args, string(c))
+		}
 	}
 	var cmd *redis.Cmd
 	var pending *redis.IntCmd

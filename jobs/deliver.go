@@ -459,7 +459,7 @@ func (h *WebhookHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 func (h *WebhookHandler) holdBack(ctx context.Context, snap Snapshot, p WebhookPayload, task string, turn webhooks.Turn) error {
 	next := now().Add(turn.Wait)
 	if turn.Placed {
-		next = turn.At
+		next = turn.At.UTC().Truncate(time.Millisecond) // as now() keeps record times
 	}
 	note := true
 	if stored := snap.Webhook.NextAttemptAt; stored != nil && next.Sub(*stored) <= time.Second {

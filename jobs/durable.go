@@ -21,19 +21,28 @@ import (
 func (q *Queue) RequireReplicas(ack replicas.Ack) { q.ack = ack }
 
 // replicated waits for the replicas of the writes of a submit of key keyID's jobs ids, whose
-// records and tasks are written by then. When they do not acknowledge, undo removes the
-// records (with claims and credits) and then the tasks go, so nothing is left behind: a
-// worker that already took a task finds no record and drops it.
+// records and tasks are written by then. When they do not acknowledge, the jobs are forgotten.
 func (q *Queue) replicated(ctx context.Context, keyID string, ids []string, undo func(context.Context) error) error {
 	err := q.ack.Wait(ctx, q.rdb, keys.Tag(keyID), pendingKey(QueueResolve))
 	if err == nil {
 		return nil
 	}
+	if ferr := q.forget(ctx, ids, undo); ferr != nil {
+		err = errors.Join(err, ferr)
+	}
+	return fmt.Errorf("jobs: the replicas did not acknowledge: %w", err)
+}
+
+// forget removes submitted jobs ids whose submit failed after their writes may have been made:
+// undo removes the records (with claims and credits) and then the tasks go, so nothing is left
+// behind: a worker that already took a task finds no record and drops it.
+func (q *Queue) forget(ctx context.Context, ids []string, undo func(context.Context) error) error {
 	// A fresh context: the request's may be what failed.
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
+	var err error
 	if uerr := undo(cctx); uerr != nil {
-		err = errors.Join(err, fmt.Errorf("undoing the jobs: %w", uerr))
+		err = fmt.Errorf("undoing the jobs: %w", uerr)
 	}
 	insp := asynq.NewInspectorFromRedisClient(q.rdb)
 	for _, id := range ids {
@@ -41,7 +50,7 @@ func (q *Queue) replicated(ctx context.Context, keyID string, ids []string, undo
 			err = errors.Join(err, fmt.Errorf("deleting the task of %s: %w", id, derr))
 		}
 	}
-	return fmt.Errorf("jobs: the replicas did not acknowledge: %w", err)
+	return err
 }
 
 // Replicated wraps a task handler of the worker so that, with REDIS_MIN_REPLICAS_ACK on, a

@@ -2,6 +2,8 @@ package jobs
 
 import (
 	"context"
+	"crypto/sha1" //nolint:gosec // see casOf
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -152,22 +154,24 @@ func (s *Store) Delete(ctx context.Context, keyID, id string) error {
 	return s.rdb.Del(ctx, RecordKey(keyID, id)).Err()
 }
 
-// casScript is the one write of a record update: it stores ARGV[2] over KEYS[1] only if
-// KEYS[1] still holds ARGV[1] (so nothing changed since the update read it), keeping the
-// record's expiry, and gives ARGV[3] credits back to the key record KEYS[2] when the key has a
-// balance (a key switched to unlimited meanwhile must not grow a balance from a refund).
-// Reply: 1 written; the current bytes when they differ (the caller re-applies its
-// change to them); nil when the record is gone. Record and key record share the key's hash
-// tag, so this is one slot on Redis Cluster.
-var casScript = keys.Script(`local cur = redis.call('GET', KEYS[1])
+// casScript is the one write of a record update: it stores ARGV[2] over KEYS[1] only if the
+// SHA-1 of what KEYS[1] holds is still ARGV[1], the digest of the bytes the update read (so
+// nothing changed since), keeping the record's expiry, and gives ARGV[3] credits back to the
+// key record KEYS[2] when the key has a balance (a key switched to unlimited meanwhile must
+// not grow a balance from a refund). The digest stands for the old bytes so that a write sends
+// the record once, not twice; two different records of one job with one SHA-1 are not a case
+// to meet (SHA-1 is what Redis's Lua offers). Reply: 1 written; the current bytes when they
+// differ (the caller re-applies its change to them); nil when the record is gone. Record and
+// key record share the key's hash tag, so this is one slot on Redis Cluster.
+var casScript = redis.NewScript(keys.Script(`local cur = redis.call('GET', KEYS[1])
 if not cur then return false end
-if cur ~= ARGV[1] then return cur end
+if redis.sha1hex(cur) ~= ARGV[1] then return cur end
 redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
 local refund = tonumber(ARGV[3])
 if refund > 0 and redis.call('HEXISTS', KEYS[2], {{.Credits}}) == 1 then
   redis.call('HINCRBY', KEYS[2], {{.Credits}}, refund)
 end
-return 1`)
+return 1`))
 
 // maxConflicts bounds how often an update re-applies its change to a record that changed
 // under it; two writers of one record at once are rare (a worker and a redelivery request).
@@ -194,7 +198,7 @@ func (s *Store) UpdateFrom(ctx context.Context, snap Snapshot, fn func(*Record) 
 		if err != nil || w == nil {
 			return noWrite(snap, err)
 		}
-		next, done, err := w.settle(casOf(ctx, s.rdb, w))
+		next, done, err := w.settle(s.casAgain(ctx, w, casOf(ctx, s.rdb, w)))
 		if done || err != nil {
 			return next, err
 		}
@@ -214,7 +218,7 @@ func (s *Store) UpdateIn(ctx context.Context, p redis.Pipeliner, snap Snapshot, 
 	}
 	cmd := casOf(ctx, p, w)
 	return func() (Snapshot, error) {
-		next, done, err := w.settle(cmd)
+		next, done, err := w.settle(s.casAgain(ctx, w, cmd))
 		if done || err != nil {
 			return next, err
 		}
@@ -276,7 +280,20 @@ func noWrite(snap Snapshot, err error) (Snapshot, error) {
 }
 
 func casOf(ctx context.Context, c redis.Scripter, w *write) *redis.Cmd {
-	return c.Eval(ctx, casScript, []string{w.key, w.keyRecord}, w.old, w.new, w.refund)
+	sum := sha1.Sum(w.old) //nolint:gosec // a change detector matched by Redis's redis.sha1hex, not a security use
+	return casScript.EvalSha(ctx, c, []string{w.key, w.keyRecord}, hex.EncodeToString(sum[:]), w.new, w.refund)
+}
+
+// casAgain runs w's compare-and-set again, alone, when Redis did not know the script (its
+// first use, or after a restart): the pipeline it rode in ran without it.
+func (s *Store) casAgain(ctx context.Context, w *write, cmd *redis.Cmd) *redis.Cmd {
+	if !isNoScript(cmd.Err()) {
+		return cmd
+	}
+	if err := casScript.Load(ctx, s.rdb).Err(); err != nil {
+		return cmd
+	}
+	return casOf(ctx, s.rdb, w)
 }
 
 // settle reads the reply of w's compare-and-set: done with the record written, or not done

@@ -87,11 +87,17 @@ type Queue struct {
 	ack    replicas.Ack // REDIS_MIN_REPLICAS_ACK; see RequireReplicas
 	// published is set once the queue's name is in asynq's set of queues (enqueueMany).
 	published atomic.Bool
+	// split makes Submit create a job and enqueue its task in two steps, as on Redis Cluster,
+	// where the job's slot and asynq's are different nodes; see Submit.
+	split atomic.Bool
 }
 
 // NewQueue returns a Queue on rdb.
 func NewQueue(rdb redis.UniversalClient, store *Store, o TaskOptions) *Queue {
-	return &Queue{store: store, client: asynq.NewClientFromRedisClient(rdb), rdb: rdb, opts: o}
+	q := &Queue{store: store, client: asynq.NewClientFromRedisClient(rdb), rdb: rdb, opts: o}
+	_, cluster := rdb.(*redis.ClusterClient)
+	q.split.Store(cluster)
+	return q
 }
 
 // pendingKey is asynq's list of pending tasks of a queue (asynq internal naming, stable since
@@ -112,6 +118,8 @@ if ARGV[3] ~= '' then
   local prev = redis.call('GET', KEYS[2])
   if prev then return {1, prev} end
 end
+-- An existing id is refused before the credits are taken.
+if redis.call('EXISTS', KEYS[1]) == 1 then return {3, ''} end
 local bal = -1
 local cost = tonumber(ARGV[4])
 if cost > 0 then
@@ -122,22 +130,63 @@ if cost > 0 then
     bal = redis.call('HINCRBY', KEYS[3], {{.Credits}}, -cost)
   end
 end
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {3, ''} end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 if ARGV[3] ~= '' then redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2]) end
 return {0, tostring(bal)}`))
 
-// undoScript removes what createScript made for a job whose enqueue failed: the record, the
-// claim (if it is still this job's) and the credits (to a key that still has a balance).
-// KEYS as createScript; ARGV: job id, credits to give back.
+// undoScript removes what createScript (or submitScript) made for a job whose enqueue failed
+// or whose replicas did not acknowledge it: the record, the claim (if it is still this job's)
+// and the credits the record still holds (to a key that still has a balance). The credits come
+// from the record rather than from the caller: nothing goes back when the create never ran,
+// and nothing twice when a worker already settled the job's credits (charged or refunded).
+// KEYS as createScript; ARGV: job id.
 var undoScript = redis.NewScript(keys.Script(`
+local rec = redis.call('GET', KEYS[1])
 redis.call('DEL', KEYS[1])
 local c = redis.call('GET', KEYS[2])
 if c and cjson.decode(c).job_id == ARGV[1] then redis.call('DEL', KEYS[2]) end
-local n = tonumber(ARGV[2])
+if not rec then return 0 end
+local n = tonumber(cjson.decode(rec).credits_held) or 0
 if n > 0 and redis.call('HEXISTS', KEYS[3], {{.Credits}}) == 1 then
   redis.call('HINCRBY', KEYS[3], {{.Credits}}, n)
 end
 return 0`))
+
+// submitScript is createScript and the enqueue of the job's task (enqueueManyScript's write)
+// in one atomic step, for a Redis whose keys all live on one server (a single server, or
+// Sentinel's primary): the task can never be seen without its record, and a replay or a
+// refusal queues nothing. Every check comes before the first write, and the push before the
+// other writes, so a script that fails leaves nothing behind. Reply as createScript's, with
+// the queue's length before the push as a third value of a created job.
+//
+// KEYS: the job record, the idempotency key, the key record, asynq's pending list, the task's hash.
+// ARGV: record JSON, retention in ms, claim JSON ("" = no idempotency key), credit cost
+// (0 = no credit check), job id (= task id), task message, now in ns.
+var submitScript = redis.NewScript(keys.Script(`
+if ARGV[3] ~= '' then
+  local prev = redis.call('GET', KEYS[2])
+  if prev then return {1, prev} end
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then return {3, ''} end
+local cost = tonumber(ARGV[4])
+local b = false
+if cost > 0 then
+  b = redis.call('HGET', KEYS[3], {{.Credits}})
+  if b then
+    b = tonumber(b)
+    if b < cost then return {2, tostring(b)} end
+  end
+end
+local pos = redis.call('LLEN', KEYS[4])
+if redis.call('EXISTS', KEYS[5]) == 0 then
+  redis.call('LPUSH', KEYS[4], ARGV[5])
+  redis.call('HSET', KEYS[5], 'msg', ARGV[6], 'state', 'pending', 'pending_since', ARGV[7])
+end
+local bal = -1
+if b then bal = redis.call('HINCRBY', KEYS[3], {{.Credits}}, -cost) end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if ARGV[3] ~= '' then redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2]) end
+return {0, tostring(bal), pos}`))
 
 // Submitted is the outcome of Submit.
 type Submitted struct {
@@ -151,11 +200,15 @@ type Submitted struct {
 	Balance *int64
 }
 
-// Submit creates job r (status queued) and enqueues its resolve task: two round trips, the
-// create script with the queue length, then the enqueue script (enqueueMany). cost is the credits to take
-// (0 for a key without a balance); r.IdempotencyKey, when set, is claimed in the same step.
-// If the enqueue fails, everything is undone and the error returned: a failed submit leaves
-// nothing behind.
+// Submit creates job r (status queued) and enqueues its resolve task. cost is the credits to
+// take (0 for a key without a balance); r.IdempotencyKey, when set, is claimed in the same
+// step. On a single Redis or through Sentinel that is one round trip, one script that creates
+// the job and enqueues its task (submitOne). On Redis Cluster the job's slot (the API key's
+// hash tag) and asynq's (asynq:{resolve}) are on different nodes, which no script spans and
+// whose order in a pipeline is not kept, so it is two: the create script with the queue
+// length, then the enqueue script once the record exists (submitSplit). Either way a task
+// never runs before its record exists, and a failed submit leaves nothing behind: a failed
+// enqueue is undone and its error returned.
 func (q *Queue) Submit(ctx context.Context, r *Record, cost int64) (Submitted, error) {
 	r.Status = StatusQueued
 	if r.CreatedAt.IsZero() {
@@ -176,11 +229,95 @@ func (q *Queue) Submit(ctx context.Context, r *Record, cost int64) (Submitted, e
 		claim = string(c)
 	}
 	ks := []string{RecordKey(r.KeyID, r.ID), idemKey(r.KeyID, r.IdempotencyKey), keys.RecordKey(r.KeyID)}
+	var out Submitted
+	if q.split.Load() {
+		out, err = q.submitSplit(ctx, r, b, claim, cost, ks)
+	} else {
+		out, err = q.submitOne(ctx, r, b, claim, cost, ks)
+	}
+	if err != nil || out.Replay != nil || out.OutOfCredits || !q.ack.On() {
+		return out, err
+	}
+	if err := q.replicated(ctx, r.KeyID, []string{r.ID}, func(c context.Context) error {
+		return undoScript.Run(c, q.rdb, ks, r.ID).Err()
+	}); err != nil {
+		return Submitted{}, err
+	}
+	return out, nil
+}
+
+// submitOne is Submit in one round trip: submitScript, with asynq's set of queue names written
+// once per process (see enqueueMany). A server that turns out to be a Cluster node (the keys
+// are in different slots) makes this Queue split its submits from then on.
+func (q *Queue) submitOne(ctx context.Context, r *Record, rec []byte, claim string, cost int64, ks []string) (Submitted, error) {
+	msg, err := resolveTaskMessage(ctx, r.ID, r.KeyID, q.opts)
+	if err != nil {
+		return Submitted{}, err
+	}
+	all := []string{ks[0], ks[1], ks[2], pendingKey(QueueResolve), taskKey(QueueResolve, r.ID)}
+	published := q.published.Load()
+	var (
+		cmd   *redis.Cmd
+		queue *redis.IntCmd
+	)
+	run := func() {
+		// Each reply is read on its own below.
+		_, _ = q.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			if !published {
+				queue = p.SAdd(ctx, allQueuesKey, QueueResolve)
+			}
+			cmd = submitScript.EvalSha(ctx, p, all, rec, q.store.retention.Milliseconds(), claim, cost, r.ID, msg, time.Now().UnixNano())
+			return nil
+		})
+	}
+	run()
+	if isNoScript(cmd.Err()) {
+		if err := submitScript.Load(ctx, q.rdb).Err(); err != nil {
+			return Submitted{}, fmt.Errorf("jobs: loading the submit script: %w", err)
+		}
+		run()
+	}
+	reply, err := cmd.Slice()
+	switch {
+	case err != nil && isCrossSlot(err):
+		// Nothing ran: Redis checks a script's keys before running it.
+		q.split.Store(true)
+		return q.submitSplit(ctx, r, rec, claim, cost, ks)
+	case err != nil && isReply(err):
+		// Refused or failed in Redis: the script writes nothing unless it writes it all.
+		return Submitted{}, fmt.Errorf("jobs: submitting %s: %w", r.ID, err)
+	case err != nil:
+		// The reply was lost (a broken connection, a timeout): the script may have run, so it
+		// is undone as a failed enqueue is; the undo takes back only what it finds.
+		err = fmt.Errorf("jobs: submitting %s: %w", r.ID, err)
+		if uerr := q.forget(ctx, []string{r.ID}, func(c context.Context) error {
+			return undoScript.Run(c, q.rdb, ks, r.ID).Err()
+		}); uerr != nil {
+			err = errors.Join(err, uerr)
+		}
+		return Submitted{}, err
+	}
+	if !published && queue.Err() == nil {
+		q.published.Store(true)
+	}
+	out, created, err := decodeCreate(r.ID, reply)
+	if err != nil || !created {
+		return out, err
+	}
+	if len(reply) == 3 {
+		out.Position, _ = reply[2].(int64)
+	}
+	return out, nil
+}
+
+// submitSplit is Submit in two round trips, for Redis Cluster: the create script with the queue
+// length, then the enqueue script (enqueueMany), undoing the job when the enqueue fails.
+func (q *Queue) submitSplit(ctx context.Context, r *Record, rec []byte, claim string, cost int64, ks []string) (Submitted, error) {
 	var created *redis.Cmd
 	var pending *redis.IntCmd
 	run := func() error {
 		_, err := q.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			created = createScript.EvalSha(ctx, p, ks, b, q.store.retention.Milliseconds(), claim, cost)
+			created = createScript.EvalSha(ctx, p, ks, rec, q.store.retention.Milliseconds(), claim, cost)
 			pending = p.LLen(ctx, pendingKey(QueueResolve))
 			return nil
 		})
@@ -198,26 +335,9 @@ func (q *Queue) Submit(ctx context.Context, r *Record, cost int64) (Submitted, e
 	if err != nil {
 		return Submitted{}, fmt.Errorf("jobs: creating %s: %w", r.ID, err)
 	}
-	code, _ := reply[0].(int64)
-	val, _ := reply[1].(string)
-	var out Submitted
-	switch code {
-	case 1:
-		var c Claim
-		if err := json.Unmarshal([]byte(val), &c); err != nil {
-			return Submitted{}, fmt.Errorf("jobs: reading an idempotency claim: %w", err)
-		}
-		out.Replay = &c
-		return out, nil
-	case 2:
-		n, _ := strconv.ParseInt(val, 10, 64)
-		out.OutOfCredits, out.Balance = true, &n
-		return out, nil
-	case 3:
-		return Submitted{}, fmt.Errorf("jobs: creating %s: %w", r.ID, ErrExists)
-	}
-	if n, _ := strconv.ParseInt(val, 10, 64); n >= 0 {
-		out.Balance = &n
+	out, ok, err := decodeCreate(r.ID, reply)
+	if err != nil || !ok {
+		return out, err
 	}
 	// The batch's enqueue script, which writes asynq's task as asynq.Client does with less work
 	// per call. It skips a task that exists: then Ensure (an idempotent replay racing this
@@ -226,20 +346,44 @@ func (q *Queue) Submit(ctx context.Context, r *Record, cost int64) (Submitted, e
 		// Undo with a fresh context: the request's may be what failed.
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		defer cancel()
-		if uerr := undoScript.Run(cctx, q.rdb, ks, r.ID, cost).Err(); uerr != nil {
+		if uerr := undoScript.Run(cctx, q.rdb, ks, r.ID).Err(); uerr != nil {
 			err = errors.Join(err, fmt.Errorf("undoing the job: %w", uerr))
 		}
 		return Submitted{}, fmt.Errorf("jobs: enqueueing %s: %w", r.ID, err)
 	}
-	if q.ack.On() {
-		if err := q.replicated(ctx, r.KeyID, []string{r.ID}, func(c context.Context) error {
-			return undoScript.Run(c, q.rdb, ks, r.ID, cost).Err()
-		}); err != nil {
-			return Submitted{}, err
-		}
-	}
 	out.Position = pending.Val()
 	return out, nil
+}
+
+// decodeCreate reads the {code, value} reply of createScript or submitScript; created reports
+// a job created (out's Balance set), else out says why not (a replay, or out of credits).
+func decodeCreate(id string, reply []any) (out Submitted, created bool, err error) {
+	if len(reply) < 2 {
+		return Submitted{}, false, fmt.Errorf("jobs: creating %s: unexpected reply %v", id, reply)
+	}
+	code, _ := reply[0].(int64)
+	val, _ := reply[1].(string)
+	switch code {
+	case 0:
+		if n, _ := strconv.ParseInt(val, 10, 64); n >= 0 {
+			out.Balance = &n
+		}
+		return out, true, nil
+	case 1:
+		var c Claim
+		if err := json.Unmarshal([]byte(val), &c); err != nil {
+			return Submitted{}, false, fmt.Errorf("jobs: reading an idempotency claim: %w", err)
+		}
+		out.Replay = &c
+		return out, false, nil
+	case 2:
+		n, _ := strconv.ParseInt(val, 10, 64)
+		out.OutOfCredits, out.Balance = true, &n
+		return out, false, nil
+	case 3:
+		return Submitted{}, false, fmt.Errorf("jobs: creating %s: %w", id, ErrExists)
+	}
+	return Submitted{}, false, fmt.Errorf("jobs: creating %s: unexpected reply %v", id, reply)
 }
 
 // Ensure enqueues the resolve task of the queued job r again unless it is already there.
@@ -256,6 +400,18 @@ func (q *Queue) Ensure(ctx context.Context, r Record) error {
 		return fmt.Errorf("jobs: re-enqueueing %s: %w", r.ID, err)
 	}
 	return nil
+}
+
+// isCrossSlot reports whether a Redis Cluster node refused keys of different slots in one call.
+func isCrossSlot(err error) bool {
+	return err != nil && strings.HasPrefix(err.Error(), "CROSSSLOT")
+}
+
+// isReply reports whether err is Redis's own error reply (the command reached Redis and was
+// refused or failed there), as against a lost connection or a timeout.
+func isReply(err error) bool {
+	var re redis.Error
+	return errors.As(err, &re)
 }
 
 // isNoScript reports whether Redis did not know a script's SHA (first use, or after a restart).

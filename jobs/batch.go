@@ -88,7 +88,6 @@ type BatchResult struct {
 	Counted int64
 
 	created []*Record // the jobs created, for the enqueue and its undo
-	costs   []int64
 }
 
 // createManyScript takes a batch's items in order in one atomic step under the API key's hash
@@ -171,19 +170,23 @@ if taken > 0 then redis.call('HINCRBY', KEYS[1], {{.Credits}}, -taken) end
 if used ~= used0 then day_set(KEYS[2], today, used) end
 return {used, today, out}`))
 
-// undoManyScript removes what createManyScript made for jobs whose enqueue failed: records,
-// claims still theirs, and credits (to a key that still has a balance).
+// undoManyScript removes what createManyScript made for jobs whose enqueue failed or whose
+// replicas did not acknowledge them: records, claims still theirs, and the credits each record
+// still holds (to a key that still has a balance). As undoScript, the credits come from the
+// records rather than from the caller: nothing goes back for a job a worker already settled
+// (charged or refunded), so nothing is given back twice.
 // KEYS: the key record, then per job its record and idempotency key (the key record when it
-// has none). ARGV: per job its id, its cost, and "1" when it has an idempotency key.
+// has none). ARGV: per job its id and "1" when it has an idempotency key.
 var undoManyScript = redis.NewScript(keys.Script(`
 local back = 0
-for i = 1, #ARGV / 3 do
+for i = 1, #ARGV / 2 do
+  local rec = redis.call('GET', KEYS[2 * i])
   redis.call('DEL', KEYS[2 * i])
-  if ARGV[3 * i] == '1' then
+  if ARGV[2 * i] == '1' then
     local c = redis.call('GET', KEYS[2 * i + 1])
-    if c and cjson.decode(c).job_id == ARGV[3 * i - 2] then redis.call('DEL', KEYS[2 * i + 1]) end
+    if c and cjson.decode(c).job_id == ARGV[2 * i - 1] then redis.call('DEL', KEYS[2 * i + 1]) end
   end
-  back = back + tonumber(ARGV[3 * i - 1])
+  if rec then back = back + (tonumber(cjson.decode(rec).credits_held) or 0) end
 end
 if back > 0 and redis.call('HEXISTS', KEYS[1], {{.Credits}}) == 1 then
   redis.call('HINCRBY', KEYS[1], {{.Credits}}, back)
@@ -384,7 +387,6 @@ func decodeCreateMany(reply []any, items []BatchItem, pending int64) (BatchResul
 			if items[i].Kind == BatchNew {
 				o.Position = pending + int64(len(res.created))
 				res.created = append(res.created, items[i].Record)
-				res.costs = append(res.costs, items[i].Cost)
 			}
 			if items[i].Kind != BatchRemoved {
 				res.Counted++
@@ -471,13 +473,13 @@ func (q *Queue) undoMany(ctx context.Context, keyID string, res BatchResult) err
 	defer cancel()
 	ks := []string{keys.RecordKey(keyID)}
 	var args []any
-	for i, r := range res.created {
+	for _, r := range res.created {
 		ik, claimed := keys.RecordKey(keyID), "0"
 		if r.IdempotencyKey != "" {
 			ik, claimed = idemKey(keyID, r.IdempotencyKey), "1"
 		}
 		ks = append(ks, RecordKey(keyID, r.ID), ik)
-		args = append(args, r.ID, res.costs[i], claimed)
+		args = append(args, r.ID, claimed)
 	}
 	return undoManyScript.Run(cctx, q.rdb, ks, args...).Err()
 }

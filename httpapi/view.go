@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"strconv"
 	"time"
-	"unicode/utf8"
 
+	"github.com/linkhop/linkhop/internal/jsonstr"
 	"github.com/linkhop/linkhop/internal/stamp"
 	"github.com/linkhop/linkhop/jobs"
 	"github.com/linkhop/linkhop/resolve"
@@ -38,6 +38,14 @@ type viewRecord struct {
 // reflection, which was a large part of a poll's CPU. TestJobViewMatchesEncoding holds the two
 // to the same bytes.
 func appendJobView(dst, raw []byte, balance *int64) ([]byte, error) {
+	if b, ok := appendPlainView(dst, raw, balance); ok {
+		return b, nil
+	}
+	return appendDecodedView(dst, raw, balance)
+}
+
+// appendDecodedView is appendJobView by decoding the record, for any record.
+func appendDecodedView(dst, raw []byte, balance *int64) ([]byte, error) {
 	var r viewRecord
 	if err := json.Unmarshal(raw, &r); err != nil {
 		return dst, fmt.Errorf("jobs: decoding: %w", err)
@@ -137,18 +145,5 @@ func appendStringPtr(b []byte, s *string) []byte {
 	return appendString(b, *s)
 }
 
-// appendString appends s as a JSON string exactly as encoding/json writes it: a string of
-// plain printable ASCII as it is, anything else (quotes, backslashes, control characters,
-// <, > and &, which encoding/json escapes for HTML, non-ASCII) through encoding/json itself.
-func appendString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < 0x20 || c >= utf8.RuneSelf || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			q, _ := json.Marshal(s) // a string always encodes
-			return append(b, q...)
-		}
-	}
-	b = append(b, '"')
-	b = append(b, s...)
-	return append(b, '"')
-}
+// appendString appends s as a JSON string exactly as encoding/json writes it.
+func appendString(b []byte, s string) []byte { return jsonstr.Append(b, s) }

@@ -142,14 +142,84 @@ func randRecord(rng *rand.Rand) jobs.Record {
 	return r
 }
 
+// plainRecord is a record as most polls find it, which appendPlainView renders without decoding:
+// queued or running, strings of plain ASCII, times in UTC, no hops or webhook state yet; now
+// and then with one thing that sends it the decoding way.
+func plainRecord(rng *rand.Rand) jobs.Record {
+	plain := func() string {
+		var b strings.Builder
+		for range rng.IntN(30) {
+			c := byte(0x20 + rng.IntN(0x5f))
+			if c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+				c = 'x'
+			}
+			b.WriteByte(c)
+		}
+		return b.String()
+	}
+	utc := func() time.Time {
+		t := time.Unix(rng.Int64N(4e9), rng.Int64N(1e9)).UTC()
+		switch rng.IntN(4) {
+		case 0:
+			return t.Truncate(time.Millisecond)
+		case 1:
+			return t.Truncate(time.Second)
+		case 2:
+			if rng.IntN(4) == 0 {
+				return time.Time{}
+			}
+		}
+		return t
+	}
+	r := jobs.Record{
+		ID: plain(), KeyID: plain(), Status: []jobs.Status{jobs.StatusQueued, jobs.StatusRunning, jobs.StatusDone}[rng.IntN(3)],
+		URL: plain(), Provider: []string{"", "short", plain()}[rng.IntN(3)], Tier: []string{"", resolve.TierStandard, resolve.TierPremium, "other"}[rng.IntN(4)],
+		CreditsCharged: rng.Int64N(2000) - 1000, CreditsHeld: rng.Int64N(3), Attempts: rng.IntN(2), Reaps: rng.IntN(2),
+		CreatedAt: utc(), UpdatedAt: utc(),
+	}
+	if rng.IntN(2) == 0 {
+		r.WebhookURL, r.IdempotencyKey, r.Task, r.WebhookTask = plain(), plain(), plain(), plain()
+	}
+	if rng.IntN(2) == 0 {
+		r.Hops = []resolve.Hop{}
+	}
+	if rng.IntN(3) == 0 {
+		s := plain()
+		r.TargetURL, r.Error, r.ErrorDetail = &s, &s, &s
+	}
+	if rng.IntN(3) == 0 {
+		t := utc()
+		r.CompletedAt = &t
+	}
+	switch rng.IntN(12) {
+	case 0:
+		r.URL += "<&>"
+	case 1:
+		r.ID += "ü"
+	case 2:
+		r.CreatedAt = r.CreatedAt.In(time.FixedZone("z", 3600))
+	case 3:
+		r.Hops = []resolve.Hop{{URL: plain(), Kind: "redirect"}}
+	case 4:
+		r.Webhook = &webhooks.State{URL: plain()}
+	case 5:
+		r.Resume = &resolve.Continuation{}
+	}
+	return r
+}
+
 // TestJobViewMatchesEncoding: the poll's body is byte for byte what the view struct encoded by
 // encoding/json was, for records of every shape (nulls, zero times, any time zone, strings
 // that need escaping, invalid UTF-8, hops and webhook states or none), alone and in a list.
 func TestJobViewMatchesEncoding(t *testing.T) {
 	t.Parallel()
 	rng := rand.New(rand.NewPCG(1, 2))
-	for i := range 3000 {
+	plainViews := 0
+	for i := range 6000 {
 		rec := randRecord(rng)
+		if i%2 == 1 {
+			rec = plainRecord(rng)
+		}
 		var bal *int64
 		if rng.IntN(2) == 0 {
 			n := rng.Int64N(1000) - 10
@@ -172,7 +242,41 @@ func TestJobViewMatchesEncoding(t *testing.T) {
 		if got = append(got, '\n'); !bytes.Equal(got, want) {
 			t.Fatalf("record %d (%s):\ngot  %s\nwant %s", i, raw, got, want)
 		}
+		if _, ok := appendPlainView(nil, raw, bal); ok {
+			plainViews++
+		}
 	}
+	if plainViews < 1500 {
+		t.Errorf("only %d of the records took appendPlainView: the generator misses it", plainViews)
+	}
+}
+
+// FuzzPlainView: whatever the stored bytes, appendPlainView either declines or writes what
+// decoding the record writes.
+func FuzzPlainView(f *testing.F) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for range 20 {
+		r := plainRecord(rng)
+		raw, _ := json.Marshal(&r)
+		f.Add(raw, int64(7))
+	}
+	f.Add([]byte(`{"job_id":"a","job_id":"b"}`), int64(-1))
+	f.Fuzz(func(t *testing.T, raw []byte, bal int64) {
+		got, ok := appendPlainView([]byte("x"), raw, &bal)
+		if !ok {
+			if string(got) != "x" {
+				t.Fatalf("declined but appended %q", got)
+			}
+			return
+		}
+		want, err := appendDecodedView([]byte("x"), raw, &bal)
+		if err != nil {
+			t.Fatalf("%s: rendered as %s, but decoding fails: %v", raw, got, err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("%s:\ngot  %s\nwant %s", raw, got, want)
+		}
+	})
 }
 
 func TestJobViewOfACorruptRecord(t *testing.T) {
@@ -184,8 +288,9 @@ func TestJobViewOfACorruptRecord(t *testing.T) {
 	}
 }
 
-// BenchmarkJobView compares a poll's rendering of a queued job's record with the decode and
-// encode it replaced: go test -run '^$' -bench JobView ./httpapi
+// BenchmarkJobView compares a poll's rendering of a queued job's record (appendPlainView's way)
+// with decoding the record first, and with the decode and encode both replaced:
+// go test -run '^$' -bench JobView ./httpapi
 func BenchmarkJobView(b *testing.B) {
 	now := time.Now()
 	raw, _ := json.Marshal(&jobs.Record{
@@ -198,6 +303,12 @@ func BenchmarkJobView(b *testing.B) {
 		buf := make([]byte, 0, 1024)
 		for b.Loop() {
 			buf, _ = appendJobView(buf[:0], raw, &bal)
+		}
+	})
+	b.Run("appendDecodedView", func(b *testing.B) {
+		buf := make([]byte, 0, 1024)
+		for b.Loop() {
+			buf, _ = appendDecodedView(buf[:0], raw, &bal)
 		}
 	})
 	b.Run("decode+encode", func(b *testing.B) {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -87,7 +88,6 @@ type BatchResult struct {
 	Counted int64
 
 	created []*Record // the jobs created, for the enqueue and its undo
-	costs   []int64
 }
 
 // createManyScript takes a batch's items in order in one atomic step under the API key's hash
@@ -98,10 +98,13 @@ type BatchResult struct {
 // counter and the balance that the items before it left, a batch never overshoots either, and a
 // claim made by an item is replayed by a later item with the same key.
 //
-// KEYS: the key record, the day counter (quota.DayKey), then per item its job record and its
-// idempotency key (the key record when it has none).
-// ARGV: retention in ms, the job key prefix (RecordKey without the id), then per item: kind,
-// record JSON, claim JSON ("" = no idempotency key), credit cost.
+// KEYS: the key record, the day counter (quota.DayKey), then per item its job record (a new
+// job's only) and its idempotency key (an item with one only).
+// ARGV: retention in ms, the job key prefix (RecordKey without the id), then per item: a head
+// (kind, "1" when the item has an idempotency key else "0", credit cost: "n01"), the record
+// JSON (a new job's only), the claim JSON (an item with an idempotency key only). Redis makes a
+// Lua string of every argument, at a cost comparable to a command's, so an item sends only what
+// it has.
 //
 // Reply: {day_used, today, {per item: {code, balance (-1 = none), replayed claim, replayed job}}},
 // code 3 for a job id that exists (never for fresh UUIDs; the batch is then undone).
@@ -120,11 +123,19 @@ local bal = redis.call('HGET', KEYS[1], {{.Credits}})
 if bal then bal = tonumber(bal) end
 local taken = 0
 local out = {}
-local n = (#ARGV - 2) / 4
-for i = 1, n do
-  local a = 2 + 4 * (i - 1)
-  local kind, rec, claim, cost = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], tonumber(ARGV[a + 4])
-  local jk, ik = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
+local a, k, i = 3, 3, 0
+while a <= #ARGV do
+  i = i + 1
+  local head = ARGV[a]
+  a = a + 1
+  local kind, cost = string.sub(head, 1, 1), tonumber(string.sub(head, 3))
+  local rec, jk, claim, ik = '', nil, '', nil
+  if kind == 'n' then
+    rec, jk, a, k = ARGV[a], KEYS[k], a + 1, k + 1
+  end
+  if string.sub(head, 2, 2) == '1' then
+    claim, ik, a, k = ARGV[a], KEYS[k], a + 1, k + 1
+  end
   local prev = false
   if claim ~= '' then prev = redis.call('GET', ik) end
   local full = quota >= 0 and used >= quota
@@ -159,19 +170,23 @@ if taken > 0 then redis.call('HINCRBY', KEYS[1], {{.Credits}}, -taken) end
 if used ~= used0 then day_set(KEYS[2], today, used) end
 return {used, today, out}`))
 
-// undoManyScript removes what createManyScript made for jobs whose enqueue failed: records,
-// claims still theirs, and credits (to a key that still has a balance).
+// undoManyScript removes what createManyScript made for jobs whose enqueue failed or whose
+// replicas did not acknowledge them: records, claims still theirs, and the credits each record
+// still holds (to a key that still has a balance). As undoScript, the credits come from the
+// records rather than from the caller: nothing goes back for a job a worker already settled
+// (charged or refunded), so nothing is given back twice.
 // KEYS: the key record, then per job its record and idempotency key (the key record when it
-// has none). ARGV: per job its id, its cost, and "1" when it has an idempotency key.
+// has none). ARGV: per job its id and "1" when it has an idempotency key.
 var undoManyScript = redis.NewScript(keys.Script(`
 local back = 0
-for i = 1, #ARGV / 3 do
+for i = 1, #ARGV / 2 do
+  local rec = redis.call('GET', KEYS[2 * i])
   redis.call('DEL', KEYS[2 * i])
-  if ARGV[3 * i] == '1' then
+  if ARGV[2 * i] == '1' then
     local c = redis.call('GET', KEYS[2 * i + 1])
-    if c and cjson.decode(c).job_id == ARGV[3 * i - 2] then redis.call('DEL', KEYS[2 * i + 1]) end
+    if c and cjson.decode(c).job_id == ARGV[2 * i - 1] then redis.call('DEL', KEYS[2 * i + 1]) end
   end
-  back = back + tonumber(ARGV[3 * i - 1])
+  if rec then back = back + (tonumber(cjson.decode(rec).credits_held) or 0) end
 end
 if back > 0 and redis.call('HEXISTS', KEYS[1], {{.Credits}}) == 1 then
   redis.call('HINCRBY', KEYS[1], {{.Credits}}, back)
@@ -183,10 +198,14 @@ return 0`))
 // list, skipped when the task exists (the job id is the task id, so a task is never duplicated).
 // asynq's Client enqueues one task per round trip; this is the same write for many in one.
 // KEYS: the pending list, then each task's hash. ARGV: now in ns, then per task: id, message.
+//
+// One EXISTS of all the task keys first: it is 0 in the common case (every task new), which
+// spares a call per task; Redis's per-call overhead in a script is several times the lookup's.
 var enqueueManyScript = redis.NewScript(`
 local ids, at = {}, {}
+local any = redis.call('EXISTS', unpack(KEYS, 2)) > 0
 for i = 2, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 0 then
+  if not any or redis.call('EXISTS', KEYS[i]) == 0 then
     ids[#ids + 1] = ARGV[2 * i - 2]
     at[#at + 1] = i
   end
@@ -282,17 +301,15 @@ func (q *Queue) createMany(ctx context.Context, keyID string, items []BatchItem)
 	args := make([]any, 0, 2+4*len(items))
 	args = append(args, q.store.retention.Milliseconds(), RecordKey(keyID, ""))
 	created := now()
+	var buf []byte // the records' encoding, reused: each becomes a string argument
 	for _, it := range items {
 		r := it.Record
-		ik := keys.RecordKey(keyID) // a dummy of the same slot
-		claim := ""
+		var head [24]byte
+		h := append(head[:0], byte(it.Kind), '0')
 		if r.IdempotencyKey != "" {
-			ik = idemKey(keyID, r.IdempotencyKey)
-			c, _ := json.Marshal(Claim{JobID: r.ID, URL: r.URL, WebhookURL: r.WebhookURL})
-			claim = string(c)
+			h[1] = '1'
 		}
-		rec := ""
-		jk := keys.RecordKey(keyID)
+		args = append(args, string(strconv.AppendInt(h, it.Cost, 10)))
 		if it.Kind == BatchNew {
 			r.KeyID, r.Status, r.CreditsHeld = keyID, StatusQueued, it.Cost
 			if r.CreatedAt.IsZero() {
@@ -302,14 +319,21 @@ func (q *Queue) createMany(ctx context.Context, keyID string, items []BatchItem)
 			if r.Hops == nil {
 				r.Hops = []resolve.Hop{}
 			}
-			b, err := json.Marshal(r)
-			if err != nil {
-				return BatchResult{}, fmt.Errorf("jobs: encoding %s: %w", r.ID, err)
+			b, ok := appendNewRecord(buf[:0], r)
+			if !ok {
+				var err error
+				if b, err = json.Marshal(r); err != nil {
+					return BatchResult{}, fmt.Errorf("jobs: encoding %s: %w", r.ID, err)
+				}
+			} else {
+				buf = b
 			}
-			rec, jk = string(b), RecordKey(keyID, r.ID)
+			ks, args = append(ks, RecordKey(keyID, r.ID)), append(args, string(b))
 		}
-		ks = append(ks, jk, ik)
-		args = append(args, string(it.Kind), rec, claim, it.Cost)
+		if r.IdempotencyKey != "" {
+			c, _ := json.Marshal(Claim{JobID: r.ID, URL: r.URL, WebhookURL: r.WebhookURL})
+			ks, args = append(ks, idemKey(keyID, r.IdempotencyKey)), append(args, string(c))
+		}
 	}
 	var cmd *redis.Cmd
 	var pending *redis.IntCmd
@@ -363,7 +387,6 @@ func decodeCreateMany(reply []any, items []BatchItem, pending int64) (BatchResul
 			if items[i].Kind == BatchNew {
 				o.Position = pending + int64(len(res.created))
 				res.created = append(res.created, items[i].Record)
-				res.costs = append(res.costs, items[i].Cost)
 			}
 			if items[i].Kind != BatchRemoved {
 				res.Counted++
@@ -450,13 +473,13 @@ func (q *Queue) undoMany(ctx context.Context, keyID string, res BatchResult) err
 	defer cancel()
 	ks := []string{keys.RecordKey(keyID)}
 	var args []any
-	for i, r := range res.created {
+	for _, r := range res.created {
 		ik, claimed := keys.RecordKey(keyID), "0"
 		if r.IdempotencyKey != "" {
 			ik, claimed = idemKey(keyID, r.IdempotencyKey), "1"
 		}
 		ks = append(ks, RecordKey(keyID, r.ID), ik)
-		args = append(args, r.ID, res.costs[i], claimed)
+		args = append(args, r.ID, claimed)
 	}
 	return undoManyScript.Run(cctx, q.rdb, ks, args...).Err()
 }

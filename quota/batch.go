@@ -50,21 +50,21 @@ local n = #ARGV - 3
 
 local count = 0
 if limit > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('%.0f', now - win))
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('%d', now - win))
   count = redis.call('ZCARD', KEYS[2])
 end
 local granted = n
 if limit > 0 then granted = math.max(0, math.min(n, limit - count)) end
 if n == 0 and (limit <= 0 or count < limit) then granted = 1 end
 if limit > 0 and n > 0 and granted > 0 then
-  local score = string.format('%.0f', now)
+  local score = string.format('%d', now)
   local args = {}
   for i = 1, granted do
     args[#args + 1] = score
     args[#args + 1] = ARGV[3 + i]
   end
   redis.call('ZADD', KEYS[2], unpack(args))
-  redis.call('PEXPIRE', KEYS[2], math.ceil(win / 1000))
+  redis.call('PEXPIRE', KEYS[2], string.format('%d', math.ceil(win / 1000)))
   count = count + granted
 end
 
@@ -75,7 +75,9 @@ if limit > 0 then
   else
     local i = count - limit
     if i < 0 then i = 0 end
-    local e = redis.call('ZRANGE', KEYS[2], i, i, 'WITHSCORES')
+    local is = '0'
+    if i > 0 then is = string.format('%d', i) end
+    local e = redis.call('ZRANGE', KEYS[2], is, is, 'WITHSCORES')
     free = tonumber(e[2]) + win
   end
 end
@@ -115,8 +117,8 @@ local function day_used(DK, today)
   return 0
 end
 local function day_set(DK, today, used)
-  redis.call('HSET', DK, 'd', today, 'n', used)
-  redis.call('EXPIREAT', DK, (today + 1) * 86400 + 3600)
+  redis.call('HSET', DK, 'd', string.format('%d', today), 'n', string.format('%d', used))
+  redis.call('EXPIREAT', DK, string.format('%d', (today + 1) * 86400 + 3600))
 end
 `
 

@@ -31,12 +31,19 @@ const (
 func SetHeaders(h http.Header, d Decision) {
 	// Built with appends and stored under their canonical names (what Header.Set would store,
 	// and what goes on the wire): these fields are on every /v1 answer, and building them with
-	// Set, Quote and Join cost a poll a few µs.
-	var policy, state []byte
+	// Set, Quote and Join cost a poll a few µs. The fields' values share one backing array, each
+	// a slice of capacity 1 so that an Add to one field cannot write over the next.
+	vals := make([]string, 0, 6)
+	set := func(k, v string) {
+		vals = append(vals, v)
+		h[k] = vals[len(vals)-1 : len(vals) : len(vals)]
+	}
+	var pbuf, sbuf [96]byte // room for both policies' items without growing
+	policy, state := pbuf[:0], sbuf[:0]
 	if d.Minute.Limit > 0 {
-		h[hdrLimit] = []string{strconv.FormatInt(d.Minute.Limit, 10)}
-		h[hdrRemaining] = []string{strconv.FormatInt(d.Minute.Remaining, 10)}
-		h[hdrReset] = []string{strconv.FormatInt(ceilUnix(d.Minute.Reset), 10)}
+		set(hdrLimit, strconv.FormatInt(d.Minute.Limit, 10))
+		set(hdrRemaining, strconv.FormatInt(d.Minute.Remaining, 10))
+		set(hdrReset, strconv.FormatInt(ceilUnix(d.Minute.Reset), 10))
 		name := d.policy
 		if name == "" {
 			name = PolicyMinute
@@ -49,11 +56,11 @@ func SetHeaders(h http.Header, d Decision) {
 		state = appendItem(state, PolicyDay, "r", d.Day.Remaining, "t", untilSeconds(d.Now, d.Day.Reset))
 	}
 	if len(policy) > 0 {
-		h[hdrPolicy] = []string{string(policy)}
-		h[hdrState] = []string{string(state)}
+		set(hdrPolicy, string(policy))
+		set(hdrState, string(state))
 	}
 	if !d.Allowed {
-		h[hdrRetryAfter] = []string{strconv.FormatInt(d.RetryAfterSeconds(), 10)}
+		set(hdrRetryAfter, strconv.FormatInt(d.RetryAfterSeconds(), 10))
 	}
 }
 

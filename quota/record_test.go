@@ -2,6 +2,7 @@ package quota
 
 import (
 	"context"
+	"slices"
 	"testing"
 
 	"github.com/linkhop/linkhop/internal/redistest"
@@ -12,11 +13,14 @@ import (
 // it: the digest, the per-minute limit, the daily quota and the revocation must all be read
 // under the names keys owns. A script or decoder that drifts from keys' schema fails here.
 //
-// It runs twice: reading the whole record, and reading only keys.RequestFields (HMGET).
+// It runs three times: reading the whole record, reading only keys.RequestFields (HMGET; the
+// script holds that list itself), and reading other named fields (the names sent along).
 func TestAdmitReadsTheKeyRecord(t *testing.T) {
 	t.Parallel()
 	t.Run("whole record", func(t *testing.T) { t.Parallel(); testAdmitReadsTheKeyRecord(t, nil) })
 	t.Run("request fields", func(t *testing.T) { t.Parallel(); testAdmitReadsTheKeyRecord(t, keys.RequestFields) })
+	named := append(slices.Clone(keys.RequestFields[1:]), keys.RequestFields[0]) // not the list itself: sent by name
+	t.Run("named fields", func(t *testing.T) { t.Parallel(); testAdmitReadsTheKeyRecord(t, named) })
 }
 
 func testAdmitReadsTheKeyRecord(t *testing.T, fields []string) {

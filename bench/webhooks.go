@@ -104,6 +104,9 @@ type admissions struct {
 	mu sync.Mutex
 	on bool
 	at map[string][]int64 // rate log key → admission times, µs
+	// holds counts the replies that held an attempt back, per name of the attempt's place in
+	// line: how often the same attempt was held back (1 each with places kept).
+	holds map[string]int
 }
 
 // DialHook implements redis.Hook.
@@ -145,14 +148,42 @@ func (a *admissions) note(cmd redis.Cmder) {
 	}
 	// {wait, now, admission − now, placed}: admitted when wait is 0, at its place's time.
 	res, err := c.Int64Slice()
-	if err != nil || len(res) != 4 || res[0] != 0 {
+	if err != nil || len(res) != 4 {
 		return
 	}
 	a.mu.Lock()
-	if a.on {
-		a.at[key] = append(a.at[key], res[1]+res[2])
+	defer a.mu.Unlock()
+	if !a.on {
+		return
 	}
-	a.mu.Unlock()
+	if res[0] > 0 {
+		// ARGV[6], after EVALSHA, the SHA, the key count and two keys: the place's name.
+		if len(args) > 10 {
+			if place := fmt.Sprint(args[10]); place != "" {
+				if a.holds == nil {
+					a.holds = map[string]int{}
+				}
+				a.holds[place]++
+			}
+		}
+		return
+	}
+	a.at[key] = append(a.at[key], res[1]+res[2])
+}
+
+// holdsPerAttempt is how often, on average, an attempt that was held back at all was held
+// back, and how many such attempts there were.
+func (a *admissions) holdsPerAttempt() (float64, int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	total := 0
+	for _, n := range a.holds {
+		total += n
+	}
+	if len(a.holds) == 0 {
+		return 0, 0
+	}
+	return float64(total) / float64(len(a.holds)), len(a.holds)
 }
 
 func (a *admissions) record(on bool) {
@@ -386,6 +417,9 @@ func webhookVariant(ctx context.Context, e *runEnv, v hookVariant) ([]row, error
 		per := float64(roundTrips) / float64(measuredDeliveries)
 		r.ours += fmt.Sprintf("<br>per delivery: held back (rescheduled) %.1f times; %.1f Redis round trips (worker and asynq; besides, %.1f idle polls and %.2f timed calls)",
 			float64(heldBack)/float64(measuredDeliveries), per, float64(idlePolls)/float64(measuredDeliveries), float64(background)/float64(measuredDeliveries))
+		if per, n := adm.holdsPerAttempt(); n > 0 {
+			r.ours += fmt.Sprintf("; an attempt held back at all was held back %.2f times (%d attempts; 1 = each waited once, for its place in line)", per, n)
+		}
 		rows[0] = r
 		if v.rate >= 1000 {
 			rows = append(rows, row{id: "5c", what: "… the worker's Redis round trips per delivery without a backlog at any URL (asynq's dequeue and completion included, idle polls and timed calls excluded)",

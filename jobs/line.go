@@ -183,7 +183,7 @@ func (l *Line) run() {
 		if moved > 0 {
 			l.idle.nudge() // a held poll must not keep the task from its place
 		}
-		skew = now.Sub(time.Now())
+		skew = time.Until(now)
 		next = time.Now().Add(lineIdlePass)
 		if at := nextAt.Add(-skew - lineLead); !nextAt.IsZero() && at.Before(next) {
 			next = at

@@ -1,7 +1,7 @@
 # linkhop — `make help` lists the targets.
 SHELL := /bin/bash
 GO ?= go
-FUZZTIME ?= 5s
+FUZZTIME ?= 2s
 
 .PHONY: help
 help: ## list the targets
@@ -23,7 +23,7 @@ test: redis ## what CI runs: vet (every build tag), the race-enabled tests, shor
 	@$(MAKE) --no-print-directory fuzz-short
 
 .PHONY: fuzz-short
-fuzz-short: ## run every fuzz target for FUZZTIME (default 5s); a finding must reproduce to fail
+fuzz-short: ## run every fuzz target for FUZZTIME (default 2s); a finding must reproduce to fail
 	@GO=$(GO) FUZZTIME=$(FUZZTIME) bash scripts/fuzz.sh
 
 .PHONY: fuzz

@@ -286,10 +286,10 @@ func TestWebhookReapGivesBackInFlightSlot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, wait, err := limiter.AcquireAs(context.Background(), url, jl.Ref().Token, 1, time.Hour); err != nil || wait != 0 {
-		t.Fatalf("acquire: %v %v", wait, err)
+	if turn, err := limiter.Take(context.Background(), url, jl.Ref().Token, "", 1, time.Hour); err != nil || turn.Wait != 0 {
+		t.Fatalf("acquire: %v %v", turn.Wait, err)
 	}
-	if _, wait, _ := limiter.Acquire(context.Background(), url, 1, time.Hour); wait == 0 {
+	if turn, _ := limiter.Take(context.Background(), url, "second", "", 1, time.Hour); turn.Wait == 0 {
 		t.Fatal("the cap of 1 let a second attempt in")
 	}
 
@@ -305,8 +305,8 @@ func TestWebhookReapGivesBackInFlightSlot(t *testing.T) {
 	if err != nil || info.State != asynq.TaskStatePending {
 		t.Fatalf("replacement task: %v %v", info, err)
 	}
-	if _, wait, err := limiter.Acquire(context.Background(), url, 1, time.Hour); err != nil || wait != 0 {
-		t.Errorf("the dead attempt still holds the in-flight slot (wait %v, %v)", wait, err)
+	if turn, err := limiter.Take(context.Background(), url, "third", "", 1, time.Hour); err != nil || turn.Wait != 0 {
+		t.Errorf("the dead attempt still holds the in-flight slot (wait %v, %v)", turn.Wait, err)
 	}
 	// A second reaper of the same lease (it died before forgetting it) changes nothing.
 	if err := h.Reap(context.Background(), jl.Ref()); err != nil {

@@ -5,9 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"math/rand/v2"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
@@ -151,23 +149,7 @@ func newRateLimiter(rdb redis.UniversalClient, perSecond int, window time.Durati
 	return &RateLimiter{rdb: rdb, limit: perSecond, window: window}
 }
 
-// Reserve either takes a slot for one attempt to url (wait == 0) or reports how long until
-// one frees (wait > 0), recording nothing: a held-back attempt must not use up the slot it
-// is waiting for. Another process may take the freed slot first; the caller then simply gets
-// a new wait.
-func (l *RateLimiter) Reserve(ctx context.Context, url string) (wait time.Duration, err error) {
-	wait, _, err = l.reserve(ctx, url)
-	return wait, err
-}
-
-// reserve also returns the Redis time of the check in microseconds, for tests that verify
-// the log against Redis's own clock.
-func (l *RateLimiter) reserve(ctx context.Context, url string) (wait time.Duration, nowMicros int64, err error) {
-	turn, err := l.run(ctx, url, strconv.FormatUint(rand.Uint64(), 36), "", 0, 0)
-	return turn.Wait, turn.now, err
-}
-
-// Lease is an attempt in flight, taken by Acquire; Release gives it back.
+// Lease is an attempt in flight, taken by Take; Release gives it back.
 type Lease struct {
 	l           *RateLimiter
 	key, member string
@@ -183,22 +165,6 @@ func (e Lease) Release(ctx context.Context) error {
 		return fmt.Errorf("webhooks: releasing a lease: %w", err)
 	}
 	return nil
-}
-
-// Acquire is Reserve with a cap on the attempts to url in flight at once across all workers:
-// either the attempt may start now (wait == 0) and holds a Lease for at most leaseFor, or it
-// should come back after wait, having taken nothing. The cap keeps a slow or dead receiver,
-// whose attempts each run until the timeout, from occupying every worker slot.
-func (l *RateLimiter) Acquire(ctx context.Context, url string, inFlight int, leaseFor time.Duration) (Lease, time.Duration, error) {
-	return l.AcquireAs(ctx, url, strconv.FormatUint(rand.Uint64(), 36), inFlight, leaseFor)
-}
-
-// AcquireAs is Acquire with the caller's name for the lease, unique per attempt, so that
-// ReleaseAs can give back the lease of an attempt whose worker died (jobs' reaper does, once
-// the job lease of that attempt lapsed) instead of leaving its slot taken until leaseFor ends.
-func (l *RateLimiter) AcquireAs(ctx context.Context, url, member string, inFlight int, leaseFor time.Duration) (Lease, time.Duration, error) {
-	turn, err := l.Take(ctx, url, member, "", inFlight, leaseFor)
-	return turn.Lease, turn.Wait, err
 }
 
 // Turn is what Take gives an attempt.
@@ -221,14 +187,22 @@ type Turn struct {
 	now int64 // Redis time of the check, µs
 }
 
-// Take is AcquireAs that hands out places in line: an attempt named place (stable across
-// the runs of one attempt, unique to it; "" takes no place) that finds no free slot is given
-// the first moment the limit allows after every attempt already admitted or placed, and that
-// moment is kept for it in the URL's log, so later attempts line up behind it instead of
-// taking its slot. Coming back then, it is admitted at once (after Delay, if early). One that
-// comes back more than a few milliseconds late has lost its place and is checked like a new
-// attempt. Places make a held-back attempt wait once, for its turn, instead of asking again
-// and again; the limit stays exact, places included.
+// Take asks for a slot for one attempt to url, under a cap of inFlight attempts to it in
+// flight at once across all workers (0: none). Admitted (Wait == 0), the attempt holds a Lease
+// named member, unique per run, for at most leaseFor; ReleaseAs gives back the lease of an
+// attempt whose worker died (jobs' reaper does, once the job lease of that attempt lapsed)
+// instead of leaving its slot taken until leaseFor ends. The cap keeps a slow or dead
+// receiver, whose attempts each run until the timeout, from occupying every worker slot.
+// Held back (Wait > 0), the attempt should come back after Wait.
+//
+// It hands out places in line: an attempt named place (stable across the runs of one
+// attempt, unique to it; "" takes no place) that finds no free slot is given the first
+// moment the limit allows after every attempt already admitted or placed, and that moment is
+// kept for it in the URL's log, so later attempts line up behind it instead of taking its
+// slot. Coming back then, it is admitted at once (after Delay, if early). One that comes back
+// more than a few milliseconds late has lost its place and is checked like a new attempt.
+// Places make a held-back attempt wait once, for its turn, instead of asking again and again;
+// the limit stays exact, places included.
 func (l *RateLimiter) Take(ctx context.Context, url, member, place string, inFlight int, leaseFor time.Duration) (Turn, error) {
 	turn, err := l.run(ctx, url, member, place, inFlight, leaseFor)
 	if err != nil || turn.Wait > 0 || inFlight <= 0 {
@@ -246,7 +220,7 @@ func (e Lease) ReleaseIn(ctx context.Context, p redis.Pipeliner) {
 	}
 }
 
-// ReleaseAs gives back the lease that AcquireAs took for url under member; a lease already
+// ReleaseAs gives back the lease that Take gave an attempt to url under member; a lease already
 // released or expired is no error.
 func (l *RateLimiter) ReleaseAs(ctx context.Context, url, member string) error {
 	return Lease{l: l, key: leaseKey(url), member: member}.Release(ctx)

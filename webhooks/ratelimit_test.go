@@ -5,12 +5,33 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/linkhop/linkhop/internal/redistest"
 )
+
+// Reserve is Take of an attempt without a place or cap: a slot now (wait == 0), or how long
+// until one frees, recording nothing.
+func (l *RateLimiter) Reserve(ctx context.Context, url string) (wait time.Duration, err error) {
+	wait, _, err = l.reserve(ctx, url)
+	return wait, err
+}
+
+// reserve also returns the Redis time of the check in microseconds, for tests that verify
+// the log against Redis's own clock.
+func (l *RateLimiter) reserve(ctx context.Context, url string) (wait time.Duration, nowMicros int64, err error) {
+	turn, err := l.run(ctx, url, strconv.FormatUint(rand.Uint64(), 36), "", 0, 0)
+	return turn.Wait, turn.now, err
+}
+
+// Acquire is Take of an attempt without a place, under the cap of inFlight.
+func (l *RateLimiter) Acquire(ctx context.Context, url string, inFlight int, leaseFor time.Duration) (Lease, time.Duration, error) {
+	turn, err := l.Take(ctx, url, strconv.FormatUint(rand.Uint64(), 36), "", inFlight, leaseFor)
+	return turn.Lease, turn.Wait, err
+}
 
 func TestReserveHoldsBackWithoutRecording(t *testing.T) {
 	t.Parallel()

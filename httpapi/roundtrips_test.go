@@ -139,17 +139,12 @@ func TestRoundTripsBatch(t *testing.T) {
 func TestRoundTripsCluster(t *testing.T) {
 	t.Parallel()
 	prim, _ := redistest.Cluster(t, 3, 0, redis.Options{})
-	addrs := make([]string, len(prim))
-	for i, n := range prim {
-		addrs[i] = n.Addr
-	}
-	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
-	t.Cleanup(func() { _ = cc.Close() })
+	cc := redistest.ClusterClient(t, prim)
 	cfg, err := config.Load(config.API, func(string) (string, bool) { return "", false })
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.RedisClusterAddrs = addrs
+	cfg.RedisClusterAddrs = cc.Options().Addrs
 	reg, err := resolve.NewRegistry([]resolve.Provider{{ID: "short", Label: "Short", Hosts: []string{"sho.rt"}, Tier: resolve.TierStandard}})
 	if err != nil {
 		t.Fatal(err)

@@ -237,12 +237,7 @@ func TestSubmitRoundTrips(t *testing.T) {
 	t.Run("cluster", func(t *testing.T) {
 		t.Parallel()
 		prim, _ := redistest.Cluster(t, 3, 0, redis.Options{})
-		addrs := make([]string, len(prim))
-		for i, n := range prim {
-			addrs[i] = n.Addr
-		}
-		cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
-		t.Cleanup(func() { _ = cc.Close() })
+		cc := redistest.ClusterClient(t, prim)
 		a, err := cc.MasterForKey(ctx, jobs.RecordKey("key_r", "x"))
 		if err != nil {
 			t.Fatal(err)

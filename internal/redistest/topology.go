@@ -256,6 +256,19 @@ func Cluster(tb testing.TB, primaries, replicasEach int, auth redis.Options, con
 }
 
 // busPort reads the cluster bus port of n from its configuration.
+// ClusterClient is a client of the Redis Cluster whose primaries are nodes, closed when the
+// test ends.
+func ClusterClient(tb testing.TB, nodes []*Node) *redis.ClusterClient {
+	tb.Helper()
+	addrs := make([]string, len(nodes))
+	for i, n := range nodes {
+		addrs[i] = n.Addr
+	}
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
+	tb.Cleanup(func() { _ = cc.Close() })
+	return cc
+}
+
 func busPort(tb testing.TB, c *redis.Client) int {
 	v, err := c.ConfigGet(context.Background(), "cluster-port").Result()
 	if err != nil {

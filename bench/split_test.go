@@ -93,7 +93,9 @@ func TestSplitHTTP(t *testing.T) {
 					return get(ctx, c, srv.url+"/", "")
 				})
 			})
-			if !out.split {
+			// A busy server's client may use too little CPU for the profiler to catch a sample
+			// of it (then nothing is split off, a share of 0); a busy client's must be seen.
+			if tc.wantLoad && !out.split {
 				t.Fatal("no load generator's CPU seen")
 			}
 			if tc.wantLoad && f < 0.6 || !tc.wantLoad && f > 0.4 {

@@ -57,6 +57,15 @@ type gateOptions struct {
 	// fullKey reads the whole key record, for a handler that shows the key or signs with its
 	// secrets; without it gate reads only keys.RequestFields (a single request's admission).
 	fullKey bool
+	// then, when set, gives the continuation to run in the admission's own script, once the
+	// request is authenticated and admitted (quota.AdmitRequest.Then), for the key id the token
+	// names; nil for none. Its reply is gated.then.
+	then func(keyID string) *quota.ThenCall
+	// thenFailed is told when an admission carrying then failed: retry when nothing ran and the
+	// admission is to run again without then (a Redis Cluster node refused the continuation's
+	// keys); otherwise it takes back what the continuation may have done and returns the error
+	// to answer with.
+	thenFailed func(err error) (retry bool, _ error)
 }
 
 // gated is an authenticated, admitted request.
@@ -66,6 +75,9 @@ type gated struct {
 	fetched     []byte
 	fetchedMany [][]byte
 	granted     int // with gateOptions.many: how many of the slots were admitted (the first)
+	// then and thenErr are the reply of gateOptions.then's continuation (quota.Admission's).
+	then    any
+	thenErr error
 }
 
 // gate authenticates the bearer key and admits the request against its limits in one Redis
@@ -93,9 +105,13 @@ func (s *Server) gate(w http.ResponseWriter, r *http.Request, o gateOptions) (ga
 	if o.fetchMany != nil {
 		req.FetchMany = o.fetchMany(id)
 	}
+	if o.then != nil {
+		req.Then = o.then(id)
+	}
 	var adm quota.Admission
 	var err error
-	for attempt := 0; attempt < 2; attempt++ {
+	loaded := false
+	for attempt := 0; attempt < 3; attempt++ {
 		var decode func() (quota.Admission, error)
 		var more func() error
 		_, _ = s.Redis.Pipelined(r.Context(), func(p redis.Pipeliner) error {
@@ -110,10 +126,19 @@ func (s *Server) gate(w http.ResponseWriter, r *http.Request, o gateOptions) (ga
 			return nil
 		})
 		adm, err = decode()
-		if errors.Is(err, quota.ErrNoScript) && attempt == 0 {
+		if errors.Is(err, quota.ErrNoScript) && !loaded {
+			loaded = true
 			if err = s.Limiter.LoadScripts(r.Context()); err == nil {
 				continue
 			}
+		}
+		if err != nil && req.Then != nil {
+			retry, terr := o.thenFailed(err)
+			if retry {
+				req.Then = nil
+				continue
+			}
+			err = terr
 		}
 		if err == nil && more != nil {
 			err = more()
@@ -130,7 +155,11 @@ func (s *Server) gate(w http.ResponseWriter, r *http.Request, o gateOptions) (ga
 	}
 	k, err := check(id, digest, adm.Record)
 	if err != nil {
-		// The script matched the digest; this only fails for a corrupt record.
+		// The script matched the digest; this only fails for a corrupt record. A continuation
+		// that ran is taken back.
+		if req.Then != nil && adm.Decision.Allowed {
+			_, err = o.thenFailed(err)
+		}
 		s.fail(w, r, err)
 		return gated{}, false
 	}
@@ -152,7 +181,8 @@ func (s *Server) gate(w http.ResponseWriter, r *http.Request, o gateOptions) (ga
 		return gated{}, false
 	}
 	s.metrics.allowed.Inc()
-	return gated{key: k, admission: admission{s: s, r: r, d: d}, fetched: adm.Fetched, fetchedMany: adm.FetchedMany, granted: adm.Granted}, true
+	return gated{key: k, admission: admission{s: s, r: r, d: d}, fetched: adm.Fetched, fetchedMany: adm.FetchedMany, granted: adm.Granted,
+		then: adm.Then, thenErr: adm.ThenErr}, true
 }
 
 // authFailed answers a failed /v1 authentication.

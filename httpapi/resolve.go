@@ -14,6 +14,7 @@ import (
 	"github.com/linkhop/linkhop/jobs"
 	"github.com/linkhop/linkhop/keys"
 	"github.com/linkhop/linkhop/problem"
+	"github.com/linkhop/linkhop/quota"
 	"github.com/linkhop/linkhop/resolve"
 )
 
@@ -131,22 +132,34 @@ func creditCost(tier string) int64 {
 	return 1
 }
 
-// postResolve accepts a link. The body is read and validated first (no Redis), then two
-// round trips make an accepted resolve: (1) authentication, limits and the cache lookup,
-// (2) the job with its idempotency claim and credits, and its enqueue (a third on Redis
-// Cluster, where the enqueue follows the job; see jobs.Queue.Submit). Every way out after
-// admission other than an accepted link settles the admission: Uncount for an answer that
+// postResolve accepts a link. The body is read and validated first (no Redis). On a single
+// Redis or through Sentinel an accepted resolve is then one round trip: the admission's own
+// script authenticates and admits the key and, for a key with the resolve scope and a link not
+// in the cache, submits the job with its idempotency claim, credits and task (jobs.Queue.Plan).
+// A cached link is answered from the value the script read (a link whose cache entry cannot be
+// used is submitted after, a second round trip). On Redis Cluster, where no script spans the
+// key's slot and asynq's, it is three: (1) authentication, limits and the cache lookup, (2) the
+// job with its idempotency claim and credits, (3) its enqueue (jobs.Queue.Submit). Every way out
+// after admission other than an accepted link settles the admission: Uncount for an answer that
 // accepts nothing (a refusal, a replay), Undo for the service's own failures. So a non-2xx
 // answer means nothing was created, queued or charged.
 func (s *Server) postResolve(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	in, bad := s.parseResolve(w, r)
-	var lookup func() (resolve.Result, bool, bool, error)
-	g, ok := s.gate(w, r, gateOptions{
+	var (
+		lookup func() (resolve.Result, bool, bool, error)
+		plan   *jobs.Plan // the submit in the admission's script; nil on today's path
+		entry  resolve.CacheEntry
+		rec    *jobs.Record
+	)
+	o := gateOptions{
 		// Only a request that can be accepted counts against the daily quota.
 		countDay: bad == nil,
 		batch: func(p redis.Pipeliner) func() error {
-			if bad == nil {
+			switch {
+			case plan != nil:
+				plan.Pipe(ctx, p)
+			case bad == nil:
 				lookup = s.Resolver.LookupIn(ctx, p, in.url)
 			}
 			return nil
@@ -163,63 +176,135 @@ func (s *Server) postResolve(w http.ResponseWriter, r *http.Request) {
 			s.answerClaim(w, r, k, in, *prev)
 			return true
 		},
-	})
+	}
+	if bad == nil {
+		o.then = func(keyID string) *quota.ThenCall {
+			e, err := s.Resolver.Entry(in.url)
+			if err != nil {
+				return nil // the lookup of today's path answers it
+			}
+			rec = newJob(keyID, in)
+			if plan = s.Queue.Plan(ctx, rec, creditCost(in.provider.Tier), keys.ScopeResolve, e.Key); plan == nil {
+				return nil
+			}
+			entry = e
+			return plan.Call()
+		}
+		o.thenFailed = func(err error) (bool, error) {
+			retry, err := plan.Failed(ctx, err)
+			if retry {
+				plan = nil // admitted again on today's path
+			}
+			return retry, err
+		}
+	}
+	g, ok := s.gate(w, r, o)
 	if !ok {
 		return
 	}
 	k, adm := g.key, g.admission
+	if plan != nil {
+		out, err := plan.Outcome(ctx, g.then, g.thenErr)
+		switch {
+		case err != nil:
+			s.answerSubmit(w, r, k, adm, in, rec, creditCost(in.provider.Tier), jobs.Submitted{}, err)
+		case out.NoScope:
+			s.refuseScope(w, r, adm)
+		case out.Cached != nil:
+			res, found, removed := entry.Decode(out.Cached)
+			if !s.answerCached(w, r, k, adm, in, res, found, removed) {
+				s.submit(w, r, k, adm, in, rec) // an entry it cannot use: a miss
+			}
+		default:
+			s.answerSubmit(w, r, k, adm, in, rec, creditCost(in.provider.Tier), out.Submitted, nil)
+		}
+		return
+	}
 	if !k.HasScope(keys.ScopeResolve) {
-		adm.Uncount()
-		problem.Write(w, RequestID(r), problem.New(problem.ForbiddenScope, "This key lacks the resolve scope."))
+		s.refuseScope(w, r, adm)
 		return
 	}
 	if bad != nil {
 		problem.Write(w, RequestID(r), bad)
 		return
 	}
-
 	res, found, removed, err := lookup()
 	if err != nil {
 		adm.Undo()
 		s.fail(w, r, err)
 		return
 	}
+	if s.answerCached(w, r, k, adm, in, res, found, removed) {
+		return
+	}
+	if rec == nil {
+		rec = newJob(k.ID, in)
+	}
+	s.submit(w, r, k, adm, in, rec)
+}
+
+// newJob is the job of an accepted link of key keyID.
+func newJob(keyID string, in resolveInput) *jobs.Record {
+	return &jobs.Record{
+		ID: uuid.NewString(), KeyID: keyID, URL: in.url, WebhookURL: in.webhookURL, IdempotencyKey: in.idemKey,
+		Provider: in.provider.ID, Tier: in.provider.Tier,
+	}
+}
+
+// refuseScope answers a key without the resolve scope.
+func (s *Server) refuseScope(w http.ResponseWriter, r *http.Request, adm admission) {
+	adm.Uncount()
+	problem.Write(w, RequestID(r), problem.New(problem.ForbiddenScope, "This key lacks the resolve scope."))
+}
+
+// answerCached answers from the link's cache entry (found, or removed by the negative cache),
+// and reports false, answering nothing, for a link the cache does not know.
+func (s *Server) answerCached(w http.ResponseWriter, r *http.Request, k keys.Key, adm admission, in resolveInput,
+	res resolve.Result, found, removed bool,
+) bool {
 	if removed {
 		adm.Uncount()
 		problem.Write(w, RequestID(r), problem.New(problem.LinkRemoved, "The provider reports that this link was removed."))
-		return
+		return true
 	}
-	if found {
-		// An idempotency key already used answers for its first job, not from the cache.
-		if in.idemKey != "" {
-			prev, err := s.Jobs.GetClaim(ctx, k.ID, in.idemKey)
-			if err != nil {
-				adm.Undo()
-				s.fail(w, r, err)
-				return
-			}
-			if prev != nil {
-				adm.Uncount()
-				s.answerClaim(w, r, k, in, *prev)
-				return
-			}
+	if !found {
+		return false
+	}
+	// An idempotency key already used answers for its first job, not from the cache.
+	if in.idemKey != "" {
+		prev, err := s.Jobs.GetClaim(r.Context(), k.ID, in.idemKey)
+		if err != nil {
+			adm.Undo()
+			s.fail(w, r, err)
+			return true
 		}
-		writeJSON(w, http.StatusOK, cachedResponse{
-			Status: string(jobs.StatusDone), URL: in.url, TargetURL: res.TargetURL,
-			Provider: providerPtr(in.provider.ID), Tier: tierPtr(in.provider.Tier), Cached: true, Balance: k.Credits,
-		})
-		return
+		if prev != nil {
+			adm.Uncount()
+			s.answerClaim(w, r, k, in, *prev)
+			return true
+		}
 	}
+	writeJSON(w, http.StatusOK, cachedResponse{
+		Status: string(jobs.StatusDone), URL: in.url, TargetURL: res.TargetURL,
+		Provider: providerPtr(in.provider.ID), Tier: tierPtr(in.provider.Tier), Cached: true, Balance: k.Credits,
+	})
+	return true
+}
 
+// submit submits job rec after the admission (jobs.Queue.Submit) and answers.
+func (s *Server) submit(w http.ResponseWriter, r *http.Request, k keys.Key, adm admission, in resolveInput, rec *jobs.Record) {
 	var cost int64
 	if k.Credits != nil {
 		cost = creditCost(in.provider.Tier)
 	}
-	rec := &jobs.Record{
-		ID: uuid.NewString(), KeyID: k.ID, URL: in.url, WebhookURL: in.webhookURL, IdempotencyKey: in.idemKey,
-		Provider: in.provider.ID, Tier: in.provider.Tier,
-	}
-	sub, err := s.Queue.Submit(ctx, rec, cost)
+	sub, err := s.Queue.Submit(r.Context(), rec, cost)
+	s.answerSubmit(w, r, k, adm, in, rec, cost, sub, err)
+}
+
+// answerSubmit answers the submit of job rec, which costs cost credits to a key with a balance.
+func (s *Server) answerSubmit(w http.ResponseWriter, r *http.Request, k keys.Key, adm admission, in resolveInput,
+	rec *jobs.Record, cost int64, sub jobs.Submitted, err error,
+) {
 	switch {
 	case err != nil:
 		s.metrics.enqueueErrors.Inc()

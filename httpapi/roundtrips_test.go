@@ -37,8 +37,8 @@ func (c *counter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Proc
 	}
 }
 
-// docs/benchmarks.md#targets: 2 round trips for an accepted resolve on a single Redis, 1 for
-// a poll.
+// docs/benchmarks.md#targets: 1 round trip for an accepted resolve on a single Redis (the job
+// submitted in the admission's script), 1 for a cached link, 1 for a poll.
 func TestRoundTrips(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{})
@@ -65,9 +65,20 @@ func TestRoundTrips(t *testing.T) {
 		if r.status != 202 {
 			t.Fatalf("%s: %d %s", tc.name, r.status, r.raw)
 		}
-		if n := c.n.Load(); n != 2 {
-			t.Errorf("%s resolve: %d round trips, want 2 (auth+limit+cache, job with its enqueue)", tc.name, n)
+		if n := c.n.Load(); n != 1 {
+			t.Errorf("%s resolve: %d round trips, want 1 (auth+limit+cache+job with its enqueue)", tc.name, n)
 		}
+	}
+	if err := e.rdb.Set(context.Background(), cacheKey(t, e, "https://sho.rt/cached"),
+		`{"state":"done","url":"https://sho.rt/cached","target_url":"https://example.com/x"}`, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	c.n.Store(0)
+	if r := e.do("POST", "/v1/resolve", tok, map[string]any{"url": "https://sho.rt/cached"}); r.status != 200 || r.body["cached"] != true {
+		t.Fatalf("cached: %d %s", r.status, r.raw)
+	}
+	if n := c.n.Load(); n != 1 {
+		t.Errorf("cached resolve: %d round trips, want 1", n)
 	}
 	c.n.Store(0)
 	if r := e.do("GET", "/v1/jobs/"+id, tok, nil); r.status != 200 {

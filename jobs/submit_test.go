@@ -27,10 +27,11 @@ type submitCase struct {
 	Position int64
 }
 
-// submitSequence runs the same submits on q (new jobs with and without an idempotency key and
-// credits, a replay, a refusal for credits, an id that exists, a broken queue) and returns
-// their outcomes and every key the queue's Redis then holds.
-func submitSequence(t *testing.T, rdb *redis.Client, q *jobs.Queue) ([]submitCase, map[string]string) {
+// submitSequence runs the same submits with submit (new jobs with and without an idempotency
+// key and credits, a replay, a refusal for credits, an id that exists, a broken queue; cost is
+// 0 for the key without a balance, as the API gives it) and returns their outcomes and every
+// key the queue's Redis then holds.
+func submitSequence(t *testing.T, rdb *redis.Client, submit func(r *jobs.Record, cost int64) (jobs.Submitted, error)) ([]submitCase, map[string]string) {
 	t.Helper()
 	ctx := context.Background()
 	if err := rdb.HSet(ctx, keys.RecordKey("key_c"), keys.FieldCredits, 3).Err(); err != nil {
@@ -63,7 +64,7 @@ func submitSequence(t *testing.T, rdb *redis.Client, q *jobs.Queue) ([]submitCas
 				t.Fatal(err)
 			}
 		}
-		sub, err := q.Submit(ctx, s.rec, s.cost)
+		sub, err := submit(s.rec, s.cost)
 		c := submitCase{Balance: sub.Balance, Position: sub.Position}
 		switch {
 		case errors.Is(err, jobs.ErrExists):
@@ -114,6 +115,10 @@ func submitSequence(t *testing.T, rdb *redis.Client, q *jobs.Queue) ([]submitCas
 	return got, state
 }
 
+func submitWith(q *jobs.Queue) func(r *jobs.Record, cost int64) (jobs.Submitted, error) {
+	return func(r *jobs.Record, cost int64) (jobs.Submitted, error) { return q.Submit(context.Background(), r, cost) }
+}
+
 // TestSubmitOneMatchesSplit: a submit in one script (a single Redis, Sentinel) and a submit in
 // two steps (Redis Cluster) give the same answers and leave the same records, claims, credits
 // and asynq tasks, down to the bytes; a submit whose enqueue fails leaves nothing either way.
@@ -124,8 +129,8 @@ func TestSubmitOneMatchesSplit(t *testing.T) {
 	one := jobs.NewQueue(oneRdb, jobs.NewStore(oneRdb, time.Hour), opts)
 	split := jobs.NewQueue(splitRdb, jobs.NewStore(splitRdb, time.Hour), opts)
 	jobs.SplitSubmits(split)
-	gotOne, stateOne := submitSequence(t, oneRdb, one)
-	gotSplit, stateSplit := submitSequence(t, splitRdb, split)
+	gotOne, stateOne := submitSequence(t, oneRdb, submitWith(one))
+	gotSplit, stateSplit := submitSequence(t, splitRdb, submitWith(split))
 	if d := cmp.Diff(gotSplit, gotOne); d != "" {
 		t.Errorf("answers differ (-split +one):\n%s", d)
 	}

@@ -22,7 +22,6 @@ import (
 	"github.com/linkhop/linkhop/internal/replicas"
 	"github.com/linkhop/linkhop/internal/tracing"
 	"github.com/linkhop/linkhop/keys"
-	"github.com/linkhop/linkhop/resolve"
 	"github.com/linkhop/linkhop/webhooks"
 )
 
@@ -152,41 +151,52 @@ if n > 0 and redis.call('HEXISTS', KEYS[3], {{.Credits}}) == 1 then
 end
 return 0`))
 
-// submitScript is createScript and the enqueue of the job's task (enqueueManyScript's write)
-// in one atomic step, for a Redis whose keys all live on one server (a single server, or
-// Sentinel's primary): the task can never be seen without its record, and a replay or a
-// refusal queues nothing. Every check comes before the first write, and the push before the
-// other writes, so a script that fails leaves nothing behind. Reply as createScript's, with
-// the queue's length before the push as a third value of a created job.
+// submitLua is the Lua function submit(K, rec, ttl, claim, cost, id, msg, now): createScript
+// and the enqueue of the job's task (enqueueManyScript's write) in one atomic step, for a Redis
+// whose keys all live on one server (a single server, or Sentinel's primary): the task can
+// never be seen without its record, and a replay or a refusal queues nothing. Every check comes
+// before the first write, and the push before the other writes, so a script that fails leaves
+// nothing behind. Reply as createScript's, with the queue's length before the push as a third
+// value of a created job. submitScript runs it on its own, and thenSubmit in the admission of
+// the request (Queue.Plan).
 //
-// KEYS: the job record, the idempotency key, the key record, asynq's pending list, the task's hash.
-// ARGV: record JSON, retention in ms, claim JSON ("" = no idempotency key), credit cost
-// (0 = no credit check), job id (= task id), task message, now in ns.
-var submitScript = redis.NewScript(keys.Script(`
-if ARGV[3] ~= '' then
-  local prev = redis.call('GET', KEYS[2])
+// K: the job record, the idempotency key, the key record, asynq's pending list, the task's hash.
+// rec: record JSON; ttl: retention in ms; claim: claim JSON ("" = no idempotency key); cost:
+// the credits to take from a key with a balance (0 = no credit check), a number; id: the job
+// id (= task id); msg: the task message; now: now in ns.
+const submitLua = `
+local function submit(K, rec, ttl, claim, cost, id, msg, now)
+if claim ~= '' then
+  local prev = redis.call('GET', K[2])
   if prev then return {1, prev} end
 end
-if redis.call('EXISTS', KEYS[1]) == 1 then return {3, ''} end
-local cost = tonumber(ARGV[4])
+if redis.call('EXISTS', K[1]) == 1 then return {3, ''} end
 local b = false
 if cost > 0 then
-  b = redis.call('HGET', KEYS[3], {{.Credits}})
+  b = redis.call('HGET', K[3], {{.Credits}})
   if b then
     b = tonumber(b)
     if b < cost then return {2, tostring(b)} end
   end
 end
-local pos = redis.call('LLEN', KEYS[4])
-if redis.call('EXISTS', KEYS[5]) == 0 then
-  redis.call('LPUSH', KEYS[4], ARGV[5])
-  redis.call('HSET', KEYS[5], 'msg', ARGV[6], 'state', 'pending', 'pending_since', ARGV[7])
+local pos = redis.call('LLEN', K[4])
+if redis.call('EXISTS', K[5]) == 0 then
+  redis.call('LPUSH', K[4], id)
+  redis.call('HSET', K[5], 'msg', msg, 'state', 'pending', 'pending_since', now)
 end
 local bal = -1
-if b then bal = redis.call('HINCRBY', KEYS[3], {{.Credits}}, -cost) end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-if ARGV[3] ~= '' then redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2]) end
-return {0, tostring(bal), pos}`))
+if b then bal = redis.call('HINCRBY', K[3], {{.Credits}}, -cost) end
+redis.call('SET', K[1], rec, 'PX', ttl)
+if claim ~= '' then redis.call('SET', K[2], claim, 'PX', ttl) end
+return {0, tostring(bal), pos}
+end
+`
+
+// submitScript is submitLua on its own.
+// KEYS: as submitLua's K. ARGV: record JSON, retention in ms, claim JSON, credit cost, job id,
+// task message, now in ns.
+var submitScript = redis.NewScript(keys.Script(submitLua + `
+return submit(KEYS, ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6], ARGV[7])`))
 
 // Submitted is the outcome of Submit.
 type Submitted struct {
@@ -210,15 +220,8 @@ type Submitted struct {
 // never runs before its record exists, and a failed submit leaves nothing behind: a failed
 // enqueue is undone and its error returned.
 func (q *Queue) Submit(ctx context.Context, r *Record, cost int64) (Submitted, error) {
-	r.Status = StatusQueued
-	if r.CreatedAt.IsZero() {
-		r.CreatedAt = now()
-	}
-	r.UpdatedAt = r.CreatedAt
+	r.queued()
 	r.CreditsHeld = cost
-	if r.Hops == nil {
-		r.Hops = []resolve.Hop{}
-	}
 	b, err := json.Marshal(r)
 	if err != nil {
 		return Submitted{}, fmt.Errorf("jobs: encoding %s: %w", r.ID, err)

@@ -107,11 +107,12 @@ const (
 
 // scriptFields are the names Script offers to templates, each a quoted Lua string.
 type scriptFields struct {
-	Hash, RateLimit, DailyQuota, Credits, RevokedAt string
+	Hash, Scopes, RateLimit, DailyQuota, Credits, RevokedAt string
 }
 
-// Script expands a Lua script's template: {{.Hash}}, {{.RateLimit}}, {{.DailyQuota}},
-// {{.Credits}} and {{.RevokedAt}} become the quoted names of those record fields. It panics
+// Script expands a Lua script's template: {{.Hash}}, {{.Scopes}}, {{.RateLimit}},
+// {{.DailyQuota}}, {{.Credits}} and {{.RevokedAt}} become the quoted names of those record
+// fields. It panics
 // on any other name, at the caller's package initialisation, so a script naming a field the
 // record does not have fails every test of its package.
 func Script(src string) string {
@@ -119,13 +120,23 @@ func Script(src string) string {
 	q := func(s string) string { return "'" + s + "'" }
 	var b strings.Builder
 	if err := t.Execute(&b, scriptFields{
-		Hash: q(FieldHash), RateLimit: q(FieldRateLimit), DailyQuota: q(FieldDailyQuota),
+		Hash: q(FieldHash), Scopes: q(FieldScopes), RateLimit: q(FieldRateLimit), DailyQuota: q(FieldDailyQuota),
 		Credits: q(FieldCredits), RevokedAt: q(FieldRevokedAt),
 	}); err != nil {
 		panic("keys: script template: " + err.Error())
 	}
 	return b.String()
 }
+
+// HasScopeLua defines the Lua function has_scope(field, scope) for scripts that check a scope
+// themselves: Key.HasScope on the record's FieldScopes as stored (comma-separated; absent or
+// empty: no scope). TestHasScopeLua holds the two to the same answers.
+const HasScopeLua = `
+local function has_scope(field, scope)
+  if not field or field == '' then return false end
+  return string.find(',' .. field .. ',', ',' .. scope .. ',', 1, true) ~= nil
+end
+`
 
 // RecordKey is the Redis key of the record of key id. Other packages put their per-key data
 // next to it under the same hash tag; see Tag.

@@ -229,11 +229,11 @@ func TestScriptNamesTheRecordsFields(t *testing.T) {
 	got, err := s.rdb.Eval(context.Background(), Script(`return {
 		redis.call('HEXISTS', KEYS[1], {{.Hash}}), redis.call('HGET', KEYS[1], {{.RateLimit}}),
 		redis.call('HGET', KEYS[1], {{.DailyQuota}}), redis.call('HGET', KEYS[1], {{.Credits}}),
-		redis.call('HEXISTS', KEYS[1], {{.RevokedAt}})}`), []string{RecordKey(c.ID)}).Slice()
+		redis.call('HEXISTS', KEYS[1], {{.RevokedAt}}), redis.call('HGET', KEYS[1], {{.Scopes}})}`), []string{RecordKey(c.ID)}).Slice()
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []any{int64(1), "60", "5", "7", int64(1)}
+	want := []any{int64(1), "60", "5", "7", int64(1), ScopeResolve}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("fields read through Script (-want +got):\n%s", diff)
 	}
@@ -243,4 +243,40 @@ func TestScriptNamesTheRecordsFields(t *testing.T) {
 		}
 	}()
 	Script(`return redis.call('HGET', KEYS[1], {{.Balance}})`)
+}
+
+// TestHasScopeLua: the scripts' has_scope answers as Key.HasScope does on the record's
+// stored scopes, whatever the field holds.
+func TestHasScopeLua(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.New(t)
+	ctx := context.Background()
+	for _, field := range []string{"", "resolve", "a,resolve", "resolve,b", "resolver", "xresolve", "a,b", ",resolve", "a,,b", "absent"} {
+		for _, scope := range []string{ScopeResolve, "a", ""} {
+			if err := rdb.Del(ctx, "k").Err(); err != nil {
+				t.Fatal(err)
+			}
+			if field != "absent" {
+				if err := rdb.HSet(ctx, "k", FieldScopes, field).Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, err := rdb.Eval(ctx, HasScopeLua+Script(`
+return has_scope(redis.call('HGET', KEYS[1], {{.Scopes}}), ARGV[1]) and 1 or 0`), []string{"k"}, scope).Int()
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := map[string]string{FieldRateLimit: "0"}
+			if field != "absent" {
+				m[FieldScopes] = field
+			}
+			var k Key
+			if err := decodeRequestFields(&k, m); err != nil {
+				t.Fatal(err)
+			}
+			if want := k.HasScope(scope); (got == 1) != want {
+				t.Errorf("field %q, scope %q: Lua %v, HasScope %v", field, scope, got == 1, want)
+			}
+		}
+	}
 }

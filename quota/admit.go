@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -14,31 +15,42 @@ import (
 	"github.com/linkhop/linkhop/keys"
 )
 
-// admitScript authenticates an API key and admits its request in one step: it reads the key
-// record, compares the token digest, and runs the limiter with the limits the record holds
-// right now (so `api keys update` and `revoke` act on the very next request), then reads one
-// more key of the same API key if asked (a job record, for a poll in one round trip).
+// admitLua is the admission, the Lua function admit(after): it authenticates an API key and
+// admits its request in one step: it reads the key record, compares the token digest, and runs
+// the limiter with the limits the record holds right now (so `api keys update` and `revoke` act
+// on the very next request), then reads one more key of the same API key if asked (a job
+// record, for a poll in one round trip). With after (a ThenScript's continuation), an admitted
+// request then runs after(K, A, f) in the same step.
 //
 // KEYS: the key record (keys.RecordKey, read through the field names keys.Script gives), the log, the day
-// counter, the keys to fetch (with "0" in ARGV[6], none: KEYS[4] is then a dummy of the same slot).
+// counter, the keys to fetch (with "0" in ARGV[6], none: KEYS[4] is then a dummy of the same slot),
+// then the continuation's keys (K; not with "m").
 // ARGV: token digest, window µs, member, "1" when the request counts against the daily quota,
 // fixed time ("" in production), "1" to fetch KEYS[4], "m" to fetch KEYS[4] and every key after
-// it (GET /v1/jobs?ids=, one round trip for up to 100 jobs), then optionally the names of the
-// only record fields to read (AdmitRequest.Fields), or "R" for keys.RequestFields, which the
-// script holds itself: Redis turns every argument into a Lua string, and six names cost the
-// script more than the HMGET they name.
+// it (GET /v1/jobs?ids=, one round trip for up to 100 jobs), then which record fields to read:
+// "0" for the whole record, "R" for keys.RequestFields, which the script holds itself (Redis
+// turns every argument into a Lua string, and six names cost the script more than the HMGET
+// they name), or a count n followed by n names (AdmitRequest.Fields); then the continuation's
+// arguments (A).
 //
 // Reply: {0} when authentication failed (nothing recorded), else
 // {1, record (flat HGETALL, or with field names the HMGET of them), fetched value or false (a
-// list of them for "m"), allowed, code, now, count, free, used, today}.
+// list of them for "m"), allowed, code, now, count, free, used, today}, and then, when the
+// continuation ran, its reply, or false and the error it raised (the admission stands; the
+// continuation's own writes are its to order).
 //
 // The digests are compared in Lua with plain equality: both are SHA-256 of secrets, so the
 // timing of a mismatch reveals nothing about a key; Go compares them again in constant time.
-var admitScript = redis.NewScript(limiterLua + requestFieldsLua + keys.Script(`
-local rec, f = nil, {}
-if #ARGV > 6 then
-  local names = request_fields
-  if ARGV[7] ~= 'R' then names = {unpack(ARGV, 7)} end
+var admitLua = keys.Script(`
+local function admit(after)
+local rec, f, names, na = nil, {}, nil, 8
+if ARGV[7] == 'R' then
+  names = request_fields
+elseif ARGV[7] ~= '0' then
+  local n = tonumber(ARGV[7])
+  names, na = {unpack(ARGV, 8, 7 + n)}, 8 + n
+end
+if names then
   rec = redis.call('HMGET', KEYS[1], unpack(names))
   for i = 1, #names do
     if rec[i] then f[names[i]] = rec[i] end
@@ -55,8 +67,56 @@ local fetched = false
 if ARGV[6] == '1' then fetched = redis.call('GET', KEYS[4]) end
 if ARGV[6] == 'm' then fetched = redis.call('MGET', unpack(KEYS, 4)) end
 local r = check(KEYS[2], KEYS[3], limit, tonumber(ARGV[2]), ARGV[3], quota, ARGV[4] == '1', ARGV[5])
-return {1, rec, fetched, r[1], r[2], r[3], r[4], r[5], r[6], r[7]}
-`))
+local out, oerr = nil, nil
+if after and r[1] == 1 then
+  local ok, v = pcall(after, {unpack(KEYS, 5)}, {unpack(ARGV, na)}, f)
+  if ok then
+    out = v
+  else
+    -- redis.call raises a table {err = message}; Lua itself raises a string.
+    if type(v) == 'table' then v = v.err end
+    out, oerr = false, tostring(v)
+  end
+end
+return {1, rec, fetched, r[1], r[2], r[3], r[4], r[5], r[6], r[7], out, oerr}
+end
+`)
+
+// admitScript is the admission alone (admitLua without a continuation).
+var admitScript = redis.NewScript(limiterLua + requestFieldsLua + admitLua + "return admit(nil)\n")
+
+// ThenScript is the admission script followed by a continuation: the caller's Lua, run in the
+// same atomic step only for a request that is authenticated and admitted (NewThen).
+type ThenScript struct{ s *redis.Script }
+
+var (
+	thensMu sync.Mutex
+	thens   []*ThenScript // every ThenScript made, for LoadScripts
+)
+
+// NewThen builds, once (at the caller's package initialisation), the admission script with the
+// continuation lua, which defines the Lua function after_admit(K, A, f): K and A are the
+// continuation's own keys and arguments (ThenCall), as Lua lists, f the key record's fields
+// as read (a map of the fields present; keys.RequestFields with AdmitRequest.Fields so set).
+// Its reply is Admission.Then. It runs after the admission's writes: an error it raises is
+// reported in Admission.ThenErr and leaves the admission standing, and its own writes made
+// before the error stay, so it checks everything before it writes. Its keys must be in the
+// key record's slot on Redis Cluster, else the call is refused with CROSSSLOT before anything
+// runs.
+func NewThen(lua string) *ThenScript {
+	t := &ThenScript{s: redis.NewScript(limiterLua + requestFieldsLua + admitLua + lua + "\nreturn admit(after_admit)\n")}
+	thensMu.Lock()
+	thens = append(thens, t)
+	thensMu.Unlock()
+	return t
+}
+
+// ThenCall is a continuation to run in an admission (AdmitRequest.Then).
+type ThenCall struct {
+	Script *ThenScript
+	Keys   []string // K: after the admission's own keys
+	Args   []any    // A: after the admission's own arguments
+}
 
 // requestFieldsLua defines request_fields, the Lua list of keys.RequestFields.
 var requestFieldsLua = func() string {
@@ -89,6 +149,9 @@ type AdmitRequest struct {
 	// must include what the script reads: keys.FieldHash, FieldRevokedAt, FieldRateLimit and
 	// FieldDailyQuota.
 	Fields []string
+	// Then, when set, runs a continuation in the same step once the request is authenticated
+	// and admitted (not with FetchMany).
+	Then *ThenCall
 }
 
 // Admission is the outcome of Admit.
@@ -106,6 +169,11 @@ type Admission struct {
 	Decision Decision
 	// Granted is, for AdmitManyIn, how many of the requests were admitted: the first ones.
 	Granted int
+	// Then is the reply of AdmitRequest.Then's continuation, nil when it did not run (the
+	// request was not authenticated or not admitted) or failed.
+	Then any
+	// ThenErr is the error the continuation raised in Redis; the admission stands.
+	ThenErr error
 }
 
 // AdmitIn queues the admission of r on p, so the caller can batch it with commands of its own
@@ -121,6 +189,11 @@ func (l *Limiter) AdmitIn(ctx context.Context, p redis.Pipeliner, r AdmitRequest
 	case r.Fetch != "":
 		fetch, ks[3] = "1", r.Fetch
 	case len(r.FetchMany) > 0:
+		if r.Then != nil {
+			return func() (Admission, error) {
+				return Admission{}, errors.New("quota: admit: a continuation cannot follow FetchMany")
+			}
+		}
 		fetch, ks = "m", append(ks[:3], r.FetchMany...)
 	}
 	fixed := ""
@@ -131,16 +204,26 @@ func (l *Limiter) AdmitIn(ctx context.Context, p redis.Pipeliner, r AdmitRequest
 	if r.CountDay {
 		cd = "1"
 	}
-	args := make([]any, 0, 6+len(r.Fields))
+	args := make([]any, 0, 8+len(r.Fields))
 	args = append(args, r.Digest, l.window.Microseconds(), member, cd, fixed, fetch)
-	if slices.Equal(r.Fields, keys.RequestFields) {
+	switch {
+	case len(r.Fields) == 0:
+		args = append(args, "0")
+	case slices.Equal(r.Fields, keys.RequestFields):
 		args = append(args, "R")
-	} else {
+	default:
+		args = append(args, len(r.Fields))
 		for _, f := range r.Fields {
 			args = append(args, f)
 		}
 	}
-	cmd := admitScript.EvalSha(ctx, p, ks, args...)
+	script := admitScript
+	if r.Then != nil {
+		script = r.Then.Script.s
+		ks = append(ks, r.Then.Keys...)
+		args = append(args, r.Then.Args...)
+	}
+	cmd := script.EvalSha(ctx, p, ks, args...)
 	return func() (Admission, error) {
 		v, err := cmd.Slice()
 		if err != nil {
@@ -149,10 +232,17 @@ func (l *Limiter) AdmitIn(ctx context.Context, p redis.Pipeliner, r AdmitRequest
 		if len(v) == 1 {
 			return Admission{}, nil
 		}
-		if len(v) != 10 {
+		if len(v) < 10 || len(v) > 12 {
 			return Admission{}, fmt.Errorf("%w: %d values from the admit script", ErrUnexpectedReply, len(v))
 		}
 		a := Admission{Authenticated: true}
+		switch len(v) {
+		case 11:
+			a.Then = v[10]
+		case 12:
+			msg, _ := v[11].(string)
+			a.ThenErr = fmt.Errorf("quota: the admission's continuation: %s", msg)
+		}
 		if len(r.Fields) > 0 {
 			a.Record = fieldsOf(r.Fields, v[1])
 		} else {
@@ -206,10 +296,16 @@ func (l *Limiter) Admit(ctx context.Context, r AdmitRequest) (Admission, error) 
 	return Admission{}, fmt.Errorf("quota: admit: %w", ErrNoScript)
 }
 
-// LoadScripts loads the admit scripts into Redis (after ErrNoScript: first use, or a restarted
-// Redis that lost its script cache).
+// LoadScripts loads the admit scripts into Redis, those with a continuation (NewThen) too
+// (after ErrNoScript: first use, or a restarted Redis that lost its script cache).
 func (l *Limiter) LoadScripts(ctx context.Context) error {
-	for _, s := range []*redis.Script{admitScript, admitManyScript} {
+	all := []*redis.Script{admitScript, admitManyScript}
+	thensMu.Lock()
+	for _, t := range thens {
+		all = append(all, t.s)
+	}
+	thensMu.Unlock()
+	for _, s := range all {
 		if err := s.Load(ctx, l.rdb).Err(); err != nil {
 			return fmt.Errorf("quota: loading scripts: %w", err)
 		}

@@ -144,13 +144,41 @@ func (s *Service) Lookup(ctx context.Context, rawURL string) (res Result, found,
 // LookupIn queues Lookup's read on p, for callers that batch it with their own commands in one
 // round trip; the returned function decodes the reply after p has been executed.
 func (s *Service) LookupIn(ctx context.Context, p redis.Pipeliner, rawURL string) func() (res Result, found, removed bool, err error) {
-	u, err := parseSubmitted(rawURL)
+	e, err := s.Entry(rawURL)
 	if err != nil {
 		return func() (Result, bool, bool, error) { return Result{}, false, false, err }
 	}
+	cmd := p.Get(ctx, e.Key)
+	return func() (Result, bool, bool, error) { return s.decodeLookup(cmd, rawURL, e.norm, e.u) }
+}
+
+// CacheEntry is the cache entry of one link, for a caller that reads it inside a script of its
+// own (the API's admission of a POST /v1/resolve): Key is the Redis key LookupIn reads, and
+// Decode makes of its value what LookupIn does.
+type CacheEntry struct {
+	Key    string
+	s      *Service
+	rawURL string
+	norm   string
+	u      *url.URL
+}
+
+// Entry returns the cache entry of rawURL; an error for a URL that cannot be submitted.
+func (s *Service) Entry(rawURL string) (CacheEntry, error) {
+	u, err := parseSubmitted(rawURL)
+	if err != nil {
+		return CacheEntry{}, err
+	}
 	norm := normalized(u)
-	cmd := p.Get(ctx, keysFor(norm).rec)
-	return func() (Result, bool, bool, error) { return s.decodeLookup(cmd, rawURL, norm, u) }
+	return CacheEntry{Key: keysFor(norm).rec, s: s, rawURL: rawURL, norm: norm, u: u}, nil
+}
+
+// Decode reads the entry's value as LookupIn does: found with the cached Result, removed when
+// the negative cache says link_removed, neither for a value it cannot use (unreadable, or
+// another link's: a miss).
+func (e CacheEntry) Decode(raw []byte) (res Result, found, removed bool) {
+	res, found, removed, _ = e.s.fromRecord(raw, e.rawURL, e.norm, e.u)
+	return res, found, removed
 }
 
 func (s *Service) fromRecord(raw []byte, rawURL, norm string, u *url.URL) (Result, bool, bool, error) {

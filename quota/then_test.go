@@ -1,0 +1,102 @@
+package quota
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/linkhop/linkhop/internal/redistest"
+	"github.com/linkhop/linkhop/keys"
+)
+
+// thenTest is a continuation that shows what it was given (its keys, its arguments, the key
+// record's scopes as read), writes its first key, and raises an error when asked to.
+var thenTest = NewThen(keys.Script(`
+local function after_admit(K, A, f)
+  if A[1] == 'fail' then redis.call('SET', K[1], 'partial'); redis.call('INCR', K[2]) end
+  redis.call('SET', K[1], 'ran')
+  return {table.concat(K, ' '), table.concat(A, ' '), f[{{.Scopes}}] or 'none'}
+end
+`))
+
+// TestThenRunsOnlyWhenAdmitted: a continuation runs in the admission's step only for a request
+// that is authenticated and admitted, with its own keys and arguments and the record as read;
+// an error it raises leaves the admission standing and is reported; the first call after a
+// restart of Redis's script cache loads it (LoadScripts knows it).
+func TestThenRunsOnlyWhenAdmitted(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb := redistest.New(t)
+	ks := keys.NewStore(rdb)
+	rl := 2
+	c, err := ks.Create(ctx, keys.CreateParams{Name: "then", RateLimit: &rl})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tag := keys.Tag(c.ID)
+	l := New(rdb)
+	l.blocked = nil
+	admit := func(token string, args ...any) Admission {
+		t.Helper()
+		id, _ := keys.ParseToken(token)
+		a, err := l.Admit(ctx, AdmitRequest{KeyID: c.ID, RecordKey: keys.RecordKey(id), Digest: keys.Digest(token),
+			Fields: keys.RequestFields, Then: &ThenCall{Script: thenTest, Keys: []string{tag + ":a", tag + ":b"}, Args: args}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	a := admit(c.Token, "x", 7)
+	if !a.Authenticated || !a.Decision.Allowed || a.ThenErr != nil {
+		t.Fatalf("first request: %+v", a)
+	}
+	want := []any{tag + ":a " + tag + ":b", "x 7", keys.ScopeResolve}
+	if d := cmp.Diff(want, a.Then); d != "" {
+		t.Errorf("the continuation's reply (-want +got):\n%s", d)
+	}
+	if k, err := keys.CheckRequest(c.ID, keys.Digest(c.Token), a.Record); err != nil || !slices.Equal(k.Scopes, []string{keys.ScopeResolve}) {
+		t.Errorf("the record with a continuation: %+v, %v", k, err)
+	}
+
+	// An error: the admission stands (the slot is taken), the writes before the error stay.
+	rdb.Set(ctx, tag+":b", "not a number", 0)
+	a = admit(c.Token, "fail")
+	if !a.Decision.Allowed || a.Then != nil || a.ThenErr == nil || !strings.Contains(a.ThenErr.Error(), "not an integer") {
+		t.Fatalf("a failing continuation: allowed %v, then %v, error %v", a.Decision.Allowed, a.Then, a.ThenErr)
+	}
+	if v := rdb.Get(ctx, tag+":a").Val(); v != "partial" {
+		t.Errorf("the continuation's write before its error: %q", v)
+	}
+
+	// Refused by the limiter (2 a minute): the continuation does not run.
+	rdb.Del(ctx, tag+":a")
+	if a = admit(c.Token, "x"); a.Decision.Allowed || a.Then != nil || a.ThenErr != nil {
+		t.Fatalf("a refused request: %+v", a)
+	}
+	// Not authenticated: nor then.
+	if a = admit(c.Token[:len(c.Token)-1]+"x", "x"); a.Authenticated || a.Then != nil {
+		t.Fatalf("a wrong token: %+v", a)
+	}
+	if n := rdb.Exists(ctx, tag+":a").Val(); n != 0 {
+		t.Error("the continuation ran for a request that was not admitted")
+	}
+}
+
+// TestThenNotWithFetchMany: a continuation cannot follow a read of many keys (both take the
+// keys after the admission's own).
+func TestThenNotWithFetchMany(t *testing.T) {
+	t.Parallel()
+	l := New(redistest.New(t))
+	_, err := l.Admit(context.Background(), AdmitRequest{KeyID: "k", RecordKey: keys.RecordKey("k"), Digest: "d",
+		FetchMany: []string{keys.Tag("k") + ":x"}, Then: &ThenCall{Script: thenTest}})
+	if err == nil {
+		t.Fatal("accepted")
+	}
+}

@@ -47,12 +47,31 @@ type envOptions struct {
 	shortFn  http.HandlerFunc
 	extra    []resolve.Provider
 	tweakCfg func(*config.Config)
+	// clusterNode runs Redis as a Redis Cluster of one node holding every slot, reached with a
+	// plain client (as REDIS_URL would): scripts across slots are refused with CROSSSLOT.
+	clusterNode bool
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
 	t.Helper()
-	srv := redistest.Start(t)
+	var args []string
+	if o.clusterNode {
+		args = []string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"}
+	}
+	srv := redistest.Start(t, args...)
 	e := &env{t: t, redis: srv, rdb: srv.Client(t)}
+	if o.clusterNode {
+		ctx := context.Background()
+		if err := e.rdb.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", 0, 16383).Err(); err != nil {
+			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(10 * time.Second); !strings.Contains(e.rdb.ClusterInfo(ctx).Val(), "cluster_state:ok"); {
+			if time.Now().After(deadline) {
+				t.Fatal("the cluster node is not ready")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 	fn := o.shortFn
 	if fn == nil {
 		fn = func(w http.ResponseWriter, r *http.Request) {

@@ -69,10 +69,7 @@ func TestRoundTrips(t *testing.T) {
 			t.Errorf("%s resolve: %d round trips, want 1 (auth+limit+cache+job with its enqueue)", tc.name, n)
 		}
 	}
-	if err := e.rdb.Set(context.Background(), cacheKey(t, e, "https://sho.rt/cached"),
-		`{"state":"done","url":"https://sho.rt/cached","target_url":"https://example.com/x"}`, 0).Err(); err != nil {
-		t.Fatal(err)
-	}
+	e.cache("https://sho.rt/cached", `{"state":"done","url":"https://sho.rt/cached","target_url":"https://example.com/x"}`)
 	c.n.Store(0)
 	if r := e.do("POST", "/v1/resolve", tok, map[string]any{"url": "https://sho.rt/cached"}); r.status != 200 || r.body["cached"] != true {
 		t.Fatalf("cached: %d %s", r.status, r.raw)

@@ -126,13 +126,14 @@ func (s *Server) gate(w http.ResponseWriter, r *http.Request, o gateOptions) (ga
 			return nil
 		})
 		adm, err = decode()
-		if errors.Is(err, quota.ErrNoScript) && !loaded {
-			loaded = true
-			if err = s.Limiter.LoadScripts(r.Context()); err == nil {
-				continue
+		if errors.Is(err, quota.ErrNoScript) { // nothing ran
+			if !loaded {
+				loaded = true
+				if err = s.Limiter.LoadScripts(r.Context()); err == nil {
+					continue
+				}
 			}
-		}
-		if err != nil && req.Then != nil {
+		} else if err != nil && req.Then != nil {
 			retry, terr := o.thenFailed(err)
 			if retry {
 				req.Then = nil

@@ -148,7 +148,7 @@ func (s *Server) postResolve(w http.ResponseWriter, r *http.Request) {
 	in, bad := s.parseResolve(w, r)
 	var (
 		lookup func() (resolve.Result, bool, bool, error)
-		plan   *jobs.Plan // the submit in the admission's script; nil on today's path
+		plan   *jobs.Plan // the submit in the admission's script; nil on the Cluster's path
 		entry  resolve.CacheEntry
 		rec    *jobs.Record
 	)
@@ -181,7 +181,7 @@ func (s *Server) postResolve(w http.ResponseWriter, r *http.Request) {
 		o.then = func(keyID string) *quota.ThenCall {
 			e, err := s.Resolver.Entry(in.url)
 			if err != nil {
-				return nil // the lookup of today's path answers it
+				return nil // the lookup of the Cluster's path answers it
 			}
 			rec = newJob(keyID, in)
 			if plan = s.Queue.Plan(ctx, rec, creditCost(in.provider.Tier), keys.ScopeResolve, e.Key); plan == nil {
@@ -193,7 +193,9 @@ func (s *Server) postResolve(w http.ResponseWriter, r *http.Request) {
 		o.thenFailed = func(err error) (bool, error) {
 			retry, err := plan.Failed(ctx, err)
 			if retry {
-				plan = nil // admitted again on today's path
+				plan = nil // admitted again on the Cluster's path
+			} else {
+				s.metrics.enqueueErrors.Inc()
 			}
 			return retry, err
 		}

@@ -133,7 +133,7 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 if ARGV[3] ~= '' then redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2]) end
 return {0, tostring(bal)}`))
 
-// undoScript removes what createScript (or submitScript) made for a job whose enqueue failed
+// undoScript removes what createScript (or submitLua) made for a job whose enqueue failed
 // or whose replicas did not acknowledge it: the record, the claim (if it is still this job's)
 // and the credits the record still holds (to a key that still has a balance). The credits come
 // from the record rather than from the caller: nothing goes back when the create never ran,

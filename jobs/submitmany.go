@@ -35,9 +35,12 @@ import (
 //
 // KEYS: the key record, the day counter (quota.DayKey), asynq's pending list.
 // ARGV: retention in ms, the job key prefix (RecordKey without the id), the task key prefix
-// (taskKey without the id), now in ns, then per item: a head (kind, "1" when the item has an
-// idempotency key else "0", credit cost: "n01"); for a new job its id, record JSON and task
-// message; for an item with an idempotency key its claim's key and JSON.
+// (taskKey without the id), now in ns, the items' flags (two bytes each: the kind, then "1" when
+// the item has an idempotency key else "0"), their credit costs ("" when all are 0, else each
+// item's, comma-separated), then per item: for a new job its id, record JSON and task message;
+// for an item with an idempotency key its claim's key and JSON. The flags and costs are two
+// arguments for the whole batch, and read with string.byte, because an argument or a string
+// made in the script costs about as much as a small command.
 //
 // Reply: {-1} when a job id exists (nothing written), else {day_used, today, queue length before
 // the push, the key's balance before the batch (-1 = none), the items' codes as a string of
@@ -56,26 +59,28 @@ if bal then bal0 = bal end
 local used = day_used(KEYS[2], today)
 local used0 = used
 local taken = 0
+local flags = ARGV[5]
+local costs = {}
+for c in string.gmatch(ARGV[6], '-?%d+') do costs[#costs + 1] = tonumber(c) end
 local codes, replays = {}, {}
 local made, claims = {}, {}
 local claimed = {}
-local a, i = 5, 0
-while a <= #ARGV do
-  i = i + 1
-  local head = ARGV[a]
-  local kind, cost = string.sub(head, 1, 1), tonumber(string.sub(head, 3))
-  local at = a + 1
-  a = at
-  if kind == 'n' then a = a + 3 end
+local byte = string.byte
+local a = 7
+for i = 1, #flags / 2 do
+  local kind, idem = byte(flags, 2 * i - 1), byte(flags, 2 * i) == 49
+  local cost = costs[i] or 0
+  local at = a
+  if kind == 110 then a = a + 3 end
   local ic, prev, job = nil, false, false
-  if string.sub(head, 2, 2) == '1' then
+  if idem then
     ic, a = a, a + 2
     local c = claimed[ARGV[ic]]
     if c then prev, job = ARGV[c + 1], ARGV[c - 2] else prev = redis.call('GET', ARGV[ic]) end
   end
   local full = quota >= 0 and used >= quota
   local code = 0
-  if kind == 'r' and not full then
+  if kind == 114 and not full then
     code = 0
   elseif prev then
     code = 1
@@ -85,7 +90,7 @@ while a <= #ARGV do
     replays[#replays + 1] = job
   elseif full then
     code = 4
-  elseif kind == 'c' then
+  elseif kind == 99 then
     used = used + 1
   elseif cost > 0 and bal and bal < cost then
     code = 2
@@ -147,20 +152,33 @@ return {used, today, pos, bal0, table.concat(codes), replays}`))
 // out to be a Cluster node makes this Queue take the split path from then on.
 func (q *Queue) submitMany(ctx context.Context, keyID string, items []BatchItem) (BatchResult, error) {
 	ks := []string{keys.RecordKey(keyID), quota.DayKey(keyID), pendingKey(QueueResolve)}
-	args := make([]any, 0, 4+4*len(items))
-	args = append(args, q.store.retention.Milliseconds(), RecordKey(keyID, ""), taskKey(QueueResolve, ""), time.Now().UnixNano())
+	args := make([]any, 6, 6+5*len(items))
+	args[0], args[1], args[2], args[3] = q.store.retention.Milliseconds(), RecordKey(keyID, ""), taskKey(QueueResolve, ""), time.Now().UnixNano()
+	flags := make([]byte, 0, 2*len(items))
+	var costs []byte
+	for i, it := range items {
+		idem := byte('0')
+		if it.Record.IdempotencyKey != "" {
+			idem = '1'
+		}
+		flags = append(flags, byte(it.Kind), idem)
+		if it.Cost != 0 && costs == nil {
+			costs = make([]byte, 0, 2*len(items))
+			for range i {
+				costs = append(costs, "0,"...)
+			}
+		}
+		if costs != nil {
+			costs = append(strconv.AppendInt(costs, it.Cost, 10), ',')
+		}
+	}
+	args[4], args[5] = string(flags), string(costs)
 	created := now()
 	var msgs taskMessages
 	// The records' and messages' encodings share one buffer, each a string argument cut from it.
 	var buf []byte
 	for _, it := range items {
 		r := it.Record
-		var head [24]byte
-		h := append(head[:0], byte(it.Kind), '0')
-		if r.IdempotencyKey != "" {
-			h[1] = '1'
-		}
-		args = append(args, string(strconv.AppendInt(h, it.Cost, 10)))
 		if it.Kind == BatchNew {
 			prepareNew(r, keyID, it.Cost, created)
 			b, ok := appendNewRecord(buf[:0], r)

@@ -155,11 +155,11 @@ func renamed(p *problem.Problem, name string) *problem.Problem {
 // batchSlot is one item on its way through postResolveBatch.
 type batchSlot struct {
 	in     resolveInput
-	entry  any                                        // the answer, once known
-	lookup func() (resolve.Result, bool, bool, error) // the cache read, for an admitted item
-	res    resolve.Result
-	rec    *jobs.Record // the job to create (a new link)
-	sent   int          // index among the items sent to SubmitBatch, -1 when none
+	entry any // the answer, once known
+	look  int // index of the item's cache read (a valid item)
+	res   resolve.Result
+	rec   *jobs.Record // the job to create (a new link)
+	sent  int          // index among the items sent to SubmitBatch, -1 when none
 }
 
 // postResolveBatch accepts up to BATCH_MAX_ITEMS links (docs/api.md#post-v1resolvebatch). Each
@@ -188,14 +188,18 @@ func (s *Server) postResolveBatch(w http.ResponseWriter, r *http.Request) {
 		// A malformed batch is one request, as a malformed single request is.
 		valid = 1
 	}
+	var lookup func(int) (resolve.Result, bool, bool, error)
 	g, ok := s.gate(w, r, gateOptions{many: true, slots: valid,
 		batch: func(p redis.Pipeliner) func() error {
-			// Only the items the limit may admit are looked up; the others are refused anyway.
+			// The valid items are looked up; the limit admits the first of them.
+			urls := make([]string, 0, valid)
 			for i := range slots {
 				if slots[i].entry == nil {
-					slots[i].lookup = s.Resolver.LookupIn(ctx, p, slots[i].in.url)
+					slots[i].look = len(urls)
+					urls = append(urls, slots[i].in.url)
 				}
 			}
+			lookup = s.Resolver.LookupManyIn(ctx, p, urls)
 			return nil
 		}})
 	if !ok {
@@ -230,7 +234,7 @@ func (s *Server) postResolveBatch(w http.ResponseWriter, r *http.Request) {
 				WithRetryAfter(adm.d.SlotRetryAfter).Entry()
 			continue
 		}
-		res, found, removed, err := sl.lookup()
+		res, found, removed, err := lookup(sl.look)
 		if err != nil {
 			adm.undoMany(0, 0)
 			s.fail(w, r, err)

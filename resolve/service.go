@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -57,6 +58,9 @@ type Service struct {
 	r    *Resolver
 	opts ServiceOptions
 	sf   singleflight.Group
+	// split makes LookupManyIn read each link with a GET of its own, as on Redis Cluster, where
+	// two links' keys are in different slots; see LookupManyIn.
+	split atomic.Bool
 }
 
 // NewService returns a Service over rdb and r with opts, defaults filled in.
@@ -82,7 +86,10 @@ func NewService(rdb redis.UniversalClient, r *Resolver, opts ServiceOptions) *Se
 	if opts.LatencySamples <= 0 {
 		opts.LatencySamples = DefaultLatencySamples
 	}
-	return &Service{rdb: rdb, r: r, opts: opts}
+	s := &Service{rdb: rdb, r: r, opts: opts}
+	_, cluster := rdb.(*redis.ClusterClient)
+	s.split.Store(cluster)
+	return s
 }
 
 // Resolver returns the underlying resolver.
@@ -151,6 +158,88 @@ func (s *Service) LookupIn(ctx context.Context, p redis.Pipeliner, rawURL string
 	norm := normalized(u)
 	cmd := p.Get(ctx, keysFor(norm).rec)
 	return func() (Result, bool, bool, error) { return s.decodeLookup(cmd, rawURL, norm, u) }
+}
+
+// LookupManyIn queues the cache reads of rawURLs on p, as LookupIn does for one, and returns a
+// function that decodes the read of rawURLs[i] after p has run. On a single Redis or through
+// Sentinel the reads are one MGET, which Redis serves for about the cost of one GET plus the
+// lookups; on Redis Cluster, where the keys of two links are in different slots, a GET each.
+// A server that turns out to be a Cluster node (CROSSSLOT) is read again with GETs in a round
+// trip of their own, and from then on with GETs.
+func (s *Service) LookupManyIn(ctx context.Context, p redis.Pipeliner, rawURLs []string) func(i int) (res Result, found, removed bool, err error) {
+	type link struct {
+		u    *url.URL
+		norm string
+		err  error
+	}
+	links := make([]link, len(rawURLs))
+	ks := make([]string, 0, len(rawURLs))
+	at := make([]int, len(rawURLs)) // index of each link's key in ks, -1 when it did not parse
+	for i, raw := range rawURLs {
+		u, err := parseSubmitted(raw)
+		if err != nil {
+			links[i].err, at[i] = err, -1
+			continue
+		}
+		links[i] = link{u: u, norm: normalized(u)}
+		at[i] = len(ks)
+		ks = append(ks, keysFor(links[i].norm).rec)
+	}
+	get := func(p redis.Pipeliner) []*redis.StringCmd {
+		cmds := make([]*redis.StringCmd, len(ks))
+		for j, k := range ks {
+			cmds[j] = p.Get(ctx, k)
+		}
+		return cmds
+	}
+	var (
+		gets []*redis.StringCmd
+		mget *redis.SliceCmd
+	)
+	if s.split.Load() || len(ks) < 2 {
+		gets = get(p)
+	} else if len(ks) > 0 {
+		mget = p.MGet(ctx, ks...)
+	}
+	var vals []any
+	var readErr error
+	read := func() {
+		if mget == nil {
+			return
+		}
+		m := mget
+		mget = nil
+		vals, readErr = m.Result()
+		if readErr != nil && strings.HasPrefix(readErr.Error(), "CROSSSLOT") {
+			s.split.Store(true)
+			_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+				gets = get(p)
+				return nil
+			})
+			vals, readErr = nil, nil
+		}
+		if readErr == nil && gets == nil && len(vals) != len(ks) {
+			readErr = fmt.Errorf("MGET answered %d values for %d keys", len(vals), len(ks))
+		}
+	}
+	return func(i int) (Result, bool, bool, error) {
+		l := links[i]
+		if l.err != nil {
+			return Result{}, false, false, l.err
+		}
+		read()
+		if gets != nil {
+			return s.decodeLookup(gets[at[i]], rawURLs[i], l.norm, l.u)
+		}
+		if readErr != nil {
+			return Result{}, false, false, fmt.Errorf("resolve cache read: %w", readErr)
+		}
+		v, ok := vals[at[i]].(string)
+		if !ok {
+			return Result{}, false, false, nil // nil: a miss (MGET answers nil for a key of another type too)
+		}
+		return s.fromRecord([]byte(v), rawURLs[i], l.norm, l.u)
+	}
 }
 
 func (s *Service) fromRecord(raw []byte, rawURL, norm string, u *url.URL) (Result, bool, bool, error) {

@@ -154,7 +154,7 @@ func renamed(p *problem.Problem, name string) *problem.Problem {
 
 // batchSlot is one item on its way through postResolveBatch.
 type batchSlot struct {
-	in     resolveInput
+	in    resolveInput
 	entry any // the answer, once known
 	look  int // index of the item's cache read (a valid item)
 	res   resolve.Result
@@ -165,10 +165,11 @@ type batchSlot struct {
 // postResolveBatch accepts up to BATCH_MAX_ITEMS links (docs/api.md#post-v1resolvebatch). Each
 // valid item is one request against the per-minute limit and, when accepted, against the daily
 // quota and the credits, taken in item order so that a later item gets its own 429 or 402; an
-// invalid item costs nothing. Whatever the size, three round trips: (1) authentication with the
-// admission of every valid item and their cache lookups, (2) one script that takes the quota and
-// credits and creates the jobs with their idempotency claims, (3) one script that enqueues every
-// task. A failure of the service after admission gives everything back and answers 503, so, as
+// invalid item costs nothing. Whatever the size, two round trips on a single Redis or through
+// Sentinel: (1) authentication with the admission of every valid item and their cache lookups
+// (one MGET), (2) one script that takes the quota and credits, creates the jobs with their
+// idempotency claims and enqueues their tasks; on Redis Cluster the lookups are a GET each and
+// the tasks are enqueued by a third (jobs.Queue.SubmitBatch). A failure of the service after admission gives everything back and answers 503, so, as
 // for a single request, a non-2xx answer means nothing was created, queued or charged.
 func (s *Server) postResolveBatch(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()

@@ -46,7 +46,9 @@ import (
 // the push, the key's balance before the batch (-1 = none), the items' codes as a string of
 // digits, {per replay: item number (from 1), claim, job (false when gone)}}. Each item's balance
 // after it follows from the balance before, the costs and the codes (decodeSubmitMany).
-var submitManyScript = redis.NewScript(quota.DayLua + keys.Script(`
+var submitManyScript = redis.NewScript(submitManySrc)
+
+var submitManySrc = quota.DayLua + keys.Script(`
 local t = redis.call('TIME')
 local today = math.floor(tonumber(t[1]) / 86400)
 local kr = redis.call('HMGET', KEYS[1], {{.DailyQuota}}, {{.Credits}})
@@ -144,7 +146,7 @@ if #made > 0 then
 end
 if taken > 0 then redis.call('HINCRBY', KEYS[1], {{.Credits}}, -taken) end
 if used ~= used0 then day_set(KEYS[2], today, used) end
-return {used, today, pos, bal0, table.concat(codes), replays}`))
+return {used, today, pos, bal0, table.concat(codes), replays}`)
 
 // submitMany is SubmitBatch in one round trip on a single Redis or through Sentinel:
 // submitManyScript, with asynq's set of queue names written once per process (see enqueueMany),

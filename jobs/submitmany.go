@@ -24,8 +24,8 @@ import (
 // an item replays for a later item with the same key), but in two passes: the first decides
 // every item with reads only, the second writes; the push on asynq's pending list is the
 // second pass's first write, so a script that fails leaves nothing behind (after a first write
-// Redis no longer refuses a script's writes for memory). A job id that exists, or that two
-// items name, is refused before anything is written.
+// Redis no longer refuses a script's writes for memory). A job id that exists is refused before
+// anything is written (submitMany refuses one that two items name before sending anything).
 //
 // Only the key record, the day counter and the pending list are declared: the records, claims
 // and task hashes are built here from the prefixes, which keeps the arguments to what an item
@@ -112,11 +112,9 @@ for i = 1, #flags / 2 do
 end
 local pos = 0
 if #made > 0 then
-  local ids, rk, tk, seen = {}, {}, {}, {}
+  local ids, rk, tk = {}, {}, {}
   for j, at in ipairs(made) do
     local id = ARGV[at]
-    if seen[id] then return {-1} end
-    seen[id] = true
     ids[j], rk[j], tk[j] = id, ARGV[2] .. id, ARGV[3] .. id
   end
   if redis.call('EXISTS', unpack(rk)) > 0 then return {-1} end
@@ -153,6 +151,9 @@ return {used, today, pos, bal0, table.concat(codes), replays}`)
 // and a second round trip only for the queued jobs of replays (enqueueMany). A server that turns
 // out to be a Cluster node makes this Queue take the split path from then on.
 func (q *Queue) submitMany(ctx context.Context, keyID string, items []BatchItem) (BatchResult, error) {
+	if err := distinctIDs(items); err != nil {
+		return BatchResult{}, err
+	}
 	ks := []string{keys.RecordKey(keyID), quota.DayKey(keyID), pendingKey(QueueResolve)}
 	args := make([]any, 6, 6+5*len(items))
 	args[0], args[1], args[2], args[3] = q.store.retention.Milliseconds(), RecordKey(keyID, ""), taskKey(QueueResolve, ""), time.Now().UnixNano()
@@ -276,6 +277,23 @@ func (q *Queue) submitMany(ctx context.Context, keyID string, items []BatchItem)
 		}
 	}
 	return res, nil
+}
+
+// distinctIDs refuses a batch whose new jobs do not all have ids of their own (ErrExists, as
+// the second of two would find the first's record). A set in Go costs a fraction of one in the
+// script.
+func distinctIDs(items []BatchItem) error {
+	seen := make(map[string]struct{}, len(items))
+	for _, it := range items {
+		if it.Kind != BatchNew {
+			continue
+		}
+		if _, dup := seen[it.Record.ID]; dup {
+			return fmt.Errorf("jobs: creating %s: %w", it.Record.ID, ErrExists)
+		}
+		seen[it.Record.ID] = struct{}{}
+	}
+	return nil
 }
 
 // prepareNew sets what a new job's record holds when it is created.

@@ -149,3 +149,13 @@ func TestLookupManyInOnClusterNode(t *testing.T) {
 		}
 	}
 }
+
+// TestRecKey: the cache reads' key is the cache record's.
+func TestRecKey(t *testing.T) {
+	t.Parallel()
+	for _, norm := range []string{"", "http://short.test/x", "https://a.example/" + strings.Repeat("é", 100)} {
+		if got, want := recKey(norm), keysFor(norm).rec; got != want {
+			t.Errorf("recKey(%q) = %q, want %q", norm, got, want)
+		}
+	}
+}

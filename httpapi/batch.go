@@ -193,14 +193,14 @@ func (s *Server) postResolveBatch(w http.ResponseWriter, r *http.Request) {
 	g, ok := s.gate(w, r, gateOptions{many: true, slots: valid,
 		batch: func(p redis.Pipeliner) func() error {
 			// The valid items are looked up; the limit admits the first of them.
-			urls := make([]string, 0, valid)
+			links := make([]resolve.Link, 0, valid)
 			for i := range slots {
 				if slots[i].entry == nil {
-					slots[i].look = len(urls)
-					urls = append(urls, slots[i].in.url)
+					slots[i].look = len(links)
+					links = append(links, resolve.Link{Raw: slots[i].in.url, URL: slots[i].in.parsed})
 				}
 			}
-			lookup = s.Resolver.LookupManyIn(ctx, p, urls)
+			lookup = s.Resolver.LookupManyIn(ctx, p, links)
 			return nil
 		}})
 	if !ok {

@@ -42,6 +42,7 @@ type cachedResponse struct {
 // resolveInput is a validated POST /v1/resolve request.
 type resolveInput struct {
 	url        string
+	parsed     *url.URL // url.Parse's URL of url
 	webhookURL string
 	idemKey    string
 	provider   resolve.Provider
@@ -76,7 +77,7 @@ func (s *Server) checkResolve(req resolveRequest, header string) (resolveInput, 
 		}
 		u, _ = checkURL(req.URL)
 	}
-	in := resolveInput{url: req.URL}
+	in := resolveInput{url: req.URL, parsed: u}
 	var fes []problem.FieldError
 	if req.WebhookURL != nil {
 		if reason := checkWebhookURL(*req.WebhookURL, s.AllowPrivateTargets); reason != "" {

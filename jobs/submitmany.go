@@ -178,28 +178,33 @@ func (q *Queue) submitMany(ctx context.Context, keyID string, items []BatchItem)
 	args[4], args[5] = string(flags), string(costs)
 	created := now()
 	var msgs taskMessages
-	// The records' and messages' encodings share one buffer, each a string argument cut from it.
-	var buf []byte
+	// The records and messages are encoded into one buffer and sent as slices of it (go-redis
+	// writes a []byte argument as it is): no copy per argument. A slice stays valid when the
+	// buffer grows, as it keeps the array it was cut from.
+	buf := make([]byte, 0, 512*len(items))
+	cut := func(from int) []byte { return buf[from:len(buf):len(buf)] }
 	for _, it := range items {
 		r := it.Record
 		if it.Kind == BatchNew {
 			prepareNew(r, keyID, it.Cost, created)
-			b, ok := appendNewRecord(buf[:0], r)
-			if !ok {
+			from := len(buf)
+			var rec []byte
+			if b, ok := appendNewRecord(buf, r); ok {
+				buf = b
+				rec = cut(from)
+			} else {
 				var err error
-				if b, err = json.Marshal(r); err != nil {
+				if rec, err = json.Marshal(r); err != nil {
 					return BatchResult{}, fmt.Errorf("jobs: encoding %s: %w", r.ID, err)
 				}
-			} else {
-				buf = b
 			}
-			rec := string(b)
-			m, err := msgs.append(ctx, buf[:0], r.ID, keyID, q.opts)
+			from = len(buf)
+			m, err := msgs.append(ctx, buf, r.ID, keyID, q.opts)
 			if err != nil {
 				return BatchResult{}, err
 			}
 			buf = m
-			args = append(args, r.ID, rec, string(m))
+			args = append(args, r.ID, rec, cut(from))
 		}
 		if r.IdempotencyKey != "" {
 			c, _ := json.Marshal(Claim{JobID: r.ID, URL: r.URL, WebhookURL: r.WebhookURL})
@@ -470,10 +475,17 @@ func (tm *taskMessages) learn(m []byte, id, keyID string) bool {
 // plainID reports whether id is only letters, digits, '-' and '_', which JSON writes as they are.
 func plainID(id string) bool {
 	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+		if !idByte[id[i]] {
 			return false
 		}
 	}
 	return true
 }
+
+// idByte holds the bytes of plainID.
+var idByte = func() (t [256]bool) {
+	for c := range 256 {
+		t[c] = 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_'
+	}
+	return t
+}()

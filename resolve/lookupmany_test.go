@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -52,7 +53,8 @@ func TestLookupManyIn(t *testing.T) {
 	e := newEnv(t, Options{})
 	e.handle("short.test/x", redirect("https://dest.example/x", http.StatusFound))
 	e.handle("short.test/gone", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusGone) })
-	urls := []string{"http://short.test/x", "http://short.test/unknown", "HTTP://SHORT.test:80/x#top", "ftp://short.test/x", "http://short.test/gone"}
+	urls := []string{"http://short.test/x", "http://short.test/unknown", "HTTP://SHORT.test:80/x#top", "ftp://short.test/x",
+		"http://short.test/gone", "http://user@short.test/x", "http://short.test/" + strings.Repeat("a", MaxURLLength)}
 	type answer struct {
 		Target           string
 		Found, Removed   bool
@@ -82,22 +84,33 @@ func TestLookupManyIn(t *testing.T) {
 			}
 			names := &commandNames{}
 			tc.rdb.AddHook(names)
-			var decode func(int) (Result, bool, bool, error)
-			if _, err := tc.rdb.Pipelined(ctxT(t), func(p redis.Pipeliner) error {
-				decode = s.LookupManyIn(ctxT(t), p, urls)
-				return nil
-			}); err != nil && !errors.Is(err, redis.Nil) {
-				t.Fatal(err)
-			}
-			for i := range urls {
-				res, found, removed, err := decode(i)
-				got = append(got, answer{res.TargetURL, found, removed, errors.Is(err, ErrUnsupportedURL), err != nil})
-			}
-			if d := cmp.Diff(want, got); d != "" {
-				t.Errorf("LookupManyIn differs from Lookup (-Lookup +LookupManyIn):\n%s", d)
-			}
-			if n := names.take(); len(n) != 1 || n[0] != tc.want {
-				t.Errorf("pipelines %v, want one of %s", n, tc.want)
+			// The links as text only, and with the URLs a caller parsed already.
+			for _, withURL := range []bool{false, true} {
+				links := make([]Link, len(urls))
+				for i, u := range urls {
+					links[i].Raw = u
+					if withURL {
+						links[i].URL, _ = url.Parse(u)
+					}
+				}
+				var decode func(int) (Result, bool, bool, error)
+				if _, err := tc.rdb.Pipelined(ctxT(t), func(p redis.Pipeliner) error {
+					decode = s.LookupManyIn(ctxT(t), p, links)
+					return nil
+				}); err != nil && !errors.Is(err, redis.Nil) {
+					t.Fatal(err)
+				}
+				got = got[:0]
+				for i := range urls {
+					res, found, removed, err := decode(i)
+					got = append(got, answer{res.TargetURL, found, removed, errors.Is(err, ErrUnsupportedURL), err != nil})
+				}
+				if d := cmp.Diff(want, got); d != "" {
+					t.Errorf("parsed %v: LookupManyIn differs from Lookup (-Lookup +LookupManyIn):\n%s", withURL, d)
+				}
+				if n := names.take(); len(n) != 1 || n[0] != tc.want {
+					t.Errorf("parsed %v: pipelines %v, want one of %s", withURL, n, tc.want)
+				}
 			}
 		})
 	}
@@ -125,13 +138,13 @@ func TestLookupManyInOnClusterNode(t *testing.T) {
 	if _, err := s.Resolve(ctxT(t), "http://short.test/x"); err != nil {
 		t.Fatal(err)
 	}
-	urls := []string{"http://short.test/x", "http://short.test/y"}
+	links := []Link{{Raw: "http://short.test/x"}, {Raw: "http://short.test/y"}}
 	for round := range 2 {
 		names := &commandNames{}
 		node.AddHook(names)
 		var decode func(int) (Result, bool, bool, error)
 		_, _ = node.Pipelined(ctxT(t), func(p redis.Pipeliner) error {
-			decode = s.LookupManyIn(ctxT(t), p, urls)
+			decode = s.LookupManyIn(ctxT(t), p, links)
 			return nil
 		})
 		if res, found, _, err := decode(0); err != nil || !found || res.TargetURL != "https://dest.example/x" {

@@ -171,30 +171,42 @@ func (s *Service) LookupIn(ctx context.Context, p redis.Pipeliner, rawURL string
 	return func() (Result, bool, bool, error) { return s.decodeLookup(cmd, rawURL, norm, u) }
 }
 
-// LookupManyIn queues the cache reads of rawURLs on p, as LookupIn does for one, and returns a
-// function that decodes the read of rawURLs[i] after p has run. On a single Redis or through
+// Link is one link of LookupManyIn: the text submitted and, when the caller parsed it already,
+// url.Parse's URL of that text, which is then checked but not parsed again.
+type Link struct {
+	Raw string
+	URL *url.URL
+}
+
+// LookupManyIn queues the cache reads of links on p, as LookupIn does for one, and returns a
+// function that decodes the read of links[i] after p has run. On a single Redis or through
 // Sentinel the reads are one MGET, which Redis serves for about the cost of one GET plus the
 // lookups; on Redis Cluster, where the keys of two links are in different slots, a GET each.
 // A server that turns out to be a Cluster node (CROSSSLOT) is read again with GETs in a round
 // trip of their own, and from then on with GETs.
-func (s *Service) LookupManyIn(ctx context.Context, p redis.Pipeliner, rawURLs []string) func(i int) (res Result, found, removed bool, err error) {
-	type link struct {
+func (s *Service) LookupManyIn(ctx context.Context, p redis.Pipeliner, links []Link) func(i int) (res Result, found, removed bool, err error) {
+	type parsed struct {
 		u    *url.URL
 		norm string
 		err  error
 	}
-	links := make([]link, len(rawURLs))
-	ks := make([]string, 0, len(rawURLs))
-	at := make([]int, len(rawURLs)) // index of each link's key in ks, -1 when it did not parse
-	for i, raw := range rawURLs {
-		u, err := parseSubmitted(raw)
+	ls := make([]parsed, len(links))
+	ks := make([]string, 0, len(links))
+	at := make([]int, len(links)) // index of each link's key in ks, -1 when it is not fetchable
+	for i, l := range links {
+		u, err := l.URL, error(nil)
+		if u == nil {
+			u, err = parseSubmitted(l.Raw)
+		} else {
+			err = checkParsed(l.Raw, u)
+		}
 		if err != nil {
-			links[i].err, at[i] = err, -1
+			ls[i].err, at[i] = err, -1
 			continue
 		}
-		links[i] = link{u: u, norm: normalized(u)}
+		ls[i] = parsed{u: u, norm: normalized(u)}
 		at[i] = len(ks)
-		ks = append(ks, recKey(links[i].norm))
+		ks = append(ks, recKey(ls[i].norm))
 	}
 	get := func(p redis.Pipeliner) []*redis.StringCmd {
 		cmds := make([]*redis.StringCmd, len(ks))
@@ -234,13 +246,13 @@ func (s *Service) LookupManyIn(ctx context.Context, p redis.Pipeliner, rawURLs [
 		}
 	}
 	return func(i int) (Result, bool, bool, error) {
-		l := links[i]
+		l := ls[i]
 		if l.err != nil {
 			return Result{}, false, false, l.err
 		}
 		read()
 		if gets != nil {
-			return s.decodeLookup(gets[at[i]], rawURLs[i], l.norm, l.u)
+			return s.decodeLookup(gets[at[i]], links[i].Raw, l.norm, l.u)
 		}
 		if readErr != nil {
 			return Result{}, false, false, fmt.Errorf("resolve cache read: %w", readErr)
@@ -249,7 +261,7 @@ func (s *Service) LookupManyIn(ctx context.Context, p redis.Pipeliner, rawURLs [
 		if !ok {
 			return Result{}, false, false, nil // nil: a miss (MGET answers nil for a key of another type too)
 		}
-		return s.fromRecord([]byte(v), rawURLs[i], l.norm, l.u)
+		return s.fromRecord([]byte(v), links[i].Raw, l.norm, l.u)
 	}
 }
 

@@ -181,7 +181,7 @@ func (h *ResolveHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		rctx = resolve.WithLockHolder(rctx, h.Leases)
 	}
 	snap, err := read()
-	if err == nil && up != nil && snap.URL != p.URL {
+	if err == nil && p.URL != "" && snap.URL != p.URL {
 		// Not expected (a record's url never changes), but the record is the truth: its own
 		// link is looked up below, as for a task without a URL.
 		release(ctx, up)

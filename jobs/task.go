@@ -2,8 +2,9 @@
 // record in Redis, submitting jobs, and the handlers the worker runs.
 //
 // A job id is a UUID and is also the asynq TaskID, so a job is queued at most once. Payloads
-// carry ids only; the record in Redis is the single source of truth, which makes handlers
-// idempotent under asynq's at-least-once delivery.
+// carry ids (and a resolve task its link's URL, so that the worker's first round trip can
+// read the cache too); the record in Redis is the single source of truth, which makes
+// handlers idempotent under asynq's at-least-once delivery.
 package jobs
 
 import (

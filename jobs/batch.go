@@ -227,8 +227,8 @@ func taskKey(queue, id string) string { return "asynq:{" + queue + "}:t:" + id }
 // stores it (its TaskMessage protobuf), with the options NewResolveTask gives the task:
 // type, payload, id, queue, retry and timeout in seconds; no deadline, no uniqueness, no
 // retention. TestEnqueueManyMatchesAsynq holds the two to the same task.
-func resolveTaskMessage(ctx context.Context, id, keyID string, o TaskOptions) ([]byte, error) {
-	payload, err := json.Marshal(ResolvePayload{JobID: id, KeyID: keyID, Trace: tracing.Inject(ctx)})
+func resolveTaskMessage(ctx context.Context, id, keyID, url string, o TaskOptions) ([]byte, error) {
+	payload, err := json.Marshal(ResolvePayload{JobID: id, KeyID: keyID, URL: url, Trace: tracing.Inject(ctx)})
 	if err != nil {
 		return nil, fmt.Errorf("jobs: encoding payload: %w", err)
 	}
@@ -451,7 +451,7 @@ func (q *Queue) enqueueMany(ctx context.Context, recs []*Record) error {
 	args := make([]any, 0, 1+2*len(recs))
 	args = append(args, time.Now().UnixNano())
 	for _, r := range recs {
-		msg, err := resolveTaskMessage(ctx, r.ID, r.KeyID, q.opts)
+		msg, err := resolveTaskMessage(ctx, r.ID, r.KeyID, r.URL, q.opts)
 		if err != nil {
 			return err
 		}

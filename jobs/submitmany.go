@@ -1,7 +1,6 @@
 package jobs
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,6 +11,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/linkhop/linkhop/internal/jsonstr"
+	"github.com/linkhop/linkhop/internal/tracing"
 	"github.com/linkhop/linkhop/keys"
 	"github.com/linkhop/linkhop/quota"
 	"github.com/linkhop/linkhop/resolve"
@@ -199,7 +200,7 @@ func (q *Queue) submitMany(ctx context.Context, keyID string, items []BatchItem)
 				}
 			}
 			from = len(buf)
-			m, err := msgs.append(ctx, buf, r.ID, keyID, q.opts)
+			m, err := msgs.append(ctx, buf, r.ID, keyID, r.URL, q.opts)
 			if err != nil {
 				return BatchResult{}, err
 			}
@@ -393,99 +394,50 @@ func decodeSubmitMany(reply []any, items []BatchItem) (BatchResult, error) {
 	return res, nil
 }
 
-// taskMessages appends the task messages of a batch's jobs, byte for byte resolveTaskMessage's:
-// the first in full, and each next one whose id is as long and plain (letters, digits, '-', '_':
-// no JSON escape) as the first one's by writing its id into a copy of the first, which spares a
-// JSON encoding per job. The batch's jobs share their key and the request's trace context.
+// taskMessages appends the task messages of a batch's jobs, byte for byte resolveTaskMessage's,
+// without encoding a payload struct per job by reflection: the payload's JSON is written by hand
+// (jsonstr, as encoding/json writes strings), and what the batch's jobs share (the key, the
+// request's trace context, the task options) is encoded once.
 type taskMessages struct {
-	first      []byte
-	idLen      int
-	atPayload  int // offset of the id in the payload's "job_id"
-	atTaskID   int // offset of the id in the message's task id
-	keyID      string
-	prepared   bool
-	templating bool
+	keyID   string
+	keyJSON []byte // `,"key_id":"…"`
+	trace   []byte // `,"trace":{…}`, empty without a trace context
+	tail    []byte // the fields after the task id: queue, retry, timeout
+	payload []byte // scratch
+	ready   bool
 }
 
-func (tm *taskMessages) append(ctx context.Context, b []byte, id, keyID string, o TaskOptions) ([]byte, error) {
-	if tm.templating && len(id) == tm.idLen && keyID == tm.keyID && plainID(id) {
-		n := len(b)
-		b = append(b, tm.first...)
-		copy(b[n+tm.atPayload:], id)
-		copy(b[n+tm.atTaskID:], id)
-		return b, nil
-	}
-	m, err := resolveTaskMessage(ctx, id, keyID, o)
-	if err != nil {
-		return nil, err
-	}
-	if !tm.prepared {
-		tm.prepared = true
-		tm.templating = tm.learn(m, id, keyID)
-	}
-	return append(b, m...), nil
-}
-
-// learn finds where id stands in m, resolveTaskMessage's message of it: in the payload (field
-// 2), after `{"job_id":"`, and as the task id (field 3).
-func (tm *taskMessages) learn(m []byte, id, keyID string) bool {
-	if id == "" || !plainID(id) {
-		return false
-	}
-	atPayload, atTaskID := -1, -1
-	for off := 0; off < len(m); {
-		num, typ, n := protowire.ConsumeTag(m[off:])
-		if n < 0 {
-			return false
-		}
-		start := off + n
-		if typ != protowire.BytesType {
-			n = protowire.ConsumeFieldValue(num, typ, m[start:])
-			if n < 0 {
-				return false
+func (tm *taskMessages) append(ctx context.Context, b []byte, id, keyID, url string, o TaskOptions) ([]byte, error) {
+	if !tm.ready || keyID != tm.keyID {
+		tm.keyID, tm.ready = keyID, true
+		tm.keyJSON = jsonstr.Append(append(tm.keyJSON[:0], `,"key_id":`...), keyID)
+		tm.trace = tm.trace[:0]
+		if tr := tracing.Inject(ctx); len(tr) > 0 {
+			j, err := json.Marshal(tr)
+			if err != nil {
+				return nil, fmt.Errorf("jobs: encoding payload: %w", err)
 			}
-			off = start + n
-			continue
+			tm.trace = append(append(tm.trace, `,"trace":`...), j...)
 		}
-		v, n := protowire.ConsumeBytes(m[start:])
-		if n < 0 {
-			return false
-		}
-		at := start + n - len(v)
-		switch num {
-		case 2:
-			if p := []byte(`{"job_id":"` + id + `"`); bytes.HasPrefix(v, p) {
-				atPayload = at + len(`{"job_id":"`)
-			}
-		case 3:
-			if string(v) == id {
-				atTaskID = at
-			}
-		}
-		off = start + n
+		t := protowire.AppendTag(tm.tail[:0], 4, protowire.BytesType)
+		t = protowire.AppendString(t, QueueResolve)
+		t = protowire.AppendTag(t, 5, protowire.VarintType)
+		t = protowire.AppendVarint(t, uint64(max(o.MaxAttempts, 1)+infraRetries))
+		t = protowire.AppendTag(t, 8, protowire.VarintType)
+		tm.tail = protowire.AppendVarint(t, uint64((max(o.Timeout, time.Second)+10*time.Second)/time.Second))
 	}
-	if atPayload < 0 || atTaskID < 0 {
-		return false
+	p := jsonstr.Append(append(tm.payload[:0], `{"job_id":`...), id)
+	p = append(p, tm.keyJSON...)
+	if url != "" {
+		p = jsonstr.Append(append(p, `,"url":`...), url)
 	}
-	tm.first = m
-	tm.idLen, tm.atPayload, tm.atTaskID, tm.keyID = len(id), atPayload, atTaskID, keyID
-	return true
+	p = append(append(p, tm.trace...), '}')
+	tm.payload = p
+	b = protowire.AppendTag(b, 1, protowire.BytesType)
+	b = protowire.AppendString(b, TypeResolve)
+	b = protowire.AppendTag(b, 2, protowire.BytesType)
+	b = protowire.AppendBytes(b, p)
+	b = protowire.AppendTag(b, 3, protowire.BytesType)
+	b = protowire.AppendString(b, id)
+	return append(b, tm.tail...), nil
 }
-
-// plainID reports whether id is only letters, digits, '-' and '_', which JSON writes as they are.
-func plainID(id string) bool {
-	for i := 0; i < len(id); i++ {
-		if !idByte[id[i]] {
-			return false
-		}
-	}
-	return true
-}
-
-// idByte holds the bytes of plainID.
-var idByte = func() (t [256]bool) {
-	for c := range 256 {
-		t[c] = 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_'
-	}
-	return t
-}()

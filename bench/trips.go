@@ -114,7 +114,7 @@ func (c *tripCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.
 			c.mu.Unlock()
 			return next(ctx, cmds)
 		}
-		// Runs of one command (a batch's cache lookups) are written once with their count.
+		// Runs of one command (a batch's cache lookups on Cluster) are written once with their count.
 		var names []string
 		for i := 0; i < len(cmds); {
 			name, j := cmdName(cmds[i]), i+1

@@ -154,21 +154,22 @@ func renamed(p *problem.Problem, name string) *problem.Problem {
 
 // batchSlot is one item on its way through postResolveBatch.
 type batchSlot struct {
-	in     resolveInput
-	entry  any                                        // the answer, once known
-	lookup func() (resolve.Result, bool, bool, error) // the cache read, for an admitted item
-	res    resolve.Result
-	rec    *jobs.Record // the job to create (a new link)
-	sent   int          // index among the items sent to SubmitBatch, -1 when none
+	in    resolveInput
+	entry any // the answer, once known
+	look  int // index of the item's cache read (a valid item)
+	res   resolve.Result
+	rec   *jobs.Record // the job to create (a new link)
+	sent  int          // index among the items sent to SubmitBatch, -1 when none
 }
 
 // postResolveBatch accepts up to BATCH_MAX_ITEMS links (docs/api.md#post-v1resolvebatch). Each
 // valid item is one request against the per-minute limit and, when accepted, against the daily
 // quota and the credits, taken in item order so that a later item gets its own 429 or 402; an
-// invalid item costs nothing. Whatever the size, three round trips: (1) authentication with the
-// admission of every valid item and their cache lookups, (2) one script that takes the quota and
-// credits and creates the jobs with their idempotency claims, (3) one script that enqueues every
-// task. A failure of the service after admission gives everything back and answers 503, so, as
+// invalid item costs nothing. Whatever the size, two round trips on a single Redis or through
+// Sentinel: (1) authentication with the admission of every valid item and their cache lookups
+// (one MGET), (2) one script that takes the quota and credits, creates the jobs with their
+// idempotency claims and enqueues their tasks; on Redis Cluster the lookups are a GET each and
+// the tasks are enqueued by a third (jobs.Queue.SubmitBatch). A failure of the service after admission gives everything back and answers 503, so, as
 // for a single request, a non-2xx answer means nothing was created, queued or charged.
 func (s *Server) postResolveBatch(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
@@ -188,14 +189,18 @@ func (s *Server) postResolveBatch(w http.ResponseWriter, r *http.Request) {
 		// A malformed batch is one request, as a malformed single request is.
 		valid = 1
 	}
+	var lookup func(int) (resolve.Result, bool, bool, error)
 	g, ok := s.gate(w, r, gateOptions{many: true, slots: valid,
 		batch: func(p redis.Pipeliner) func() error {
-			// Only the items the limit may admit are looked up; the others are refused anyway.
+			// The valid items are looked up; the limit admits the first of them.
+			links := make([]resolve.Link, 0, valid)
 			for i := range slots {
 				if slots[i].entry == nil {
-					slots[i].lookup = s.Resolver.LookupIn(ctx, p, slots[i].in.url)
+					slots[i].look = len(links)
+					links = append(links, resolve.Link{Raw: slots[i].in.url, URL: slots[i].in.parsed})
 				}
 			}
+			lookup = s.Resolver.LookupManyIn(ctx, p, links)
 			return nil
 		}})
 	if !ok {
@@ -230,7 +235,7 @@ func (s *Server) postResolveBatch(w http.ResponseWriter, r *http.Request) {
 				WithRetryAfter(adm.d.SlotRetryAfter).Entry()
 			continue
 		}
-		res, found, removed, err := sl.lookup()
+		res, found, removed, err := lookup(sl.look)
 		if err != nil {
 			adm.undoMany(0, 0)
 			s.fail(w, r, err)

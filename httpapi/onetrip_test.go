@@ -20,7 +20,7 @@ import (
 // cache writes the cache entry of link rawURL.
 func (e *env) cache(rawURL, value string) {
 	e.t.Helper()
-	entry, err := e.svc.Entry(rawURL)
+	entry, err := e.svc.Entry(resolve.Link{Raw: rawURL})
 	if err != nil {
 		e.t.Fatal(err)
 	}

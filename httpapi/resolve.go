@@ -43,6 +43,7 @@ type cachedResponse struct {
 // resolveInput is a validated POST /v1/resolve request.
 type resolveInput struct {
 	url        string
+	parsed     *url.URL // url.Parse's URL of url
 	webhookURL string
 	idemKey    string
 	provider   resolve.Provider
@@ -77,7 +78,7 @@ func (s *Server) checkResolve(req resolveRequest, header string) (resolveInput, 
 		}
 		u, _ = checkURL(req.URL)
 	}
-	in := resolveInput{url: req.URL}
+	in := resolveInput{url: req.URL, parsed: u}
 	var fes []problem.FieldError
 	if req.WebhookURL != nil {
 		if reason := checkWebhookURL(*req.WebhookURL, s.AllowPrivateTargets); reason != "" {
@@ -179,7 +180,7 @@ func (s *Server) postResolve(w http.ResponseWriter, r *http.Request) {
 	}
 	if bad == nil {
 		o.then = func(keyID string) *quota.ThenCall {
-			e, err := s.Resolver.Entry(in.url)
+			e, err := s.Resolver.Entry(resolve.Link{Raw: in.url, URL: in.parsed})
 			if err != nil {
 				return nil // the lookup of the Cluster's path answers it
 			}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linkhop/linkhop/internal/jsonstr/jsonstrtest"
 	"github.com/linkhop/linkhop/internal/stamp"
 	"github.com/linkhop/linkhop/jobs"
 	"github.com/linkhop/linkhop/resolve"
@@ -61,32 +62,6 @@ func encoded(t *testing.T, v any) []byte {
 	return b.Bytes()
 }
 
-// nasty are strings that take every branch of encoding/json's string escaping.
-var nasty = []string{
-	"", "plain", "https://sho.rt/a?b=c&d=<e>", `quote " and \ backslash`, "tab\tnl\ncr\r\b\f\x00\x1f",
-	"ünïcödé ✓ 😀", "line\u2028sep\u2029", "bad utf-8 \xff\xfe", "\x7f", "/slashes/", "<script>",
-}
-
-func randString(rng *rand.Rand) string {
-	if rng.IntN(3) == 0 {
-		return nasty[rng.IntN(len(nasty))]
-	}
-	var b strings.Builder
-	for range rng.IntN(30) {
-		switch rng.IntN(10) {
-		case 0:
-			b.WriteRune(rune(rng.IntN(0x80)))
-		case 1:
-			b.WriteRune(rune(rng.IntN(0x3000)))
-		case 2:
-			b.WriteByte(byte(rng.IntN(256))) // possibly invalid UTF-8
-		default:
-			b.WriteByte("abcxyz019-_./:?=%"[rng.IntN(17)])
-		}
-	}
-	return b.String()
-}
-
 func randTime(rng *rand.Rand) time.Time {
 	if rng.IntN(8) == 0 {
 		return time.Time{}
@@ -100,7 +75,7 @@ func randRecord(rng *rand.Rand) jobs.Record {
 		if rng.IntN(2) == 0 {
 			return nil
 		}
-		s := randString(rng)
+		s := jsonstrtest.String(rng)
 		return &s
 	}
 	tm := func() *time.Time {
@@ -118,11 +93,11 @@ func randRecord(rng *rand.Rand) jobs.Record {
 		return &n
 	}
 	r := jobs.Record{
-		ID: randString(rng), KeyID: "key_x", Status: []jobs.Status{jobs.StatusQueued, jobs.StatusRunning, jobs.StatusDone, jobs.StatusFailed, jobs.StatusInvalid, "weird<"}[rng.IntN(6)],
-		URL: randString(rng), WebhookURL: randString(rng), IdempotencyKey: randString(rng), TargetURL: str(),
-		Provider: []string{"", "short", randString(rng)}[rng.IntN(3)], Tier: []string{"", resolve.TierStandard, resolve.TierPremium, "other"}[rng.IntN(4)],
+		ID: jsonstrtest.String(rng), KeyID: "key_x", Status: []jobs.Status{jobs.StatusQueued, jobs.StatusRunning, jobs.StatusDone, jobs.StatusFailed, jobs.StatusInvalid, "weird<"}[rng.IntN(6)],
+		URL: jsonstrtest.String(rng), WebhookURL: jsonstrtest.String(rng), IdempotencyKey: jsonstrtest.String(rng), TargetURL: str(),
+		Provider: []string{"", "short", jsonstrtest.String(rng)}[rng.IntN(3)], Tier: []string{"", resolve.TierStandard, resolve.TierPremium, "other"}[rng.IntN(4)],
 		Error: str(), ErrorDetail: str(), CreditsCharged: rng.Int64N(5) - 1, CreditsHeld: rng.Int64N(3),
-		CreatedAt: randTime(rng), UpdatedAt: randTime(rng), CompletedAt: tm(), Task: randString(rng), Reaps: rng.IntN(3),
+		CreatedAt: randTime(rng), UpdatedAt: randTime(rng), CompletedAt: tm(), Task: jsonstrtest.String(rng), Reaps: rng.IntN(3),
 	}
 	switch rng.IntN(3) {
 	case 0: // nil hops
@@ -130,12 +105,12 @@ func randRecord(rng *rand.Rand) jobs.Record {
 		r.Hops = []resolve.Hop{}
 	default:
 		for range 1 + rng.IntN(4) {
-			r.Hops = append(r.Hops, resolve.Hop{URL: randString(rng), Status: num(), Kind: randString(rng)})
+			r.Hops = append(r.Hops, resolve.Hop{URL: jsonstrtest.String(rng), Status: num(), Kind: jsonstrtest.String(rng)})
 		}
 	}
 	if rng.IntN(2) == 0 {
 		r.Webhook = &webhooks.State{
-			URL: randString(rng), Status: randString(rng), Attempts: rng.IntN(9), LastAttemptAt: tm(), LastStatusCode: num(),
+			URL: jsonstrtest.String(rng), Status: jsonstrtest.String(rng), Attempts: rng.IntN(9), LastAttemptAt: tm(), LastStatusCode: num(),
 			LastError: str(), NextAttemptAt: tm(), Generation: rng.IntN(3),
 		}
 	}

@@ -14,7 +14,6 @@ import (
 	"github.com/linkhop/linkhop/internal/tracing"
 	"github.com/linkhop/linkhop/keys"
 	"github.com/linkhop/linkhop/quota"
-	"github.com/linkhop/linkhop/resolve"
 )
 
 // Batch sizes (docs/api.md#post-v1resolvebatch): BATCH_MAX_ITEMS defaults to
@@ -228,8 +227,8 @@ func taskKey(queue, id string) string { return "asynq:{" + queue + "}:t:" + id }
 // stores it (its TaskMessage protobuf), with the options NewResolveTask gives the task:
 // type, payload, id, queue, retry and timeout in seconds; no deadline, no uniqueness, no
 // retention. TestEnqueueManyMatchesAsynq holds the two to the same task.
-func resolveTaskMessage(ctx context.Context, id, keyID string, o TaskOptions) ([]byte, error) {
-	payload, err := json.Marshal(ResolvePayload{JobID: id, KeyID: keyID, Trace: tracing.Inject(ctx)})
+func resolveTaskMessage(ctx context.Context, id, keyID, url string, o TaskOptions) ([]byte, error) {
+	payload, err := json.Marshal(ResolvePayload{JobID: id, KeyID: keyID, URL: url, Trace: tracing.Inject(ctx)})
 	if err != nil {
 		return nil, fmt.Errorf("jobs: encoding payload: %w", err)
 	}
@@ -249,39 +248,26 @@ func resolveTaskMessage(ctx context.Context, id, keyID string, o TaskOptions) ([
 	return b, nil
 }
 
-// SubmitBatch creates the jobs of a batch and enqueues their tasks in two round trips
-// whatever the batch's size: (1) createManyScript with the queue length, (2) one script that
-// enqueues every new task, and the queued jobs of replays (as Ensure does). Items are taken in
-// order (see createManyScript). If the enqueue fails, every job is undone and the error
-// returned; the units of the daily quota the batch counted are then the caller's to give back
-// (BatchResult.Counted on day BatchResult.Day), as only the limiter may write its counter.
+// SubmitBatch creates the jobs of a batch and enqueues their tasks. Items are taken in order
+// (see createManyScript). On a single Redis or through Sentinel that is one round trip, one
+// script that creates the jobs and enqueues their tasks (submitMany); on Redis Cluster, where
+// the key's slot and asynq's are on different nodes, two: the create script with the queue
+// length, then one script that enqueues every new task (submitSplitBatch). The queued jobs of
+// replays are enqueued again unless their tasks exist (as Ensure does), in the second script or,
+// on a single Redis, in a round trip of their own when there are any. If the enqueue fails,
+// every job is undone and the error returned; the units of the daily quota the batch counted
+// are then the caller's to give back (BatchResult.Counted on day BatchResult.Day), as only the
+// limiter may write its counter.
 func (q *Queue) SubmitBatch(ctx context.Context, keyID string, items []BatchItem) (BatchResult, error) {
-	res, err := q.createMany(ctx, keyID, items)
-	if errors.Is(err, ErrExists) {
-		if uerr := q.undoMany(ctx, keyID, res); uerr != nil {
-			err = errors.Join(err, fmt.Errorf("undoing the jobs: %w", uerr))
-		}
+	var res BatchResult
+	var err error
+	if q.split.Load() {
+		res, err = q.submitSplitBatch(ctx, keyID, items)
+	} else {
+		res, err = q.submitMany(ctx, keyID, items)
 	}
 	if err != nil {
 		return res, err
-	}
-	var ensure []*Record
-	seen := map[string]bool{}
-	for _, r := range res.created {
-		seen[r.ID] = true
-	}
-	ensure = append(ensure, res.created...)
-	for _, o := range res.Items {
-		if o.Code == BatchReplay && o.Replayed != nil && o.Replayed.Status == StatusQueued && !seen[o.Replayed.ID] {
-			seen[o.Replayed.ID] = true
-			ensure = append(ensure, o.Replayed)
-		}
-	}
-	if err := q.enqueueMany(ctx, ensure); err != nil {
-		if uerr := q.undoMany(ctx, keyID, res); uerr != nil {
-			err = errors.Join(err, fmt.Errorf("undoing the jobs: %w", uerr))
-		}
-		return res, fmt.Errorf("jobs: enqueueing a batch: %w", err)
 	}
 	if q.ack.On() && len(res.created) > 0 {
 		ids := make([]string, len(res.created))
@@ -291,6 +277,51 @@ func (q *Queue) SubmitBatch(ctx context.Context, keyID string, items []BatchItem
 		if err := q.replicated(ctx, keyID, ids, func(c context.Context) error { return q.undoMany(c, keyID, res) }); err != nil {
 			return res, err
 		}
+	}
+	return res, nil
+}
+
+// replayedQueued returns the queued jobs that res's replays name and that res did not create:
+// their tasks are enqueued again unless they exist (see Ensure).
+func replayedQueued(res BatchResult) []*Record {
+	var out []*Record
+	var seen map[string]bool
+	for _, o := range res.Items {
+		if o.Code != BatchReplay || o.Replayed == nil || o.Replayed.Status != StatusQueued {
+			continue
+		}
+		if seen == nil {
+			seen = map[string]bool{}
+			for _, r := range res.created {
+				seen[r.ID] = true
+			}
+		}
+		if !seen[o.Replayed.ID] {
+			seen[o.Replayed.ID] = true
+			out = append(out, o.Replayed)
+		}
+	}
+	return out
+}
+
+// submitSplitBatch is SubmitBatch in two round trips, for Redis Cluster: createManyScript with
+// the queue length, then enqueueManyScript for the new jobs and the queued jobs of replays.
+func (q *Queue) submitSplitBatch(ctx context.Context, keyID string, items []BatchItem) (BatchResult, error) {
+	res, err := q.createMany(ctx, keyID, items)
+	if errors.Is(err, ErrExists) {
+		if uerr := q.undoMany(ctx, keyID, res); uerr != nil {
+			err = errors.Join(err, fmt.Errorf("undoing the jobs: %w", uerr))
+		}
+	}
+	if err != nil {
+		return res, err
+	}
+	ensure := append(res.created[:len(res.created):len(res.created)], replayedQueued(res)...)
+	if err := q.enqueueMany(ctx, ensure); err != nil {
+		if uerr := q.undoMany(ctx, keyID, res); uerr != nil {
+			err = errors.Join(err, fmt.Errorf("undoing the jobs: %w", uerr))
+		}
+		return res, fmt.Errorf("jobs: enqueueing a batch: %w", err)
 	}
 	return res, nil
 }
@@ -311,14 +342,7 @@ func (q *Queue) createMany(ctx context.Context, keyID string, items []BatchItem)
 		}
 		args = append(args, string(strconv.AppendInt(h, it.Cost, 10)))
 		if it.Kind == BatchNew {
-			r.KeyID, r.Status, r.CreditsHeld = keyID, StatusQueued, it.Cost
-			if r.CreatedAt.IsZero() {
-				r.CreatedAt = created
-			}
-			r.UpdatedAt = r.CreatedAt
-			if r.Hops == nil {
-				r.Hops = []resolve.Hop{}
-			}
+			prepareNew(r, keyID, it.Cost, created)
 			b, ok := appendNewRecord(buf[:0], r)
 			if !ok {
 				var err error
@@ -427,7 +451,7 @@ func (q *Queue) enqueueMany(ctx context.Context, recs []*Record) error {
 	args := make([]any, 0, 1+2*len(recs))
 	args = append(args, time.Now().UnixNano())
 	for _, r := range recs {
-		msg, err := resolveTaskMessage(ctx, r.ID, r.KeyID, q.opts)
+		msg, err := resolveTaskMessage(ctx, r.ID, r.KeyID, r.URL, q.opts)
 		if err != nil {
 			return err
 		}

@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"slices"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/hibiken/asynq"
 
 	"github.com/linkhop/linkhop/internal/redistest"
 	"github.com/linkhop/linkhop/keys"
@@ -121,5 +123,37 @@ func TestUndoManyGivesBackWhatRecordsHold(t *testing.T) {
 	}
 	if n, _ := rdb.Keys(ctx, keys.Tag(k.ID)+":idem:*").Result(); len(n) != 0 {
 		t.Errorf("claims left after the undo: %v", n)
+	}
+}
+
+// TestResolveTaskMessageIsAsynqs: the task message that the one-script submit and the batch's
+// enqueue write themselves is, byte for byte, the one asynq's own client stores for the same
+// task, with the link's URL in its payload and without (a task of an earlier version).
+func TestResolveTaskMessageIsAsynqs(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb := redistest.New(t)
+	client := asynq.NewClientFromRedisClient(rdb)
+	o := TaskOptions{MaxAttempts: 2, Timeout: 3 * time.Second}
+	for _, url := range []string{"https://sho.rt/x?a=1&b=é", ""} {
+		id := uuid.NewString()
+		task, err := NewResolveTask(id, "key_m", url, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := client.EnqueueContext(ctx, task); err != nil {
+			t.Fatal(err)
+		}
+		want, err := rdb.HGet(ctx, taskKey(QueueResolve, id), "msg").Bytes()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := resolveTaskMessage(ctx, id, "key_m", url, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("url %q: message\n%x\nasynq's\n%x", url, got, want)
+		}
 	}
 }

@@ -43,7 +43,7 @@ func TestEnqueueManyMatchesAsynq(t *testing.T) {
 		t.Fatal(err)
 	}
 	var p jobs.ResolvePayload
-	if err := json.Unmarshal(got.Payload, &p); err != nil || !cmp.Equal(p, jobs.ResolvePayload{JobID: batched.ID, KeyID: "key_b"}) {
+	if err := json.Unmarshal(got.Payload, &p); err != nil || !cmp.Equal(p, jobs.ResolvePayload{JobID: batched.ID, KeyID: "key_b", URL: "https://sho.rt/2"}) {
 		t.Fatalf("payload %s: %v", got.Payload, err)
 	}
 	ignore := cmpopts.IgnoreFields(asynq.TaskInfo{}, "ID", "Payload", "NextProcessAt")

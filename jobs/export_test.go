@@ -1,5 +1,10 @@
 package jobs
 
+import "time"
+
 // SplitSubmits makes q submit as on Redis Cluster (create, then enqueue), so that tests on a
 // single Redis can hold the two ways of Submit to the same outcome.
 func SplitSubmits(q *Queue) { q.split.Store(true) }
+
+// SetRunningAfter makes h mark its jobs running after d of resolving instead of runningAfter.
+func SetRunningAfter(h *ResolveHandler, d time.Duration) { h.markAfter = d }

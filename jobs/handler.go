@@ -51,6 +51,8 @@ type ResolveHandler struct {
 
 	requeue     *asynq.Client
 	requeueOnce sync.Once
+	// markAfter replaces runningAfter when set (tests).
+	markAfter time.Duration
 }
 
 // droppedRun is logged by a run that finds it no longer owns its job (its worker was stopped
@@ -104,11 +106,20 @@ type upstreamer interface {
 	Upstream(ctx context.Context, rawURL string) (*resolve.Upstream, error)
 }
 
-// ProcessTask implements asynq.Handler. With a *resolve.Service as its Resolver, a job that
-// resolves costs three round trips of its own besides asynq's dequeue and completion
-// (docs/benchmarks.md#the-worker-in-five-round-trips): the lease with the record's read; the
-// record marked running with the cache read and the upstream lock; the outcome published with
-// the record finished.
+// runningAfter is how long a job's resolve runs before its record is marked running. Most
+// resolves (a cached link, a shortener's one redirect) end well within it, and their job then
+// goes from queued to done or failed in one record write instead of two, a round trip fewer;
+// a client polling a longer resolve still sees it running, this late
+// (docs/api.md#get-v1jobsjob_id).
+const runningAfter = 100 * time.Millisecond
+
+// ProcessTask implements asynq.Handler. With a *resolve.Service as its Resolver and the link's
+// URL in the task, a job that resolves within runningAfter costs two round trips of its own
+// besides asynq's dequeue and completion (docs/benchmarks.md#the-worker-in-four-round-trips):
+// the lease with the record's read, the cache read and the upstream lock; the outcome
+// published with the record finished. A longer resolve adds the record marked running, from a
+// timer while it runs; a task without the URL (queued by an earlier version) adds a round
+// trip for the cache read and the lock.
 func (h *ResolveHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	var p ResolvePayload
 	if err := json.Unmarshal(t.Payload(), &p); err != nil || p.JobID == "" || p.KeyID == "" {
@@ -123,33 +134,62 @@ func (h *ResolveHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	start := time.Now()
 	task := taskIDOf(ctx, p.JobID)
 
-	// Round trip 1: the lease and the record. The lease is in Redis before the job is marked
-	// running, so that a worker dying at any point after this leaves a lease for a reaper to
-	// find. rctx ends when the lease is lost: the resolve then stops, and this run leaves the
-	// job to the run that replaced it.
+	// Upstream locks this run takes name its worker process, so that a waiter on another
+	// worker can take over the lock of a worker that died.
+	lctx := ctx
+	if h.Leases != nil {
+		lctx = resolve.WithLockHolder(ctx, h.Leases)
+	}
+	svc, stepwise := h.Resolver.(upstreamer)
+	var up *resolve.Upstream
+	if stepwise && p.URL != "" {
+		// nil when the URL is refused before any fetch: the resolve below says so.
+		up, _ = svc.Upstream(lctx, p.URL)
+	}
+
+	// Round trip 1: the lease and the record, with the cache read and the upstream lock when
+	// the task names the link. The lease is in Redis before anything a reaper would have to
+	// redo. rctx ends when the lease is lost: the resolve then stops, and this run leaves the
+	// job to the run that replaced it. The lock is taken before the record says whether this
+	// run has anything to do; when it has not, the lock is given back below.
 	var (
-		take func() (*Lease, context.Context, error)
-		read func() (Snapshot, error)
+		take   func() (*Lease, context.Context, error)
+		read   func() (Snapshot, error)
+		lookup func() (resolve.Result, bool, bool, error)
 	)
 	_, _ = h.Store.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
 		if h.Leases != nil {
 			take = h.Leases.TakeIn(ctx, pl, LeaseRef{Kind: LeaseResolve, KeyID: p.KeyID, JobID: p.JobID, Task: task})
 		}
 		read = h.Store.GetIn(ctx, pl, p.KeyID, p.JobID)
+		if up != nil {
+			lookup = up.LookupIn(ctx, pl)
+			up.LockIn(ctx, pl)
+		}
 		return nil
 	})
-	rctx := ctx
+	rctx := lctx
 	var lease *Lease
 	if take != nil {
 		var err error
 		lease, rctx, err = take()
 		if err != nil {
+			release(ctx, up)
 			return err
 		}
 		defer h.Leases.Release(lease)
 		rctx = resolve.WithLockHolder(rctx, h.Leases)
 	}
 	snap, err := read()
+	if err == nil && p.URL != "" && snap.URL != p.URL {
+		// Not expected (a record's url never changes), but the record is the truth: its own
+		// link is looked up below, as for a task without a URL.
+		release(ctx, up)
+		up, lookup, p.URL = nil, nil, ""
+	}
+	if err != nil || snap.Status.Terminal() || !owns(&snap.Record, task) {
+		release(ctx, up)
+	}
 	if errors.Is(err, ErrNotFound) {
 		// Expired, or the submit was undone after a failed enqueue: nothing to do.
 		log.Warn("resolve task for a missing job")
@@ -158,61 +198,38 @@ func (h *ResolveHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if err != nil {
 		return err
 	}
-
-	// Round trip 2: the record marked running, with the cache read and the upstream lock.
-	var up *resolve.Upstream
-	if s, ok := h.Resolver.(upstreamer); ok && owns(&snap.Record, task) && !snap.Status.Terminal() {
-		if up, err = s.Upstream(rctx, snap.URL); err != nil {
-			up = nil // refused before any fetch: the resolve below says so
-		}
-	}
-	mine := true
-	var lookup func() (resolve.Result, bool, bool, error)
-	var running func() (Snapshot, error)
-	// Each command's error is read from its own reply below (a cache miss is one).
-	_, _ = h.Store.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
-		running = h.Store.UpdateIn(ctx, pl, snap, func(r *Record) error {
-			mine = owns(r, task)
-			if !mine || r.Status != StatusQueued {
-				return ErrNoChange
-			}
-			r.Status = StatusRunning
-			return nil
-		})
-		if up != nil {
-			lookup = up.LookupIn(ctx, pl)
-			if snap.Resume == nil {
-				up.LockIn(ctx, pl)
-			}
-		}
-		return nil
-	})
-	rec, err := running()
-	if err != nil || rec.Status.Terminal() || !mine {
-		if up != nil {
-			up.Release(ctx)
-		}
-	}
-	if errors.Is(err, ErrNotFound) {
-		log.Warn("resolve task for a missing job")
-		return fmt.Errorf("jobs: job %s: %w", p.JobID, asynq.SkipRetry)
-	}
-	if err != nil {
-		return err
-	}
-	if rec.Status.Terminal() {
+	if snap.Status.Terminal() {
 		// A redelivered task (at-least-once): finish only what may not have happened.
-		return h.terminal(ctx, rec.Record)
+		return h.terminal(ctx, snap.Record)
 	}
-	if !mine {
+	if !owns(&snap.Record, task) {
 		// A task a reaper replaced (its worker's lease lapsed), handed back by asynq's own
 		// recovery or run by a worker that was stopped meanwhile: the replacement owns the
 		// job, so this run ends quietly (no retry, no failure in the queue's statistics).
 		log.Info("resolve task replaced after its lease lapsed; nothing to do", "task", task)
 		return nil
 	}
+	if stepwise && p.URL == "" {
+		// A task without the link's URL: the cache read and the lock in a round trip of their own.
+		if up, err = svc.Upstream(lctx, snap.URL); err != nil {
+			up = nil // refused before any fetch: the resolve below says so
+		} else {
+			// Each command's error is read from its own reply (a cache miss is one).
+			_, _ = h.Store.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
+				lookup = up.LookupIn(ctx, pl)
+				up.LockIn(ctx, pl)
+				return nil
+			})
+		}
+	}
 
-	res, rerr := h.resolve(rctx, up, lookup, rec.Record)
+	// The record is marked running only if the resolve is still going after runningAfter;
+	// rec is the record as the last write left it, the base of the commit below.
+	mark := h.markRunning(ctx, snap, task)
+	defer mark.settle()
+	res, rerr := h.resolve(rctx, up, lookup, snap.Record)
+	rec := mark.settle()
+	mine := true
 	// Whatever happens below, an upstream outcome is published (waiters on other workers
 	// expect it, and the lock must go); the record's last write normally carries it.
 	defer h.publish(ctx, up, res, rerr)
@@ -232,6 +249,7 @@ func (h *ResolveHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 			if r.Status.Terminal() || !mine {
 				return ErrNoChange
 			}
+			r.Status = StatusRunning // a parked job reads running, however soon it parked
 			r.Resume = pk.State
 			return nil
 		}); err != nil {
@@ -260,6 +278,7 @@ func (h *ResolveHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 				if r.Status.Terminal() || !mine {
 					return ErrNoChange
 				}
+				r.Status = StatusRunning // waiting for its next attempt
 				r.Attempts++
 				r.Resume = nil // a retry starts the walk afresh: the provider's session may be gone
 				return nil
@@ -291,7 +310,7 @@ func (h *ResolveHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		log.Error("resolve failed with an internal error", "err", rerr)
 	}
 
-	// Round trip 3: the outcome published and the record finished, in one pipeline.
+	// The last round trip: the outcome published and the record finished, in one pipeline.
 	finished := false
 	rec, err = h.commit(ctx, up, rec, res, rerr, func(r *Record) error {
 		// The fence: a run whose task was replaced meanwhile (its worker was stopped past the
@@ -321,8 +340,11 @@ func (h *ResolveHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	return h.terminal(ctx, rec.Record)
 }
 
-// resolve resolves rec's link: from the cache read of round trip 2 when it answered, else
-// upstream (resuming a parked walk when there is one).
+// resolve resolves rec's link: from the cache read made with the record's when it answered,
+// else upstream (resuming a parked walk when there is one). A resumed walk holds the link's
+// upstream lock when LockIn took it (other jobs of the link then wait for its outcome, and
+// PublishIn releases it); when another run holds the lock, it resumes without, as
+// Service.Resume does.
 func (h *ResolveHandler) resolve(ctx context.Context, up *resolve.Upstream, lookup func() (resolve.Result, bool, bool, error), rec Record) (resolve.Result, error) {
 	if up == nil {
 		if rec.Resume != nil {
@@ -345,6 +367,74 @@ func (h *ResolveHandler) resolve(ctx context.Context, up *resolve.Upstream, look
 		return up.Resume(ctx, rec.Resume)
 	}
 	return up.Resolve(ctx)
+}
+
+// release gives back the upstream lock that round trip 1 took, when it took it, for a run
+// that has nothing to resolve.
+func release(ctx context.Context, up *resolve.Upstream) {
+	if up != nil {
+		up.Release(ctx)
+	}
+}
+
+// marker marks a queued job running from a timer, once its resolve has run for runningAfter,
+// and hands the run's commit the record as that write left it. The mutex is held across the
+// write, so that a commit never starts from a record the marking is about to change: settle
+// waits for a write in flight, and after settle no write starts.
+type marker struct {
+	mu    sync.Mutex
+	snap  Snapshot
+	done  bool
+	timer *time.Timer
+}
+
+// markRunning arms the marking of the job read as snap, if it is queued.
+func (h *ResolveHandler) markRunning(ctx context.Context, snap Snapshot, task string) *marker {
+	m := &marker{snap: snap}
+	if snap.Status != StatusQueued {
+		return m // already running: a retry, a resumed walk, a replacement task
+	}
+	after := runningAfter
+	if h.markAfter > 0 {
+		after = h.markAfter
+	}
+	m.timer = time.AfterFunc(after, func() {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		if m.done {
+			return
+		}
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		next, err := h.Store.UpdateFrom(wctx, m.snap, func(r *Record) error {
+			// The same fences as the commit's: a job cancelled, finished or taken over
+			// meanwhile is left as it is (the commit then finds it so).
+			if r.Status != StatusQueued || !owns(r, task) {
+				return ErrNoChange
+			}
+			r.Status = StatusRunning
+			return nil
+		})
+		if err != nil {
+			// The commit's compare-and-set finds out what happened (a conflict is re-read).
+			h.Logger.Debug("marking the job running failed", "job_id", snap.ID, "err", err)
+			return
+		}
+		m.snap = next
+	})
+	return m
+}
+
+// settle stops the marking (waiting for a write in flight) and returns the record as the run
+// last read or wrote it. It may be called more than once.
+func (m *marker) settle() Snapshot {
+	if m.timer != nil {
+		m.timer.Stop()
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.done = true
+	return m.snap
 }
 
 // commit applies fn to the record from cur and publishes the upstream outcome (when this run

@@ -40,11 +40,15 @@ func TestRetryDelay(t *testing.T) {
 
 func TestNewResolveTask(t *testing.T) {
 	t.Parallel()
-	task, err := NewResolveTask("job-1", "key_1", TaskOptions{MaxAttempts: 3, Timeout: 20 * time.Second})
+	task, err := NewResolveTask("job-1", "key_1", "https://sho.rt/x", TaskOptions{MaxAttempts: 3, Timeout: 20 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if task.Type() != TypeResolve || string(task.Payload()) != `{"job_id":"job-1","key_id":"key_1"}` {
+	if task.Type() != TypeResolve || string(task.Payload()) != `{"job_id":"job-1","key_id":"key_1","url":"https://sho.rt/x"}` {
 		t.Errorf("task %s %s", task.Type(), task.Payload())
+	}
+	// Without a URL the payload is as before the URL was added.
+	if task, _ := NewResolveTask("job-1", "key_1", "", TaskOptions{}); string(task.Payload()) != `{"job_id":"job-1","key_id":"key_1"}` {
+		t.Errorf("task %s", task.Payload())
 	}
 }

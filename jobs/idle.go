@@ -125,7 +125,7 @@ func asynqPoll(cmd redis.Cmder) (dequeue, forward bool) {
 // next hook returned: cmd.Err() is not yet set there), was a poll that found nothing: asynq's
 // dequeue of an empty queue or forwarder pass with nothing due, or a Line's pass that moved
 // no webhook. Counts of a
-// worker's round trips per job leave these out (docs/benchmarks.md#the-worker-in-five-round-trips).
+// worker's round trips per job leave these out (docs/benchmarks.md#the-worker-in-four-round-trips).
 func IsIdlePoll(cmd redis.Cmder, err error) bool {
 	if linePass(cmd) {
 		return err == nil && lineMovedNone(cmd)

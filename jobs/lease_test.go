@@ -110,16 +110,18 @@ func TestLeaseStoppedWorkerIsFenced(t *testing.T) {
 		MaxAttempts: 3, OnTerminal: onTerminal, Leases: leasesA}
 
 	rec := queuedJob(t, store, "key_fence")
-	task, err := jobs.NewResolveTask(rec.ID, rec.KeyID, jobs.TaskOptions{})
+	task, err := jobs.NewResolveTask(rec.ID, rec.KeyID, rec.URL, jobs.TaskOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	aDone := make(chan error, 1)
 	go func() { aDone <- hA.ProcessTask(context.Background(), task) }()
 	<-resA.started
-	if r, _ := store.Get(context.Background(), rec.KeyID, rec.ID); r.Status != jobs.StatusRunning {
-		t.Fatalf("job %s while A resolves, want running", r.Status)
-	}
+	// A resolve that goes on past the running delay marks its job running.
+	waitFor(t, 5*time.Second, "the job running while A resolves", func() bool {
+		r, _ := store.Get(context.Background(), rec.KeyID, rec.ID)
+		return r.Status == jobs.StatusRunning
+	})
 
 	if err := wB.Start(); err != nil {
 		t.Fatal(err)

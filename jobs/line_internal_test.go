@@ -181,7 +181,7 @@ func (h *idleSeen) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 }
 
 // A Line's pass that moves nothing is an idle poll, one that moves a task is work: counts of
-// a worker's round trips per job leave the first out (docs/benchmarks.md#the-worker-in-five-round-trips).
+// a worker's round trips per job leave the first out (docs/benchmarks.md#the-worker-in-four-round-trips).
 func TestLinePassIdlePoll(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()

@@ -100,7 +100,7 @@ func (q *Queue) Plan(ctx context.Context, r *Record, cost int64, scope, cacheKey
 		return nil
 	}
 	i += len(creditsMark)
-	msg, err := resolveTaskMessage(ctx, r.ID, r.KeyID, q.opts)
+	msg, err := resolveTaskMessage(ctx, r.ID, r.KeyID, r.URL, q.opts)
 	if err != nil {
 		return nil
 	}

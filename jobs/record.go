@@ -122,7 +122,7 @@ func Decode(b []byte, err error) (Record, error) {
 // Snapshot is a record as it was read, together with the bytes it was stored as: the base of
 // an update that writes only if the stored bytes are still those (compare and set). An update
 // from a snapshot is one round trip, and can share a pipeline with the caller's other calls
-// (docs/benchmarks.md#the-worker-in-five-round-trips).
+// (docs/benchmarks.md#the-worker-in-four-round-trips).
 type Snapshot struct {
 	Record
 	raw []byte

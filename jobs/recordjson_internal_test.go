@@ -3,30 +3,13 @@ package jobs
 import (
 	"encoding/json"
 	"math/rand/v2"
-	"strings"
 	"testing"
 	"time"
 
+	"github.com/linkhop/linkhop/internal/jsonstr/jsonstrtest"
 	"github.com/linkhop/linkhop/resolve"
 	"github.com/linkhop/linkhop/webhooks"
 )
-
-// nasty are strings that take every branch of encoding/json's string escaping.
-var nasty = []string{
-	"", "plain", "https://sho.rt/a?b=c&d=<e>", `quote " and \ backslash`, "tab\tnl\ncr\r\b\f\x00\x1f",
-	"ünïcödé ✓ 😀", "line\u2028sep\u2029", "bad utf-8 \xff\xfe", "\x7f", "/slashes/", "<script>",
-}
-
-func randString(rng *rand.Rand) string {
-	if rng.IntN(3) == 0 {
-		return nasty[rng.IntN(len(nasty))]
-	}
-	var b strings.Builder
-	for range rng.IntN(30) {
-		b.WriteRune(rune(0x20 + rng.IntN(0x5f)))
-	}
-	return b.String()
-}
 
 func randTime(rng *rand.Rand) time.Time {
 	zones := []*time.Location{time.UTC, time.Local, time.FixedZone("x", 5*3600+30*60), time.FixedZone("y", -(9*3600 + 17)),
@@ -57,7 +40,7 @@ func randTime(rng *rand.Rand) time.Time {
 func TestAppendNewRecordMatchesMarshal(t *testing.T) {
 	t.Parallel()
 	rng := rand.New(rand.NewPCG(1, 2))
-	str := func() string { return randString(rng) }
+	str := func() string { return jsonstrtest.String(rng) }
 	opt := func() string {
 		if rng.IntN(2) == 0 {
 			return ""

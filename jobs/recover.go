@@ -91,7 +91,7 @@ func (h *ResolveHandler) Reap(ctx context.Context, ref LeaseRef) error {
 	if !requeue {
 		return nil
 	}
-	task, err := NewResolveTask(ref.JobID, ref.KeyID, h.Tasks)
+	task, err := NewResolveTask(ref.JobID, ref.KeyID, rec.URL, h.Tasks)
 	if err != nil {
 		return err
 	}

@@ -161,7 +161,7 @@ func TestSubmitOneMatchesSplit(t *testing.T) {
 	}
 	refRdb := redistest.New(t)
 	ref := jobs.NewQueue(refRdb, jobs.NewStore(refRdb, time.Hour), opts)
-	if err := ref.Ensure(context.Background(), jobs.Record{ID: "c", KeyID: "key_c"}); err != nil {
+	if err := ref.Ensure(context.Background(), jobs.Record{ID: "c", KeyID: "key_c", URL: "https://sho.rt/c"}); err != nil {
 		t.Fatal(err)
 	}
 	wantTask, err := asynq.NewInspectorFromRedisClient(refRdb).GetTaskInfo(jobs.QueueResolve, "c")

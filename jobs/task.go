@@ -2,8 +2,9 @@
 // record in Redis, submitting jobs, and the handlers the worker runs.
 //
 // A job id is a UUID and is also the asynq TaskID, so a job is queued at most once. Payloads
-// carry ids only; the record in Redis is the single source of truth, which makes handlers
-// idempotent under asynq's at-least-once delivery.
+// carry ids (and a resolve task its link's URL, so that the worker's first round trip can
+// read the cache too); the record in Redis is the single source of truth, which makes
+// handlers idempotent under asynq's at-least-once delivery.
 package jobs
 
 import (
@@ -31,10 +32,16 @@ const TypeResolve = "link:resolve"
 // QueueResolve is the asynq queue of resolve tasks.
 const QueueResolve = "resolve"
 
-// ResolvePayload is the payload of a TypeResolve task: ids only.
+// ResolvePayload is the payload of a TypeResolve task: the job's ids, and its link.
 type ResolvePayload struct {
 	JobID string `json:"job_id"`
 	KeyID string `json:"key_id"`
+	// URL is the job's link as submitted (the record's url, which never changes), so that the
+	// worker can ask for the cache and the link's upstream lock in the round trip that reads
+	// the record (docs/benchmarks.md#the-worker-in-four-round-trips). The record stays the
+	// source of truth: a task whose URL is not the record's is run from the record. Empty in
+	// tasks queued by versions before it, which the worker runs in one more round trip.
+	URL string `json:"url,omitempty"`
 	// Trace is the W3C trace context of the request that created the job, when tracing is on
 	// (docs/operations.md#tracing), so the worker's spans join the request's trace.
 	Trace map[string]string `json:"trace,omitempty"`
@@ -52,14 +59,14 @@ type TaskOptions struct {
 	Webhooks webhooks.Policy
 }
 
-// NewResolveTask builds the task of job jobID.
-func NewResolveTask(jobID, keyID string, o TaskOptions) (*asynq.Task, error) {
-	return newResolveTask(context.Background(), jobID, keyID, o)
+// NewResolveTask builds the task of job jobID of key keyID, whose link is url.
+func NewResolveTask(jobID, keyID, url string, o TaskOptions) (*asynq.Task, error) {
+	return newResolveTask(context.Background(), jobID, keyID, url, o)
 }
 
 // newResolveTask is NewResolveTask carrying the trace context of ctx.
-func newResolveTask(ctx context.Context, jobID, keyID string, o TaskOptions) (*asynq.Task, error) {
-	b, err := json.Marshal(ResolvePayload{JobID: jobID, KeyID: keyID, Trace: tracing.Inject(ctx)})
+func newResolveTask(ctx context.Context, jobID, keyID, url string, o TaskOptions) (*asynq.Task, error) {
+	b, err := json.Marshal(ResolvePayload{JobID: jobID, KeyID: keyID, URL: url, Trace: tracing.Inject(ctx)})
 	if err != nil {
 		return nil, fmt.Errorf("jobs: encoding payload: %w", err)
 	}
@@ -253,7 +260,7 @@ func (q *Queue) Submit(ctx context.Context, r *Record, cost int64) (Submitted, e
 // once per process (see enqueueMany). A server that turns out to be a Cluster node (the keys
 // are in different slots) makes this Queue split its submits from then on.
 func (q *Queue) submitOne(ctx context.Context, r *Record, rec []byte, claim string, cost int64, ks []string) (Submitted, error) {
-	msg, err := resolveTaskMessage(ctx, r.ID, r.KeyID, q.opts)
+	msg, err := resolveTaskMessage(ctx, r.ID, r.KeyID, r.URL, q.opts)
 	if err != nil {
 		return Submitted{}, err
 	}
@@ -395,7 +402,7 @@ func decodeCreate(id string, reply []any) (out Submitted, created bool, err erro
 // the same key then replays that job, and must get one that runs rather than one that stays
 // queued forever. The job id is the task id, so an existing task is never duplicated.
 func (q *Queue) Ensure(ctx context.Context, r Record) error {
-	task, err := NewResolveTask(r.ID, r.KeyID, q.opts)
+	task, err := NewResolveTask(r.ID, r.KeyID, r.URL, q.opts)
 	if err != nil {
 		return err
 	}

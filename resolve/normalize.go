@@ -21,13 +21,24 @@ func parseSubmitted(raw string) (*url.URL, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUnsupportedURL, err)
 	}
-	if err := checkFetchable(u); err != nil {
+	if err := checkParsed(raw, u); err != nil {
 		return nil, err
 	}
-	if u.User != nil {
-		return nil, fmt.Errorf("%w: userinfo is not allowed", ErrUnsupportedURL)
-	}
 	return u, nil
+}
+
+// checkParsed is parseSubmitted's checks of u, url.Parse's URL of raw.
+func checkParsed(raw string, u *url.URL) error {
+	if len(raw) > MaxURLLength {
+		return fmt.Errorf("%w: longer than %d characters", ErrUnsupportedURL, MaxURLLength)
+	}
+	if err := checkFetchable(u); err != nil {
+		return err
+	}
+	if u.User != nil {
+		return fmt.Errorf("%w: userinfo is not allowed", ErrUnsupportedURL)
+	}
+	return nil
 }
 
 // checkFetchable reports whether u is an absolute http(s) URL with a host.

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -57,6 +58,9 @@ type Service struct {
 	r    *Resolver
 	opts ServiceOptions
 	sf   singleflight.Group
+	// split makes LookupManyIn read each link with a GET of its own, as on Redis Cluster, where
+	// two links' keys are in different slots; see LookupManyIn.
+	split atomic.Bool
 }
 
 // NewService returns a Service over rdb and r with opts, defaults filled in.
@@ -82,7 +86,10 @@ func NewService(rdb redis.UniversalClient, r *Resolver, opts ServiceOptions) *Se
 	if opts.LatencySamples <= 0 {
 		opts.LatencySamples = DefaultLatencySamples
 	}
-	return &Service{rdb: rdb, r: r, opts: opts}
+	s := &Service{rdb: rdb, r: r, opts: opts}
+	_, cluster := rdb.(*redis.ClusterClient)
+	s.split.Store(cluster)
+	return s
 }
 
 // Resolver returns the underlying resolver.
@@ -125,6 +132,17 @@ func keysFor(norm string) urlKeys {
 	return urlKeys{rec: tag + "rec", lock: tag + "lock", fail: tag + "fail"}
 }
 
+// recKey is keysFor(norm).rec, built alone (in one allocation) for the cache reads.
+func recKey(norm string) string {
+	sum := sha256.Sum256([]byte(norm))
+	const pre = keyPrefix + "{"
+	var b [len(pre) + 32 + len("}:rec")]byte
+	n := copy(b[:], pre)
+	hex.Encode(b[n:], sum[:16])
+	copy(b[n+32:], "}:rec")
+	return string(b[:])
+}
+
 func latencyKey(providerID string) string { return keyPrefix + "lat:" + providerID }
 
 // Lookup is the API's cache read: found=true with the cached Result, or removed=true when the
@@ -144,7 +162,7 @@ func (s *Service) Lookup(ctx context.Context, rawURL string) (res Result, found,
 // LookupIn queues Lookup's read on p, for callers that batch it with their own commands in one
 // round trip; the returned function decodes the reply after p has been executed.
 func (s *Service) LookupIn(ctx context.Context, p redis.Pipeliner, rawURL string) func() (res Result, found, removed bool, err error) {
-	e, err := s.Entry(rawURL)
+	e, err := s.Entry(Link{Raw: rawURL})
 	if err != nil {
 		return func() (Result, bool, bool, error) { return Result{}, false, false, err }
 	}
@@ -163,14 +181,20 @@ type CacheEntry struct {
 	u      *url.URL
 }
 
-// Entry returns the cache entry of rawURL; an error for a URL that cannot be submitted.
-func (s *Service) Entry(rawURL string) (CacheEntry, error) {
-	u, err := parseSubmitted(rawURL)
+// Entry returns the cache entry of link l (its URL checked, not parsed again, when l has it);
+// an error for a URL that cannot be submitted.
+func (s *Service) Entry(l Link) (CacheEntry, error) {
+	u, err := l.URL, error(nil)
+	if u == nil {
+		u, err = parseSubmitted(l.Raw)
+	} else {
+		err = checkParsed(l.Raw, u)
+	}
 	if err != nil {
 		return CacheEntry{}, err
 	}
 	norm := normalized(u)
-	return CacheEntry{Key: keysFor(norm).rec, s: s, rawURL: rawURL, norm: norm, u: u}, nil
+	return CacheEntry{Key: recKey(norm), s: s, rawURL: l.Raw, norm: norm, u: u}, nil
 }
 
 // Decode reads the entry's value as LookupIn does: found with the cached Result, removed when
@@ -179,6 +203,100 @@ func (s *Service) Entry(rawURL string) (CacheEntry, error) {
 func (e CacheEntry) Decode(raw []byte) (res Result, found, removed bool) {
 	res, found, removed, _ = e.s.fromRecord(raw, e.rawURL, e.norm, e.u)
 	return res, found, removed
+}
+
+// Link is one link of LookupManyIn: the text submitted and, when the caller parsed it already,
+// url.Parse's URL of that text, which is then checked but not parsed again.
+type Link struct {
+	Raw string
+	URL *url.URL
+}
+
+// LookupManyIn queues the cache reads of links on p, as LookupIn does for one, and returns a
+// function that decodes the read of links[i] after p has run. On a single Redis or through
+// Sentinel the reads are one MGET, which Redis serves for about the cost of one GET plus the
+// lookups; on Redis Cluster, where the keys of two links are in different slots, a GET each.
+// A server that turns out to be a Cluster node (CROSSSLOT) is read again with GETs in a round
+// trip of their own, and from then on with GETs.
+func (s *Service) LookupManyIn(ctx context.Context, p redis.Pipeliner, links []Link) func(i int) (res Result, found, removed bool, err error) {
+	type parsed struct {
+		u    *url.URL
+		norm string
+		err  error
+	}
+	ls := make([]parsed, len(links))
+	ks := make([]string, 0, len(links))
+	at := make([]int, len(links)) // index of each link's key in ks, -1 when it is not fetchable
+	for i, l := range links {
+		u, err := l.URL, error(nil)
+		if u == nil {
+			u, err = parseSubmitted(l.Raw)
+		} else {
+			err = checkParsed(l.Raw, u)
+		}
+		if err != nil {
+			ls[i].err, at[i] = err, -1
+			continue
+		}
+		ls[i] = parsed{u: u, norm: normalized(u)}
+		at[i] = len(ks)
+		ks = append(ks, recKey(ls[i].norm))
+	}
+	get := func(p redis.Pipeliner) []*redis.StringCmd {
+		cmds := make([]*redis.StringCmd, len(ks))
+		for j, k := range ks {
+			cmds[j] = p.Get(ctx, k)
+		}
+		return cmds
+	}
+	var (
+		gets []*redis.StringCmd
+		mget *redis.SliceCmd
+	)
+	if s.split.Load() || len(ks) < 2 {
+		gets = get(p)
+	} else if len(ks) > 0 {
+		mget = p.MGet(ctx, ks...)
+	}
+	var vals []any
+	var readErr error
+	read := func() {
+		if mget == nil {
+			return
+		}
+		m := mget
+		mget = nil
+		vals, readErr = m.Result()
+		if readErr != nil && strings.HasPrefix(readErr.Error(), "CROSSSLOT") {
+			s.split.Store(true)
+			_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+				gets = get(p)
+				return nil
+			})
+			vals, readErr = nil, nil
+		}
+		if readErr == nil && gets == nil && len(vals) != len(ks) {
+			readErr = fmt.Errorf("MGET answered %d values for %d keys", len(vals), len(ks))
+		}
+	}
+	return func(i int) (Result, bool, bool, error) {
+		l := ls[i]
+		if l.err != nil {
+			return Result{}, false, false, l.err
+		}
+		read()
+		if gets != nil {
+			return s.decodeLookup(gets[at[i]], links[i].Raw, l.norm, l.u)
+		}
+		if readErr != nil {
+			return Result{}, false, false, fmt.Errorf("resolve cache read: %w", readErr)
+		}
+		v, ok := vals[at[i]].(string)
+		if !ok {
+			return Result{}, false, false, nil // nil: a miss (MGET answers nil for a key of another type too)
+		}
+		return s.fromRecord([]byte(v), links[i].Raw, l.norm, l.u)
+	}
 }
 
 func (s *Service) fromRecord(raw []byte, rawURL, norm string, u *url.URL) (Result, bool, bool, error) {

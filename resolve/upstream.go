@@ -11,8 +11,8 @@ import (
 
 // Upstream is one worker's resolve of a link taken in steps whose Redis calls the caller adds
 // to pipelines of its own, so that a job costs its worker few round trips
-// (docs/benchmarks.md#the-worker-in-five-round-trips): LookupIn with the caller's first reads,
-// LockIn with its next write, then Resolve (or Resume), then PublishIn with its last write.
+// (docs/benchmarks.md#the-worker-in-four-round-trips): LookupIn and LockIn with the caller's
+// first reads, then Resolve (or Resume), then PublishIn with its last write.
 // The outcome is Service.Resolve's: the cache, one upstream resolve per URL across workers,
 // and waiting for another worker's resolve of the same URL.
 type Upstream struct {
@@ -80,7 +80,10 @@ func (up *Upstream) Resolve(ctx context.Context) (Result, error) {
 	return up.s.Resolve(ctx, up.rawURL)
 }
 
-// Resume finishes a walk that Resolve parked; PublishIn stores its outcome.
+// Resume finishes a walk that Resolve parked; PublishIn stores its outcome. When LockIn took
+// the link's lock, the resumed walk holds it (the link's other resolves wait for its outcome)
+// and PublishIn releases it; when another resolve holds it, the walk resumes without, as
+// Service.Resume does, and PublishIn leaves that lock alone.
 func (up *Upstream) Resume(ctx context.Context, c *Continuation) (Result, error) {
 	up.open = true
 	return up.s.r.Resume(ctx, up.rawURL, c)

@@ -69,6 +69,12 @@ func runDevWith(ctx context.Context, cfg config.Config, out io.Writer, ready fun
 		cfg.LogFormat = "text"
 	}
 	log := app.NewLogger(cfg, os.Stderr)
+	if cfg.RedisMinReplicasAck > 0 {
+		// The embedded Redis has no replicas: waiting for any would refuse every submit.
+		log.Warn("REDIS_MIN_REPLICAS_ACK is ignored in dev mode: the embedded Redis has no replicas",
+			"REDIS_MIN_REPLICAS_ACK", cfg.RedisMinReplicasAck)
+		cfg.RedisMinReplicasAck = 0
+	}
 
 	demoProvider := resolve.Provider{ID: "linkhop-demo", Label: "linkhop dev-mode demo shortener",
 		Hosts: []string{demoHost}, Tier: resolve.TierStandard}

@@ -194,6 +194,77 @@ func pollDone(t *testing.T, poll, token string) map[string]any {
 	}
 }
 
+// devRun is dev mode started by startDev.
+type devRun struct {
+	base, token, banner string
+	cancel              context.CancelFunc
+	done                chan error
+}
+
+// startDev runs dev mode with cfg until stop, and waits until it serves.
+func startDev(t *testing.T, cfg config.Config) *devRun {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var out bytes.Buffer
+	d := &devRun{cancel: cancel, done: make(chan error, 1)}
+	readyc := make(chan struct{})
+	go func() {
+		d.done <- runDevWith(ctx, cfg, &out, func(dp deps, token string) {
+			d.base, d.token = "http://"+printable(dp.ln.Addr()), token
+			close(readyc)
+		})
+	}()
+	select {
+	case <-readyc:
+	case err := <-d.done:
+		cancel()
+		t.Fatalf("dev mode exited: %v", err)
+	case <-time.After(20 * time.Second):
+		cancel()
+		t.Fatal("dev mode did not start")
+	}
+	d.banner = out.String()
+	return d
+}
+
+func (d *devRun) stop(t *testing.T) {
+	t.Helper()
+	d.cancel()
+	if err := <-d.done; err != nil {
+		t.Errorf("dev mode shutdown: %v", err)
+	}
+}
+
+// TestDevModeReplicaAck: dev mode's embedded Redis has no replicas, so a REDIS_MIN_REPLICAS_ACK
+// left in the environment must not make every submit wait for replicas and fail.
+func TestDevModeReplicaAck(t *testing.T) {
+	cfg, err := config.Load(config.API, func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.HTTPAddr, cfg.ShutdownTimeout = "127.0.0.1:0", 2*time.Second
+	cfg.RedisMinReplicasAck, cfg.RedisMinReplicasTimeout = 1, 50*time.Millisecond
+	s := startDev(t, cfg)
+	req, _ := http.NewRequest("POST", s.base+"/v1/resolve", strings.NewReader(`{"url":"http://`+demoHost+`/ack"}`))
+	req.Header.Set("Authorization", "Bearer "+s.token)
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body map[string]any
+	_ = json.NewDecoder(res.Body).Decode(&body)
+	res.Body.Close()
+	if res.StatusCode != 202 {
+		t.Fatalf("submit with REDIS_MIN_REPLICAS_ACK=1 in dev mode gave %d %v", res.StatusCode, body)
+	}
+	job := pollDone(t, s.base+body["poll_url"].(string), s.token)
+	if job["target_url"] != "https://example.com/ack" {
+		t.Errorf("job %v", job)
+	}
+	s.stop(t)
+}
+
 func TestDevModeAnyHost(t *testing.T) {
 	// A "real link" on loopback: dev mode allows private targets, and -any-host takes any host.
 	site := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -209,28 +280,9 @@ func TestDevModeAnyHost(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg.HTTPAddr, cfg.ShutdownTimeout, cfg.ResolveAnyHost = "127.0.0.1:0", 2*time.Second, true
-	ctx, cancel := context.WithCancel(context.Background())
-	var out bytes.Buffer
-	type started struct {
-		base, token string
-	}
-	readyc := make(chan started, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- runDevWith(ctx, cfg, &out, func(d deps, token string) {
-			readyc <- started{"http://" + printable(d.ln.Addr()), token}
-		})
-	}()
-	var s started
-	select {
-	case s = <-readyc:
-	case err := <-done:
-		t.Fatalf("dev mode exited: %v", err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("dev mode did not start")
-	}
-	if !strings.Contains(out.String(), "Any-host mode:   on") {
-		t.Errorf("banner does not say any-host mode is on:\n%s", out.String())
+	s := startDev(t, cfg)
+	if !strings.Contains(s.banner, "Any-host mode:   on") {
+		t.Errorf("banner does not say any-host mode is on:\n%s", s.banner)
 	}
 	req, _ := http.NewRequest("POST", s.base+"/v1/resolve", strings.NewReader(`{"url":"`+site.URL+`/short"}`))
 	req.Header.Set("Authorization", "Bearer "+s.token)
@@ -249,10 +301,7 @@ func TestDevModeAnyHost(t *testing.T) {
 	if job["target_url"] != site.URL+"/landing" || job["provider"] != nil {
 		t.Errorf("job %v", job)
 	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Errorf("dev mode shutdown: %v", err)
-	}
+	s.stop(t)
 }
 
 func TestBadConfigExits2(t *testing.T) {

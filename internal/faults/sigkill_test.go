@@ -50,6 +50,15 @@ func TestWorkerSIGKILLMidResolve(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("worker-a did not start the resolve")
 	}
+	// A resolve still going after 100 ms shows its job running (docs/api.md#get-v1jobsjob_id).
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if r, _ := s.store.Get(context.Background(), keyID, id); r.Status == jobs.StatusRunning {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the job did not show running while worker-a resolved it")
+		}
+	}
 
 	killedAt := time.Now()
 	a.signal(syscall.SIGKILL)

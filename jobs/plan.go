@@ -27,7 +27,7 @@ import (
 // message, now in ns, the scope the request needs.
 //
 // The cost applies, and the record holds it as "credits_held", only when the key has a credit
-// balance: f is the key's record as the admission read it. Reply: {4, ''} when the key lacks
+// balance: f is the key's record as the admission read it. Reply: {4, ""} when the key lacks
 // the scope, {5, the cache entry} when the link has one (nothing written either way), else
 // submitLua's.
 var thenSubmit = quota.NewThen(keys.HasScopeLua + keys.Script(submitLua+`

@@ -116,7 +116,9 @@ func submitSequence(t *testing.T, rdb *redis.Client, submit func(r *jobs.Record,
 }
 
 func submitWith(q *jobs.Queue) func(r *jobs.Record, cost int64) (jobs.Submitted, error) {
-	return func(r *jobs.Record, cost int64) (jobs.Submitted, error) { return q.Submit(context.Background(), r, cost) }
+	return func(r *jobs.Record, cost int64) (jobs.Submitted, error) {
+		return q.Submit(context.Background(), r, cost)
+	}
 }
 
 // TestSubmitOneMatchesSplit: a submit in one script (a single Redis, Sentinel) and a submit in

@@ -165,8 +165,11 @@ func TestLeaseStoppedWorkerIsFenced(t *testing.T) {
 func TestLeaseSlowButAliveIsNotReaped(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
-	holder := jobs.NewLeases(srv.Client(t), jobs.LeaseOptions{TTL: leaseTTL})
-	reaper := jobs.NewLeases(srv.Client(t), jobs.LeaseOptions{TTL: leaseTTL})
+	// A longer TTL than the other tests': the holder's beat (every TTL/5) must not miss a whole
+	// TTL even on a loaded machine running the race detector, where 300 ms was seen to pass.
+	const ttl = time.Second
+	holder := jobs.NewLeases(srv.Client(t), jobs.LeaseOptions{TTL: ttl})
+	reaper := jobs.NewLeases(srv.Client(t), jobs.LeaseOptions{TTL: ttl})
 	var reaped atomic.Int64
 	reaper.OnLapse(jobs.LeaseResolve, func(context.Context, jobs.LeaseRef) error { reaped.Add(1); return nil })
 	holder.Start()
@@ -175,10 +178,10 @@ func TestLeaseSlowButAliveIsNotReaped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	until := time.Now().Add(10 * leaseTTL)
+	until := time.Now().Add(4 * ttl)
 	for time.Now().Before(until) {
 		reaper.Beat(context.Background())
-		time.Sleep(leaseTTL / 4)
+		time.Sleep(ttl / 4)
 	}
 	if reaped.Load() != 0 || l.Lost() || ctx.Err() != nil {
 		t.Fatalf("a live holder's lease was reaped (%d) or lost (%v)", reaped.Load(), l.Lost())
@@ -188,7 +191,7 @@ func TestLeaseSlowButAliveIsNotReaped(t *testing.T) {
 		t.Error("the lease's context lives on after Release")
 	}
 	// A released lease is never reaped, even when its process then dies without beating again.
-	time.Sleep(3 * leaseTTL)
+	time.Sleep(2 * ttl)
 	reaper.Beat(context.Background())
 	if reaped.Load() != 0 {
 		t.Error("a released lease was reaped")

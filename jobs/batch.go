@@ -221,6 +221,15 @@ return #ids`)
 // queue names its Inspector lists, and one task's hash.
 const allQueuesKey = "asynq:queues"
 
+// PublishQueues writes linkhop's queue names to asynq's set of queues, which its Inspector
+// (the queue metrics, the queue UI) lists. asynq's Client, and a Queue, write a name once per
+// process; a failover to a replica that had not received that write loses it until the next
+// process starts, and the queue disappears from the metrics (and from a scaler reading them)
+// while its tasks still run. The queue metrics call this at every scrape, so the set heals.
+func PublishQueues(ctx context.Context, rdb redis.UniversalClient) error {
+	return rdb.SAdd(ctx, allQueuesKey, QueueResolve, QueueWebhooks).Err()
+}
+
 func taskKey(queue, id string) string { return "asynq:{" + queue + "}:t:" + id }
 
 // resolveTaskMessage is the asynq task message of job id's resolve task, encoded as asynq

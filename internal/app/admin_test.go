@@ -1,6 +1,7 @@
 package app_test
 
 import (
+	"context"
 	"testing"
 
 	"github.com/hibiken/asynq"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/linkhop/linkhop/internal/app"
 	"github.com/linkhop/linkhop/internal/redistest"
+	"github.com/linkhop/linkhop/jobs"
 )
 
 // TestQueueMetrics: asynq's collector reports the queues in Redis under linkhop_asynq_*.
@@ -61,5 +63,44 @@ func TestQueueMetrics(t *testing.T) {
 	}
 	if v := value("linkhop_asynq_queue_latency_seconds", map[string]string{"queue": "resolve"}); v < 0 {
 		t.Errorf("latency %v", v)
+	}
+}
+
+// TestQueueMetricsAfterLostQueueNames: asynq lists a queue only while its name is in asynq's
+// set of queues, which a process writes once; a failover can lose that write. linkhop's
+// queues are reported even then, their tasks counted.
+func TestQueueMetricsAfterLostQueueNames(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.New(t)
+	reg := prometheus.NewRegistry()
+	app.RegisterQueueMetrics(reg, rdb)
+	if _, err := asynq.NewClientFromRedisClient(rdb).Enqueue(asynq.NewTask("test:task", nil), asynq.Queue(jobs.QueueResolve)); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.Del(context.Background(), "asynq:queues").Err(); err != nil { // as a failover that lost the write
+		t.Fatal(err)
+	}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sizes := map[string]float64{}
+	for _, f := range families {
+		if f.GetName() != "linkhop_asynq_queue_size" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "queue" {
+					sizes[l.GetValue()] = m.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	if sizes[jobs.QueueResolve] != 1 {
+		t.Errorf("resolve queue size %v (all: %v), want 1", sizes[jobs.QueueResolve], sizes)
+	}
+	if _, ok := sizes[jobs.QueueWebhooks]; !ok {
+		t.Errorf("no series for the webhooks queue: %v", sizes)
 	}
 }

@@ -1,15 +1,21 @@
 package app
 
 import (
+	"context"
+	"time"
+
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/linkhop/linkhop/jobs"
 )
 
 // queueCollector reports asynq's queues from Redis at every scrape (docs/operations.md#metrics).
 // It replaces asynq's x/metrics collector, whose gauges end in _total (promlint refuses them)
 // and which logs plain text into the JSON log stream on every scrape while Redis is down.
 type queueCollector struct {
+	rdb                                                     redis.UniversalClient
 	inspector                                               *asynq.Inspector
 	size, tasks, latency, memory, processed, failed, paused *prometheus.Desc
 	scrapeErrors                                            prometheus.Counter
@@ -21,6 +27,7 @@ func newQueueCollector(rdb redis.UniversalClient) *queueCollector {
 		return prometheus.NewDesc("linkhop_asynq_"+name, help, labels, nil)
 	}
 	return &queueCollector{
+		rdb:       rdb,
 		inspector: asynq.NewInspectorFromRedisClient(rdb),
 		size:      d("queue_size", "Tasks in the queue, in every state.", q),
 		tasks:     d("tasks", "Tasks in the queue by state (pending, active, scheduled, retry, archived, completed, aggregating).", []string{"queue", "state"}),
@@ -48,6 +55,14 @@ func (c *queueCollector) Describe(ch chan<- *prometheus.Desc) {
 // readiness probe and the API's 503s already say Redis is down.
 func (c *queueCollector) Collect(ch chan<- prometheus.Metric) {
 	defer c.scrapeErrors.Collect(ch)
+	// linkhop's queues are listed even when asynq's set of queues lost their names (a
+	// failover): jobs.PublishQueues.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := jobs.PublishQueues(ctx, c.rdb); err != nil {
+		c.scrapeErrors.Inc()
+		return
+	}
 	queues, err := c.inspector.Queues()
 	if err != nil {
 		c.scrapeErrors.Inc()

@@ -255,7 +255,6 @@ func Cluster(tb testing.TB, primaries, replicasEach int, auth redis.Options, con
 	return prim, repl
 }
 
-// busPort reads the cluster bus port of n from its configuration.
 // ClusterClient is a client of the Redis Cluster whose primaries are nodes, closed when the
 // test ends.
 func ClusterClient(tb testing.TB, nodes []*Node) *redis.ClusterClient {
@@ -269,6 +268,7 @@ func ClusterClient(tb testing.TB, nodes []*Node) *redis.ClusterClient {
 	return cc
 }
 
+// busPort reads the cluster bus port of n from its configuration.
 func busPort(tb testing.TB, c *redis.Client) int {
 	v, err := c.ConfigGet(context.Background(), "cluster-port").Result()
 	if err != nil {

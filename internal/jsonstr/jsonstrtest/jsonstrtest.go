@@ -24,13 +24,13 @@ func String(rng *rand.Rand) string {
 	for range rng.IntN(30) {
 		switch rng.IntN(10) {
 		case 0:
-			b.WriteRune(rune(rng.IntN(0x80)))
+			b.WriteRune(rng.Int32N(0x80))
 		case 1:
-			b.WriteRune(rune(rng.IntN(0x3000)))
+			b.WriteRune(rng.Int32N(0x3000))
 		case 2:
-			b.WriteByte(byte(rng.IntN(256))) // possibly invalid UTF-8
+			b.WriteByte(byte(rng.Uint32() >> 24)) //nolint:gosec // the top 8 bits: possibly invalid UTF-8
 		case 3:
-			b.WriteRune(rune(0x20 + rng.IntN(0x5f))) // any printable ASCII
+			b.WriteRune(0x20 + rng.Int32N(0x5f)) // any printable ASCII
 		default:
 			b.WriteByte("abcxyz019-_./:?=%"[rng.IntN(17)])
 		}

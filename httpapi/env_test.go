@@ -54,24 +54,13 @@ type envOptions struct {
 
 func newEnv(t *testing.T, o envOptions) *env {
 	t.Helper()
-	var args []string
+	var srv *redistest.Server
 	if o.clusterNode {
-		args = []string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"}
+		srv = redistest.StartClusterNode(t)
+	} else {
+		srv = redistest.Start(t)
 	}
-	srv := redistest.Start(t, args...)
 	e := &env{t: t, redis: srv, rdb: srv.Client(t)}
-	if o.clusterNode {
-		ctx := context.Background()
-		if err := e.rdb.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", 0, 16383).Err(); err != nil {
-			t.Fatal(err)
-		}
-		for deadline := time.Now().Add(10 * time.Second); !strings.Contains(e.rdb.ClusterInfo(ctx).Val(), "cluster_state:ok"); {
-			if time.Now().After(deadline) {
-				t.Fatal("the cluster node is not ready")
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
 	fn := o.shortFn
 	if fn == nil {
 		fn = func(w http.ResponseWriter, r *http.Request) {

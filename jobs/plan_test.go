@@ -168,11 +168,7 @@ func TestPlanBranches(t *testing.T) {
 func TestPlanLostReply(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	rdb := redistest.New(t)
-	hook := &loseReply{}
-	rdb.AddHook(hook)
-	store := jobs.NewStore(rdb, time.Hour)
-	q := jobs.NewQueue(rdb, store, jobs.TaskOptions{})
+	rdb, hook, store, q := lossyQueue(t)
 	l := quota.New(rdb)
 	apiKey(t, rdb, "key_l", keys.FieldCredits, 5)
 	if _, err := planOutcome(t, rdb, q, l, &jobs.Record{ID: "warm", KeyID: "key_l", URL: "https://sho.rt/w"}, 1, noCache); err != nil {
@@ -235,15 +231,8 @@ func TestPlanReplicas(t *testing.T) {
 // admit again without it, and the queue submits in two steps from then on (no more Plans).
 func TestPlanOnClusterNode(t *testing.T) {
 	t.Parallel()
-	srv := redistest.Start(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
 	ctx := context.Background()
-	node := srv.Client(t)
-	if err := node.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", 0, 16383).Err(); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 10*time.Second, "cluster state ok", func() bool {
-		return strings.Contains(node.ClusterInfo(ctx).Val(), "cluster_state:ok")
-	})
+	node := redistest.StartClusterNode(t).Client(t)
 	apiKey(t, node, "key_n")
 	q := jobs.NewQueue(node, jobs.NewStore(node, time.Hour), jobs.TaskOptions{})
 	l := quota.New(node)

@@ -180,15 +180,8 @@ func TestSubmitOneMatchesSplit(t *testing.T) {
 // submits in two steps from then on.
 func TestSubmitOnClusterNode(t *testing.T) {
 	t.Parallel()
-	srv := redistest.Start(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
 	ctx := context.Background()
-	node := srv.Client(t)
-	if err := node.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", 0, 16383).Err(); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 10*time.Second, "cluster state ok", func() bool {
-		return strings.Contains(node.ClusterInfo(ctx).Val(), "cluster_state:ok")
-	})
+	node := redistest.StartClusterNode(t).Client(t)
 	hook := &tripHook{}
 	node.AddHook(hook)
 	store := jobs.NewStore(node, time.Hour)
@@ -263,6 +256,16 @@ func TestSubmitRoundTrips(t *testing.T) {
 // loseReply makes the next pipeline's replies look lost (as a connection that broke after
 // Redis ran the commands): every command of it fails with io.ErrUnexpectedEOF. With unsent,
 // the pipeline is not sent at all (a connection that broke before).
+// lossyQueue is a Queue on a Redis whose client can lose the reply of the next call (hook).
+func lossyQueue(t *testing.T) (*redis.Client, *loseReply, *jobs.Store, *jobs.Queue) {
+	t.Helper()
+	rdb := redistest.New(t)
+	hook := &loseReply{}
+	rdb.AddHook(hook)
+	store := jobs.NewStore(rdb, time.Hour)
+	return rdb, hook, store, jobs.NewQueue(rdb, store, jobs.TaskOptions{})
+}
+
 type loseReply struct {
 	armed  atomic.Bool
 	unsent bool
@@ -292,11 +295,7 @@ func (h *loseReply) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pr
 func TestSubmitLostReply(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	rdb := redistest.New(t)
-	hook := &loseReply{}
-	rdb.AddHook(hook)
-	store := jobs.NewStore(rdb, time.Hour)
-	q := jobs.NewQueue(rdb, store, jobs.TaskOptions{})
+	rdb, hook, store, q := lossyQueue(t)
 	if err := rdb.HSet(ctx, keys.RecordKey("key_l"), keys.FieldCredits, 5).Err(); err != nil {
 		t.Fatal(err)
 	}

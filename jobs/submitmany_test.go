@@ -269,11 +269,7 @@ func TestSubmitBatchExistingID(t *testing.T) {
 func TestSubmitBatchLostReply(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	rdb := redistest.New(t)
-	hook := &loseReply{}
-	rdb.AddHook(hook)
-	store := jobs.NewStore(rdb, time.Hour)
-	q := jobs.NewQueue(rdb, store, jobs.TaskOptions{})
+	rdb, hook, store, q := lossyQueue(t)
 	const keyID = "key_lb"
 	if err := rdb.HSet(ctx, keys.RecordKey(keyID), keys.FieldCredits, 5).Err(); err != nil {
 		t.Fatal(err)

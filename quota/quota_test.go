@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -617,19 +616,9 @@ func TestCheckErrors(t *testing.T) {
 // different hash slots fails there with CROSSSLOT.
 func TestRedisCluster(t *testing.T) {
 	t.Parallel()
-	srv := redistest.Start(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
 	ctx := context.Background()
+	srv := redistest.StartClusterNode(t)
 	node := srv.Client(t)
-	if err := node.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", 0, 16383).Err(); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(node.ClusterInfo(ctx).Val(), "cluster_state:ok") {
-		if time.Now().After(deadline) {
-			t.Fatal("cluster state never became ok")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{srv.Addr}})
 	t.Cleanup(func() { _ = cc.Close() })
 	l := New(cc)

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/redis/go-redis/v9"
@@ -123,18 +122,8 @@ func TestLookupManyInOnClusterNode(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, Options{})
 	e.handle("short.test/x", redirect("https://dest.example/x", http.StatusFound))
-	srv := redistest.Start(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
-	node := srv.Client(t)
-	if err := node.Do(ctxT(t), "CLUSTER", "ADDSLOTSRANGE", 0, 16383).Err(); err != nil {
-		t.Fatal(err)
-	}
+	node := redistest.StartClusterNode(t).Client(t)
 	s := NewService(node, e.res, ServiceOptions{})
-	for !strings.Contains(node.ClusterInfo(ctxT(t)).Val(), "cluster_state:ok") {
-		if ctxT(t).Err() != nil {
-			t.Fatal("cluster state not ok")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 	if _, err := s.Resolve(ctxT(t), "http://short.test/x"); err != nil {
 		t.Fatal(err)
 	}

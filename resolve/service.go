@@ -184,12 +184,7 @@ type CacheEntry struct {
 // Entry returns the cache entry of link l (its URL checked, not parsed again, when l has it);
 // an error for a URL that cannot be submitted.
 func (s *Service) Entry(l Link) (CacheEntry, error) {
-	u, err := l.URL, error(nil)
-	if u == nil {
-		u, err = parseSubmitted(l.Raw)
-	} else {
-		err = checkParsed(l.Raw, u)
-	}
+	u, err := l.checked()
 	if err != nil {
 		return CacheEntry{}, err
 	}
@@ -212,6 +207,14 @@ type Link struct {
 	URL *url.URL
 }
 
+// checked is l's URL: parsed from Raw, or the caller's, checked as a submitted URL is.
+func (l Link) checked() (*url.URL, error) {
+	if l.URL == nil {
+		return parseSubmitted(l.Raw)
+	}
+	return l.URL, checkParsed(l.Raw, l.URL)
+}
+
 // LookupManyIn queues the cache reads of links on p, as LookupIn does for one, and returns a
 // function that decodes the read of links[i] after p has run. On a single Redis or through
 // Sentinel the reads are one MGET, which Redis serves for about the cost of one GET plus the
@@ -228,12 +231,7 @@ func (s *Service) LookupManyIn(ctx context.Context, p redis.Pipeliner, links []L
 	ks := make([]string, 0, len(links))
 	at := make([]int, len(links)) // index of each link's key in ks, -1 when it is not fetchable
 	for i, l := range links {
-		u, err := l.URL, error(nil)
-		if u == nil {
-			u, err = parseSubmitted(l.Raw)
-		} else {
-			err = checkParsed(l.Raw, u)
-		}
+		u, err := l.checked()
 		if err != nil {
 			ls[i].err, at[i] = err, -1
 			continue

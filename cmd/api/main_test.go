@@ -227,6 +227,23 @@ func startDev(t *testing.T, cfg config.Config) *devRun {
 	return d
 }
 
+// submit posts link to the dev-mode API with its key: the status and the JSON body.
+func (d *devRun) submit(t *testing.T, link string) (int, map[string]any) {
+	t.Helper()
+	b, _ := json.Marshal(map[string]string{"url": link})
+	req, _ := http.NewRequest("POST", d.base+"/v1/resolve", bytes.NewReader(b))
+	req.Header.Set("Authorization", "Bearer "+d.token)
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var body map[string]any
+	_ = json.NewDecoder(res.Body).Decode(&body)
+	return res.StatusCode, body
+}
+
 func (d *devRun) stop(t *testing.T) {
 	t.Helper()
 	d.cancel()
@@ -245,22 +262,13 @@ func TestDevModeReplicaAck(t *testing.T) {
 	cfg.HTTPAddr, cfg.ShutdownTimeout = "127.0.0.1:0", 2*time.Second
 	cfg.RedisMinReplicasAck, cfg.RedisMinReplicasTimeout = 1, 50*time.Millisecond
 	s := startDev(t, cfg)
-	req, _ := http.NewRequest("POST", s.base+"/v1/resolve", strings.NewReader(`{"url":"http://`+demoHost+`/ack"}`))
-	req.Header.Set("Authorization", "Bearer "+s.token)
-	req.Header.Set("Content-Type", "application/json")
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var body map[string]any
-	_ = json.NewDecoder(res.Body).Decode(&body)
-	res.Body.Close()
-	if res.StatusCode != 202 {
-		t.Fatalf("submit with REDIS_MIN_REPLICAS_ACK=1 in dev mode gave %d %v", res.StatusCode, body)
-	}
-	job := pollDone(t, s.base+body["poll_url"].(string), s.token)
-	if job["target_url"] != "https://example.com/ack" {
-		t.Errorf("job %v", job)
+	if st, body := s.submit(t, "http://"+demoHost+"/ack"); st != 202 {
+		t.Fatalf("submit with REDIS_MIN_REPLICAS_ACK=1 in dev mode gave %d %v", st, body)
+	} else {
+		job := pollDone(t, s.base+body["poll_url"].(string), s.token)
+		if job["target_url"] != "https://example.com/ack" {
+			t.Errorf("job %v", job)
+		}
 	}
 	s.stop(t)
 }
@@ -284,18 +292,9 @@ func TestDevModeAnyHost(t *testing.T) {
 	if !strings.Contains(s.banner, "Any-host mode:   on") {
 		t.Errorf("banner does not say any-host mode is on:\n%s", s.banner)
 	}
-	req, _ := http.NewRequest("POST", s.base+"/v1/resolve", strings.NewReader(`{"url":"`+site.URL+`/short"}`))
-	req.Header.Set("Authorization", "Bearer "+s.token)
-	req.Header.Set("Content-Type", "application/json")
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var body map[string]any
-	_ = json.NewDecoder(res.Body).Decode(&body)
-	res.Body.Close()
-	if res.StatusCode != 202 {
-		t.Fatalf("any-host link gave %d %v", res.StatusCode, body)
+	st, body := s.submit(t, site.URL+"/short")
+	if st != 202 {
+		t.Fatalf("any-host link gave %d %v", st, body)
 	}
 	job := pollDone(t, s.base+body["poll_url"].(string), s.token)
 	if job["target_url"] != site.URL+"/landing" || job["provider"] != nil {

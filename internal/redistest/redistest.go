@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -73,6 +74,26 @@ func New(tb testing.TB) *redis.Client {
 }
 
 // Client returns a new client of the server, closed at cleanup.
+// StartClusterNode starts a one-node Redis Cluster that holds every slot and waits until the
+// cluster is ok: for tests of what a plain client meets on a Cluster node (CROSSSLOT for a
+// script or command whose keys span slots).
+func StartClusterNode(tb testing.TB) *Server {
+	tb.Helper()
+	s := Start(tb, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+	c := s.Client(tb)
+	ctx := context.Background()
+	if err := c.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", 0, 16383).Err(); err != nil {
+		tb.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(c.ClusterInfo(ctx).Val(), "cluster_state:ok"); {
+		if time.Now().After(deadline) {
+			tb.Fatal("redistest: the cluster node is not ok after 10s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return s
+}
+
 func (s *Server) Client(tb testing.TB) *redis.Client {
 	c := redis.NewClient(&redis.Options{Addr: s.Addr})
 	tb.Cleanup(func() { _ = c.Close() })

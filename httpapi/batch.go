@@ -169,8 +169,9 @@ type batchSlot struct {
 // Sentinel: (1) authentication with the admission of every valid item and their cache lookups
 // (one MGET), (2) one script that takes the quota and credits, creates the jobs with their
 // idempotency claims and enqueues their tasks; on Redis Cluster the lookups are a GET each and
-// the tasks are enqueued by a third (jobs.Queue.SubmitBatch). A failure of the service after admission gives everything back and answers 503, so, as
-// for a single request, a non-2xx answer means nothing was created, queued or charged.
+// the tasks are enqueued by a third (jobs.Queue.SubmitBatch). A failure of the service after
+// admission gives everything back and answers 503, so, as for a single request, a non-2xx
+// answer means nothing was created, queued or charged.
 func (s *Server) postResolveBatch(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	reqs, bad := s.parseBatch(w, r)

@@ -112,9 +112,8 @@ type scriptFields struct {
 
 // Script expands a Lua script's template: {{.Hash}}, {{.Scopes}}, {{.RateLimit}},
 // {{.DailyQuota}}, {{.Credits}} and {{.RevokedAt}} become the quoted names of those record
-// fields. It panics
-// on any other name, at the caller's package initialisation, so a script naming a field the
-// record does not have fails every test of its package.
+// fields. It panics on any other name, at the caller's package initialisation, so a script
+// naming a field the record does not have fails every test of its package.
 func Script(src string) string {
 	t := template.Must(template.New("script").Option("missingkey=error").Parse(src))
 	q := func(s string) string { return "'" + s + "'" }

@@ -299,11 +299,23 @@ func TestSubmitLostReply(t *testing.T) {
 	if err := rdb.HSet(ctx, keys.RecordKey("key_l"), keys.FieldCredits, 5).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := q.Submit(ctx, &jobs.Record{ID: "warm", KeyID: "key_l", URL: "https://sho.rt/w"}, 1); err != nil {
+	checkLostReply(t, rdb, hook, store, func(r *jobs.Record) error {
+		_, err := q.Submit(ctx, r, 1)
+		return err
+	})
+}
+
+// checkLostReply submits through submit, for key key_l with a balance of 5 and jobs costing 1:
+// a warm-up job; one whose reply is lost, which must be taken back whole (record, claim,
+// credits, task); one that never reaches Redis, whose undo must give nothing back.
+func checkLostReply(t *testing.T, rdb *redis.Client, hook *loseReply, store *jobs.Store, submit func(*jobs.Record) error) {
+	t.Helper()
+	ctx := context.Background()
+	if err := submit(&jobs.Record{ID: "warm", KeyID: "key_l", URL: "https://sho.rt/w"}); err != nil {
 		t.Fatal(err)
 	}
 	hook.armed.Store(true)
-	if _, err := q.Submit(ctx, &jobs.Record{ID: "lost", KeyID: "key_l", URL: "https://sho.rt/l", IdempotencyKey: "i"}, 1); err == nil {
+	if err := submit(&jobs.Record{ID: "lost", KeyID: "key_l", URL: "https://sho.rt/l", IdempotencyKey: "i"}); err == nil {
 		t.Fatal("a submit whose reply was lost succeeded")
 	}
 	if _, err := store.Get(ctx, "key_l", "lost"); !errors.Is(err, jobs.ErrNotFound) {
@@ -320,7 +332,7 @@ func TestSubmitLostReply(t *testing.T) {
 	}
 	hook.unsent = true
 	hook.armed.Store(true)
-	if _, err := q.Submit(ctx, &jobs.Record{ID: "unsent", KeyID: "key_l", URL: "https://sho.rt/u"}, 1); err == nil {
+	if err := submit(&jobs.Record{ID: "unsent", KeyID: "key_l", URL: "https://sho.rt/u"}); err == nil {
 		t.Fatal("a submit that was never sent succeeded")
 	}
 	if n := rdb.HGet(ctx, keys.RecordKey("key_l"), keys.FieldCredits).Val(); n != "4" {

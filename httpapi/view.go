@@ -70,14 +70,7 @@ func appendDecodedView(dst, raw []byte, balance *int64) ([]byte, error) {
 	b = appendStringPtr(b, r.Error)
 	b = append(b, `,"error_detail":`...)
 	b = appendStringPtr(b, r.ErrorDetail)
-	b = append(b, `,"credits_charged":`...)
-	b = strconv.AppendInt(b, r.CreditsCharged, 10)
-	b = append(b, `,"balance":`...)
-	if balance == nil {
-		b = append(b, "null"...)
-	} else {
-		b = strconv.AppendInt(b, *balance, 10)
-	}
+	b = appendCredits(b, r.CreditsCharged, balance)
 	b = append(b, `,"created_at":`...)
 	b = appendStamp(b, &r.CreatedAt, false)
 	b = append(b, `,"updated_at":`...)
@@ -147,3 +140,15 @@ func appendStringPtr(b []byte, s *string) []byte {
 
 // appendString appends s as a JSON string exactly as encoding/json writes it.
 func appendString(b []byte, s string) []byte { return jsonstr.Append(b, s) }
+
+// appendCredits appends a job view's "credits_charged" and "balance" members (null without a
+// balance), for both ways of writing the view.
+func appendCredits(b []byte, charged int64, balance *int64) []byte {
+	b = append(b, `,"credits_charged":`...)
+	b = strconv.AppendInt(b, charged, 10)
+	b = append(b, `,"balance":`...)
+	if balance == nil {
+		return append(b, "null"...)
+	}
+	return strconv.AppendInt(b, *balance, 10)
+}

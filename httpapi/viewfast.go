@@ -202,14 +202,7 @@ func appendPlainView(dst, raw []byte, balance *int64) (_ []byte, ok bool) {
 	b = append(b, v[mError]...)
 	b = append(b, `,"error_detail":`...)
 	b = append(b, v[mErrorDetail]...)
-	b = append(b, `,"credits_charged":`...)
-	b = strconv.AppendInt(b, credits, 10)
-	b = append(b, `,"balance":`...)
-	if balance == nil {
-		b = append(b, "null"...)
-	} else {
-		b = strconv.AppendInt(b, *balance, 10)
-	}
+	b = appendCredits(b, credits, balance)
 	b = append(b, `,"created_at":`...)
 	b = appendStamp(b, &times[0], false)
 	b = append(b, `,"updated_at":`...)

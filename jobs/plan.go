@@ -40,7 +40,7 @@ local function after_admit(K, A, f)
     cost = tonumber(A[5])
     if cost > 0 then rec = A[1] .. ',"credits_held":' .. A[5] .. A[2] end
   end
-  return submit(K, rec, A[3], A[4], cost, A[6], A[7], A[8])
+  return submit(K, rec, A[3], A[4], cost, A[6], A[7], A[8], f[{{.Credits}}])
 end
 `))
 

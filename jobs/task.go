@@ -170,9 +170,10 @@ return 0`))
 // K: the job record, the idempotency key, the key record, asynq's pending list, the task's hash.
 // rec: record JSON; ttl: retention in ms; claim: claim JSON ("" = no idempotency key); cost:
 // the credits to take from a key with a balance (0 = no credit check), a number; id: the job
-// id (= task id); msg: the task message; now: now in ns.
+// id (= task id); msg: the task message; now: now in ns; known: the key's balance as the caller
+// read it in this same script (nil: read here).
 const submitLua = `
-local function submit(K, rec, ttl, claim, cost, id, msg, now)
+local function submit(K, rec, ttl, claim, cost, id, msg, now, known)
 if claim ~= '' then
   local prev = redis.call('GET', K[2])
   if prev then return {1, prev} end
@@ -180,7 +181,8 @@ end
 if redis.call('EXISTS', K[1]) == 1 then return {3, ''} end
 local b = false
 if cost > 0 then
-  b = redis.call('HGET', K[3], {{.Credits}})
+  b = known
+  if b == nil then b = redis.call('HGET', K[3], {{.Credits}}) end
   if b then
     b = tonumber(b)
     if b < cost then return {2, tostring(b)} end

@@ -73,7 +73,6 @@ func New(tb testing.TB) *redis.Client {
 	return Start(tb).Client(tb)
 }
 
-// Client returns a new client of the server, closed at cleanup.
 // StartClusterNode starts a one-node Redis Cluster that holds every slot and waits until the
 // cluster is ok: for tests of what a plain client meets on a Cluster node (CROSSSLOT for a
 // script or command whose keys span slots).
@@ -94,6 +93,7 @@ func StartClusterNode(tb testing.TB) *Server {
 	return s
 }
 
+// Client returns a new client of the server, closed at cleanup.
 func (s *Server) Client(tb testing.TB) *redis.Client {
 	c := redis.NewClient(&redis.Options{Addr: s.Addr})
 	tb.Cleanup(func() { _ = c.Close() })

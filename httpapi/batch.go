@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/linkhop/linkhop/internal/recjson"
 	"github.com/linkhop/linkhop/jobs"
 	"github.com/linkhop/linkhop/keys"
 	"github.com/linkhop/linkhop/problem"
@@ -304,7 +305,7 @@ func appendBatchAnswer(b []byte, slots []batchSlot) ([]byte, error) {
 			b = appendQueued(b, q)
 			continue
 		}
-		e, err := json.Marshal(slots[i].entry)
+		e, err := recjson.Marshal(slots[i].entry)
 		if err != nil {
 			return b, fmt.Errorf("encoding a batch answer: %w", err)
 		}

@@ -1,12 +1,12 @@
 package httpapi
 
 import (
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"time"
 
 	"github.com/linkhop/linkhop/internal/jsonstr"
+	"github.com/linkhop/linkhop/internal/recjson"
 	"github.com/linkhop/linkhop/internal/stamp"
 	"github.com/linkhop/linkhop/jobs"
 	"github.com/linkhop/linkhop/resolve"
@@ -47,7 +47,7 @@ func appendJobView(dst, raw []byte, balance *int64) ([]byte, error) {
 // appendDecodedView is appendJobView by decoding the record, for any record.
 func appendDecodedView(dst, raw []byte, balance *int64) ([]byte, error) {
 	var r viewRecord
-	if err := json.Unmarshal(raw, &r); err != nil {
+	if err := recjson.Unmarshal(raw, &r); err != nil {
 		return dst, fmt.Errorf("jobs: decoding: %w", err)
 	}
 	b := append(dst, `{"job_id":`...)

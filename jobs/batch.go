@@ -2,7 +2,6 @@ package jobs
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -11,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/linkhop/linkhop/internal/recjson"
 	"github.com/linkhop/linkhop/internal/tracing"
 	"github.com/linkhop/linkhop/keys"
 	"github.com/linkhop/linkhop/quota"
@@ -237,7 +237,7 @@ func taskKey(queue, id string) string { return "asynq:{" + queue + "}:t:" + id }
 // type, payload, id, queue, retry and timeout in seconds; no deadline, no uniqueness, no
 // retention. TestEnqueueManyMatchesAsynq holds the two to the same task.
 func resolveTaskMessage(ctx context.Context, id, keyID, url string, o TaskOptions) ([]byte, error) {
-	payload, err := json.Marshal(ResolvePayload{JobID: id, KeyID: keyID, URL: url, Trace: tracing.Inject(ctx)})
+	payload, err := recjson.Marshal(ResolvePayload{JobID: id, KeyID: keyID, URL: url, Trace: tracing.Inject(ctx)})
 	if err != nil {
 		return nil, fmt.Errorf("jobs: encoding payload: %w", err)
 	}
@@ -355,7 +355,7 @@ func (q *Queue) createMany(ctx context.Context, keyID string, items []BatchItem)
 			b, ok := appendNewRecord(buf[:0], r)
 			if !ok {
 				var err error
-				if b, err = json.Marshal(r); err != nil {
+				if b, err = recjson.Marshal(r); err != nil {
 					return BatchResult{}, fmt.Errorf("jobs: encoding %s: %w", r.ID, err)
 				}
 			} else {
@@ -364,7 +364,7 @@ func (q *Queue) createMany(ctx context.Context, keyID string, items []BatchItem)
 			ks, args = append(ks, RecordKey(keyID, r.ID)), append(args, string(b))
 		}
 		if r.IdempotencyKey != "" {
-			c, _ := json.Marshal(Claim{JobID: r.ID, URL: r.URL, WebhookURL: r.WebhookURL})
+			c, _ := recjson.Marshal(Claim{JobID: r.ID, URL: r.URL, WebhookURL: r.WebhookURL})
 			ks, args = append(ks, idemKey(keyID, r.IdempotencyKey)), append(args, string(c))
 		}
 	}
@@ -427,7 +427,7 @@ func decodeCreateMany(reply []any, items []BatchItem, pending int64) (BatchResul
 		case BatchReplay:
 			s, _ := v[2].(string)
 			var c Claim
-			if err := json.Unmarshal([]byte(s), &c); err != nil {
+			if err := recjson.Unmarshal([]byte(s), &c); err != nil {
 				return BatchResult{}, fmt.Errorf("jobs: reading an idempotency claim: %w", err)
 			}
 			o.Replay = &c

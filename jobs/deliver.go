@@ -2,7 +2,6 @@ package jobs
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/linkhop/linkhop/internal/recjson"
 	"github.com/linkhop/linkhop/internal/tracing"
 	"github.com/linkhop/linkhop/keys"
 	"github.com/linkhop/linkhop/resolve"
@@ -66,7 +66,7 @@ func NewWebhookTask(jobID, keyID string, gen int, p webhooks.Policy) (*asynq.Tas
 
 // newWebhookTask is NewWebhookTask carrying the trace context of ctx.
 func newWebhookTask(ctx context.Context, jobID, keyID string, gen int, p webhooks.Policy) (*asynq.Task, error) {
-	b, err := json.Marshal(WebhookPayload{JobID: jobID, KeyID: keyID, Generation: gen, Trace: tracing.Inject(ctx)})
+	b, err := recjson.Marshal(WebhookPayload{JobID: jobID, KeyID: keyID, Generation: gen, Trace: tracing.Inject(ctx)})
 	if err != nil {
 		return nil, fmt.Errorf("jobs: encoding webhook payload: %w", err)
 	}
@@ -254,7 +254,7 @@ func current(st *webhooks.State, gen int) bool {
 // ProcessTask implements asynq.Handler: one attempt of one delivery.
 func (h *WebhookHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	var p WebhookPayload
-	if err := json.Unmarshal(t.Payload(), &p); err != nil || p.JobID == "" || p.KeyID == "" || p.Generation < 1 {
+	if err := recjson.Unmarshal(t.Payload(), &p); err != nil || p.JobID == "" || p.KeyID == "" || p.Generation < 1 {
 		return fmt.Errorf("jobs: bad webhook payload %q: %w", t.Payload(), asynq.SkipRetry)
 	}
 	log := h.log().With("job_id", p.JobID, "key_id", p.KeyID, "generation", p.Generation)

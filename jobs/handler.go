@@ -2,7 +2,6 @@ package jobs
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/linkhop/linkhop/internal/recjson"
 	"github.com/linkhop/linkhop/internal/tracing"
 	"github.com/linkhop/linkhop/resolve"
 	"github.com/linkhop/linkhop/webhooks"
@@ -122,7 +122,7 @@ const runningAfter = 100 * time.Millisecond
 // trip for the cache read and the lock.
 func (h *ResolveHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	var p ResolvePayload
-	if err := json.Unmarshal(t.Payload(), &p); err != nil || p.JobID == "" || p.KeyID == "" {
+	if err := recjson.Unmarshal(t.Payload(), &p); err != nil || p.JobID == "" || p.KeyID == "" {
 		return fmt.Errorf("jobs: bad resolve payload %q: %w", t.Payload(), asynq.SkipRetry)
 	}
 	log := h.Logger.With("job_id", p.JobID, "key_id", p.KeyID)

@@ -3,13 +3,13 @@ package jobs
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/linkhop/linkhop/internal/recjson"
 	"github.com/linkhop/linkhop/keys"
 	"github.com/linkhop/linkhop/quota"
 	"github.com/linkhop/linkhop/resolve"
@@ -91,7 +91,7 @@ func (q *Queue) Plan(ctx context.Context, r *Record, cost int64, scope, cacheKey
 	}
 	r.queued()
 	r.CreditsHeld = 0
-	b, err := json.Marshal(r)
+	b, err := recjson.Marshal(r)
 	if err != nil {
 		return nil
 	}
@@ -106,7 +106,7 @@ func (q *Queue) Plan(ctx context.Context, r *Record, cost int64, scope, cacheKey
 	}
 	claim := ""
 	if r.IdempotencyKey != "" {
-		c, _ := json.Marshal(Claim{JobID: r.ID, URL: r.URL, WebhookURL: r.WebhookURL})
+		c, _ := recjson.Marshal(Claim{JobID: r.ID, URL: r.URL, WebhookURL: r.WebhookURL})
 		claim = string(c)
 	}
 	ks := []string{RecordKey(r.KeyID, r.ID), idemKey(r.KeyID, r.IdempotencyKey), keys.RecordKey(r.KeyID)}

@@ -4,13 +4,13 @@ import (
 	"context"
 	"crypto/sha1" //nolint:gosec // see casOf
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/linkhop/linkhop/internal/recjson"
 	"github.com/linkhop/linkhop/keys"
 	"github.com/linkhop/linkhop/resolve"
 	"github.com/linkhop/linkhop/webhooks"
@@ -92,7 +92,7 @@ func (s *Store) Retention() time.Duration { return s.retention }
 // Create stores a new record as it is (Submit is the way to create a queued job; this is for
 // records made whole elsewhere, such as tests); it expires JOB_RETENTION after creation.
 func (s *Store) Create(ctx context.Context, r *Record) error {
-	b, err := json.Marshal(r)
+	b, err := recjson.Marshal(r)
 	if err != nil {
 		return fmt.Errorf("jobs: encoding %s: %w", r.ID, err)
 	}
@@ -136,7 +136,7 @@ func decodeSnapshot(b []byte, err error) (Snapshot, error) {
 		return Snapshot{}, fmt.Errorf("jobs: reading: %w", err)
 	}
 	var r Record
-	if err := json.Unmarshal(b, &r); err != nil {
+	if err := recjson.Unmarshal(b, &r); err != nil {
 		return Snapshot{}, fmt.Errorf("jobs: decoding: %w", err)
 	}
 	return Snapshot{Record: r, raw: b}, nil
@@ -252,7 +252,7 @@ func (s *Store) prepare(snap Snapshot, fn func(*Record) error) (*write, error) {
 	r.UpdatedAt = now()
 	refund := r.refund
 	r.refund = 0
-	b, err := json.Marshal(&r)
+	b, err := recjson.Marshal(&r)
 	if err != nil {
 		return nil, fmt.Errorf("jobs: encoding %s: %w", r.ID, err)
 	}

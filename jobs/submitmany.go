@@ -2,7 +2,6 @@ package jobs
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -12,6 +11,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/linkhop/linkhop/internal/jsonstr"
+	"github.com/linkhop/linkhop/internal/recjson"
 	"github.com/linkhop/linkhop/internal/tracing"
 	"github.com/linkhop/linkhop/keys"
 	"github.com/linkhop/linkhop/quota"
@@ -195,7 +195,7 @@ func (q *Queue) submitMany(ctx context.Context, keyID string, items []BatchItem)
 				rec = cut(from)
 			} else {
 				var err error
-				if rec, err = json.Marshal(r); err != nil {
+				if rec, err = recjson.Marshal(r); err != nil {
 					return BatchResult{}, fmt.Errorf("jobs: encoding %s: %w", r.ID, err)
 				}
 			}
@@ -208,7 +208,7 @@ func (q *Queue) submitMany(ctx context.Context, keyID string, items []BatchItem)
 			args = append(args, r.ID, rec, cut(from))
 		}
 		if r.IdempotencyKey != "" {
-			c, _ := json.Marshal(Claim{JobID: r.ID, URL: r.URL, WebhookURL: r.WebhookURL})
+			c, _ := recjson.Marshal(Claim{JobID: r.ID, URL: r.URL, WebhookURL: r.WebhookURL})
 			args = append(args, idemKey(keyID, r.IdempotencyKey), string(c))
 		}
 	}
@@ -374,7 +374,7 @@ func decodeSubmitMany(reply []any, items []BatchItem) (BatchResult, error) {
 		o := &res.Items[n-1]
 		s, _ := replays[j+1].(string)
 		var c Claim
-		if err := json.Unmarshal([]byte(s), &c); err != nil {
+		if err := recjson.Unmarshal([]byte(s), &c); err != nil {
 			return BatchResult{}, fmt.Errorf("jobs: reading an idempotency claim: %w", err)
 		}
 		o.Replay = &c
@@ -413,7 +413,7 @@ func (tm *taskMessages) append(ctx context.Context, b []byte, id, keyID, url str
 		tm.keyJSON = jsonstr.Append(append(tm.keyJSON[:0], `,"key_id":`...), keyID)
 		tm.trace = tm.trace[:0]
 		if tr := tracing.Inject(ctx); len(tr) > 0 {
-			j, err := json.Marshal(tr)
+			j, err := recjson.Marshal(tr)
 			if err != nil {
 				return nil, fmt.Errorf("jobs: encoding payload: %w", err)
 			}

@@ -9,7 +9,6 @@ package jobs
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -20,6 +19,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/linkhop/linkhop/internal/recjson"
 	"github.com/linkhop/linkhop/internal/replicas"
 	"github.com/linkhop/linkhop/internal/tracing"
 	"github.com/linkhop/linkhop/keys"
@@ -66,7 +66,7 @@ func NewResolveTask(jobID, keyID, url string, o TaskOptions) (*asynq.Task, error
 
 // newResolveTask is NewResolveTask carrying the trace context of ctx.
 func newResolveTask(ctx context.Context, jobID, keyID, url string, o TaskOptions) (*asynq.Task, error) {
-	b, err := json.Marshal(ResolvePayload{JobID: jobID, KeyID: keyID, URL: url, Trace: tracing.Inject(ctx)})
+	b, err := recjson.Marshal(ResolvePayload{JobID: jobID, KeyID: keyID, URL: url, Trace: tracing.Inject(ctx)})
 	if err != nil {
 		return nil, fmt.Errorf("jobs: encoding payload: %w", err)
 	}
@@ -231,13 +231,13 @@ type Submitted struct {
 func (q *Queue) Submit(ctx context.Context, r *Record, cost int64) (Submitted, error) {
 	r.queued()
 	r.CreditsHeld = cost
-	b, err := json.Marshal(r)
+	b, err := recjson.Marshal(r)
 	if err != nil {
 		return Submitted{}, fmt.Errorf("jobs: encoding %s: %w", r.ID, err)
 	}
 	claim := ""
 	if r.IdempotencyKey != "" {
-		c, _ := json.Marshal(Claim{JobID: r.ID, URL: r.URL, WebhookURL: r.WebhookURL})
+		c, _ := recjson.Marshal(Claim{JobID: r.ID, URL: r.URL, WebhookURL: r.WebhookURL})
 		claim = string(c)
 	}
 	ks := []string{RecordKey(r.KeyID, r.ID), idemKey(r.KeyID, r.IdempotencyKey), keys.RecordKey(r.KeyID)}
@@ -383,7 +383,7 @@ func decodeCreate(id string, reply []any) (out Submitted, created bool, err erro
 		return out, true, nil
 	case 1:
 		var c Claim
-		if err := json.Unmarshal([]byte(val), &c); err != nil {
+		if err := recjson.Unmarshal([]byte(val), &c); err != nil {
 			return Submitted{}, false, fmt.Errorf("jobs: reading an idempotency claim: %w", err)
 		}
 		out.Replay = &c

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
@@ -17,6 +16,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/singleflight"
+
+	"github.com/linkhop/linkhop/internal/recjson"
 )
 
 // Service defaults.
@@ -299,7 +300,7 @@ func (s *Service) LookupManyIn(ctx context.Context, p redis.Pipeliner, links []L
 
 func (s *Service) fromRecord(raw []byte, rawURL, norm string, u *url.URL) (Result, bool, bool, error) {
 	var rec record
-	if err := json.Unmarshal(raw, &rec); err != nil || rec.URL != norm {
+	if err := recjson.Unmarshal(raw, &rec); err != nil || rec.URL != norm {
 		return Result{}, false, false, nil // unreadable or a hash collision: a miss
 	}
 	switch rec.State {
@@ -508,15 +509,15 @@ func (s *Service) publishIn(ctx context.Context, p redis.Pipeliner, norm string,
 	case rerr == nil:
 		rec := record{State: stateDone, URL: norm, TargetURL: res.TargetURL, Provider: res.Provider, Hops: res.Hops, DurationMS: res.Duration.Milliseconds()}
 		outKey, ttl = k.rec, s.opts.CacheTTL
-		val, _ = json.Marshal(rec)
+		val, _ = recjson.Marshal(rec)
 	case errors.As(rerr, &re) && re.Code == CodeLinkRemoved:
 		outKey, ttl = k.rec, s.opts.NegativeTTL
-		val, _ = json.Marshal(record{State: stateRemoved, URL: norm, Detail: re.Detail})
+		val, _ = recjson.Marshal(record{State: stateRemoved, URL: norm, Detail: re.Detail})
 	case errors.As(rerr, &re) && !re.Throttled:
 		// Throttled means this process had no free slot; other workers may have one, so they
 		// are not told to fail.
 		outKey, ttl = k.fail, sharedFailureTTL
-		val, _ = json.Marshal(sharedFailure{Token: token, Code: re.Code, Detail: re.Detail, Transient: re.Transient,
+		val, _ = recjson.Marshal(sharedFailure{Token: token, Code: re.Code, Detail: re.Detail, Transient: re.Transient,
 			RetryAfterMS: re.RetryAfter.Milliseconds(), Hops: re.Hops})
 	}
 	// Eval rather than EvalSha: in a pipeline a missing script cannot be retried alone, and
@@ -579,7 +580,7 @@ func (s *Service) wait(ctx context.Context, rawURL, norm string, k urlKeys, hold
 		}
 		if b, err := fail.Bytes(); err == nil {
 			var f sharedFailure
-			if json.Unmarshal(b, &f) == nil && f.Token == holder {
+			if recjson.Unmarshal(b, &f) == nil && f.Token == holder {
 				return Result{}, &Error{Code: f.Code, Detail: f.Detail, Transient: f.Transient,
 					RetryAfter: time.Duration(f.RetryAfterMS) * time.Millisecond, Hops: f.Hops}, true
 			}

@@ -116,7 +116,7 @@ local today = math.floor(tonumber(t[1]) / 86400)
 local quota = -1
 local q = redis.call('HGET', KEYS[1], {{.DailyQuota}})
 if q then quota = tonumber(q) end
-local used = day_used(KEYS[2], today)
+local used, of_today = day_used(KEYS[2], today)
 local used0 = used
 local bal = redis.call('HGET', KEYS[1], {{.Credits}})
 if bal then bal = tonumber(bal) end
@@ -166,7 +166,7 @@ while a <= #ARGV do
   out[i] = {code, b, prev, job}
 end
 if taken > 0 then redis.call('HINCRBY', KEYS[1], {{.Credits}}, -taken) end
-if used ~= used0 then day_set(KEYS[2], today, used) end
+if used ~= used0 then day_set(KEYS[2], today, used, of_today) end
 return {used, today, out}`))
 
 // undoManyScript removes what createManyScript made for jobs whose enqueue failed or whose

@@ -59,7 +59,7 @@ local bal = kr[2]
 if bal then bal = tonumber(bal) end
 local bal0 = -1
 if bal then bal0 = bal end
-local used = day_used(KEYS[2], today)
+local used, of_today = day_used(KEYS[2], today)
 local used0 = used
 local taken = 0
 local flags = ARGV[5]
@@ -144,7 +144,7 @@ if #made > 0 then
   for _, ic in ipairs(claims) do redis.call('SET', ARGV[ic], ARGV[ic + 1], 'PX', ARGV[1]) end
 end
 if taken > 0 then redis.call('HINCRBY', KEYS[1], {{.Credits}}, -taken) end
-if used ~= used0 then day_set(KEYS[2], today, used) end
+if used ~= used0 then day_set(KEYS[2], today, used, of_today) end
 return {used, today, pos, bal0, table.concat(codes), replays}`)
 
 // submitMany is SubmitBatch in one round trip on a single Redis or through Sentinel:

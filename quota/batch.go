@@ -108,17 +108,24 @@ return 0
 // DayLua defines the daily-quota counter's two Lua functions, for a script of another package
 // that counts accepted resolves in the same atomic step as its own writes (jobs' batch
 // creation): day_used(DK, today) is the number of resolves counted on UTC day today (a counter
-// of another day reads 0), day_set(DK, today, used) stores a new count with the counter's
-// expiry. DK is DayKey's key; today is floor(Redis TIME seconds / 86400).
+// of another day reads 0) and, second, whether the counter holds today's count;
+// day_set(DK, today, used, of_today) stores a new count, of_today being day_used's second
+// value. DK is DayKey's key; today is floor(Redis TIME seconds / 86400).
+//
+// The counter expires an hour after its day ends. The expiry is set with the day's first count
+// only: every count of a day sets the same time, so a counter that already holds today's count
+// has it (a refund's HINCRBY keeps it), and a later count skips one redis.call.
 const DayLua = `
 local function day_used(DK, today)
   local h = redis.call('HMGET', DK, 'd', 'n')
-  if tonumber(h[1]) == today then return tonumber(h[2]) or 0 end
-  return 0
+  if tonumber(h[1]) == today then return tonumber(h[2]) or 0, true end
+  return 0, false
 end
-local function day_set(DK, today, used)
+local function day_set(DK, today, used, of_today)
   redis.call('HSET', DK, 'd', string.format('%d', today), 'n', string.format('%d', used))
-  redis.call('EXPIREAT', DK, string.format('%d', (today + 1) * 86400 + 3600))
+  if not of_today then
+    redis.call('EXPIREAT', DK, string.format('%d', (today + 1) * 86400 + 3600))
+  end
 end
 `
 

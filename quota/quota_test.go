@@ -679,3 +679,64 @@ func TestQuotaRetryAfterCap(t *testing.T) {
 		t.Fatalf("uncapped: %v", got)
 	}
 }
+
+// TestDayCounterExpirySetWithTheDaysFirstCount: the day counter's expiry (an hour after its
+// day) is set by the day's first count only; later counts of that day leave it as it is, and
+// the first count of the next day sets the next day's. Both writers, the check and DayLua's
+// day_set, are held to it.
+func TestDayCounterExpirySetWithTheDaysFirstCount(t *testing.T) {
+	t.Parallel()
+	rdb := newRedis(t)
+	ctx := context.Background()
+	clk := &testClock{}
+	clk.Set(baseTime())
+	l := New(rdb, withClock(clk))
+	dayScript := redis.NewScript(DayLua + `
+local used, of_today = day_used(KEYS[1], tonumber(ARGV[1]))
+day_set(KEYS[1], tonumber(ARGV[1]), used + 1, of_today)
+return used + 1`)
+	writers := map[string]func(key string){
+		"check": func(key string) {
+			mustCheck(t, l, Request{KeyID: key, Limits: Limits{PerMinute: 100, DailyQuota: 100}, CountDay: true})
+		},
+		"DayLua": func(key string) {
+			today := clk.Now().Unix() / 86400
+			if err := dayScript.Run(ctx, rdb, []string{dayKey(key)}, today).Err(); err != nil {
+				t.Fatal(err)
+			}
+		},
+	}
+	for name, count := range writers {
+		clk.Set(baseTime())
+		key := "key_exp_" + name
+		today := clk.Now().Unix() / 86400
+		endOf := func(day int64) time.Time { return time.Unix((day+1)*86400+3600, 0) }
+		expiry := func() time.Time {
+			d := rdb.ExpireTime(ctx, dayKey(key)).Val()
+			return time.Unix(int64(d/time.Second), 0)
+		}
+		count(key)
+		if got := expiry(); !got.Equal(endOf(today)) {
+			t.Fatalf("%s: after the day's first count the counter expires at %v, want %v", name, got, endOf(today))
+		}
+		// A later count of the same day leaves the expiry alone: moved by hand, it stays moved.
+		moved := endOf(today).Add(time.Hour)
+		rdb.ExpireAt(ctx, dayKey(key), moved)
+		count(key)
+		if got := expiry(); !got.Equal(moved) {
+			t.Fatalf("%s: a second count of the day set the expiry to %v", name, got)
+		}
+		if n, _ := rdb.HGet(ctx, dayKey(key), "n").Int(); n != 2 {
+			t.Fatalf("%s: counter %d after two counts, want 2", name, n)
+		}
+		// The next day's first count sets the next day's expiry, from 1.
+		clk.Set(time.Unix((today+1)*86400, 500_000_000))
+		count(key)
+		if got := expiry(); !got.Equal(endOf(today + 1)) {
+			t.Fatalf("%s: the next day's first count left the expiry at %v, want %v", name, got, endOf(today+1))
+		}
+		if n, _ := rdb.HGet(ctx, dayKey(key), "n").Int(); n != 1 {
+			t.Fatalf("%s: counter %d after the next day's first count, want 1", name, n)
+		}
+	}
+}

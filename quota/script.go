@@ -49,11 +49,11 @@ if limit > 0 then
   redis.call('ZREMRANGEBYSCORE', LK, '-inf', string.format('%d', now - win))
   count = redis.call('ZCARD', LK)
 end
-local used = -1
+local used, ofToday = -1, false
 if quota >= 0 or countDay then
   used = 0
   local h = redis.call('HMGET', DK, 'd', 'n')
-  if tonumber(h[1]) == today then used = tonumber(h[2]) or 0 end
+  if tonumber(h[1]) == today then used, ofToday = tonumber(h[2]) or 0, true end
 end
 
 -- With c entries logged, the next slot frees when entry number c - limit (0-based, oldest
@@ -83,7 +83,10 @@ end
 if countDay then
   used = used + 1
   redis.call('HSET', DK, 'd', string.format('%d', today), 'n', string.format('%d', used))
-  redis.call('EXPIREAT', DK, string.format('%d', (today + 1) * 86400 + 3600))
+  -- The expiry only with the day's first count: a counter of today has it (DayLua says why).
+  if not ofToday then
+    redis.call('EXPIREAT', DK, string.format('%d', (today + 1) * 86400 + 3600))
+  end
 end
 local free = 0
 if count == 1 then free = now + win else free = slotFree(count) end

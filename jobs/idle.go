@@ -17,6 +17,11 @@ import (
 // second. idleBackoff, a hook on the worker's Redis client, holds back the empty answers of
 // those scripts once the worker has had nothing to do for a while, so that idle polling slows
 // to about one dequeue a second; the first script that finds work ends the back-off at once.
+//
+// A worker that serves the resolve queue spends its idle time in a blocking wait on that
+// queue's pending list instead (BLMOVE of the list onto itself, which leaves it as it is), in
+// the resolve queue's empty dequeue: a job queued after a quiet spell wakes it at once, where
+// a hold made it wait up to about a second. The other queues' empty answers are then not held.
 const (
 	// idleAfter is how long after the last work the worker polls at full speed: a client
 	// that submits a job, then another as soon as it is done, keeps the worker fast.
@@ -27,6 +32,9 @@ const (
 	// idleForwardHoldMax bounds the hold of an empty forwarder answer: due retries and parked
 	// jobs, whose times asynq keeps in whole seconds, still move within about a second.
 	idleForwardHoldMax = 150 * time.Millisecond
+	// idleBlock is the timeout of one blocking wait for resolve work (BLMOVE counts whole
+	// seconds); work of another queue waits for it to end, at most this long.
+	idleBlock = time.Second
 )
 
 type idleBackoff struct {
@@ -36,11 +44,39 @@ type idleBackoff struct {
 	wake                          chan struct{} // closed by nudge: the holds in progress end
 	stop                          chan struct{}
 	stopOnce                      sync.Once
+
+	// rdb and watch, when watch is set (the resolve queue's pending list): an idle worker
+	// waits on watch for block rather than holding its dequeues' empty answers.
+	rdb   redis.UniversalClient
+	watch string
+	block time.Duration
 }
 
-func newIdleBackoff() *idleBackoff {
+// newIdleBackoff returns the back-off of a worker on rdb; watch is the pending list of the
+// queue whose work should wake an idle worker at once ("" for none: plain holds).
+func newIdleBackoff(rdb redis.UniversalClient, watch string) *idleBackoff {
 	return &idleBackoff{after: idleAfter, dequeueMax: idleDequeueHoldMax, forwardMax: idleForwardHoldMax,
-		lastWork: time.Now(), wake: make(chan struct{}), stop: make(chan struct{})}
+		lastWork: time.Now(), wake: make(chan struct{}), stop: make(chan struct{}),
+		rdb: rdb, watch: watch, block: idleBlock}
+}
+
+func (b *idleBackoff) stopped() bool {
+	select {
+	case <-b.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// await blocks until the watched list holds work, for at most b.block; it reports whether
+// work arrived. BLMOVE of the list onto itself at the same end takes the last element and puts
+// it back where it was, in one step: the list is left as it is, and asynq's next dequeue finds
+// the task. The wait is not cut short by Stop or nudge (a blocking call cannot be), so it is
+// short: a shutdown waits for it at most b.block.
+func (b *idleBackoff) await(ctx context.Context) bool {
+	err := b.rdb.BLMove(ctx, b.watch, b.watch, "RIGHT", "RIGHT", b.block).Err()
+	return err == nil
 }
 
 // Stop ends every hold at once (the worker is shutting down) and holds nothing from then on.
@@ -96,6 +132,18 @@ func (b *idleBackoff) wait(d time.Duration) {
 	}
 }
 
+// idleWait tells the back-off's blocking wait for resolve work (await) by its command.
+func idleWait(cmd redis.Cmder) bool {
+	args := cmd.Args()
+	if len(args) < 3 {
+		return false
+	}
+	name, _ := args[0].(string)
+	k1, _ := args[1].(string)
+	k2, _ := args[2].(string)
+	return name == "blmove" && k1 == k2 && strings.HasPrefix(k1, "asynq:{") && strings.HasSuffix(k1, "}:pending")
+}
+
 // asynqPoll tells asynq's polling scripts by their keys: the dequeue script's are a queue's
 // pending list, paused flag, active list and lease set; the forwarder's a scheduled or retry
 // set and the pending list. An asynq upgrade that changes them makes TestIdleBackoff fail.
@@ -123,10 +171,14 @@ func asynqPoll(cmd redis.Cmder) (dequeue, forward bool) {
 
 // IsIdlePoll reports whether cmd, run with the outcome err (in a go-redis hook, the error the
 // next hook returned: cmd.Err() is not yet set there), was a poll that found nothing: asynq's
-// dequeue of an empty queue or forwarder pass with nothing due, or a Line's pass that moved
-// no webhook. Counts of a
+// dequeue of an empty queue or forwarder pass with nothing due, a Line's pass that moved
+// no webhook, or an idle worker's blocking wait for work (whatever its outcome: it is the
+// waiting, and the dequeue after it counts as the job's). Counts of a
 // worker's round trips per job leave these out (docs/benchmarks.md#the-worker-in-four-round-trips).
 func IsIdlePoll(cmd redis.Cmder, err error) bool {
+	if idleWait(cmd) {
+		return true
+	}
 	if linePass(cmd) {
 		return err == nil && lineMovedNone(cmd)
 	}
@@ -190,7 +242,7 @@ func (b *idleBackoff) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		err := next(ctx, cmd)
 		switch {
 		case dequeue && errors.Is(err, redis.Nil):
-			b.wait(b.hold(false))
+			err = b.idle(ctx, cmd, next, err)
 		case dequeue && err == nil:
 			b.worked()
 		case forward && err == nil:
@@ -202,4 +254,31 @@ func (b *idleBackoff) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		}
 		return err
 	}
+}
+
+// idle handles an empty dequeue answer (err): held, or, with a watched list, the resolve
+// queue's dequeue waits on it and runs again when work arrived; the answer asynq gets is
+// returned.
+func (b *idleBackoff) idle(ctx context.Context, cmd redis.Cmder, next redis.ProcessHook, err error) error {
+	h := b.hold(false)
+	if b.watch == "" || h <= 0 || b.stopped() {
+		b.wait(h)
+		return err
+	}
+	if k, _ := cmd.Args()[3].(string); k != b.watch {
+		return err // the resolve queue's dequeue of the same round waits for all
+	}
+	if !b.await(ctx) {
+		return err // nothing within the wait (or Redis failed: asynq's next poll will tell)
+	}
+	err = next(ctx, cmd)
+	switch {
+	case err == nil:
+		b.worked()
+	case errors.Is(err, redis.Nil):
+		// Work on the list that this dequeue did not get: the queue is paused, or another
+		// worker was first. Hold as before rather than wake again at once.
+		b.wait(h)
+	}
+	return err
 }

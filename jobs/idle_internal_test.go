@@ -106,3 +106,135 @@ func TestIdleBackoff(t *testing.T) {
 		t.Fatalf("Shutdown took %s with a long hold in progress", d)
 	}
 }
+
+// blmoveSeen signals every blocking wait for work the back-off starts.
+type blmoveSeen struct{ started chan struct{} }
+
+func (h *blmoveSeen) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *blmoveSeen) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+func (h *blmoveSeen) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if idleWait(cmd) {
+			select {
+			case h.started <- struct{}{}:
+			default:
+			}
+		}
+		return next(ctx, cmd)
+	}
+}
+
+// TestIdleWorkerWakesForResolveWork: an idle worker serving the resolve queue waits on that
+// queue's list, and a job queued during the wait starts at once, not when the wait ends; a
+// webhook queued meanwhile is run once the wait ends; a paused queue with work does not make
+// the worker poll at full speed; the waits are idle polls, not a job's round trips.
+func TestIdleWorkerWakesForResolveWork(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	counter := &pollCounter{}
+	rdb.AddHook(counter)
+	seen := &blmoveSeen{started: make(chan struct{}, 1)}
+	rdb.AddHook(seen)
+
+	w := NewWorker(rdb, WorkerOptions{Concurrency: 2, ShutdownTimeout: time.Second,
+		Queues: map[string]int{QueueResolve: 1, QueueWebhooks: 1}})
+	w.idle.mu.Lock()
+	w.idle.after, w.idle.block = 100*time.Millisecond, 4*time.Second
+	w.idle.mu.Unlock()
+	ran := make(chan string, 4)
+	w.Handle("test:wake", asynq.HandlerFunc(func(_ context.Context, task *asynq.Task) error {
+		ran <- string(task.Payload())
+		return nil
+	}), nil)
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer w.Shutdown()
+	c := asynq.NewClientFromRedisClient(rdb)
+	enqueue := func(queue, name string) {
+		t.Helper()
+		if _, err := c.Enqueue(asynq.NewTask("test:wake", []byte(name)), asynq.Queue(queue)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitStarted := func() {
+		t.Helper()
+		for {
+			select {
+			case <-seen.started:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the idle worker never waited on the resolve queue's list")
+			}
+			// A wait that started before the last job ran may be about to end: take a fresh one.
+			select {
+			case <-seen.started:
+				continue
+			case <-time.After(50 * time.Millisecond):
+			}
+			return
+		}
+	}
+
+	// A resolve job queued during a 4 s wait runs long before the wait would have ended.
+	waitStarted()
+	began := time.Now()
+	enqueue(QueueResolve, "resolve")
+	select {
+	case got := <-ran:
+		d := time.Since(began)
+		if got != "resolve" || d > 2*time.Second {
+			t.Fatalf("%q ran %s after it was queued during the wait; want the resolve job, at once", got, d)
+		}
+		t.Logf("the resolve job queued during a 4 s wait ran %s after it was queued", d)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the resolve job queued during the wait did not run")
+	}
+
+	// A webhook queued during a wait runs when that wait ends (at most its 4 s).
+	waitStarted()
+	enqueue(QueueWebhooks, "webhook")
+	select {
+	case got := <-ran:
+		if got != "webhook" {
+			t.Fatalf("%q ran, want the webhook", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the webhook queued during a wait did not run")
+	}
+
+	// A paused resolve queue with a job on its list: the wait returns at once, the dequeue
+	// finds nothing, and the worker holds instead of polling at full speed.
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	if err := insp.PauseQueue(QueueResolve); err != nil {
+		t.Fatal(err)
+	}
+	waitStarted()
+	enqueue(QueueResolve, "paused")
+	time.Sleep(2 * time.Second) // the worker is idle again, with growing holds
+	before := counter.dequeues.Load()
+	time.Sleep(time.Second)
+	if n := counter.dequeues.Load() - before; n > 25 {
+		t.Fatalf("%d dequeues in one second with a paused queue holding a job: the wait does not hold", n)
+	}
+	select {
+	case got := <-ran:
+		t.Fatalf("%q ran from a paused queue", got)
+	default:
+	}
+	if err := insp.UnpauseQueue(QueueResolve); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ran:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the job of the unpaused queue did not run")
+	}
+
+	// The waits are idle polls.
+	if !IsIdlePoll(redis.NewStringCmd(context.Background(), "blmove", pendingKey(QueueResolve), pendingKey(QueueResolve), "RIGHT", "RIGHT", 1), nil) {
+		t.Error("IsIdlePoll does not count the wait for work as an idle poll")
+	}
+}

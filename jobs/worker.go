@@ -38,13 +38,17 @@ type Worker struct {
 // to rdb that slows asynq's polling while the worker is idle (docs/operations.md#an-idle-worker);
 // the hook holds nothing once the worker has shut down.
 func NewWorker(rdb redis.UniversalClient, o WorkerOptions) *Worker {
-	w := &Worker{mux: asynq.NewServeMux(), delays: map[string]asynq.RetryDelayFunc{}, idle: newIdleBackoff()}
-	rdb.AddHook(w.idle)
-	w.leases = NewLeases(rdb, LeaseOptions{TTL: o.LeaseTTL, Logger: o.Logger})
 	queues := o.Queues
 	if queues == nil {
 		queues = map[string]int{QueueResolve: 1}
 	}
+	watch := ""
+	if _, ok := queues[QueueResolve]; ok {
+		watch = pendingKey(QueueResolve)
+	}
+	w := &Worker{mux: asynq.NewServeMux(), delays: map[string]asynq.RetryDelayFunc{}, idle: newIdleBackoff(rdb, watch)}
+	rdb.AddHook(w.idle)
+	w.leases = NewLeases(rdb, LeaseOptions{TTL: o.LeaseTTL, Logger: o.Logger})
 	log := o.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)

@@ -12,15 +12,26 @@ import (
 	"github.com/linkhop/linkhop/internal/redistest"
 )
 
+// cmdSeen is a go-redis hook that shows every single command to fn before it is sent.
+type cmdSeen struct{ fn func(redis.Cmder) }
+
+func (h cmdSeen) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h cmdSeen) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+func (h cmdSeen) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.fn(cmd)
+		return next(ctx, cmd)
+	}
+}
+
 // pollCounter counts asynq's polling scripts as the idle back-off tells them.
 type pollCounter struct{ dequeues, forwards atomic.Int64 }
 
-func (c *pollCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (c *pollCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
-}
-func (c *pollCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
+// hook is the counting hook.
+func (c *pollCounter) hook() cmdSeen {
+	return cmdSeen{func(cmd redis.Cmder) {
 		d, f := asynqPoll(cmd)
 		if d {
 			c.dequeues.Add(1)
@@ -28,8 +39,7 @@ func (c *pollCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		if f {
 			c.forwards.Add(1)
 		}
-		return next(ctx, cmd)
-	}
+	}}
 }
 
 // TestIdleBackoff: an idle worker's polling slows to a few scripts a second, the first job
@@ -40,7 +50,7 @@ func TestIdleBackoff(t *testing.T) {
 	srv := redistest.Start(t)
 	rdb := srv.Client(t)
 	counter := &pollCounter{}
-	rdb.AddHook(counter) // before the worker's: it counts every poll as sent
+	rdb.AddHook(counter.hook()) // before the worker's: it counts every poll as sent
 
 	w := NewWorker(rdb, WorkerOptions{Concurrency: 2, ShutdownTimeout: time.Second,
 		Queues: map[string]int{QueueResolve: 1, QueueWebhooks: 1}})
@@ -107,24 +117,6 @@ func TestIdleBackoff(t *testing.T) {
 	}
 }
 
-// blmoveSeen signals every blocking wait for work the back-off starts.
-type blmoveSeen struct{ started chan struct{} }
-
-func (h *blmoveSeen) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *blmoveSeen) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
-}
-func (h *blmoveSeen) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		if idleWait(cmd) {
-			select {
-			case h.started <- struct{}{}:
-			default:
-			}
-		}
-		return next(ctx, cmd)
-	}
-}
 
 // TestIdleWorkerWakesForResolveWork: an idle worker serving the resolve queue waits on that
 // queue's list, and a job queued during the wait starts at once, not when the wait ends; a
@@ -135,9 +127,16 @@ func TestIdleWorkerWakesForResolveWork(t *testing.T) {
 	srv := redistest.Start(t)
 	rdb := srv.Client(t)
 	counter := &pollCounter{}
-	rdb.AddHook(counter)
-	seen := &blmoveSeen{started: make(chan struct{}, 1)}
-	rdb.AddHook(seen)
+	rdb.AddHook(counter.hook())
+	started := make(chan struct{}, 1) // a blocking wait for work began
+	rdb.AddHook(cmdSeen{func(cmd redis.Cmder) {
+		if idleWait(cmd) {
+			select {
+			case started <- struct{}{}:
+			default:
+			}
+		}
+	}})
 
 	w := NewWorker(rdb, WorkerOptions{Concurrency: 2, ShutdownTimeout: time.Second,
 		Queues: map[string]int{QueueResolve: 1, QueueWebhooks: 1}})
@@ -164,13 +163,13 @@ func TestIdleWorkerWakesForResolveWork(t *testing.T) {
 		t.Helper()
 		for {
 			select {
-			case <-seen.started:
+			case <-started:
 			case <-time.After(10 * time.Second):
 				t.Fatal("the idle worker never waited on the resolve queue's list")
 			}
 			// A wait that started before the last job ran may be about to end: take a fresh one.
 			select {
-			case <-seen.started:
+			case <-started:
 				continue
 			case <-time.After(50 * time.Millisecond):
 			}

@@ -18,10 +18,11 @@ import (
 // those scripts once the worker has had nothing to do for a while, so that idle polling slows
 // to about one dequeue a second; the first script that finds work ends the back-off at once.
 //
-// A worker that serves the resolve queue spends its idle time in a blocking wait on that
-// queue's pending list instead (BLMOVE of the list onto itself, which leaves it as it is), in
-// the resolve queue's empty dequeue: a job queued after a quiet spell wakes it at once, where
-// a hold made it wait up to about a second. The other queues' empty answers are then not held.
+// Rather than hold, an idle worker spends that time in blocking waits on its queues' pending
+// lists (a BLMOVE of each list onto itself, which leaves the list as it is), from the empty
+// dequeue of its first queue (the resolve queue): a task queued after a quiet spell wakes it
+// at once, where a hold made it wait up to about a second. The other queues' empty answers are
+// then not held.
 const (
 	// idleAfter is how long after the last work the worker polls at full speed: a client
 	// that submits a job, then another as soon as it is done, keeps the worker fast.
@@ -32,8 +33,8 @@ const (
 	// idleForwardHoldMax bounds the hold of an empty forwarder answer: due retries and parked
 	// jobs, whose times asynq keeps in whole seconds, still move within about a second.
 	idleForwardHoldMax = 150 * time.Millisecond
-	// idleBlock is the timeout of one blocking wait for resolve work (BLMOVE counts whole
-	// seconds); work of another queue waits for it to end, at most this long.
+	// idleBlock is the timeout of one blocking wait for work (BLMOVE counts whole seconds); a
+	// shutdown may wait for it.
 	idleBlock = time.Second
 )
 
@@ -45,16 +46,22 @@ type idleBackoff struct {
 	stop                          chan struct{}
 	stopOnce                      sync.Once
 
-	// rdb and watch, when watch is set (the resolve queue's pending list): an idle worker
-	// waits on watch for block rather than holding its dequeues' empty answers.
-	rdb   redis.UniversalClient
-	watch string
-	block time.Duration
+	// rdb and watch, when watch is set (the pending lists of the worker's queues, the first
+	// one's dequeue waits): an idle worker waits on them for block rather than holding its
+	// dequeues' empty answers. fruitless: the last wait ended on work that no dequeue has
+	// found since (a paused queue, or another worker was first), so the next idle answer is
+	// held instead, or a paused queue with work would wake the worker over and over. waits
+	// are the BLMOVEs in flight, for Drain.
+	rdb       redis.UniversalClient
+	watch     []string
+	block     time.Duration
+	fruitless bool
+	waits     sync.WaitGroup
 }
 
-// newIdleBackoff returns the back-off of a worker on rdb; watch is the pending list of the
-// queue whose work should wake an idle worker at once ("" for none: plain holds).
-func newIdleBackoff(rdb redis.UniversalClient, watch string) *idleBackoff {
+// newIdleBackoff returns the back-off of a worker on rdb; watch are the pending lists of its
+// queues, the first one's dequeue waiting for all (none: plain holds).
+func newIdleBackoff(rdb redis.UniversalClient, watch ...string) *idleBackoff {
 	return &idleBackoff{after: idleAfter, dequeueMax: idleDequeueHoldMax, forwardMax: idleForwardHoldMax,
 		lastWork: time.Now(), wake: make(chan struct{}), stop: make(chan struct{}),
 		rdb: rdb, watch: watch, block: idleBlock}
@@ -69,15 +76,33 @@ func (b *idleBackoff) stopped() bool {
 	}
 }
 
-// await blocks until the watched list holds work, for at most b.block; it reports whether
-// work arrived. BLMOVE of the list onto itself at the same end takes the last element and puts
-// it back where it was, in one step: the list is left as it is, and asynq's next dequeue finds
-// the task. The wait is not cut short by Stop or nudge (a blocking call cannot be), so it is
-// short: a shutdown waits for it at most b.block.
-func (b *idleBackoff) await(ctx context.Context) bool {
-	err := b.rdb.BLMove(ctx, b.watch, b.watch, "RIGHT", "RIGHT", b.block).Err()
-	return err == nil
+// await blocks until one of the watched lists holds work, for at most b.block, and returns
+// that list ("" when none did). BLMOVE of a list onto itself at the same end takes the last
+// element and puts it back where it was, in one step: the list is left as it is, and asynq's
+// next dequeue finds the task. Each list is waited on by a BLMOVE of its own (on Cluster the
+// lists are on different nodes); the others go on until their timeout, in the background. A
+// wait is not cut short by Stop or nudge (a blocking call cannot be), so it is short: Drain
+// waits for them at most b.block.
+func (b *idleBackoff) await(ctx context.Context) string {
+	woke := make(chan string, len(b.watch))
+	for _, k := range b.watch {
+		b.waits.Go(func() {
+			if b.rdb.BLMove(ctx, k, k, "RIGHT", "RIGHT", b.block).Err() != nil {
+				k = "" // nothing within the wait, or Redis failed: asynq's next poll will tell
+			}
+			woke <- k
+		})
+	}
+	for range b.watch {
+		if k := <-woke; k != "" {
+			return k
+		}
+	}
+	return ""
 }
+
+// Drain waits for the blocking waits still in flight (after Stop: at most b.block).
+func (b *idleBackoff) Drain() { b.waits.Wait() }
 
 // Stop ends every hold at once (the worker is shutting down) and holds nothing from then on.
 func (b *idleBackoff) Stop() { b.stopOnce.Do(func() { close(b.stop) }) }
@@ -86,6 +111,7 @@ func (b *idleBackoff) Stop() { b.stopOnce.Do(func() { close(b.stop) }) }
 func (b *idleBackoff) worked() {
 	b.mu.Lock()
 	b.lastWork = time.Now()
+	b.fruitless = false
 	b.mu.Unlock()
 }
 
@@ -132,7 +158,7 @@ func (b *idleBackoff) wait(d time.Duration) {
 	}
 }
 
-// idleWait tells the back-off's blocking wait for resolve work (await) by its command.
+// idleWait tells the back-off's blocking wait for work (await) by its command.
 func idleWait(cmd redis.Cmder) bool {
 	args := cmd.Args()
 	if len(args) < 3 {
@@ -256,29 +282,36 @@ func (b *idleBackoff) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	}
 }
 
-// idle handles an empty dequeue answer (err): held, or, with a watched list, the resolve
-// queue's dequeue waits on it and runs again when work arrived; the answer asynq gets is
-// returned.
+// idle handles an empty dequeue answer (err): held, or, with watched lists, the first queue's
+// dequeue waits on all of them and runs again when work arrived on its own; the answer asynq
+// gets is returned. Work on another queue's list ends the wait too: asynq's dequeue of that
+// queue, in this round or the next (5-15 ms on), finds it.
 func (b *idleBackoff) idle(ctx context.Context, cmd redis.Cmder, next redis.ProcessHook, err error) error {
 	h := b.hold(false)
-	if b.watch == "" || h <= 0 || b.stopped() {
+	b.mu.Lock()
+	fruitless := b.fruitless
+	b.fruitless = false
+	b.mu.Unlock()
+	if len(b.watch) == 0 || h <= 0 || fruitless || b.stopped() {
 		b.wait(h)
 		return err
 	}
-	if k, _ := cmd.Args()[3].(string); k != b.watch {
-		return err // the resolve queue's dequeue of the same round waits for all
+	own, _ := cmd.Args()[3].(string)
+	if own != b.watch[0] {
+		return err // the first queue's dequeue waits for every queue
 	}
-	if !b.await(ctx) {
-		return err // nothing within the wait (or Redis failed: asynq's next poll will tell)
+	k := b.await(ctx)
+	if k == "" {
+		return err
 	}
-	err = next(ctx, cmd)
-	switch {
-	case err == nil:
+	b.mu.Lock()
+	b.fruitless = true // until a dequeue finds the work
+	b.mu.Unlock()
+	if k != own {
+		return err
+	}
+	if err = next(ctx, cmd); err == nil {
 		b.worked()
-	case errors.Is(err, redis.Nil):
-		// Work on the list that this dequeue did not get: the queue is paused, or another
-		// worker was first. Hold as before rather than wake again at once.
-		b.wait(h)
 	}
 	return err
 }

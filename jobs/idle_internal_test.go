@@ -117,12 +117,11 @@ func TestIdleBackoff(t *testing.T) {
 	}
 }
 
-
-// TestIdleWorkerWakesForResolveWork: an idle worker serving the resolve queue waits on that
-// queue's list, and a job queued during the wait starts at once, not when the wait ends; a
-// webhook queued meanwhile is run once the wait ends; a paused queue with work does not make
-// the worker poll at full speed; the waits are idle polls, not a job's round trips.
-func TestIdleWorkerWakesForResolveWork(t *testing.T) {
+// TestIdleWorkerWakesForWork: an idle worker waits on its queues' lists, and a job or a
+// webhook queued during a wait starts at once, not when the wait ends; a paused queue with
+// work does not make the worker poll at full speed; the waits are idle polls, not a job's
+// round trips; a shutdown waits for the waits in flight.
+func TestIdleWorkerWakesForWork(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
 	rdb := srv.Client(t)
@@ -151,7 +150,12 @@ func TestIdleWorkerWakesForResolveWork(t *testing.T) {
 	if err := w.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer w.Shutdown()
+	stopped := false
+	defer func() {
+		if !stopped {
+			w.Shutdown()
+		}
+	}()
 	c := asynq.NewClientFromRedisClient(rdb)
 	enqueue := func(queue, name string) {
 		t.Helper()
@@ -159,22 +163,26 @@ func TestIdleWorkerWakesForResolveWork(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitStarted := func() {
-		t.Helper()
+	drain := func() {
 		for {
 			select {
 			case <-started:
-			case <-time.After(10 * time.Second):
-				t.Fatal("the idle worker never waited on the resolve queue's list")
+			default:
+				return
 			}
-			// A wait that started before the last job ran may be about to end: take a fresh one.
-			select {
-			case <-started:
-				continue
-			case <-time.After(50 * time.Millisecond):
-			}
-			return
 		}
+	}
+	// waitStarted returns once a fresh wait has begun (its BLMOVEs, one per queue, sent).
+	waitStarted := func() {
+		t.Helper()
+		drain()
+		select {
+		case <-started:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the idle worker never waited on its queues' lists")
+		}
+		time.Sleep(100 * time.Millisecond)
+		drain()
 	}
 
 	// A resolve job queued during a 4 s wait runs long before the wait would have ended.
@@ -192,13 +200,14 @@ func TestIdleWorkerWakesForResolveWork(t *testing.T) {
 		t.Fatal("the resolve job queued during the wait did not run")
 	}
 
-	// A webhook queued during a wait runs when that wait ends (at most its 4 s).
+	// So does a webhook: every queue's list is waited on.
 	waitStarted()
+	began = time.Now()
 	enqueue(QueueWebhooks, "webhook")
 	select {
 	case got := <-ran:
-		if got != "webhook" {
-			t.Fatalf("%q ran, want the webhook", got)
+		if d := time.Since(began); got != "webhook" || d > 2*time.Second {
+			t.Fatalf("%q ran %s after it was queued during the wait; want the webhook, at once", got, d)
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the webhook queued during a wait did not run")
@@ -231,6 +240,16 @@ func TestIdleWorkerWakesForResolveWork(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the job of the unpaused queue did not run")
 	}
+
+	// A shutdown during a wait ends once the waits in flight have (4 s here), and leaves none.
+	waitStarted()
+	began = time.Now()
+	w.Shutdown()
+	stopped = true
+	if d := time.Since(began); d > 10*time.Second {
+		t.Fatalf("Shutdown took %s during a 4 s wait", d)
+	}
+	w.idle.Drain() // returns at once: Shutdown drained them
 
 	// The waits are idle polls.
 	if !IsIdlePoll(redis.NewStringCmd(context.Background(), "blmove", pendingKey(QueueResolve), pendingKey(QueueResolve), "RIGHT", "RIGHT", 1), nil) {

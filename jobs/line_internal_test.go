@@ -48,7 +48,7 @@ func TestLineMovesAtPlace(t *testing.T) {
 	retryTask(t, rdb, "placed", "retry")
 	retryTask(t, rdb, "running", "active")
 	retryTask(t, rdb, "gone", "pending")
-	l := newLine(rdb, slog.New(slog.DiscardHandler), newIdleBackoff(nil, ""))
+	l := newLine(rdb, slog.New(slog.DiscardHandler), newIdleBackoff(nil))
 	at := redisNow().Add(400 * time.Millisecond)
 	place := func(task string, at time.Time) {
 		_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
@@ -123,7 +123,7 @@ func TestLineStalePlace(t *testing.T) {
 	if err := rdb.ZAdd(ctx, lineKey, redis.Z{Score: float64(time.Now().Add(-2 * lineStale).UnixMilli()), Member: "stuck"}).Err(); err != nil {
 		t.Fatal(err)
 	}
-	l := newLine(rdb, slog.New(slog.DiscardHandler), newIdleBackoff(nil, ""))
+	l := newLine(rdb, slog.New(slog.DiscardHandler), newIdleBackoff(nil))
 	moved, _, next, err := l.pass(ctx)
 	if err != nil || moved != 0 || !next.IsZero() {
 		t.Fatalf("pass: moved %d, next %s, err %v", moved, next, err)
@@ -136,7 +136,7 @@ func TestLineStalePlace(t *testing.T) {
 // A Line that never started shuts down at once, and twice.
 func TestLineShutdownUnstarted(t *testing.T) {
 	t.Parallel()
-	l := newLine(redistest.New(t), slog.New(slog.DiscardHandler), newIdleBackoff(nil, ""))
+	l := newLine(redistest.New(t), slog.New(slog.DiscardHandler), newIdleBackoff(nil))
 	l.shutdown()
 	l.shutdown()
 }
@@ -144,7 +144,7 @@ func TestLineShutdownUnstarted(t *testing.T) {
 // nudge ends a hold in progress.
 func TestIdleNudge(t *testing.T) {
 	t.Parallel()
-	b := newIdleBackoff(nil, "")
+	b := newIdleBackoff(nil)
 	b.lastWork = time.Now().Add(-time.Hour) // long idle: holds are at their longest
 	done := make(chan struct{})
 	go func() {
@@ -188,7 +188,7 @@ func TestLinePassIdlePoll(t *testing.T) {
 	rdb := redistest.New(t)
 	seen := &idleSeen{}
 	rdb.AddHook(seen)
-	l := newLine(rdb, slog.New(slog.DiscardHandler), newIdleBackoff(nil, ""))
+	l := newLine(rdb, slog.New(slog.DiscardHandler), newIdleBackoff(nil))
 	if _, _, _, err := l.pass(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -42,11 +44,18 @@ func NewWorker(rdb redis.UniversalClient, o WorkerOptions) *Worker {
 	if queues == nil {
 		queues = map[string]int{QueueResolve: 1}
 	}
-	watch := ""
+	// The idle back-off waits on every queue's list, from the resolve queue's dequeue when
+	// the worker serves it.
+	var watch []string
 	if _, ok := queues[QueueResolve]; ok {
-		watch = pendingKey(QueueResolve)
+		watch = append(watch, pendingKey(QueueResolve))
 	}
-	w := &Worker{mux: asynq.NewServeMux(), delays: map[string]asynq.RetryDelayFunc{}, idle: newIdleBackoff(rdb, watch)}
+	for _, q := range slices.Sorted(maps.Keys(queues)) {
+		if q != QueueResolve {
+			watch = append(watch, pendingKey(q))
+		}
+	}
+	w := &Worker{mux: asynq.NewServeMux(), delays: map[string]asynq.RetryDelayFunc{}, idle: newIdleBackoff(rdb, watch...)}
 	rdb.AddHook(w.idle)
 	w.leases = NewLeases(rdb, LeaseOptions{TTL: o.LeaseTTL, Logger: o.Logger})
 	log := o.Logger
@@ -136,6 +145,7 @@ func (w *Worker) Start() error {
 func (w *Worker) Shutdown() {
 	w.idle.Stop() // a held poll would delay asynq's stop
 	w.srv.Shutdown()
+	w.idle.Drain() // blocking waits for work still in flight: at most a second
 	w.line.shutdown()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()

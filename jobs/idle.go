@@ -48,15 +48,15 @@ type idleBackoff struct {
 
 	// rdb and watch, when watch is set (the pending lists of the worker's queues, the first
 	// one's dequeue waits): an idle worker waits on them for block rather than holding its
-	// dequeues' empty answers. fruitless: the last wait ended on work that no dequeue has
-	// found since (a paused queue, or another worker was first), so the next idle answer is
-	// held instead, or a paused queue with work would wake the worker over and over. waits
-	// are the BLMOVEs in flight, for Drain.
-	rdb       redis.UniversalClient
-	watch     []string
-	block     time.Duration
-	fruitless bool
-	waits     sync.WaitGroup
+	// dequeues' empty answers. wokeBy is the list whose work ended the last wait, until a
+	// dequeue finds work; when that list's own dequeue then finds nothing (its queue is
+	// paused, or another worker was first), that empty answer is held, or a paused queue with
+	// work would wake the worker over and over. waits are the BLMOVEs in flight, for Drain.
+	rdb    redis.UniversalClient
+	watch  []string
+	block  time.Duration
+	wokeBy string
+	waits  sync.WaitGroup
 }
 
 // newIdleBackoff returns the back-off of a worker on rdb; watch are the pending lists of its
@@ -111,7 +111,7 @@ func (b *idleBackoff) Stop() { b.stopOnce.Do(func() { close(b.stop) }) }
 func (b *idleBackoff) worked() {
 	b.mu.Lock()
 	b.lastWork = time.Now()
-	b.fruitless = false
+	b.wokeBy = ""
 	b.mu.Unlock()
 }
 
@@ -288,24 +288,28 @@ func (b *idleBackoff) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 // queue, in this round or the next (5-15 ms on), finds it.
 func (b *idleBackoff) idle(ctx context.Context, cmd redis.Cmder, next redis.ProcessHook, err error) error {
 	h := b.hold(false)
+	own, _ := cmd.Args()[3].(string)
 	b.mu.Lock()
-	fruitless := b.fruitless
-	b.fruitless = false
+	woke := b.wokeBy
+	if woke == own {
+		b.wokeBy = "" // the work that woke the last wait is not to be had: hold this once
+	}
 	b.mu.Unlock()
-	if len(b.watch) == 0 || h <= 0 || fruitless || b.stopped() {
+	if len(b.watch) == 0 || h <= 0 || woke == own || b.stopped() {
 		b.wait(h)
 		return err
 	}
-	own, _ := cmd.Args()[3].(string)
-	if own != b.watch[0] {
-		return err // the first queue's dequeue waits for every queue
+	if woke != "" || own != b.watch[0] {
+		// Another queue's dequeue is to find the work that woke the last wait; or this is not
+		// the first queue, whose dequeue waits for every queue.
+		return err
 	}
 	k := b.await(ctx)
 	if k == "" {
 		return err
 	}
 	b.mu.Lock()
-	b.fruitless = true // until a dequeue finds the work
+	b.wokeBy = k
 	b.mu.Unlock()
 	if k != own {
 		return err

@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -255,4 +256,56 @@ func TestIdleWorkerWakesForWork(t *testing.T) {
 	if !IsIdlePoll(redis.NewStringCmd(context.Background(), "blmove", pendingKey(QueueResolve), pendingKey(QueueResolve), "RIGHT", "RIGHT", 1), nil) {
 		t.Error("IsIdlePoll does not count the wait for work as an idle poll")
 	}
+}
+
+// TestIdleWaitWokenByAnotherQueue: a wait that work on another queue's list ended is not
+// followed by a hold in the first queue's dequeue (that queue's own dequeue finds the work);
+// when that queue's dequeue then finds nothing (paused, or another worker was first), its
+// empty answer is held once, and the next wait begins again.
+func TestIdleWaitWokenByAnotherQueue(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb := redistest.New(t)
+	first, other := pendingKey(QueueResolve), pendingKey(QueueWebhooks)
+	b := newIdleBackoff(rdb, first, other)
+	b.after, b.dequeueMax = 0, 300*time.Millisecond
+	b.lastWork = time.Now().Add(-time.Hour) // idle: every hold is the cap
+	dequeue := func(list string) redis.Cmder {
+		return redis.NewCmd(ctx, "evalsha", "sha", 4, list, "paused", "active", "lease")
+	}
+	empty := func(context.Context, redis.Cmder) error { return redis.Nil }
+	timed := func(list string) time.Duration {
+		began := time.Now()
+		if err := b.idle(ctx, dequeue(list), empty, redis.Nil); !errors.Is(err, redis.Nil) {
+			t.Fatalf("idle answered %v for an empty queue", err)
+		}
+		return time.Since(began)
+	}
+
+	if err := rdb.LPush(ctx, other, "task").Err(); err != nil {
+		t.Fatal(err)
+	}
+	// The first queue's dequeue waits, and work on the other list ends the wait at once.
+	if d := timed(first); d > 900*time.Millisecond {
+		t.Fatalf("the wait took %s with work on the other queue's list", d)
+	}
+	if b.wokeBy != other {
+		t.Fatalf("woken by %q, want %q", b.wokeBy, other)
+	}
+	// Not held in the first queue's next dequeue: the other queue's dequeue is to find it.
+	if d := timed(first); d > 100*time.Millisecond {
+		t.Fatalf("the first queue's dequeue after a wake by another queue took %s: held", d)
+	}
+	// The other queue's dequeue found nothing (say it is paused): held once, the cap.
+	if d := timed(other); d < 250*time.Millisecond {
+		t.Fatalf("an empty dequeue of the queue whose work woke the wait took %s: not held", d)
+	}
+	if b.wokeBy != "" {
+		t.Fatalf("wokeBy %q after the hold", b.wokeBy)
+	}
+	if l, _ := rdb.LRange(ctx, other, 0, -1).Result(); len(l) != 1 || l[0] != "task" {
+		t.Fatalf("the waits changed the list: %v", l)
+	}
+	b.Stop()
+	b.Drain()
 }

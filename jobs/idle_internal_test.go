@@ -3,6 +3,7 @@ package jobs
 import (
 	"context"
 	"errors"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -25,6 +26,18 @@ func (h cmdSeen) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		h.fn(cmd)
 		return next(ctx, cmd)
 	}
+}
+
+// startWorker starts w and shuts it down when the test ends, unless the test did (shutdown).
+func startWorker(t *testing.T, w *Worker) (shutdown func()) {
+	t.Helper()
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	shutdown = func() { once.Do(w.Shutdown) }
+	t.Cleanup(shutdown)
+	return shutdown
 }
 
 // pollCounter counts asynq's polling scripts as the idle back-off tells them.
@@ -66,15 +79,7 @@ func TestIdleBackoff(t *testing.T) {
 		ran <- struct{}{}
 		return nil
 	}), nil)
-	if err := w.Start(); err != nil {
-		t.Fatal(err)
-	}
-	stopped := false
-	defer func() {
-		if !stopped {
-			w.Shutdown()
-		}
-	}()
+	shutdown := startWorker(t, w)
 
 	// Busy start: within idle.after, asynq polls at full speed.
 	time.Sleep(250 * time.Millisecond)
@@ -111,8 +116,7 @@ func TestIdleBackoff(t *testing.T) {
 	set(0, time.Hour, time.Hour)
 	time.Sleep(300 * time.Millisecond)
 	began := time.Now()
-	w.Shutdown()
-	stopped = true
+	shutdown()
 	if d := time.Since(began); d > 5*time.Second {
 		t.Fatalf("Shutdown took %s with a long hold in progress", d)
 	}
@@ -148,15 +152,7 @@ func TestIdleWorkerWakesForWork(t *testing.T) {
 		ran <- string(task.Payload())
 		return nil
 	}), nil)
-	if err := w.Start(); err != nil {
-		t.Fatal(err)
-	}
-	stopped := false
-	defer func() {
-		if !stopped {
-			w.Shutdown()
-		}
-	}()
+	shutdown := startWorker(t, w)
 	c := asynq.NewClientFromRedisClient(rdb)
 	enqueue := func(queue, name string) {
 		t.Helper()
@@ -245,8 +241,7 @@ func TestIdleWorkerWakesForWork(t *testing.T) {
 	// A shutdown during a wait ends once the waits in flight have (4 s here), and leaves none.
 	waitStarted()
 	began = time.Now()
-	w.Shutdown()
-	stopped = true
+	shutdown()
 	if d := time.Since(began); d > 10*time.Second {
 		t.Fatalf("Shutdown took %s during a 4 s wait", d)
 	}

@@ -241,20 +241,29 @@ func resolveTaskMessage(ctx context.Context, id, keyID, url string, o TaskOption
 	if err != nil {
 		return nil, fmt.Errorf("jobs: encoding payload: %w", err)
 	}
-	var b []byte
+	return appendTaskTail(appendTaskHead(nil, payload, id), o), nil
+}
+
+// appendTaskHead appends the fields of a resolve task message before its queue: type, payload
+// and task id (asynq's TaskMessage fields 1–3).
+func appendTaskHead(b, payload []byte, id string) []byte {
 	b = protowire.AppendTag(b, 1, protowire.BytesType)
 	b = protowire.AppendString(b, TypeResolve)
 	b = protowire.AppendTag(b, 2, protowire.BytesType)
 	b = protowire.AppendBytes(b, payload)
 	b = protowire.AppendTag(b, 3, protowire.BytesType)
-	b = protowire.AppendString(b, id)
+	return protowire.AppendString(b, id)
+}
+
+// appendTaskTail appends the fields after the task id: the queue, the retry count and the
+// timeout in seconds (fields 4, 5 and 8), as NewResolveTask's options give them.
+func appendTaskTail(b []byte, o TaskOptions) []byte {
 	b = protowire.AppendTag(b, 4, protowire.BytesType)
 	b = protowire.AppendString(b, QueueResolve)
 	b = protowire.AppendTag(b, 5, protowire.VarintType)
 	b = protowire.AppendVarint(b, uint64(max(o.MaxAttempts, 1)+infraRetries))
 	b = protowire.AppendTag(b, 8, protowire.VarintType)
-	b = protowire.AppendVarint(b, uint64((max(o.Timeout, time.Second)+10*time.Second)/time.Second))
-	return b, nil
+	return protowire.AppendVarint(b, uint64((max(o.Timeout, time.Second)+10*time.Second)/time.Second))
 }
 
 // SubmitBatch creates the jobs of a batch and enqueues their tasks. Items are taken in order

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/linkhop/linkhop/internal/jsonstr"
 	"github.com/linkhop/linkhop/internal/recjson"
@@ -419,12 +418,7 @@ func (tm *taskMessages) append(ctx context.Context, b []byte, id, keyID, url str
 			}
 			tm.trace = append(append(tm.trace, `,"trace":`...), j...)
 		}
-		t := protowire.AppendTag(tm.tail[:0], 4, protowire.BytesType)
-		t = protowire.AppendString(t, QueueResolve)
-		t = protowire.AppendTag(t, 5, protowire.VarintType)
-		t = protowire.AppendVarint(t, uint64(max(o.MaxAttempts, 1)+infraRetries))
-		t = protowire.AppendTag(t, 8, protowire.VarintType)
-		tm.tail = protowire.AppendVarint(t, uint64((max(o.Timeout, time.Second)+10*time.Second)/time.Second))
+		tm.tail = appendTaskTail(tm.tail[:0], o)
 	}
 	p := jsonstr.Append(append(tm.payload[:0], `{"job_id":`...), id)
 	p = append(p, tm.keyJSON...)
@@ -433,11 +427,5 @@ func (tm *taskMessages) append(ctx context.Context, b []byte, id, keyID, url str
 	}
 	p = append(append(p, tm.trace...), '}')
 	tm.payload = p
-	b = protowire.AppendTag(b, 1, protowire.BytesType)
-	b = protowire.AppendString(b, TypeResolve)
-	b = protowire.AppendTag(b, 2, protowire.BytesType)
-	b = protowire.AppendBytes(b, p)
-	b = protowire.AppendTag(b, 3, protowire.BytesType)
-	b = protowire.AppendString(b, id)
-	return append(b, tm.tail...), nil
+	return append(appendTaskHead(b, p, id), tm.tail...), nil
 }

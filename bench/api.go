@@ -281,11 +281,14 @@ func scenarioE2E(ctx context.Context, e *runEnv) ([]row, error) {
 		if err := s.startWorker(); err != nil {
 			return sample{errs: 1, firstErr: err}
 		}
-		defer s.stopWorker()
 		trips.take()
 		counted := !warm
 		warm = false
+		// Round trips are counted to the end of the worker, whose shutdown waits for the jobs
+		// in flight: each counted job then carries its completion too (asynq's, after the
+		// handler's OnTerminal hook that ended the job's wait), and no job of another round's.
 		defer func() {
+			s.stopWorker()
 			n, idle, bg := trips.takeAll()
 			if counted {
 				workerTrips += int64(n)

@@ -66,9 +66,9 @@ func (c *tripCounter) takeAll() (trips, idle, background int) {
 }
 
 // backgroundCall reports whether a command is one a worker process sends on its own schedule,
-// not for a job: a new connection's set-up, asynq's heartbeat, lease extension and aggregation
-// check (every few seconds), linkhop's lease beat (every second) and the lease index's
-// clean-up.
+// not for a job: a new connection's set-up, asynq's heartbeat, lease extension, aggregation
+// check and janitor (every few seconds: it deletes expired completed tasks), linkhop's lease
+// beat (every second) and the lease index's clean-up.
 func backgroundCall(cmd redis.Cmder) bool {
 	switch name := strings.ToLower(cmd.Name()); name {
 	case "hello", "client":
@@ -83,7 +83,8 @@ func backgroundCall(cmd redis.Cmder) bool {
 		if args := cmd.Args(); len(args) > 3 {
 			k := fmt.Sprint(args[3])
 			return strings.HasPrefix(k, "asynq:servers") || strings.HasSuffix(k, "}:lease") ||
-				strings.HasSuffix(k, ":aggregation_sets") || strings.HasPrefix(k, "linkhop:lease:")
+				strings.HasSuffix(k, ":aggregation_sets") || strings.HasPrefix(k, "linkhop:lease:") ||
+				(strings.HasPrefix(k, "asynq:{") && strings.HasSuffix(k, "}:completed"))
 		}
 	}
 	return false

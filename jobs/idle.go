@@ -3,6 +3,7 @@ package jobs
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -11,30 +12,34 @@ import (
 )
 
 // Idle back-off (docs/operations.md#an-idle-worker). asynq looks for work by polling: its
-// dispatcher runs a dequeue script per queue every TaskCheckInterval (10 ms here, so that a new
-// job starts within milliseconds) and its forwarder moves due retries every
-// DelayedTaskCheckInterval (100 ms). Left alone, an idle worker sends a few hundred scripts a
-// second. idleBackoff, a hook on the worker's Redis client, holds back the empty answers of
-// those scripts once the worker has had nothing to do for a while, so that idle polling slows
-// to about one dequeue a second; the first script that finds work ends the back-off at once.
+// dispatcher runs a dequeue script per queue, and whenever it finds every queue empty it
+// sleeps 5-15 ms (TaskCheckInterval 10 ms) before the next round; its forwarder moves due
+// retries every DelayedTaskCheckInterval (100 ms). Left alone, a worker sends a few hundred
+// scripts a second, and a job queued while the dispatcher sleeps waits for the sleep to end.
+// idleBackoff, a hook on the worker's Redis client, changes both.
 //
-// Rather than hold, an idle worker spends that time in blocking waits on its queues' pending
-// lists (a BLMOVE of each list onto itself, which leaves the list as it is), from the empty
-// dequeue of its first queue (the resolve queue): a task queued after a quiet spell wakes it
-// at once, where a hold made it wait up to about a second. The other queues' empty answers are
-// then not held.
+// When a round of dequeues has found every queue empty, the worker waits for work instead:
+// a blocking BLMOVE of each queue's pending list onto itself (which leaves the list as it
+// is), for up to a second, at any load. A task queued meanwhile wakes it at once, and the
+// dequeue is run again, for the queue whose list woke it, before asynq sees the answer: the
+// task starts within a round trip, where it used to wait for asynq's sleep. There is at most
+// one BLMOVE in flight per list, shared by the waits that need it (watchList).
+//
+// Empty answers of the forwarder are held back once the worker has had nothing to do for a
+// while, and so are empty dequeues when a wait cannot help (a wake whose work the dequeue
+// then did not get: a paused queue, or another worker was first; or a worker with no list
+// to wait on). The first script that finds work ends the back-off at once.
 const (
-	// idleAfter is how long after the last work the worker polls at full speed: a client
+	// idleAfter is how long after the last work the worker's holds are nothing: a client
 	// that submits a job, then another as soon as it is done, keeps the worker fast.
 	idleAfter = 2 * time.Second
-	// idleDequeueHoldMax bounds how long one empty dequeue answer is held (one per queue per
-	// poll), and so the extra wait of the first job after a quiet spell.
+	// idleDequeueHoldMax bounds how long one held empty dequeue answer is held.
 	idleDequeueHoldMax = 500 * time.Millisecond
 	// idleForwardHoldMax bounds the hold of an empty forwarder answer: due retries and parked
 	// jobs, whose times asynq keeps in whole seconds, still move within about a second.
 	idleForwardHoldMax = 150 * time.Millisecond
-	// idleBlock is the timeout of one blocking wait for work (BLMOVE counts whole seconds); a
-	// shutdown may wait for it.
+	// idleBlock is the timeout of one wait for work, and of each BLMOVE (which counts whole
+	// seconds); a shutdown may wait for the BLMOVEs in flight.
 	idleBlock = time.Second
 )
 
@@ -46,25 +51,27 @@ type idleBackoff struct {
 	stop                          chan struct{}
 	stopOnce                      sync.Once
 
-	// rdb and watch, when watch is set (the pending lists of the worker's queues, the first
-	// one's dequeue waits): an idle worker waits on them for block rather than holding its
-	// dequeues' empty answers. wokeBy is the list whose work ended the last wait, until a
-	// dequeue finds work; when that list's own dequeue then finds nothing (its queue is
-	// paused, or another worker was first), that empty answer is held, or a paused queue with
-	// work would wake the worker over and over. waits are the BLMOVEs in flight, for Drain.
-	rdb    redis.UniversalClient
-	watch  []string
-	block  time.Duration
-	wokeBy string
-	waits  sync.WaitGroup
+	// rdb and watch, when watch is set (the pending lists of the worker's queues): a round of
+	// dequeues that finds them all empty (empty, reset when work is found or a wait begins)
+	// waits on them for block. armed are the lists with a BLMOVE in flight (watchList), and
+	// waiters the waits in progress, each told the first list that has work. waits are the
+	// BLMOVEs' goroutines, for Drain.
+	rdb     redis.UniversalClient
+	watch   []string
+	block   time.Duration
+	empty   map[string]bool
+	armed   map[string]bool
+	waiters map[chan string]struct{}
+	waits   sync.WaitGroup
 }
 
 // newIdleBackoff returns the back-off of a worker on rdb; watch are the pending lists of its
-// queues, the first one's dequeue waiting for all (none: plain holds).
+// queues (none: empty dequeues are only held).
 func newIdleBackoff(rdb redis.UniversalClient, watch ...string) *idleBackoff {
 	return &idleBackoff{after: idleAfter, dequeueMax: idleDequeueHoldMax, forwardMax: idleForwardHoldMax,
 		lastWork: time.Now(), wake: make(chan struct{}), stop: make(chan struct{}),
-		rdb: rdb, watch: watch, block: idleBlock}
+		rdb: rdb, watch: watch, block: idleBlock,
+		empty: map[string]bool{}, armed: map[string]bool{}, waiters: map[chan string]struct{}{}}
 }
 
 func (b *idleBackoff) stopped() bool {
@@ -76,29 +83,59 @@ func (b *idleBackoff) stopped() bool {
 	}
 }
 
-// await blocks until one of the watched lists holds work, for at most b.block, and returns
-// that list ("" when none did). BLMOVE of a list onto itself at the same end takes the last
-// element and puts it back where it was, in one step: the list is left as it is, and asynq's
-// next dequeue finds the task. Each list is waited on by a BLMOVE of its own (on Cluster the
-// lists are on different nodes); the others go on until their timeout, in the background. A
-// wait is not cut short by Stop or nudge (a blocking call cannot be), so it is short: Drain
-// waits for them at most b.block.
-func (b *idleBackoff) await(ctx context.Context) string {
-	woke := make(chan string, len(b.watch))
+// await blocks until one of the watched lists holds work, for at most d, and returns that
+// list ("" when none did, or the worker is stopping). It starts a BLMOVE on each list that has
+// none in flight (watchList); BLMOVE of a list onto itself at the same end takes the last
+// element and puts it back where it was, in one step: the list is left as it is, and a
+// dequeue finds the task. Each list has a BLMOVE of its own (on Cluster the lists are on
+// different nodes).
+func (b *idleBackoff) await(d time.Duration) string {
+	told := make(chan string, 1)
+	b.mu.Lock()
+	b.waiters[told] = struct{}{}
 	for _, k := range b.watch {
-		b.waits.Go(func() {
-			if b.rdb.BLMove(ctx, k, k, "RIGHT", "RIGHT", b.block).Err() != nil {
-				k = "" // nothing within the wait, or Redis failed: asynq's next poll will tell
-			}
-			woke <- k
-		})
-	}
-	for range b.watch {
-		if k := <-woke; k != "" {
-			return k
+		if !b.armed[k] {
+			b.armed[k] = true
+			b.waits.Go(func() { b.watchList(k) })
 		}
 	}
-	return ""
+	b.mu.Unlock()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	var k string
+	select {
+	case k = <-told:
+	case <-t.C:
+	case <-b.stop:
+	}
+	b.mu.Lock()
+	delete(b.waiters, told)
+	b.mu.Unlock()
+	return k
+}
+
+// watchList runs BLMOVEs on list k while waits need them, and tells every wait in progress
+// when k holds work (the wait is then over). A BLMOVE is not cut short by a wait's end, Stop
+// or nudge (a blocking call cannot be), so it is short: Drain waits for it at most b.block; the
+// next wait shares it rather than start another. A Redis error ends it: the wait then ends at
+// its timeout, and asynq's next dequeue meets the error.
+func (b *idleBackoff) watchList(k string) {
+	for {
+		err := b.rdb.BLMove(context.Background(), k, k, "RIGHT", "RIGHT", b.block).Err()
+		b.mu.Lock()
+		if err == nil {
+			for w := range b.waiters {
+				w <- k // room for one: each wait is told once, and leaves the set here
+				delete(b.waiters, w)
+			}
+		}
+		if len(b.waiters) == 0 || b.stopped() || (err != nil && !errors.Is(err, redis.Nil)) {
+			b.armed[k] = false
+			b.mu.Unlock()
+			return
+		}
+		b.mu.Unlock()
+	}
 }
 
 // Drain waits for the blocking waits still in flight (after Stop: at most b.block).
@@ -111,7 +148,7 @@ func (b *idleBackoff) Stop() { b.stopOnce.Do(func() { close(b.stop) }) }
 func (b *idleBackoff) worked() {
 	b.mu.Lock()
 	b.lastWork = time.Now()
-	b.wokeBy = ""
+	clear(b.empty)
 	b.mu.Unlock()
 }
 
@@ -282,40 +319,65 @@ func (b *idleBackoff) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	}
 }
 
-// idle handles an empty dequeue answer (err): held, or, with watched lists, the first queue's
-// dequeue waits on all of them and runs again when work arrived on its own; the answer asynq
-// gets is returned. Work on another queue's list ends the wait too: asynq's dequeue of that
-// queue, in this round or the next (5-15 ms on), finds it.
+// idle handles an empty dequeue answer (err) and returns the answer asynq gets. The dequeue
+// that completes a round of empty ones (every watched list found empty since work was last
+// found) waits for work; when a list then holds work, the dequeue is run again for that list's
+// queue, in place of this one's if it is another (asynq's dequeue takes a task's queue from
+// the task, not from the call). When that finds nothing, the answer is held, or a paused queue
+// with work would wake the worker over and over.
 func (b *idleBackoff) idle(ctx context.Context, cmd redis.Cmder, next redis.ProcessHook, err error) error {
-	h := b.hold(false)
 	own, _ := cmd.Args()[3].(string)
+	if len(b.watch) == 0 || b.stopped() || !slices.Contains(b.watch, own) {
+		b.wait(b.hold(false))
+		return err
+	}
 	b.mu.Lock()
-	woke := b.wokeBy
-	if woke == own {
-		b.wokeBy = "" // the work that woke the last wait is not to be had: hold this once
+	b.empty[own] = true
+	round := len(b.empty) == len(b.watch)
+	if round {
+		clear(b.empty)
 	}
 	b.mu.Unlock()
-	if len(b.watch) == 0 || h <= 0 || woke == own || b.stopped() {
-		b.wait(h)
-		return err
+	if !round {
+		return err // the next queue's dequeue, in this round or the next
 	}
-	if woke != "" || own != b.watch[0] {
-		// Another queue's dequeue is to find the work that woke the last wait; or this is not
-		// the first queue, whose dequeue waits for every queue.
-		return err
-	}
-	k := b.await(ctx)
+	k := b.await(b.block)
 	if k == "" {
 		return err
 	}
-	b.mu.Lock()
-	b.wokeBy = k
-	b.mu.Unlock()
-	if k != own {
-		return err
+	if k == own {
+		err = next(ctx, cmd)
+	} else {
+		err = dequeueOf(ctx, cmd, k, next)
 	}
-	if err = next(ctx, cmd); err == nil {
+	switch {
+	case err == nil:
 		b.worked()
+	case errors.Is(err, redis.Nil):
+		b.wait(b.hold(false))
 	}
+	return err
+}
+
+// dequeueOf runs asynq's dequeue script cmd (of one queue) for the queue of pending list k
+// instead, and gives cmd its answer. The script's keys and its task key prefix are the queue's
+// ("asynq:{name}:…"); asynqPoll's test of the layout (TestIdleBackoff) fails if asynq changes it.
+func dequeueOf(ctx context.Context, cmd redis.Cmder, k string, next redis.ProcessHook) error {
+	c, ok := cmd.(*redis.Cmd)
+	own, _ := cmd.Args()[3].(string)
+	from, to := strings.TrimSuffix(own, "pending"), strings.TrimSuffix(k, "pending")
+	if !ok || from == own || to == k {
+		return redis.Nil // not asynq's dequeue as we know it: asynq's next round finds the task
+	}
+	args := slices.Clone(cmd.Args())
+	for i := 3; i < len(args); i++ {
+		if a, isStr := args[i].(string); isStr && strings.HasPrefix(a, from) {
+			args[i] = to + strings.TrimPrefix(a, from)
+		}
+	}
+	other := redis.NewCmd(ctx, args...)
+	err := next(ctx, other)
+	c.SetVal(other.Val())
+	c.SetErr(other.Err())
 	return err
 }

@@ -3,6 +3,8 @@ package jobs
 import (
 	"context"
 	"errors"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -57,8 +59,8 @@ func (c *pollCounter) hook() cmdSeen {
 }
 
 // TestIdleBackoff: an idle worker's polling slows to a few scripts a second, the first job
-// after the quiet spell is still run (within a hold), polling is at full speed again after
-// it, and Shutdown does not wait for a hold. Bounds are generous: the machine may be busy.
+// after the quiet spell is still run, nothing is held right after it, and Shutdown does not
+// wait for a hold. Bounds are generous: the machine may be busy.
 func TestIdleBackoff(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
@@ -81,21 +83,21 @@ func TestIdleBackoff(t *testing.T) {
 	}), nil)
 	shutdown := startWorker(t, w)
 
-	// Busy start: within idle.after, asynq polls at full speed.
+	// asynq's first round of dequeues, one per queue, then a wait for work.
 	time.Sleep(250 * time.Millisecond)
-	if n := counter.dequeues.Load(); n < 5 {
+	if n := counter.dequeues.Load(); n < 2 {
 		t.Fatalf("%d dequeues in the first 250 ms: the test does not see asynq's dequeue script (has asynq changed its keys?)", n)
 	}
 	if counter.forwards.Load() == 0 {
 		t.Fatal("no forwarder script seen (has asynq changed its keys?)")
 	}
-	// Idle: after the quiet time has grown past the cap, about one dequeue per hold.
+	// Idle: a round of dequeues per wait for work (a second).
 	time.Sleep(1500 * time.Millisecond)
 	before := counter.dequeues.Load()
 	time.Sleep(time.Second)
 	idle := counter.dequeues.Load() - before
 	if idle > 25 {
-		t.Fatalf("%d dequeue scripts in one idle second, want at most ~5-10 (holds of 200 ms)", idle)
+		t.Fatalf("%d dequeue scripts in one idle second, want at most ~2-4 (a round per wait of 1 s)", idle)
 	}
 	t.Logf("idle dequeues: %d in 1 s (asynq alone polls each queue every 5-15 ms)", idle)
 
@@ -122,23 +124,20 @@ func TestIdleBackoff(t *testing.T) {
 	}
 }
 
-// TestIdleWorkerWakesForWork: an idle worker waits on its queues' lists, and a job or a
+// TestIdleWorkerWakesForWork: a worker without work waits on its queues' lists, and a job or a
 // webhook queued during a wait starts at once, not when the wait ends; a paused queue with
 // work does not make the worker poll at full speed; the waits are idle polls, not a job's
-// round trips; a shutdown waits for the waits in flight.
+// round trips; a shutdown waits for the BLMOVEs in flight.
 func TestIdleWorkerWakesForWork(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
 	rdb := srv.Client(t)
 	counter := &pollCounter{}
 	rdb.AddHook(counter.hook())
-	started := make(chan struct{}, 1) // a blocking wait for work began
+	var blmoves atomic.Int64
 	rdb.AddHook(cmdSeen{func(cmd redis.Cmder) {
 		if idleWait(cmd) {
-			select {
-			case started <- struct{}{}:
-			default:
-			}
+			blmoves.Add(1)
 		}
 	}})
 
@@ -160,26 +159,22 @@ func TestIdleWorkerWakesForWork(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	drain := func() {
-		for {
-			select {
-			case <-started:
-			default:
-				return
-			}
-		}
-	}
-	// waitStarted returns once a fresh wait has begun (its BLMOVEs, one per queue, sent).
+	// waitStarted returns once the worker waits for work on both lists.
 	waitStarted := func() {
 		t.Helper()
-		drain()
-		select {
-		case <-started:
-		case <-time.After(10 * time.Second):
-			t.Fatal("the idle worker never waited on its queues' lists")
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			w.idle.mu.Lock()
+			waiting := len(w.idle.waiters) > 0 && w.idle.armed[pendingKey(QueueResolve)] && w.idle.armed[pendingKey(QueueWebhooks)]
+			w.idle.mu.Unlock()
+			if waiting {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the worker never waited on its queues' lists")
+			}
+			time.Sleep(5 * time.Millisecond)
 		}
-		time.Sleep(100 * time.Millisecond)
-		drain()
 	}
 
 	// A resolve job queued during a 4 s wait runs long before the wait would have ended.
@@ -210,7 +205,7 @@ func TestIdleWorkerWakesForWork(t *testing.T) {
 		t.Fatal("the webhook queued during a wait did not run")
 	}
 
-	// A paused resolve queue with a job on its list: the wait returns at once, the dequeue
+	// A paused resolve queue with a job on its list: the wait ends at once, the dequeue
 	// finds nothing, and the worker holds instead of polling at full speed.
 	insp := asynq.NewInspectorFromRedisClient(rdb)
 	if err := insp.PauseQueue(QueueResolve); err != nil {
@@ -238,7 +233,8 @@ func TestIdleWorkerWakesForWork(t *testing.T) {
 		t.Fatal("the job of the unpaused queue did not run")
 	}
 
-	// A shutdown during a wait ends once the waits in flight have (4 s here), and leaves none.
+	// A shutdown during a wait ends once the BLMOVEs in flight have (4 s here), and leaves
+	// none; the waits shared their BLMOVEs: far fewer than one per list per wait.
 	waitStarted()
 	began = time.Now()
 	shutdown()
@@ -246,6 +242,14 @@ func TestIdleWorkerWakesForWork(t *testing.T) {
 		t.Fatalf("Shutdown took %s during a 4 s wait", d)
 	}
 	w.idle.Drain() // returns at once: Shutdown drained them
+	w.idle.mu.Lock()
+	for k, on := range w.idle.armed {
+		if on {
+			t.Errorf("a BLMOVE on %s is still in flight after Shutdown", k)
+		}
+	}
+	w.idle.mu.Unlock()
+	t.Logf("%d BLMOVEs in all", blmoves.Load())
 
 	// The waits are idle polls.
 	if !IsIdlePoll(redis.NewStringCmd(context.Background(), "blmove", pendingKey(QueueResolve), pendingKey(QueueResolve), "RIGHT", "RIGHT", 1), nil) {
@@ -253,50 +257,73 @@ func TestIdleWorkerWakesForWork(t *testing.T) {
 	}
 }
 
-// TestIdleWaitWokenByAnotherQueue: a wait that work on another queue's list ended is not
-// followed by a hold in the first queue's dequeue (that queue's own dequeue finds the work);
-// when that queue's dequeue then finds nothing (paused, or another worker was first), its
-// empty answer is held once, and the next wait begins again.
-func TestIdleWaitWokenByAnotherQueue(t *testing.T) {
+// TestIdleWaitRunsTheWokenQueuesDequeue: a worker that has just worked waits too, once a
+// round of dequeues found every queue empty (and not before: the round's other queues are
+// still to be asked); a task on another queue's list ends the wait, and that queue's dequeue
+// runs in place of the waiting one, whose caller gets its task; a wake whose dequeue then finds
+// nothing (a paused queue, another worker first) is held; the lists are left as they were.
+func TestIdleWaitRunsTheWokenQueuesDequeue(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	rdb := redistest.New(t)
 	first, other := pendingKey(QueueResolve), pendingKey(QueueWebhooks)
 	b := newIdleBackoff(rdb, first, other)
-	b.after, b.dequeueMax = 0, 300*time.Millisecond
-	b.lastWork = time.Now().Add(-time.Hour) // idle: every hold is the cap
-	dequeue := func(list string) redis.Cmder {
-		return redis.NewCmd(ctx, "evalsha", "sha", 4, list, "paused", "active", "lease")
+	b.block, b.after, b.dequeueMax = 2*time.Second, time.Hour, 300*time.Millisecond
+	b.worked() // busy: no hold
+	dequeue := func(list string) *redis.Cmd {
+		q := strings.TrimSuffix(list, "pending")
+		return redis.NewCmd(ctx, "evalsha", "sha", 4, list, q+"paused", q+"active", q+"lease", int64(123), q+"t:")
 	}
-	empty := func(context.Context, redis.Cmder) error { return redis.Nil }
-	timed := func(list string) time.Duration {
-		began := time.Now()
-		if err := b.idle(ctx, dequeue(list), empty, redis.Nil); !errors.Is(err, redis.Nil) {
-			t.Fatalf("idle answered %v for an empty queue", err)
+	var ran [][]any // the dequeues run again by the hook
+	paused := false
+	next := func(_ context.Context, cmd redis.Cmder) error {
+		ran = append(ran, cmd.Args())
+		c := cmd.(*redis.Cmd)
+		if n, _ := rdb.LLen(ctx, cmd.Args()[3].(string)).Result(); n > 0 && !paused {
+			c.SetVal("task of " + cmd.Args()[3].(string))
+			return nil
 		}
-		return time.Since(began)
+		c.SetErr(redis.Nil)
+		return redis.Nil
+	}
+	timed := func(cmd *redis.Cmd) (time.Duration, error) {
+		began := time.Now()
+		err := b.idle(ctx, cmd, next, redis.Nil)
+		return time.Since(began), err
 	}
 
-	if err := rdb.LPush(ctx, other, "task").Err(); err != nil {
-		t.Fatal(err)
+	// The round's first empty dequeue does not wait: the other queue is still to be asked.
+	if d, err := timed(dequeue(other)); !errors.Is(err, redis.Nil) || d > 2*time.Second {
+		t.Fatalf("the round's first empty dequeue: %v after %s, want redis.Nil at once", err, d)
 	}
-	// The first queue's dequeue waits, and work on the other list ends the wait at once.
-	if d := timed(first); d > 900*time.Millisecond {
-		t.Fatalf("the wait took %s with work on the other queue's list", d)
+	// The round's last one waits, and a task queued on the other list ends the wait: the
+	// other queue's dequeue runs, and the waiting call gets its task.
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		rdb.LPush(ctx, other, "task")
+	}()
+	cmd := dequeue(first)
+	d, err := timed(cmd)
+	if err != nil || cmd.Val() != "task of "+other {
+		t.Fatalf("the waiting dequeue answered %v %v, want the other queue's task", cmd.Val(), err)
 	}
-	if b.wokeBy != other {
-		t.Fatalf("woken by %q, want %q", b.wokeBy, other)
+	if d < 150*time.Millisecond {
+		t.Fatalf("the wait took %s; want it to last until the task was queued, 200 ms on", d)
 	}
-	// Not held in the first queue's next dequeue: the other queue's dequeue is to find it.
-	if d := timed(first); d > 100*time.Millisecond {
-		t.Fatalf("the first queue's dequeue after a wake by another queue took %s: held", d)
+	q := strings.TrimSuffix(other, "pending")
+	want := []any{"evalsha", "sha", 4, other, q + "paused", q + "active", q + "lease", int64(123), q + "t:"}
+	if len(ran) != 1 || !slices.Equal(ran[0], want) {
+		t.Fatalf("dequeues run again: %v, want %v", ran, want)
 	}
-	// The other queue's dequeue found nothing (say it is paused): held once, the cap.
-	if d := timed(other); d < 250*time.Millisecond {
-		t.Fatalf("an empty dequeue of the queue whose work woke the wait took %s: not held", d)
-	}
-	if b.wokeBy != "" {
-		t.Fatalf("wokeBy %q after the hold", b.wokeBy)
+
+	// A wake whose dequeue finds nothing is held (the cap: idle for an hour).
+	paused = true
+	b.mu.Lock()
+	b.lastWork = time.Now().Add(-2 * time.Hour)
+	b.mu.Unlock()
+	timed(dequeue(first))
+	if d, err := timed(dequeue(other)); !errors.Is(err, redis.Nil) || d < 250*time.Millisecond {
+		t.Fatalf("a fruitless wake: %v after %s, want redis.Nil after a hold of 300 ms", err, d)
 	}
 	if l, _ := rdb.LRange(ctx, other, 0, -1).Result(); len(l) != 1 || l[0] != "task" {
 		t.Fatalf("the waits changed the list: %v", l)

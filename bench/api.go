@@ -372,8 +372,8 @@ func scenarioE2E(ctx context.Context, e *runEnv) ([]row, error) {
 	}
 	rows = append(rows, row{id: "4d", what: "… an idle worker's Redis calls per second (asynq's polls, its waits for work, the lease beat and the webhook line's pass), after 5 s without work",
 		ours: fmt.Sprintf("%.1f/s, with p50 %s under load (row 4b)", idle, fmtDur(a.pct(50)))})
-	e.note("4d: asynq alone polls each queue every 5-15 ms (a few hundred calls a second per worker); once it has been idle for 2 s, the worker waits for work with blocking calls of up to 1 s on its queues' lists (docs/operations.md#an-idle-worker).")
-	e.note("4: both sides run asynq with linkhop's worker configuration (jobs.NewWorker, WORKER_CONCURRENCY %d): an idle processor polls its queue every TaskCheckInterval, so part of each latency is waiting for the next poll, alike on both sides.", s.cfg.WorkerConcurrency)
+	e.note("4d: asynq alone polls each queue every 5-15 ms (a few hundred calls a second per worker); the worker waits for work instead, with blocking calls of up to 1 s on its queues' lists, whenever a round of dequeues finds every queue empty (docs/operations.md#an-idle-worker).")
+	e.note("4: both sides run asynq with linkhop's worker configuration (jobs.NewWorker, WORKER_CONCURRENCY %d), and so both wait for work on their queues' lists rather than sleep between polls.", s.cfg.WorkerConcurrency)
 	return rows, nil
 }
 

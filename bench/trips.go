@@ -100,6 +100,8 @@ func (c *tripCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		switch {
 		case !c.worker:
 			c.record(cmdName(cmd))
+		case jobs.AnsweredWithoutRedis(cmd):
+			// The worker answered it itself: no Redis call.
 		case jobs.IsIdlePoll(cmd, err):
 			c.mu.Lock()
 			c.idle++

@@ -89,17 +89,7 @@ func (b *idleBackoff) stopped() bool {
 // element and puts it back where it was, in one step: the list is left as it is, and a
 // dequeue finds the task. Each list has a BLMOVE of its own (on Cluster the lists are on
 // different nodes).
-func (b *idleBackoff) await(d time.Duration) string {
-	told := make(chan string, 1)
-	b.mu.Lock()
-	b.waiters[told] = struct{}{}
-	for _, k := range b.watch {
-		if !b.armed[k] {
-			b.armed[k] = true
-			b.waits.Go(func() { b.watchList(k) })
-		}
-	}
-	b.mu.Unlock()
+func (b *idleBackoff) await(told chan string, d time.Duration) string {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	var k string
@@ -114,6 +104,37 @@ func (b *idleBackoff) await(d time.Duration) string {
 	return k
 }
 
+// join (b.mu held) registers a wait and starts a BLMOVE on each list that has none in flight.
+// Joining under the same hold of b.mu as the test of armed (idle) is what makes a list with a
+// BLMOVE in flight as good as found empty: a task on it is told to the wait.
+func (b *idleBackoff) join() chan string {
+	told := make(chan string, 1)
+	b.waiters[told] = struct{}{}
+	for _, k := range b.watch {
+		if !b.armed[k] {
+			b.armed[k] = true
+			b.waits.Go(func() { b.watchList(k) })
+		}
+	}
+	return told
+}
+
+// knownEmpty reports whether the list of dequeue cmd has a BLMOVE in flight: the list was
+// empty when it was sent, and a task queued since has ended it or will, which tells every wait
+// registered by then (watchList). Such a dequeue is answered "nothing" without Redis (asynq's
+// round goes on with its other queues, and a wait begins when they are empty too), which
+// spares an empty dequeue script in most rounds of a busy worker: the other queue's list
+// usually has a wait's BLMOVE in flight.
+func (b *idleBackoff) knownEmpty(cmd redis.Cmder) bool {
+	if _, ok := cmd.(*redis.Cmd); !ok || b.stopped() {
+		return false
+	}
+	own, _ := cmd.Args()[3].(string)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.armed[own]
+}
+
 // watchList runs BLMOVEs on list k while waits need them, and tells every wait in progress
 // when k holds work (the wait is then over). A BLMOVE is not cut short by a wait's end, Stop
 // or nudge (a blocking call cannot be), so it is short: Drain waits for it at most b.block; the
@@ -121,7 +142,8 @@ func (b *idleBackoff) await(d time.Duration) string {
 // its timeout, and asynq's next dequeue meets the error.
 func (b *idleBackoff) watchList(k string) {
 	for {
-		err := b.rdb.BLMove(context.Background(), k, k, "RIGHT", "RIGHT", b.block).Err()
+		// go-redis sends whole seconds, and 0 would block for ever.
+		err := b.rdb.BLMove(context.Background(), k, k, "RIGHT", "RIGHT", max(b.block, time.Second)).Err()
 		b.mu.Lock()
 		if err == nil {
 			for w := range b.waiters {
@@ -235,10 +257,14 @@ func asynqPoll(cmd redis.Cmder) (dequeue, forward bool) {
 // IsIdlePoll reports whether cmd, run with the outcome err (in a go-redis hook, the error the
 // next hook returned: cmd.Err() is not yet set there), was a poll that found nothing: asynq's
 // dequeue of an empty queue or forwarder pass with nothing due, a Line's pass that moved
-// no webhook, or an idle worker's blocking wait for work (whatever its outcome: it is the
-// waiting, and the dequeue after it counts as the job's). Counts of a
-// worker's round trips per job leave these out (docs/benchmarks.md#the-worker-in-four-round-trips).
+// no webhook, or a worker's blocking wait for work (whatever its outcome: it is the waiting,
+// and the dequeue after it counts as the job's). A dequeue the worker answered itself is not
+// a poll (AnsweredWithoutRedis). Counts of a worker's round trips per job leave these out
+// (docs/benchmarks.md#the-worker-in-four-round-trips).
 func IsIdlePoll(cmd redis.Cmder, err error) bool {
+	if AnsweredWithoutRedis(cmd) {
+		return false // not a call at all
+	}
 	if idleWait(cmd) {
 		return true
 	}
@@ -302,6 +328,12 @@ func (b *idleBackoff) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.
 func (b *idleBackoff) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		dequeue, forward := asynqPoll(cmd)
+		if dequeue && b.knownEmpty(cmd) {
+			c := cmd.(*redis.Cmd) // knownEmpty checked
+			c.SetVal(answeredHere)
+			c.SetErr(redis.Nil)
+			return b.idle(ctx, cmd, next, redis.Nil)
+		}
 		err := next(ctx, cmd)
 		switch {
 		case dequeue && errors.Is(err, redis.Nil):
@@ -321,7 +353,7 @@ func (b *idleBackoff) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 
 // idle handles an empty dequeue answer (err) and returns the answer asynq gets. The dequeue
 // that completes a round of empty ones (every watched list found empty since work was last
-// found) waits for work; when a list then holds work, the dequeue is run again for that list's
+// found, or known empty: a BLMOVE in flight) waits for work; when a list then holds work, the dequeue is run again for that list's
 // queue, in place of this one's if it is another (asynq's dequeue takes a task's queue from
 // the task, not from the call). When that finds nothing, the answer is held, or a paused queue
 // with work would wake the worker over and over.
@@ -333,15 +365,22 @@ func (b *idleBackoff) idle(ctx context.Context, cmd redis.Cmder, next redis.Proc
 	}
 	b.mu.Lock()
 	b.empty[own] = true
-	round := len(b.empty) == len(b.watch)
+	round := true
+	for _, l := range b.watch {
+		if !b.empty[l] && !b.armed[l] {
+			round = false
+		}
+	}
+	var told chan string
 	if round {
 		clear(b.empty)
+		told = b.join()
 	}
 	b.mu.Unlock()
 	if !round {
 		return err // the next queue's dequeue, in this round or the next
 	}
-	k := b.await(b.block)
+	k := b.await(told, b.block)
 	if k == "" {
 		return err
 	}
@@ -357,6 +396,18 @@ func (b *idleBackoff) idle(ctx context.Context, cmd redis.Cmder, next redis.Proc
 		b.wait(b.hold(false))
 	}
 	return err
+}
+
+// answeredHere is the value of a dequeue that the back-off answered itself, without Redis
+// (knownEmpty); asynq reads only its error, redis.Nil.
+var answeredHere = &struct{ what string }{"an empty dequeue answered by the idle back-off"}
+
+// AnsweredWithoutRedis reports whether cmd is an asynq dequeue that the worker answered
+// "nothing" without sending it, its queue's list having a wait for work in flight (so being
+// empty). Counts of a worker's Redis calls leave it out (docs/operations.md#an-idle-worker).
+func AnsweredWithoutRedis(cmd redis.Cmder) bool {
+	c, ok := cmd.(*redis.Cmd)
+	return ok && c.Val() == any(answeredHere)
 }
 
 // dequeueOf runs asynq's dequeue script cmd (of one queue) for the queue of pending list k

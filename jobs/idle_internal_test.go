@@ -31,14 +31,14 @@ func (h cmdSeen) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 }
 
 // startWorker starts w and shuts it down when the test ends, unless the test did (shutdown).
-func startWorker(t *testing.T, w *Worker) (shutdown func()) {
-	t.Helper()
+func startWorker(tb testing.TB, w *Worker) (shutdown func()) {
+	tb.Helper()
 	if err := w.Start(); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	var once sync.Once
 	shutdown = func() { once.Do(w.Shutdown) }
-	t.Cleanup(shutdown)
+	tb.Cleanup(shutdown)
 	return shutdown
 }
 
@@ -327,6 +327,63 @@ func TestIdleWaitRunsTheWokenQueuesDequeue(t *testing.T) {
 	}
 	if l, _ := rdb.LRange(ctx, other, 0, -1).Result(); len(l) != 1 || l[0] != "task" {
 		t.Fatalf("the waits changed the list: %v", l)
+	}
+	b.Stop()
+	b.Drain()
+}
+
+// TestIdleKnownEmptyListIsNotAsked: a dequeue of a queue whose list has a wait's BLMOVE in
+// flight is answered "nothing" without Redis, and is no Redis call in the counts
+// (AnsweredWithoutRedis, not IsIdlePoll); a task queued on such a list is still found.
+func TestIdleKnownEmptyListIsNotAsked(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb := redistest.New(t)
+	first, other := pendingKey(QueueResolve), pendingKey(QueueWebhooks)
+	b := newIdleBackoff(rdb, first, other)
+	b.block = time.Second
+	b.worked()
+	var sent atomic.Int64
+	next := func(_ context.Context, cmd redis.Cmder) error {
+		sent.Add(1)
+		c := cmd.(*redis.Cmd)
+		if n, _ := rdb.LLen(ctx, cmd.Args()[3].(string)).Result(); n > 0 {
+			c.SetVal("task of " + cmd.Args()[3].(string))
+			return nil
+		}
+		c.SetErr(redis.Nil)
+		return redis.Nil
+	}
+	hook := b.ProcessHook(next)
+	dequeue := func(list string) *redis.Cmd {
+		q := strings.TrimSuffix(list, "pending")
+		return redis.NewCmd(ctx, "evalsha", "sha", 4, list, q+"paused", q+"active", q+"lease", int64(123), q+"t:")
+	}
+	b.mu.Lock()
+	b.join() // a wait's BLMOVEs, on both lists
+	b.mu.Unlock()
+
+	cmd := dequeue(other)
+	if err := hook(ctx, cmd); !errors.Is(err, redis.Nil) {
+		t.Fatalf("a dequeue of a list with a BLMOVE in flight answered %v, want redis.Nil", err)
+	}
+	if n := sent.Load(); n != 0 {
+		t.Fatalf("%d dequeues sent to Redis, want none", n)
+	}
+	if !AnsweredWithoutRedis(cmd) || IsIdlePoll(cmd, redis.Nil) {
+		t.Fatalf("AnsweredWithoutRedis %v, IsIdlePoll %v; want true, false", AnsweredWithoutRedis(cmd), IsIdlePoll(cmd, redis.Nil))
+	}
+
+	// A task queued on a watched list is found, whether its BLMOVE has ended yet or not.
+	if err := rdb.LPush(ctx, other, "task").Err(); err != nil {
+		t.Fatal(err)
+	}
+	cmd = dequeue(other)
+	if err := hook(ctx, cmd); err != nil || cmd.Val() != "task of "+other {
+		t.Fatalf("the dequeue after a task was queued answered %v %v, want the task", cmd.Val(), err)
+	}
+	if AnsweredWithoutRedis(cmd) {
+		t.Fatal("a dequeue that found a task counted as answered without Redis")
 	}
 	b.Stop()
 	b.Drain()

@@ -144,7 +144,9 @@ if #made > 0 then
 end
 if taken > 0 then redis.call('HINCRBY', KEYS[1], {{.Credits}}, -taken) end
 if used ~= used0 then day_set(KEYS[2], today, used, of_today) end
-return {used, today, pos, bal0, table.concat(codes), replays}`)
+-- '' .. : the codes are a string on every Lua, where dev mode's embedded Redis (gopher-lua)
+-- returns the one element of a one-item table.concat as it is, a number.
+return {used, today, pos, bal0, '' .. table.concat(codes), replays}`)
 
 // submitMany is SubmitBatch in one round trip on a single Redis or through Sentinel:
 // submitManyScript, with asynq's set of queue names written once per process (see enqueueMany),

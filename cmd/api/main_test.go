@@ -17,6 +17,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/linkhop/linkhop/client"
 	"github.com/linkhop/linkhop/config"
 	"github.com/linkhop/linkhop/internal/redistest"
 )
@@ -271,6 +272,36 @@ func TestDevModeReplicaAck(t *testing.T) {
 		}
 	}
 	s.stop(t)
+}
+
+// TestDevModeCLIResolve: the README's first use of dev mode, the linkhop command line's resolve,
+// which submits its links as a batch (one link, then two) and waits for their jobs.
+func TestDevModeCLIResolve(t *testing.T) {
+	cfg, err := config.Load(config.API, func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.HTTPAddr, cfg.ShutdownTimeout = "127.0.0.1:0", 2*time.Second
+	s := startDev(t, cfg)
+	defer s.stop(t)
+	c := client.New(s.base, s.token)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, paths := range [][]string{{"/hello"}, {"/one", "/two"}} {
+		var urls []string
+		for _, p := range paths {
+			urls = append(urls, "http://"+demoHost+p)
+		}
+		out, err := c.ResolveMany(ctx, urls, nil)
+		if err != nil {
+			t.Fatalf("resolving %v: %v", urls, err)
+		}
+		for i, o := range out {
+			if o.Err != nil || o.Job == nil || o.Job.TargetURL != "https://example.com"+paths[i] {
+				t.Errorf("%s: %+v", urls[i], o)
+			}
+		}
+	}
 }
 
 func TestDevModeAnyHost(t *testing.T) {

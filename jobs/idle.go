@@ -23,7 +23,9 @@ import (
 // is), for up to a second, at any load. A task queued meanwhile wakes it at once, and the
 // dequeue is run again, for the queue whose list woke it, before asynq sees the answer: the
 // task starts within a round trip, where it used to wait for asynq's sleep. There is at most
-// one BLMOVE in flight per list, shared by the waits that need it (watchList).
+// one BLMOVE in flight per list, shared by the waits that need it (watchList); while it is in
+// flight, its list is known to be empty, and a dequeue of it is answered without Redis
+// (knownEmpty).
 //
 // Empty answers of the forwarder are held back once the worker has had nothing to do for a
 // while, and so are empty dequeues when a wait cannot help (a wake whose work the dequeue
@@ -83,12 +85,8 @@ func (b *idleBackoff) stopped() bool {
 	}
 }
 
-// await blocks until one of the watched lists holds work, for at most d, and returns that
-// list ("" when none did, or the worker is stopping). It starts a BLMOVE on each list that has
-// none in flight (watchList); BLMOVE of a list onto itself at the same end takes the last
-// element and puts it back where it was, in one step: the list is left as it is, and a
-// dequeue finds the task. Each list has a BLMOVE of its own (on Cluster the lists are on
-// different nodes).
+// await blocks until the wait told (registered by join) is told that a watched list holds
+// work, for at most d, and returns that list ("" when none did, or the worker is stopping).
 func (b *idleBackoff) await(told chan string, d time.Duration) string {
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -104,9 +102,12 @@ func (b *idleBackoff) await(told chan string, d time.Duration) string {
 	return k
 }
 
-// join (b.mu held) registers a wait and starts a BLMOVE on each list that has none in flight.
-// Joining under the same hold of b.mu as the test of armed (idle) is what makes a list with a
-// BLMOVE in flight as good as found empty: a task on it is told to the wait.
+// join (b.mu held) registers a wait and starts a BLMOVE on each list that has none in flight
+// (watchList). BLMOVE of a list onto itself at the same end takes the last element and puts it
+// back where it was, in one step: the list is left as it is, and a dequeue finds the task.
+// Each list has a BLMOVE of its own (on Cluster the lists are on different nodes). Joining
+// under the same hold of b.mu as the test of armed (idle) is what makes a list with a BLMOVE
+// in flight as good as found empty: a task on it is told to the wait.
 func (b *idleBackoff) join() chan string {
 	told := make(chan string, 1)
 	b.waiters[told] = struct{}{}
@@ -353,10 +354,11 @@ func (b *idleBackoff) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 
 // idle handles an empty dequeue answer (err) and returns the answer asynq gets. The dequeue
 // that completes a round of empty ones (every watched list found empty since work was last
-// found, or known empty: a BLMOVE in flight) waits for work; when a list then holds work, the dequeue is run again for that list's
-// queue, in place of this one's if it is another (asynq's dequeue takes a task's queue from
-// the task, not from the call). When that finds nothing, the answer is held, or a paused queue
-// with work would wake the worker over and over.
+// found, or known empty: a BLMOVE in flight) waits for work; when a list then holds work, the
+// dequeue is run again for that list's queue, in place of this one's if it is another
+// (asynq's dequeue takes a task's queue from the task, not from the call). When that finds
+// nothing, the answer is held, or a paused queue with work would wake the worker over and
+// over.
 func (b *idleBackoff) idle(ctx context.Context, cmd redis.Cmder, next redis.ProcessHook, err error) error {
 	own, _ := cmd.Args()[3].(string)
 	if len(b.watch) == 0 || b.stopped() || !slices.Contains(b.watch, own) {

@@ -257,6 +257,12 @@ func TestIdleWorkerWakesForWork(t *testing.T) {
 	}
 }
 
+// dequeueCmd is asynq's dequeue script of the queue of pending list list, as asynq sends it.
+func dequeueCmd(ctx context.Context, list string) *redis.Cmd {
+	q := strings.TrimSuffix(list, "pending")
+	return redis.NewCmd(ctx, "evalsha", "sha", 4, list, q+"paused", q+"active", q+"lease", int64(123), q+"t:")
+}
+
 // TestIdleWaitRunsTheWokenQueuesDequeue: a worker that has just worked waits too, once a
 // round of dequeues found every queue empty (and not before: the round's other queues are
 // still to be asked); a task on another queue's list ends the wait, and that queue's dequeue
@@ -270,10 +276,7 @@ func TestIdleWaitRunsTheWokenQueuesDequeue(t *testing.T) {
 	b := newIdleBackoff(rdb, first, other)
 	b.block, b.after, b.dequeueMax = 2*time.Second, time.Hour, 300*time.Millisecond
 	b.worked() // busy: no hold
-	dequeue := func(list string) *redis.Cmd {
-		q := strings.TrimSuffix(list, "pending")
-		return redis.NewCmd(ctx, "evalsha", "sha", 4, list, q+"paused", q+"active", q+"lease", int64(123), q+"t:")
-	}
+	dequeue := func(list string) *redis.Cmd { return dequeueCmd(ctx, list) }
 	var ran [][]any // the dequeues run again by the hook
 	paused := false
 	next := func(_ context.Context, cmd redis.Cmder) error {
@@ -355,10 +358,7 @@ func TestIdleKnownEmptyListIsNotAsked(t *testing.T) {
 		return redis.Nil
 	}
 	hook := b.ProcessHook(next)
-	dequeue := func(list string) *redis.Cmd {
-		q := strings.TrimSuffix(list, "pending")
-		return redis.NewCmd(ctx, "evalsha", "sha", 4, list, q+"paused", q+"active", q+"lease", int64(123), q+"t:")
-	}
+	dequeue := func(list string) *redis.Cmd { return dequeueCmd(ctx, list) }
 	b.mu.Lock()
 	b.join() // a wait's BLMOVEs, on both lists
 	b.mu.Unlock()

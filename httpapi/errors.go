@@ -62,8 +62,11 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 // unavailable reports whether err means Redis could not be reached or could not answer in
 // time: a network error (refused, reset, timed out), a connection closed mid-reply, a pool or
 // client that is closed or exhausted, a Redis still loading its data after a restart or in
-// the middle of a failover, or replicas that did not acknowledge a write in time (REDIS_MIN_REPLICAS_ACK; the write was
-// undone).
+// the middle of a failover, replicas that did not acknowledge a write in time
+// (REDIS_MIN_REPLICAS_ACK; the write was undone), or a Redis that refuses for now: full
+// (OOM under noeviction), out of connections, short of the replicas its own
+// min-replicas-to-write asks for (NOREPLICAS), or a Cluster whose slots are still moving when
+// go-redis has used up its redirects (MOVED, ASK).
 func unavailable(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) || errors.Is(err, replicas.ErrTooFew) || errors.Is(err, context.DeadlineExceeded) ||
@@ -75,5 +78,13 @@ func unavailable(err error) bool {
 		// A failover in progress: a demoted primary (READONLY), a Cluster without a primary
 		// for a slot (CLUSTERDOWN, TRYAGAIN), a replica whose primary is gone (MASTERDOWN).
 		redis.IsReadOnlyError(err) || redis.IsClusterDownError(err) || redis.IsTryAgainError(err) ||
-		redis.IsMasterDownError(err)
+		redis.IsMasterDownError(err) || redis.IsOOMError(err) || redis.IsMaxClientsError(err) ||
+		redis.IsNoReplicasError(err) || redirected(err)
+}
+
+// redirected reports a Cluster redirect that go-redis did not follow to the end (MOVED, ASK).
+func redirected(err error) bool {
+	_, moved := redis.IsMovedError(err)
+	_, ask := redis.IsAskError(err)
+	return moved || ask
 }

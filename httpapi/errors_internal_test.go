@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/linkhop/linkhop/internal/redistest"
 	"github.com/linkhop/linkhop/internal/replicas"
 	"github.com/linkhop/linkhop/jobs"
 	"github.com/linkhop/linkhop/keys"
@@ -52,6 +53,12 @@ func TestProblemFor(t *testing.T) {
 		"slot moving":          {loadingError("TRYAGAIN Multiple keys request during rehashing of slot"), problem.ServiceUnavailable, "", true},
 		"primary gone":         {loadingError("MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'."), problem.ServiceUnavailable, "", true},
 		"replicas did not ack": {fmt.Errorf("jobs: %w", replicas.ErrTooFew), problem.ServiceUnavailable, "", true},
+		"Redis full":           {loadingError("OOM command not allowed when used memory > 'maxmemory'."), problem.ServiceUnavailable, "", true},
+		"Redis out of clients": {loadingError("ERR max number of clients reached"), problem.ServiceUnavailable, "", true},
+		"too few replicas":     {loadingError("NOREPLICAS Not enough good replicas to write."), problem.ServiceUnavailable, "", true},
+		"slot moved":           {loadingError("MOVED 3999 127.0.0.1:6381"), problem.ServiceUnavailable, "", true},
+		"slot migrating":       {loadingError("ASK 3999 127.0.0.1:6381"), problem.ServiceUnavailable, "", true},
+		"a script's error":     {loadingError("ERR user_script:1: Script attempted to access nonexistent global variable"), problem.InternalError, "", true},
 	} {
 		p, internal := problemFor(tc.err)
 		if p.Code != tc.code || internal != tc.internal {
@@ -59,6 +66,27 @@ func TestProblemFor(t *testing.T) {
 		}
 		if tc.field != "" && (len(p.Errors) != 1 || p.Errors[0].Field != tc.field) {
 			t.Errorf("%s: errors %+v, want one for %s", name, p.Errors, tc.field)
+		}
+	}
+}
+
+// TestProblemForRedisRefusals: a Redis that refuses writes for now (full under noeviction,
+// short of the replicas its min-replicas-to-write asks for) is a 503 as go-redis reports it,
+// wrapped by the domain packages.
+func TestProblemForRedisRefusals(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for name, args := range map[string][]string{
+		"full":             {"--maxmemory", "1", "--maxmemory-policy", "noeviction"},
+		"too few replicas": {"--min-replicas-to-write", "1"},
+	} {
+		rdb := redistest.Start(t, args...).Client(t)
+		err := rdb.Set(ctx, "k", "v", 0).Err()
+		if err == nil {
+			t.Fatalf("%s: the write was not refused", name)
+		}
+		if p, _ := problemFor(fmt.Errorf("jobs: %w", err)); p.Code != problem.ServiceUnavailable {
+			t.Errorf("%s (%v): %s, want service_unavailable", name, err, p.Code)
 		}
 	}
 }

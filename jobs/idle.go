@@ -218,7 +218,7 @@ func (b *idleBackoff) wait(d time.Duration) {
 	}
 }
 
-// idleWait tells the back-off's blocking wait for work (await) by its command.
+// idleWait tells the back-off's blocking wait for work (watchList's BLMOVE) by its command.
 func idleWait(cmd redis.Cmder) bool {
 	args := cmd.Args()
 	if len(args) < 3 {

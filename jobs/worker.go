@@ -44,16 +44,11 @@ func NewWorker(rdb redis.UniversalClient, o WorkerOptions) *Worker {
 	if queues == nil {
 		queues = map[string]int{QueueResolve: 1}
 	}
-	// The idle back-off waits on every queue's list, from the resolve queue's dequeue when
-	// the worker serves it.
+	// The idle back-off waits on every queue's list (in no particular order: the dequeue that
+	// finds the last of them empty waits for all).
 	var watch []string
-	if _, ok := queues[QueueResolve]; ok {
-		watch = append(watch, pendingKey(QueueResolve))
-	}
 	for _, q := range slices.Sorted(maps.Keys(queues)) {
-		if q != QueueResolve {
-			watch = append(watch, pendingKey(q))
-		}
+		watch = append(watch, pendingKey(q))
 	}
 	w := &Worker{mux: asynq.NewServeMux(), delays: map[string]asynq.RetryDelayFunc{}, idle: newIdleBackoff(rdb, watch...)}
 	rdb.AddHook(w.idle)

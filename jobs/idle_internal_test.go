@@ -234,7 +234,7 @@ func TestIdleWorkerWakesForWork(t *testing.T) {
 	}
 
 	// A shutdown during a wait ends once the BLMOVEs in flight have (4 s here), and leaves
-	// none; the waits shared their BLMOVEs: far fewer than one per list per wait.
+	// none.
 	waitStarted()
 	began = time.Now()
 	shutdown()
@@ -335,14 +335,21 @@ func TestIdleWaitRunsTheWokenQueuesDequeue(t *testing.T) {
 	b.Drain()
 }
 
-// TestIdleKnownEmptyListIsNotAsked: a dequeue of a queue whose list has a wait's BLMOVE in
-// flight is answered "nothing" without Redis, and is no Redis call in the counts
-// (AnsweredWithoutRedis, not IsIdlePoll); a task queued on such a list is still found.
+// TestIdleKnownEmptyListIsNotAsked: waits share their BLMOVEs (one per list in flight); a
+// dequeue of a queue whose list has one in flight is answered "nothing" without Redis, and is
+// no Redis call in the counts (AnsweredWithoutRedis, not IsIdlePoll); a task queued on such a
+// list is still found.
 func TestIdleKnownEmptyListIsNotAsked(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	rdb := redistest.New(t)
 	first, other := pendingKey(QueueResolve), pendingKey(QueueWebhooks)
+	var blmoves atomic.Int64
+	rdb.AddHook(cmdSeen{func(cmd redis.Cmder) {
+		if idleWait(cmd) {
+			blmoves.Add(1)
+		}
+	}})
 	b := newIdleBackoff(rdb, first, other)
 	b.block = time.Second
 	b.worked()
@@ -359,9 +366,19 @@ func TestIdleKnownEmptyListIsNotAsked(t *testing.T) {
 	}
 	hook := b.ProcessHook(next)
 	dequeue := func(list string) *redis.Cmd { return dequeueCmd(ctx, list) }
-	b.mu.Lock()
-	b.join() // a wait's BLMOVEs, on both lists
-	b.mu.Unlock()
+	for range 3 { // three waits, one BLMOVE per list
+		b.mu.Lock()
+		b.join()
+		b.mu.Unlock()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for blmoves.Load() < 2 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // room for any BLMOVE a wait should not have sent
+	if n := blmoves.Load(); n != 2 {
+		t.Fatalf("%d BLMOVEs for three waits on two empty lists, want 2", n)
+	}
 
 	cmd := dequeue(other)
 	if err := hook(ctx, cmd); !errors.Is(err, redis.Nil) {

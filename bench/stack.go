@@ -255,7 +255,7 @@ func (s *stack) startWorker() error {
 	}
 	w.Handle(jobs.TypeWebhook, wh, jobs.WebhookRetryDelay)
 	w.NotFailure(jobs.IsWebhookDeferred)
-	w.Handle(jobs.TypeResolve, &jobs.ResolveHandler{
+	rh := &jobs.ResolveHandler{
 		Store:       jobs.NewStore(s.workRdb, s.cfg.JobRetention),
 		Resolver:    app.NewResolver(s.cfg, s.workRdb, s.reg),
 		Logger:      log,
@@ -267,7 +267,11 @@ func (s *stack) startWorker() error {
 			s.done.signal(r.ID, r.Status)
 			return nil
 		},
-	}, nil)
+		Leases:   w.Leases(),
+		Complete: w.Completions(), // no REDIS_MIN_REPLICAS_ACK here
+	}
+	w.Handle(jobs.TypeResolve, rh, nil)
+	w.Leases().OnLapse(jobs.LeaseResolve, rh.Reap)
 	if err := w.Start(); err != nil {
 		return fmt.Errorf("starting the worker: %w", err)
 	}

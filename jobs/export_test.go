@@ -8,3 +8,10 @@ func SplitSubmits(q *Queue) { q.split.Store(true) }
 
 // SetRunningAfter makes h mark its jobs running after d of resolving instead of runningAfter.
 func SetRunningAfter(h *ResolveHandler, d time.Duration) { h.markAfter = d }
+
+// AwaitingDone is how many tasks c completed whose asynq Done it has not answered yet.
+func AwaitingDone(c *TaskCompletions) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.ids)
+}

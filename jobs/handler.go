@@ -48,6 +48,11 @@ type ResolveHandler struct {
 	Leases *Leases
 	// Tasks are the options of the tasks that Reap queues (RESOLVE_* as in Submit).
 	Tasks TaskOptions
+	// Complete, when set (Worker.Completions), lets the last write of a job without a webhook
+	// complete its asynq task too, one round trip fewer (docs/operations.md#a-job-in-three-round-trips).
+	// Leave it nil when the run is followed by anything that can fail it, such as Replicated
+	// with REDIS_MIN_REPLICAS_ACK on.
+	Complete *TaskCompletions
 
 	requeue     *asynq.Client
 	requeueOnce sync.Once
@@ -117,7 +122,8 @@ const runningAfter = 100 * time.Millisecond
 // URL in the task, a job that resolves within runningAfter costs two round trips of its own
 // besides asynq's dequeue and completion (docs/benchmarks.md#the-worker-in-four-round-trips):
 // the lease with the record's read, the cache read and the upstream lock; the outcome
-// published with the record finished. A longer resolve adds the record marked running, from a
+// published with the record finished, and with Complete, asynq's completion in the same write
+// (docs/operations.md#a-job-in-three-round-trips). A longer resolve adds the record marked running, from a
 // timer while it runs; a task without the URL (queued by an earlier version) adds a round
 // trip for the cache read and the lock.
 func (h *ResolveHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
@@ -310,9 +316,15 @@ func (h *ResolveHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		log.Error("resolve failed with an internal error", "err", rerr)
 	}
 
-	// The last round trip: the outcome published and the record finished, in one pipeline.
+	// The last round trip: the outcome published and the record finished, in one pipeline,
+	// with the task's completion when nothing can fail the run after it (a job without a
+	// webhook to queue; Complete says whether anything follows the run).
 	finished := false
-	rec, err = h.commit(ctx, up, rec, res, rerr, func(r *Record) error {
+	var td *taskDone
+	if rec.WebhookURL == "" {
+		td = h.Complete.task(ctx)
+	}
+	rec, completed, err := h.commitCompleting(ctx, up, rec, res, rerr, td, func(r *Record) error {
 		// The fence: a run whose task was replaced meanwhile (its worker was stopped past the
 		// lease, then resumed) must not finish the job a second time.
 		if r.Status.Terminal() || !owns(r, task) {
@@ -324,6 +336,10 @@ func (h *ResolveHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	})
 	if err != nil {
 		return err
+	}
+	if completed {
+		// asynq's own completion of the task, which follows this run, is answered here.
+		td.completed()
 	}
 	if !finished {
 		log.Warn(droppedRun)
@@ -337,7 +353,16 @@ func (h *ResolveHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	span.SetAttributes(attribute.String("linkhop.job.status", string(rec.Status)))
 	log.Info("job finished", "status", rec.Status, "hops", len(rec.Hops))
-	return h.terminal(ctx, rec.Record)
+	if err := h.terminal(ctx, rec.Record); err != nil {
+		if completed {
+			// Not expected (a job without a webhook has nothing to queue), and the task is
+			// gone: an error would make asynq retry a task it no longer has.
+			log.Error("after the job finished", "err", err)
+			return nil
+		}
+		return err
+	}
+	return nil
 }
 
 // resolve resolves rec's link: from the cache read made with the record's when it answered,
@@ -441,14 +466,21 @@ func (m *marker) settle() Snapshot {
 // resolved upstream and has not published it yet) in the same round trip. The outcome is
 // written even when ctx has ended: other workers wait for it.
 func (h *ResolveHandler) commit(ctx context.Context, up *resolve.Upstream, cur Snapshot, res resolve.Result, rerr error, fn func(*Record) error) (Snapshot, error) {
+	next, _, err := h.commitCompleting(ctx, up, cur, res, rerr, nil, fn)
+	return next, err
+}
+
+// commitCompleting is commit whose write, when td is set, also completes td's asynq task
+// (casDoneScript); completed says it did.
+func (h *ResolveHandler) commitCompleting(ctx context.Context, up *resolve.Upstream, cur Snapshot, res resolve.Result, rerr error, td *taskDone, fn func(*Record) error) (next Snapshot, completed bool, err error) {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	var update func() (Snapshot, error)
+	var update func() (Snapshot, bool, error)
 	_, _ = h.Store.rdb.Pipelined(wctx, func(pl redis.Pipeliner) error {
 		if up != nil {
 			up.PublishIn(wctx, pl, res, rerr)
 		}
-		update = h.Store.UpdateIn(wctx, pl, cur, fn)
+		update = h.Store.updateIn(wctx, pl, cur, fn, td)
 		return nil
 	})
 	return update()

@@ -404,12 +404,14 @@ func (b *idleBackoff) idle(ctx context.Context, cmd redis.Cmder, next redis.Proc
 // (knownEmpty); asynq reads only its error, redis.Nil.
 var answeredHere = &struct{ what string }{"an empty dequeue answered by the idle back-off"}
 
-// AnsweredWithoutRedis reports whether cmd is an asynq dequeue that the worker answered
-// "nothing" without sending it, its queue's list having a wait for work in flight (so being
-// empty). Counts of a worker's Redis calls leave it out (docs/operations.md#an-idle-worker).
+// AnsweredWithoutRedis reports whether the worker answered cmd without sending it: an asynq
+// dequeue answered "nothing", its queue's list having a wait for work in flight (so being
+// empty), or asynq's completion of a task that its job's last write completed
+// (TaskCompletions). Counts of a worker's Redis calls leave it out
+// (docs/operations.md#an-idle-worker).
 func AnsweredWithoutRedis(cmd redis.Cmder) bool {
 	c, ok := cmd.(*redis.Cmd)
-	return ok && c.Val() == any(answeredHere)
+	return ok && (c.Val() == any(answeredHere) || c.Val() == any(completedHere))
 }
 
 // dequeueOf runs asynq's dequeue script cmd (of one queue) for the queue of pending list k

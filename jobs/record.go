@@ -163,7 +163,10 @@ func (s *Store) Delete(ctx context.Context, keyID, id string) error {
 // to meet (SHA-1 is what Redis's Lua offers). Reply: 1 written; the current bytes when they
 // differ (the caller re-applies its change to them); nil when the record is gone. Record and
 // key record share the key's hash tag, so this is one slot on Redis Cluster.
-var casScript = redis.NewScript(keys.Script(`local cur = redis.call('GET', KEYS[1])
+var casScript = redis.NewScript(keys.Script(casLua + "return 1"))
+
+// casLua is casScript up to its reply (casDoneScript goes on from there).
+const casLua = `local cur = redis.call('GET', KEYS[1])
 if not cur then return false end
 if redis.sha1hex(cur) ~= ARGV[1] then return cur end
 redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
@@ -171,7 +174,7 @@ local refund = tonumber(ARGV[3])
 if refund > 0 and redis.call('HEXISTS', KEYS[2], {{.Credits}}) == 1 then
   redis.call('HINCRBY', KEYS[2], {{.Credits}}, refund)
 end
-return 1`))
+`
 
 // maxConflicts bounds how often an update re-applies its change to a record that changed
 // under it; two writers of one record at once are rare (a worker and a redelivery request).
@@ -193,36 +196,55 @@ func (s *Store) Update(ctx context.Context, keyID, id string, fn func(*Record) e
 // since snap was read. It returns the record as written (or as it stood, when fn wrote
 // nothing), the base of a next update.
 func (s *Store) UpdateFrom(ctx context.Context, snap Snapshot, fn func(*Record) error) (Snapshot, error) {
+	next, _, err := s.updateFrom(ctx, snap, fn, nil)
+	return next, err
+}
+
+// updateFrom is UpdateFrom that, when td is set, completes td's task in the write that lands
+// (casDoneScript); completed says it did.
+func (s *Store) updateFrom(ctx context.Context, snap Snapshot, fn func(*Record) error, td *taskDone) (next Snapshot, completed bool, err error) {
 	for range maxConflicts {
 		w, err := s.prepare(snap, fn)
 		if err != nil || w == nil {
-			return noWrite(snap, err)
+			next, err := noWrite(snap, err)
+			return next, false, err
 		}
+		w.done = td.use()
 		next, done, err := w.settle(s.casAgain(ctx, w, casOf(ctx, s.rdb, w)))
 		if done || err != nil {
-			return next, err
+			return next, w.completed, err
 		}
 		snap = next
 	}
-	return snap, fmt.Errorf("jobs: updating %s: too much contention", snap.ID)
+	return snap, false, fmt.Errorf("jobs: updating %s: too much contention", snap.ID)
 }
 
 // UpdateIn adds UpdateFrom's write to pipeline p. The function returned, called once p has
 // run, gives the record as written (or as it stood, when fn wrote nothing); if the record had
 // changed since snap, it re-applies fn to the current record in further round trips.
 func (s *Store) UpdateIn(ctx context.Context, p redis.Pipeliner, snap Snapshot, fn func(*Record) error) func() (Snapshot, error) {
+	update := s.updateIn(ctx, p, snap, fn, nil)
+	return func() (Snapshot, error) {
+		next, _, err := update()
+		return next, err
+	}
+}
+
+// updateIn is UpdateIn completing td's task as updateFrom does.
+func (s *Store) updateIn(ctx context.Context, p redis.Pipeliner, snap Snapshot, fn func(*Record) error, td *taskDone) func() (Snapshot, bool, error) {
 	w, err := s.prepare(snap, fn)
 	if err != nil || w == nil {
 		r, err := noWrite(snap, err)
-		return func() (Snapshot, error) { return r, err }
+		return func() (Snapshot, bool, error) { return r, false, err }
 	}
+	w.done = td.use()
 	cmd := casOf(ctx, p, w)
-	return func() (Snapshot, error) {
+	return func() (Snapshot, bool, error) {
 		next, done, err := w.settle(s.casAgain(ctx, w, cmd))
 		if done || err != nil {
-			return next, err
+			return next, w.completed, err
 		}
-		return s.UpdateFrom(ctx, next, fn)
+		return s.updateFrom(ctx, next, fn, td)
 	}
 }
 
@@ -232,6 +254,10 @@ type write struct {
 	old, new       []byte
 	rec            Record
 	refund         int64
+	// done, when set, is the asynq task the write completes too (casDoneScript); completed
+	// says the write did.
+	done      *taskDone
+	completed bool
 }
 
 // prepare applies fn to a copy of snap's record. A nil write means fn wrote nothing
@@ -281,16 +307,33 @@ func noWrite(snap Snapshot, err error) (Snapshot, error) {
 
 func casOf(ctx context.Context, c redis.Scripter, w *write) *redis.Cmd {
 	sum := sha1.Sum(w.old) //nolint:gosec // a change detector matched by Redis's redis.sha1hex, not a security use
-	return casScript.EvalSha(ctx, c, []string{w.key, w.keyRecord}, hex.EncodeToString(sum[:]), w.new, w.refund)
+	digest := hex.EncodeToString(sum[:])
+	if td := w.done; td != nil {
+		return casDoneScript.EvalSha(ctx, c, []string{w.key, w.keyRecord, td.active, td.lease, td.task, td.daily, td.total},
+			digest, w.new, w.refund, td.id, td.statsExpire, maxInt64)
+	}
+	return casScript.EvalSha(ctx, c, []string{w.key, w.keyRecord}, digest, w.new, w.refund)
 }
 
 // casAgain runs w's compare-and-set again, alone, when Redis did not know the script (its
-// first use, or after a restart): the pipeline it rode in ran without it.
+// first use, or after a restart): the pipeline it rode in ran without it. A write that was to
+// complete its task on a server that keeps the job and the task in different slots (a Redis
+// Cluster node: CROSSSLOT, refused before anything ran) is sent again without, and its
+// process completes tasks the asynq way from then on.
 func (s *Store) casAgain(ctx context.Context, w *write, cmd *redis.Cmd) *redis.Cmd {
+	if w.done != nil && isCrossSlot(cmd.Err()) {
+		w.done.c.off.Store(true)
+		w.done = nil
+		return s.casAgain(ctx, w, casOf(ctx, s.rdb, w))
+	}
 	if !isNoScript(cmd.Err()) {
 		return cmd
 	}
-	if err := casScript.Load(ctx, s.rdb).Err(); err != nil {
+	script := casScript
+	if w.done != nil {
+		script = casDoneScript
+	}
+	if err := script.Load(ctx, s.rdb).Err(); err != nil {
 		return cmd
 	}
 	return casOf(ctx, s.rdb, w)
@@ -310,6 +353,7 @@ func (w *write) settle(cmd *redis.Cmd) (Snapshot, bool, error) {
 		next, err := decodeSnapshot([]byte(cur), nil)
 		return next, err != nil, err
 	}
+	w.completed = v == int64(2)
 	return Snapshot{Record: w.rec, raw: w.new}, true, nil
 }
 

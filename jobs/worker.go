@@ -34,6 +34,7 @@ type Worker struct {
 	leases    *Leases
 	idle      *idleBackoff
 	line      *Line
+	completes *TaskCompletions
 }
 
 // NewWorker builds a worker on rdb; register handlers with Handle before Start. It adds a hook
@@ -52,6 +53,8 @@ func NewWorker(rdb redis.UniversalClient, o WorkerOptions) *Worker {
 	}
 	w := &Worker{mux: asynq.NewServeMux(), delays: map[string]asynq.RetryDelayFunc{}, idle: newIdleBackoff(rdb, watch...)}
 	rdb.AddHook(w.idle)
+	w.completes = newTaskCompletions(rdb)
+	rdb.AddHook(w.completes)
 	w.leases = NewLeases(rdb, LeaseOptions{TTL: o.LeaseTTL, Logger: o.Logger})
 	log := o.Logger
 	if log == nil {
@@ -106,6 +109,10 @@ func NewWorker(rdb redis.UniversalClient, o WorkerOptions) *Worker {
 // Leases are the job leases of this worker process, for its handlers (ResolveHandler.Leases,
 // WebhookDeps.Leases) and their reapers (Leases.OnLapse). They beat while the worker runs.
 func (w *Worker) Leases() *Leases { return w.leases }
+
+// Completions are the tasks this worker's handlers complete in their last write, for
+// ResolveHandler.Complete: asynq's own completion of each is then answered without Redis.
+func (w *Worker) Completions() *TaskCompletions { return w.completes }
 
 // Line forwards the held-back webhook attempts of every worker at their places in line, for
 // WebhookDeps.Line; it runs while the worker runs.

@@ -76,6 +76,10 @@ func NewWorker(c config.Config, rdb redis.UniversalClient, log *slog.Logger, svc
 		OnTerminal: wh.OnTerminal, Leases: w.Leases(),
 		Tasks: jobs.TaskOptions{MaxAttempts: c.ResolveMaxAttempts, Timeout: c.ResolveTimeout},
 	}
+	if !ReplicaAck(c).On() {
+		// A run's last write may complete its task: nothing follows the run that could fail it.
+		rh.Complete = w.Completions()
+	}
 	w.Handle(jobs.TypeResolve, jobs.Replicated(rh, rdb, ReplicaAck(c)), nil)
 	w.Leases().OnLapse(jobs.LeaseResolve, rh.Reap)
 	w.Leases().OnLapse(jobs.LeaseWebhook, wh.Reap)

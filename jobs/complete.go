@@ -1,0 +1,183 @@
+package jobs
+
+import (
+	"context"
+	"math"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/linkhop/linkhop/keys"
+)
+
+// A resolve task completed by the job's last write (docs/operations.md#a-job-in-three-round-trips).
+//
+// asynq completes a task whose handler returned no error with a script of its own (its Done):
+// the task leaves its queue's active list and lease set, its hash is deleted, and the queue's
+// processed counters count it. That is one more round trip after the handler's last. On a
+// single Redis or through Sentinel, where the job's record and asynq's keys are on one server,
+// the handler's last write (the record's compare-and-set, casDoneScript) does the same in the
+// same step, and TaskCompletions, a hook on the worker's Redis client, then answers asynq's
+// Done of that task without sending it.
+//
+// The handler asks for it only when nothing can make the run fail after that write (a run
+// that fails must leave its task to asynq, which retries it): the job has no webhook to queue
+// (OnTerminal would queue it, and may fail), and no replicas are awaited after the run
+// (REDIS_MIN_REPLICAS_ACK, Replicated: a run the replicas did not acknowledge fails). On Redis
+// Cluster the record and the task are in different slots, and tasks are completed the asynq
+// way.
+
+// casDoneScript is casScript that, once the record is written, completes the asynq task as
+// asynq's Done does: KEYS[3] the queue's active list, KEYS[4] its lease set, KEYS[5] the task's
+// hash, KEYS[6] the queue's processed counter of the day, KEYS[7] its processed total; ARGV[4]
+// the task id, ARGV[5] when the day's counter expires (unix seconds), ARGV[6] the largest
+// total (math.MaxInt64; the total starts again at 1 there, as asynq's does). A task no longer
+// on the active list (asynq's recovery requeued it after its lease lapsed) is left as it is.
+// Reply: casScript's, with 2 for written and completed.
+var casDoneScript = redis.NewScript(casDoneSrc)
+
+var casDoneSrc = keys.Script(casLua + `
+if redis.call('LREM', KEYS[3], 0, ARGV[4]) == 0 then return 1 end
+redis.call('ZREM', KEYS[4], ARGV[4])
+redis.call('DEL', KEYS[5])
+if redis.call('INCR', KEYS[6]) == 1 then redis.call('EXPIREAT', KEYS[6], ARGV[5]) end
+if redis.call('GET', KEYS[7]) == ARGV[6] then redis.call('SET', KEYS[7], '1') else redis.call('INCR', KEYS[7]) end
+return 2`)
+
+// maxInt64 is ARGV[6] of casDoneScript.
+const maxInt64 = int64(math.MaxInt64)
+
+// asynqStatsTTL is how long asynq keeps a queue's daily counters (its statsTTL).
+const asynqStatsTTL = 90 * 24 * time.Hour
+
+// TaskCompletions are the tasks of one worker process that its handlers completed in their
+// last write; as a hook on the worker's Redis client it answers asynq's Done of each of them
+// without sending it. Worker.Completions gives a worker's, for ResolveHandler.Complete.
+type TaskCompletions struct {
+	off atomic.Bool // Redis Cluster: the record and the task are in different slots
+	mu  sync.Mutex
+	ids map[string]time.Time // task keys completed here, awaiting asynq's Done; when added
+}
+
+// completionsKept bounds the tasks awaiting asynq's Done before the stale ones are dropped: a
+// run whose asynq lease lapsed meanwhile gets no Done (asynq's recovery requeues it instead).
+const completionsKept = 1024
+
+func newTaskCompletions(rdb redis.UniversalClient) *TaskCompletions {
+	c := &TaskCompletions{ids: map[string]time.Time{}}
+	if _, ok := rdb.(*redis.ClusterClient); ok {
+		c.off.Store(true)
+	}
+	return c
+}
+
+// taskDone is the completion of one asynq task by a record write (casDoneScript's keys and
+// arguments).
+type taskDone struct {
+	c                                     *TaskCompletions
+	id, active, lease, task, daily, total string
+	statsExpire                           int64
+}
+
+// task returns the completion of the asynq task that ctx runs, nil when c is nil or off or
+// ctx is not an asynq run.
+func (c *TaskCompletions) task(ctx context.Context) *taskDone {
+	if c == nil || c.off.Load() {
+		return nil
+	}
+	id, ok := asynq.GetTaskID(ctx)
+	q, qok := asynq.GetQueueName(ctx)
+	if !ok || !qok {
+		return nil
+	}
+	now := time.Now()
+	prefix := "asynq:{" + q + "}:"
+	return &taskDone{c: c, id: id, active: prefix + "active", lease: prefix + "lease", task: prefix + "t:" + id,
+		daily: prefix + "processed:" + now.UTC().Format("2006-01-02"), total: prefix + "processed",
+		statsExpire: now.Add(asynqStatsTTL).Unix()}
+}
+
+// use returns td, or nil when its process completes tasks the asynq way (Cluster).
+func (td *taskDone) use() *taskDone {
+	if td == nil || td.c.off.Load() {
+		return nil
+	}
+	return td
+}
+
+// completed notes that td's task was completed, so that asynq's Done of it is answered here.
+func (td *taskDone) completed() {
+	c := td.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.ids) >= completionsKept {
+		for k, at := range c.ids {
+			if time.Since(at) > time.Minute {
+				delete(c.ids, k)
+			}
+		}
+	}
+	c.ids[td.task] = time.Now()
+}
+
+func (c *TaskCompletions) take(task string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.ids[task]
+	delete(c.ids, task)
+	return ok
+}
+
+// asynqDone tells asynq's Done of a task by its keys (the queue's active list, lease set,
+// the task's hash, the processed counters) and returns the task's key; an asynq upgrade that
+// changes them makes TestWorkerCompletesInLastWrite fail.
+func asynqDone(cmd redis.Cmder) (string, bool) {
+	args := cmd.Args()
+	if len(args) != 11 {
+		return "", false
+	}
+	if name, _ := args[0].(string); name != "evalsha" && name != "eval" {
+		return "", false
+	}
+	active, _ := args[3].(string)
+	lease, _ := args[4].(string)
+	task, _ := args[5].(string)
+	daily, _ := args[6].(string)
+	total, _ := args[7].(string)
+	id, _ := args[8].(string)
+	prefix, ok := strings.CutSuffix(active, "active")
+	if !ok || !strings.HasPrefix(prefix, "asynq:{") || lease != prefix+"lease" || task != prefix+"t:"+id ||
+		!strings.HasPrefix(daily, prefix+"processed:") || total != prefix+"processed" {
+		return "", false
+	}
+	return task, true
+}
+
+// completedHere is the value of asynq's Done of a task completed by its job's last write,
+// answered without Redis; asynq reads only its error, nil.
+var completedHere = &struct{ what string }{"a task completion answered by the worker: its job's last write did it"}
+
+// DialHook implements redis.Hook.
+func (c *TaskCompletions) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+// ProcessPipelineHook implements redis.Hook; asynq's Done is a single command.
+func (c *TaskCompletions) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// ProcessHook implements redis.Hook.
+func (c *TaskCompletions) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if rc, isCmd := cmd.(*redis.Cmd); isCmd {
+			if task, ok := asynqDone(cmd); ok && c.take(task) {
+				rc.SetVal(completedHere)
+				return nil
+			}
+		}
+		return next(ctx, cmd)
+	}
+}

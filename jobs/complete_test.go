@@ -1,0 +1,154 @@
+package jobs_test
+
+import (
+	"context"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/linkhop/linkhop/internal/redistest"
+	"github.com/linkhop/linkhop/jobs"
+	"github.com/linkhop/linkhop/resolve"
+)
+
+// doneCounter counts the resolve tasks whose asynq completion (its Done script: the queue's
+// active list, lease set, the task, the processed counters) reached Redis.
+type doneCounter struct{ tasks sync.Map }
+
+func (c *doneCounter) count() int {
+	n := 0
+	c.tasks.Range(func(any, any) bool { n++; return true })
+	return n
+}
+
+func (*doneCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (*doneCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+func (c *doneCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		a := cmd.Args()
+		if n := cmd.Name(); (n == "evalsha" || n == "eval") && len(a) > 4 && a[3] == "asynq:{resolve}:active" && a[4] == "asynq:{resolve}:lease" {
+			c.tasks.Store(a[8], true) // once per task: a script Redis does not know yet is sent again
+		}
+		return next(ctx, cmd)
+	}
+}
+
+// TestWorkerCompletesInLastWrite: on a single Redis, the last write of a job without a webhook
+// completes its asynq task, and asynq's own completion of it never reaches Redis; a job with
+// a webhook (whose enqueue follows the write and may fail) is completed by asynq. On a Cluster
+// node (the record's slot is not the task's: CROSSSLOT) every task is completed by asynq.
+// Either way each task is completed once: gone from the queue, its lease and its hash, and
+// counted once in asynq's processed counters, as asynq's own completion leaves them.
+func TestWorkerCompletesInLastWrite(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		cluster bool
+	}{{"single Redis", false}, {"Cluster node", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var srv *redistest.Server
+			if tc.cluster {
+				srv = redistest.StartClusterNode(t)
+			} else {
+				srv = redistest.Start(t)
+			}
+			rdb := srv.Client(t)
+			ctx := context.Background()
+			w := jobs.NewWorker(rdb, jobs.WorkerOptions{Concurrency: 4, ShutdownTimeout: time.Second})
+			dones := &doneCounter{}
+			rdb.AddHook(dones) // after the worker's hooks: it sees what they let through
+			store := jobs.NewStore(rdb, time.Hour)
+			var terminals atomic.Int64
+			h := &jobs.ResolveHandler{Store: store, Resolver: &stubResolver{target: "https://dest.example/"},
+				Logger: slog.New(slog.DiscardHandler), MaxAttempts: 1, Leases: w.Leases(), Complete: w.Completions(),
+				OnTerminal: func(context.Context, jobs.Record) error { terminals.Add(1); return nil }}
+			w.Handle(jobs.TypeResolve, asynq.HandlerFunc(func(ctx context.Context, tk *asynq.Task) error {
+				err := h.ProcessTask(ctx, tk)
+				if err != nil {
+					t.Errorf("a run failed: %v", err)
+				}
+				return err
+			}), nil)
+
+			q := jobs.NewQueue(rdb, store, jobs.TaskOptions{})
+			const plain, hooked = 12, 4
+			var ids []string
+			for i := range plain + hooked {
+				now := time.Now().UTC().Truncate(time.Millisecond)
+				r := jobs.Record{ID: uuid.NewString(), KeyID: "key_complete", URL: "https://sho.rt/" + strconv.Itoa(i),
+					CreatedAt: now, UpdatedAt: now, Hops: []resolve.Hop{}}
+				if i >= plain {
+					r.WebhookURL = "http://127.0.0.1:9/hook"
+				}
+				if _, err := q.Submit(ctx, &r, 0); err != nil {
+					t.Fatal(err)
+				}
+				ids = append(ids, r.ID)
+			}
+			if err := w.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(w.Shutdown)
+
+			total := func() int64 { n, _ := rdb.Get(ctx, "asynq:{resolve}:processed").Int64(); return n }
+			waitFor(t, 20*time.Second, "every task completed", func() bool {
+				return terminals.Load() == plain+hooked && rdb.LLen(ctx, "asynq:{resolve}:active").Val() == 0 &&
+					total() == plain+hooked
+			})
+			for _, id := range ids {
+				r, err := store.Get(ctx, "key_complete", id)
+				if err != nil || r.Status != jobs.StatusDone {
+					t.Fatalf("job %s: %s (%v)", id, r.Status, err)
+				}
+				if n := rdb.Exists(ctx, "asynq:{resolve}:t:"+id).Val(); n != 0 {
+					t.Errorf("the task of job %s is left in Redis", id)
+				}
+			}
+			if n := rdb.ZCard(ctx, "asynq:{resolve}:lease").Val(); n != 0 {
+				t.Errorf("%d asynq leases left", n)
+			}
+			daily := "asynq:{resolve}:processed:" + time.Now().UTC().Format("2006-01-02")
+			if n, _ := rdb.Get(ctx, daily).Int64(); n != plain+hooked {
+				t.Errorf("the day's processed counter is %d, want %d", n, plain+hooked)
+			}
+			if ttl := rdb.TTL(ctx, daily).Val(); ttl < 80*24*time.Hour {
+				t.Errorf("the day's processed counter expires in %v, want asynq's 90 days", ttl)
+			}
+			want := hooked
+			if tc.cluster {
+				want = plain + hooked
+			}
+			// A moment for a completion answered late to show up (none should).
+			time.Sleep(100 * time.Millisecond)
+			if got := dones.count(); got != want {
+				t.Errorf("asynq's completions sent to Redis: %d, want %d", got, want)
+			}
+			if n := jobs.AwaitingDone(w.Completions()); n != 0 {
+				t.Errorf("%d completions still await asynq's", n)
+			}
+			if keys := rdb.Keys(ctx, "asynq:{resolve}:*").Val(); !tc.cluster && slicesHasPrefix(keys, "asynq:{resolve}:t:") {
+				t.Errorf("task hashes left: %v", keys)
+			}
+		})
+	}
+}
+
+func slicesHasPrefix(ss []string, prefix string) bool {
+	for _, s := range ss {
+		if strings.HasPrefix(s, prefix) {
+			return true
+		}
+	}
+	return false
+}

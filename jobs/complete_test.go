@@ -19,9 +19,12 @@ import (
 	"github.com/linkhop/linkhop/resolve"
 )
 
-// doneCounter counts the resolve tasks whose asynq completion (its Done script: the queue's
-// active list, lease set, the task, the processed counters) reached Redis.
-type doneCounter struct{ tasks sync.Map }
+// doneCounter counts the tasks of one queue whose asynq completion (its Done script: the
+// queue's active list, lease set, the task, the processed counters) reached Redis.
+type doneCounter struct {
+	queue string
+	tasks sync.Map
+}
 
 func (c *doneCounter) count() int {
 	n := 0
@@ -36,7 +39,8 @@ func (*doneCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pr
 func (c *doneCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		a := cmd.Args()
-		if n := cmd.Name(); (n == "evalsha" || n == "eval") && len(a) > 4 && a[3] == "asynq:{resolve}:active" && a[4] == "asynq:{resolve}:lease" {
+		q := "asynq:{" + c.queue + "}:"
+		if n := cmd.Name(); (n == "evalsha" || n == "eval") && len(a) > 8 && a[3] == q+"active" && a[4] == q+"lease" {
 			c.tasks.Store(a[8], true) // once per task: a script Redis does not know yet is sent again
 		}
 		return next(ctx, cmd)
@@ -66,7 +70,7 @@ func TestWorkerCompletesInLastWrite(t *testing.T) {
 			rdb := srv.Client(t)
 			ctx := context.Background()
 			w := jobs.NewWorker(rdb, jobs.WorkerOptions{Concurrency: 4, ShutdownTimeout: time.Second})
-			dones := &doneCounter{}
+			dones := &doneCounter{queue: jobs.QueueResolve}
 			rdb.AddHook(dones) // after the worker's hooks: it sees what they let through
 			store := jobs.NewStore(rdb, time.Hour)
 			var terminals atomic.Int64

@@ -180,6 +180,10 @@ type WebhookDeps struct {
 	// places (Worker.Line); without it they come back through asynq's retry set, which keeps
 	// whole seconds, and ask afresh.
 	Line *Line
+	// Complete, when set (Worker.Completions), lets the write that records a delivered
+	// attempt complete its asynq task too, as ResolveHandler.Complete does; nil with
+	// Replicated's REDIS_MIN_REPLICAS_ACK on.
+	Complete *TaskCompletions
 }
 
 // NewWebhookHandler returns the handler of d, whose OnTerminal queues deliveries on rdb.
@@ -395,15 +399,21 @@ func (h *WebhookHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	h.d.Metrics.Attempt(o)
 
-	// Round trip 3: the attempt recorded, and its in-flight lease given back.
+	// Round trip 3: the attempt recorded, and its in-flight lease given back. A delivered
+	// attempt's write also completes the task (docs/operations.md#a-job-in-three-round-trips):
+	// every way on from a write that landed then ends the run without error.
 	var delay time.Duration
 	var retry, applied, mine bool
+	var td *taskDone
+	if o.Delivered {
+		td = h.d.Complete.task(ctx)
+	}
 	// It is written even when ctx ended meanwhile: the attempt was made.
-	var record func() (Snapshot, error)
+	var record func() (Snapshot, bool, error)
 	wctx := context.WithoutCancel(ctx)
 	_, _ = h.d.Store.rdb.Pipelined(wctx, func(pl redis.Pipeliner) error {
 		lease.ReleaseIn(wctx, pl)
-		record = h.d.Store.UpdateIn(wctx, pl, snap, func(r *Record) error {
+		record = h.d.Store.updateIn(wctx, pl, snap, func(r *Record) error {
 			if !current(r.Webhook, p.Generation) {
 				return ErrNoChange
 			}
@@ -417,15 +427,18 @@ func (h *WebhookHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 			delay, retry = h.d.Policy.Apply(r.Webhook, o, at)
 			applied = true
 			return nil
-		})
+		}, td)
 		return nil
 	})
 	released = true // by the pipeline; if it failed, the lease expires on its own
-	snap, err = record()
+	snap, completed, err := record()
 	if err != nil {
 		// The attempt happened but is not recorded; asynq runs the task again and the
 		// receiver may see this event twice, with the same webhook-id.
 		return fmt.Errorf("jobs: recording webhook attempt of %s: %w", p.JobID, err)
+	}
+	if completed {
+		td.completed() // asynq's own completion, after this run, is answered here
 	}
 	if !applied {
 		return nil

@@ -39,6 +39,7 @@ type hookEnv struct {
 	handler *jobs.WebhookHandler // of the first worker
 	metrics []*prometheus.Registry
 	admits  *admissions
+	dones   *doneCounter // asynq's completions of delivery tasks that reached Redis
 }
 
 // admissions records, from the rate script's replies on the workers' clients, the Redis time
@@ -94,7 +95,7 @@ var loopback = resolve.GuardOptions{Allow: []netip.Prefix{netip.MustParsePrefix(
 func newHookEnv(t *testing.T, o hookOptions) *hookEnv {
 	t.Helper()
 	srv := redistest.Start(t)
-	e := &hookEnv{t: t, srv: srv, rdb: srv.Client(t), policy: o.policy, admits: &admissions{}}
+	e := &hookEnv{t: t, srv: srv, rdb: srv.Client(t), policy: o.policy, admits: &admissions{}, dones: &doneCounter{queue: jobs.QueueWebhooks}}
 	e.store = jobs.NewStore(e.rdb, time.Hour)
 	e.keys = keys.NewStore(e.rdb)
 	var err error
@@ -123,9 +124,11 @@ func newHookEnv(t *testing.T, o hookOptions) *hookEnv {
 			Policy:  o.policy,
 			Metrics: m,
 		}
+		rdb.AddHook(e.dones) // after the worker's hooks: it sees what they let through
 		if !o.noLine {
 			d.Line = w.Line()
 		}
+		d.Complete = w.Completions()
 		h := jobs.NewWebhookHandler(rdb, d)
 		e.metrics = append(e.metrics, reg)
 		if i == 0 {
@@ -305,6 +308,24 @@ func TestWebhookDeliveries(t *testing.T) {
 			}
 			if st.LastAttemptAt == nil || st.NextAttemptAt != nil {
 				t.Errorf("last_attempt_at %v next_attempt_at %v", st.LastAttemptAt, st.NextAttemptAt)
+			}
+			// The task is completed once, each attempt counted once by asynq's counters: the
+			// delivered attempt's write completes it (asynq's completion is answered by the
+			// worker), a final failure leaves it to asynq.
+			ctx := context.Background()
+			waitFor(t, 5*time.Second, "the delivery task completed", func() bool {
+				n, _ := e.rdb.Get(ctx, "asynq:{webhooks}:processed").Int()
+				return n == tt.wantAttempts && e.rdb.LLen(ctx, "asynq:{webhooks}:active").Val() == 0
+			})
+			if keys := e.rdb.Keys(ctx, "asynq:{webhooks}:t:*").Val(); len(keys) != 0 {
+				t.Errorf("delivery tasks left: %v", keys)
+			}
+			wantSent := 1
+			if tt.wantStatus == "delivered" {
+				wantSent = 0
+			}
+			if got := e.dones.count(); got != wantSent {
+				t.Errorf("asynq's completions of the delivery sent to Redis: %d, want %d", got, wantSent)
 			}
 			for _, h := range hits {
 				if h.path != "/hook" {

@@ -49,18 +49,23 @@ func newWebhookHandler(c config.Config, rdb redis.UniversalClient, log *slog.Log
 	}
 	var leases *jobs.Leases
 	var line *jobs.Line
+	var complete *jobs.TaskCompletions
 	if w != nil {
 		leases, line = w.Leases(), w.Line()
+		if !ReplicaAck(c).On() {
+			complete = w.Completions() // nothing follows a run that could fail it
+		}
 	}
 	return jobs.NewWebhookHandler(rdb, jobs.WebhookDeps{
-		Store:   jobs.NewStore(rdb, c.JobRetention),
-		Keys:    keys.NewStore(rdb),
-		Limiter: webhooks.NewRateLimiter(rdb, p.Rate()),
-		Sender:  webhooks.NewSender(resolve.NewTransport(Guard(c)), p),
-		Policy:  p,
-		Metrics: m,
-		Logger:  log.With("component", "webhooks"),
-		Leases:  leases,
-		Line:    line,
+		Store:    jobs.NewStore(rdb, c.JobRetention),
+		Keys:     keys.NewStore(rdb),
+		Limiter:  webhooks.NewRateLimiter(rdb, p.Rate()),
+		Sender:   webhooks.NewSender(resolve.NewTransport(Guard(c)), p),
+		Policy:   p,
+		Metrics:  m,
+		Logger:   log.With("component", "webhooks"),
+		Leases:   leases,
+		Line:     line,
+		Complete: complete,
 	}), nil
 }

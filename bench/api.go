@@ -48,7 +48,7 @@ func scenarioResolve(ctx context.Context, e *runEnv) ([]row, error) {
 		if err := e.redis.flush(ctx); err != nil {
 			return rows, err
 		}
-		s, err := newStack(ctx, e.redis, conc, stackOptions{keys: apiKeys})
+		s, err := newStack(ctx, e, conc, stackOptions{keys: apiKeys})
 		if err != nil {
 			return rows, err
 		}
@@ -97,7 +97,7 @@ func resolveFloor(ctx context.Context, e *runEnv, ids [2]string) ([]row, error) 
 	if err := e.redis.flush(ctx); err != nil {
 		return nil, err
 	}
-	s, err := newStack(ctx, e.redis, conc, stackOptions{keys: apiKeys})
+	s, err := newStack(ctx, e, conc, stackOptions{keys: apiKeys})
 	if err != nil {
 		return nil, err
 	}
@@ -201,7 +201,7 @@ func scenarioPoll(ctx context.Context, e *runEnv) ([]row, error) {
 		if err := e.redis.flush(ctx); err != nil {
 			return rows, err
 		}
-		s, err := newStack(ctx, e.redis, conc, stackOptions{keys: apiKeys})
+		s, err := newStack(ctx, e, conc, stackOptions{keys: apiKeys})
 		if err != nil {
 			return rows, err
 		}
@@ -264,7 +264,7 @@ func scenarioE2E(ctx context.Context, e *runEnv) ([]row, error) {
 		return nil, err
 	}
 	trips := &tripCounter{worker: true}
-	s, err := newStack(ctx, e.redis, conc, stackOptions{keys: apiKeys, workHooks: []redis.Hook{trips}})
+	s, err := newStack(ctx, e, conc, stackOptions{keys: apiKeys, workHooks: []redis.Hook{trips}})
 	if err != nil {
 		return nil, err
 	}

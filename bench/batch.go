@@ -14,7 +14,7 @@ func scenarioBatch(ctx context.Context, e *runEnv) ([]row, error) {
 	if err := e.redis.flush(ctx); err != nil {
 		return nil, err
 	}
-	s, err := newStack(ctx, e.redis, conc, stackOptions{keys: apiKeys})
+	s, err := newStack(ctx, e, conc, stackOptions{keys: apiKeys})
 	if err != nil {
 		return nil, err
 	}

@@ -68,6 +68,9 @@ func TestParseFlags(t *testing.T) {
 		{"serve floor", []string{"-serve", "floor", "-addr", "127.0.0.1:0"}, true},
 		{"serve poll-ref", []string{"-serve", "poll-ref"}, true},
 		{"serve unknown", []string{"-serve", "api"}, false},
+		{"no rolling-window log", []string{"-rate-limit", "0", "-only", "3"}, true},
+		{"negative limit", []string{"-rate-limit", "-1"}, false},
+		{"another limit into the published table", []string{"-rate-limit", "0", "-out", "x.md"}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := parseFlags(tc.args, &bytes.Buffer{})

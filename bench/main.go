@@ -47,6 +47,9 @@ type options struct {
 	timing timing
 	conc   []int
 	only   []string
+	// rateLimit is the per-minute limit of the API keys: benchRateLimit, or 0 to see what the
+	// rolling-window log costs (not with out: the published table is with the log).
+	rateLimit int
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -63,8 +66,12 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.serve, "serve", "", "run a reference server instead (floor or poll-ref) on -addr, Redis from REDIS_URL, for a check with an outside load tool")
 	fs.StringVar(&o.addr, "addr", "127.0.0.1:8090", "listen address of -serve")
 	fs.StringVar(&only, "only", "", "comma-separated scenario numbers to run (default: all)")
+	fs.IntVar(&o.rateLimit, "rate-limit", benchRateLimit, "per-minute limit of the API keys of scenarios 2-7 (0: unlimited, no rolling-window log: what the log costs)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
+	}
+	if o.rateLimit < 0 || o.rateLimit != benchRateLimit && o.out != "" {
+		return o, fmt.Errorf("-rate-limit %d: a limit of 0 or more, and not with -out (the published table keeps the default)", o.rateLimit)
 	}
 	if o.serve != "" && o.serve != serveFloor && o.serve != servePollRef {
 		fmt.Fprintln(stderr, "bench:", errServeMode)
@@ -92,11 +99,12 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 
 // runEnv is what every scenario gets.
 type runEnv struct {
-	redis  *redisServer
-	timing timing
-	conc   []int
-	log    io.Writer
-	notes  []string
+	redis     *redisServer
+	timing    timing
+	conc      []int
+	log       io.Writer
+	notes     []string
+	rateLimit int // of the API keys (-rate-limit)
 }
 
 // progress tells the operator what runs now (stderr: stdout carries only the table).
@@ -153,7 +161,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	stats := redis.NewClient(&redis.Options{Addr: rs.addr})
 	defer stats.Close()
 	o.timing.redisCPU = func(ctx context.Context) (time.Duration, error) { return rs.cpu(ctx, stats) }
-	e := &runEnv{redis: rs, timing: o.timing, conc: o.conc, log: stderr}
+	e := &runEnv{redis: rs, timing: o.timing, conc: o.conc, log: stderr, rateLimit: o.rateLimit}
 	var rows []row
 	failed := false
 	for _, s := range scenarios() {

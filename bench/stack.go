@@ -29,8 +29,9 @@ import (
 // it at the shortener's loopback address, exactly as staging and tests do.
 const shortHost = "sho.rt"
 
-// benchRateLimit is the per-minute limit of the benchmark's keys: high enough never to reject,
-// but not 0 (unlimited), so that every request pays for the real sliding-window log.
+// benchRateLimit is the per-minute limit of the benchmark's keys (-rate-limit): high enough
+// never to reject, but not 0 (unlimited), so that every request pays for the real
+// sliding-window log.
 const benchRateLimit = 100_000_000
 
 // server is one net/http server on a loopback port, configured like cmd/api's.
@@ -167,7 +168,8 @@ type stack struct {
 	seq     atomic.Int64
 }
 
-func newStack(ctx context.Context, rs *redisServer, conc int, o stackOptions) (*stack, error) {
+func newStack(ctx context.Context, e *runEnv, conc int, o stackOptions) (*stack, error) {
+	rs := e.redis
 	s := &stack{done: newCompletions(), client: newLoadClient(conc)}
 	var err error
 	s.short, err = serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -226,7 +228,7 @@ func newStack(ctx context.Context, rs *redisServer, conc int, o stackOptions) (*
 	}
 	// Keys are created on the worker's client so that creating them is not counted.
 	ks := keys.NewStore(s.workRdb)
-	rl := benchRateLimit
+	rl := e.rateLimit
 	for i := range max(o.keys, 1) {
 		c, err := ks.Create(ctx, keys.CreateParams{Name: "bench-" + strconv.Itoa(i), RateLimit: &rl})
 		if err != nil {

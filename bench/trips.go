@@ -216,7 +216,7 @@ func scenarioTrips(ctx context.Context, e *runEnv) ([]row, error) {
 		return nil, err
 	}
 	counter := &tripCounter{}
-	s, err := newStack(ctx, e.redis, 1, stackOptions{keys: 1, hook: counter})
+	s, err := newStack(ctx, e, 1, stackOptions{keys: 1, hook: counter})
 	if err != nil {
 		return nil, err
 	}

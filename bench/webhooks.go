@@ -282,7 +282,7 @@ func webhookVariant(ctx context.Context, e *runEnv, v hookVariant) ([]row, error
 	defer rc.close()
 	trips := &tripCounter{worker: true}
 	adm := &admissions{at: map[string][]int64{}}
-	s, err := newStack(ctx, e.redis, 1, stackOptions{keys: 16, workHooks: []redis.Hook{trips, adm}, env: map[string]any{
+	s, err := newStack(ctx, e, 1, stackOptions{keys: 16, workHooks: []redis.Hook{trips, adm}, env: map[string]any{
 		"LINKHOP_ALLOW_PRIVATE_TARGETS": "true", // the receivers are on loopback, over plain http
 		"WEBHOOK_RATE_PER_SECOND":       v.rate,
 	}})

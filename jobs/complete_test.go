@@ -141,3 +141,53 @@ func TestWorkerCompletesInLastWrite(t *testing.T) {
 		})
 	}
 }
+
+// TestLastWriteFindsTheJobFinished: when the job is finished by another writer while this run
+// resolves (its last write then conflicts, and the change re-applied to the record as it now
+// stands declines), the run writes nothing, counts no finished job, and still calls the
+// terminal hook for the job as it stands.
+func TestLastWriteFindsTheJobFinished(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.New(t)
+	ctx := context.Background()
+	store := jobs.NewStore(rdb, time.Hour)
+	res := &stubResolver{target: "https://dest.example/mine", started: make(chan struct{}, 1), gate: make(chan struct{})}
+	var observed, terminals atomic.Int64
+	var terminal atomic.Value
+	h := &jobs.ResolveHandler{Store: store, Resolver: res, Logger: slog.New(slog.DiscardHandler), MaxAttempts: 1,
+		Observe: func(jobs.Record, time.Duration) { observed.Add(1) },
+		OnTerminal: func(_ context.Context, r jobs.Record) error {
+			terminals.Add(1)
+			terminal.Store(r)
+			return nil
+		}}
+	rec := queuedJob(t, store, "key_raced")
+	task, err := jobs.NewResolveTask(rec.ID, rec.KeyID, rec.URL, jobs.TaskOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- h.ProcessTask(ctx, task) }()
+	<-res.started
+	other := "https://dest.example/other"
+	if _, err := store.Update(ctx, rec.KeyID, rec.ID, func(r *jobs.Record) error {
+		r.Status, r.TargetURL = jobs.StatusDone, &other
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	close(res.gate)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	got, err := store.Get(ctx, rec.KeyID, rec.ID)
+	if err != nil || got.Status != jobs.StatusDone || got.TargetURL == nil || *got.TargetURL != other {
+		t.Fatalf("job %s target %v (%v), want the other writer's", got.Status, got.TargetURL, err)
+	}
+	if n := observed.Load(); n != 0 {
+		t.Errorf("the run counted %d finished jobs, want 0: it finished none", n)
+	}
+	if r, _ := terminal.Load().(jobs.Record); terminals.Load() != 1 || r.TargetURL == nil || *r.TargetURL != other {
+		t.Errorf("terminal hook called %d times, last with %v", terminals.Load(), r.TargetURL)
+	}
+}

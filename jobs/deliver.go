@@ -414,6 +414,7 @@ func (h *WebhookHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	_, _ = h.d.Store.rdb.Pipelined(wctx, func(pl redis.Pipeliner) error {
 		lease.ReleaseIn(wctx, pl)
 		record = h.d.Store.updateIn(wctx, pl, snap, func(r *Record) error {
+			applied = false // applied again when the record changed meanwhile: the last one decides
 			if !current(r.Webhook, p.Generation) {
 				return ErrNoChange
 			}

@@ -325,6 +325,8 @@ func (h *ResolveHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		td = h.Complete.task(ctx)
 	}
 	rec, completed, err := h.commitCompleting(ctx, up, rec, res, rerr, td, func(r *Record) error {
+		// Applied again when the record changed meanwhile: the last application decides.
+		finished = false
 		// The fence: a run whose task was replaced meanwhile (its worker was stopped past the
 		// lease, then resumed) must not finish the job a second time.
 		if r.Status.Terminal() || !owns(r, task) {

@@ -11,9 +11,15 @@ set -uo pipefail
 GO=${GO:-go}
 FUZZTIME=${FUZZTIME:-5s}
 status=0
-for pkg in $($GO list ./...); do
+# Every package's fuzz targets in one listing (one build of all test binaries, in parallel):
+# `go test -list` prints a package's names, then its "ok <package>" line.
+targets=$($GO test -list '^Fuzz' ./... 2>/dev/null | awk '/^Fuzz/ { names = names " " $1; next }
+	/^ok[ \t]/ { if (names != "") print $2 names; names = ""; next }
+	{ names = "" }')
+while read -r pkg fuzzes; do
+	[ -n "$pkg" ] || continue
 	dir=$($GO list -f '{{.Dir}}' "$pkg")
-	for f in $($GO test -list '^Fuzz' "$pkg" 2>/dev/null | grep '^Fuzz'); do
+	for f in $fuzzes; do
 		echo "fuzz $pkg $f ($FUZZTIME)"
 		before=$(ls "$dir/testdata/fuzz/$f" 2>/dev/null)
 		out=$($GO test -run '^$' -fuzz "^$f\$" -fuzztime "$FUZZTIME" -fuzzminimizetime 10s "$pkg" 2>&1)
@@ -48,5 +54,5 @@ for pkg in $($GO list ./...); do
 		done
 		rmdir "$dir/testdata/fuzz/$f" "$dir/testdata/fuzz" "$dir/testdata" 2>/dev/null
 	done
-done
+done <<<"$targets"
 exit $status

@@ -14,7 +14,7 @@ import (
 	"github.com/linkhop/linkhop/keys"
 )
 
-// A resolve task completed by the job's last write (docs/operations.md#a-job-in-three-round-trips).
+// A task completed by its job's last write (docs/operations.md#a-job-in-three-round-trips).
 //
 // asynq completes a task whose handler returned no error with a script of its own (its Done):
 // the task leaves its queue's active list and lease set, its hash is deleted, and the queue's
@@ -24,12 +24,12 @@ import (
 // same step, and TaskCompletions, a hook on the worker's Redis client, then answers asynq's
 // Done of that task without sending it.
 //
-// The handler asks for it only when nothing can make the run fail after that write (a run
-// that fails must leave its task to asynq, which retries it): the job has no webhook to queue
-// (OnTerminal would queue it, and may fail), and no replicas are awaited after the run
-// (REDIS_MIN_REPLICAS_ACK, Replicated: a run the replicas did not acknowledge fails). On Redis
-// Cluster the record and the task are in different slots, and tasks are completed the asynq
-// way.
+// A handler asks for it only when nothing can make the run fail after that write (a run that
+// fails must leave its task to asynq, which retries it): a resolve job without a webhook to
+// queue (OnTerminal would queue it, and may fail), a webhook attempt that was delivered, and
+// no replicas awaited after the run (REDIS_MIN_REPLICAS_ACK, Replicated: a run the replicas
+// did not acknowledge fails). On Redis Cluster the record and the task are in different
+// slots, and tasks are completed the asynq way.
 
 // casDoneScript is casScript that, once the record is written, completes the asynq task as
 // asynq's Done does: KEYS[3] the queue's active list, KEYS[4] its lease set, KEYS[5] the task's

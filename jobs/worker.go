@@ -37,9 +37,11 @@ type Worker struct {
 	completes *TaskCompletions
 }
 
-// NewWorker builds a worker on rdb; register handlers with Handle before Start. It adds a hook
-// to rdb that slows asynq's polling while the worker is idle (docs/operations.md#an-idle-worker);
-// the hook holds nothing once the worker has shut down.
+// NewWorker builds a worker on rdb; register handlers with Handle before Start. It adds two
+// hooks to rdb: one slows asynq's polling while the worker is idle
+// (docs/operations.md#an-idle-worker) and holds nothing once the worker has shut down; the
+// other answers asynq's completion of the tasks its handlers completed themselves
+// (Completions).
 func NewWorker(rdb redis.UniversalClient, o WorkerOptions) *Worker {
 	queues := o.Queues
 	if queues == nil {

@@ -19,7 +19,8 @@ import (
 )
 
 // doneCounter counts the tasks of one queue whose asynq completion (its Done script: the
-// queue's active list, lease set, the task, the processed counters) reached Redis.
+// queue's active list, lease set, the task, the processed counters, then the task id and two
+// numbers) reached Redis.
 type doneCounter struct {
 	queue string
 	tasks sync.Map
@@ -39,7 +40,7 @@ func (c *doneCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		a := cmd.Args()
 		q := "asynq:{" + c.queue + "}:"
-		if n := cmd.Name(); (n == "evalsha" || n == "eval") && len(a) > 8 && a[3] == q+"active" && a[4] == q+"lease" {
+		if n := cmd.Name(); (n == "evalsha" || n == "eval") && len(a) == 11 && a[3] == q+"active" && a[4] == q+"lease" {
 			c.tasks.Store(a[8], true) // once per task: a script Redis does not know yet is sent again
 		}
 		return next(ctx, cmd)

@@ -489,9 +489,10 @@ func testWebhookRate(t *testing.T, line bool) {
 	}
 
 	// With places in line, each of the 30 attempts over the limit waits once for its place; a
-	// few may start late on a loaded machine and wait again. Without, every waiting attempt
-	// asks afresh whenever asynq brings it back: about twice as many holds in runs here.
-	if held := e.counter("linkhop_webhook_held_back_total"); line && held > 38 {
+	// few may start late on a loaded machine and wait again (39 once, in a full parallel run of
+	// make test). Without, every waiting attempt asks afresh whenever asynq brings it back:
+	// about twice as many holds in runs here.
+	if held := e.counter("linkhop_webhook_held_back_total"); line && held > 45 {
 		t.Errorf("%v attempts held back for 30 over the limit: places in line should hold each back about once", held)
 	}
 

@@ -270,7 +270,7 @@ func (s *stack) startWorker() error {
 			return nil
 		},
 		Leases:   w.Leases(),
-		Complete: w.Completions(), // no REDIS_MIN_REPLICAS_ACK here
+		Complete: app.TaskCompletions(s.cfg, w),
 	}
 	w.Handle(jobs.TypeResolve, rh, nil)
 	w.Leases().OnLapse(jobs.LeaseResolve, rh.Reap)

@@ -49,12 +49,8 @@ func newWebhookHandler(c config.Config, rdb redis.UniversalClient, log *slog.Log
 	}
 	var leases *jobs.Leases
 	var line *jobs.Line
-	var complete *jobs.TaskCompletions
 	if w != nil {
 		leases, line = w.Leases(), w.Line()
-		if !ReplicaAck(c).On() {
-			complete = w.Completions() // nothing follows a run that could fail it
-		}
 	}
 	return jobs.NewWebhookHandler(rdb, jobs.WebhookDeps{
 		Store:    jobs.NewStore(rdb, c.JobRetention),
@@ -66,6 +62,6 @@ func newWebhookHandler(c config.Config, rdb redis.UniversalClient, log *slog.Log
 		Logger:   log.With("component", "webhooks"),
 		Leases:   leases,
 		Line:     line,
-		Complete: complete,
+		Complete: TaskCompletions(c, w),
 	}), nil
 }

@@ -76,12 +76,21 @@ func NewWorker(c config.Config, rdb redis.UniversalClient, log *slog.Logger, svc
 		OnTerminal: wh.OnTerminal, Leases: w.Leases(),
 		Tasks: jobs.TaskOptions{MaxAttempts: c.ResolveMaxAttempts, Timeout: c.ResolveTimeout},
 	}
-	if !ReplicaAck(c).On() {
-		// A run's last write may complete its task: nothing follows the run that could fail it.
-		rh.Complete = w.Completions()
-	}
+	rh.Complete = TaskCompletions(c, w)
 	w.Handle(jobs.TypeResolve, jobs.Replicated(rh, rdb, ReplicaAck(c)), nil)
 	w.Leases().OnLapse(jobs.LeaseResolve, rh.Reap)
 	w.Leases().OnLapse(jobs.LeaseWebhook, wh.Reap)
 	return w, nil
+}
+
+// TaskCompletions is what the handlers of worker w are given to complete their tasks in their
+// last write (ResolveHandler.Complete, WebhookDeps.Complete;
+// docs/operations.md#a-job-in-three-round-trips): nil with REDIS_MIN_REPLICAS_ACK on, whose
+// wait for the replicas follows a run (jobs.Replicated) and may fail it, so asynq must keep the
+// task to retry.
+func TaskCompletions(c config.Config, w *jobs.Worker) *jobs.TaskCompletions {
+	if w == nil || ReplicaAck(c).On() {
+		return nil
+	}
+	return w.Completions()
 }

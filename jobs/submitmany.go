@@ -24,8 +24,13 @@ import (
 // an item replays for a later item with the same key), but in two passes: the first decides
 // every item with reads only, the second writes; the push on asynq's pending list is the
 // second pass's first write, so a script that fails leaves nothing behind (after a first write
-// Redis no longer refuses a script's writes for memory). A job id that exists is refused before
-// anything is written (submitMany refuses one that two items name before sending anything).
+// Redis no longer refuses a script's writes for memory). A job id that exists is found by its
+// record's SET NX, the writes just made (the push and the records before it) are taken back,
+// and the batch is refused with nothing else written (submitMany refuses an id that two items
+// name before sending anything). As in submitLua, no call is made that a write's own answer
+// gives (the push answers the queue's length), and a new job's task hash is written without
+// looking: its id is a random UUID whose record did not exist. The EXISTS of every record and
+// task this replaces cost a batch about a tenth of its Redis time (docs/benchmarks.md).
 //
 // Only the key record, the day counter and the pending list are declared: the records, claims
 // and task hashes are built here from the prefixes, which keeps the arguments to what an item
@@ -117,28 +122,18 @@ if #made > 0 then
     local id = ARGV[at]
     ids[j], rk[j], tk[j] = id, ARGV[2] .. id, ARGV[3] .. id
   end
-  if redis.call('EXISTS', unpack(rk)) > 0 then return {-1} end
-  -- A task that exists is left as it is (never for a new job's fresh id).
-  local push, fresh = ids, {}
-  if redis.call('EXISTS', unpack(tk)) > 0 then
-    push = {}
-    for j = 1, #tk do
-      if redis.call('EXISTS', tk[j]) == 0 then
-        push[#push + 1] = ids[j]
-        fresh[j] = true
-      end
-    end
-  else
-    fresh = nil
-  end
-  pos = redis.call('LLEN', KEYS[3])
   -- The first write: if it fails (the list is not a list), the script has written nothing.
-  if #push > 0 then redis.call('LPUSH', KEYS[3], unpack(push)) end
+  pos = redis.call('LPUSH', KEYS[3], unpack(ids)) - #ids
   for j, at in ipairs(made) do
-    redis.call('SET', rk[j], ARGV[at + 1], 'PX', ARGV[1])
-    if fresh == nil or fresh[j] then
-      redis.call('HSET', tk[j], 'msg', ARGV[at + 2], 'state', 'pending', 'pending_since', ARGV[4])
+    if not redis.call('SET', rk[j], ARGV[at + 1], 'NX', 'PX', ARGV[1]) then
+      -- An id that exists: take back the records and the pushes, before any other write.
+      for i = 1, j - 1 do redis.call('DEL', rk[i]) end
+      for i = 1, #ids do redis.call('LREM', KEYS[3], 1, ids[i]) end
+      return {-1}
     end
+  end
+  for j, at in ipairs(made) do
+    redis.call('HSET', tk[j], 'msg', ARGV[at + 2], 'state', 'pending', 'pending_since', ARGV[4])
   end
   for _, ic in ipairs(claims) do redis.call('SET', ARGV[ic], ARGV[ic + 1], 'PX', ARGV[1]) end
 end

@@ -163,9 +163,16 @@ return 0`))
 // whose keys all live on one server (a single server, or Sentinel's primary): the task can
 // never be seen without its record, and a replay or a refusal queues nothing. Every check comes
 // before the first write, and the push before the other writes, so a script that fails leaves
-// nothing behind. Reply as createScript's, with the queue's length before the push as a third
-// value of a created job. submitScript runs it on its own, and thenSubmit in the admission of
-// the request (Queue.Plan).
+// nothing behind (after a first write Redis no longer refuses a script's writes for memory, and
+// a broken list fails the push). Reply as createScript's, with the queue's length before the
+// push as a third value of a created job. submitScript runs it on its own, and thenSubmit in
+// the admission of the request (Queue.Plan).
+//
+// Each redis.call costs a script several times the command's own work (docs/benchmarks.md), so
+// the script makes no call that a write's own answer gives: the push answers the queue's
+// length, and the record's SET NX finds an id that exists (then the push is taken back and
+// nothing else was written). A new job's id is a random UUID, so its task cannot exist when its
+// record did not: the task hash is written without looking.
 //
 // K: the job record, the idempotency key, the key record, asynq's pending list, the task's hash.
 // rec: record JSON; ttl: retention in ms; claim: claim JSON ("" = no idempotency key); cost:
@@ -178,7 +185,6 @@ if claim ~= '' then
   local prev = redis.call('GET', K[2])
   if prev then return {1, prev} end
 end
-if redis.call('EXISTS', K[1]) == 1 then return {3, ''} end
 local b = false
 if cost > 0 then
   b = known
@@ -188,14 +194,14 @@ if cost > 0 then
     if b < cost then return {2, tostring(b)} end
   end
 end
-local pos = redis.call('LLEN', K[4])
-if redis.call('EXISTS', K[5]) == 0 then
-  redis.call('LPUSH', K[4], id)
-  redis.call('HSET', K[5], 'msg', msg, 'state', 'pending', 'pending_since', now)
+local pos = redis.call('LPUSH', K[4], id) - 1
+if not redis.call('SET', K[1], rec, 'NX', 'PX', ttl) then
+  redis.call('LREM', K[4], 1, id)
+  return {3, ''}
 end
+redis.call('HSET', K[5], 'msg', msg, 'state', 'pending', 'pending_since', now)
 local bal = -1
 if b then bal = redis.call('HINCRBY', K[3], {{.Credits}}, -cost) end
-redis.call('SET', K[1], rec, 'PX', ttl)
 if claim ~= '' then redis.call('SET', K[2], claim, 'PX', ttl) end
 return {0, tostring(bal), pos}
 end

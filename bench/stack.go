@@ -158,14 +158,18 @@ type stack struct {
 	cfg     config.Config
 	apiRdb  redis.UniversalClient
 	workRdb redis.UniversalClient
-	api     *server
-	short   *server
-	client  *http.Client
-	tokens  []string
-	reg     *resolve.Registry
-	done    *completions
-	worker  *jobs.Worker
-	seq     atomic.Int64
+	// workHooks are added to the worker's clients (stackOptions.workHooks).
+	workHooks []redis.Hook
+	// workerRdb is the running worker's own client (startWorker), closed with it.
+	workerRdb redis.UniversalClient
+	api       *server
+	short     *server
+	client    *http.Client
+	tokens    []string
+	reg       *resolve.Registry
+	done      *completions
+	worker    *jobs.Worker
+	seq       atomic.Int64
 }
 
 func newStack(ctx context.Context, e *runEnv, conc int, o stackOptions) (*stack, error) {
@@ -201,12 +205,10 @@ func newStack(ctx context.Context, e *runEnv, conc int, o stackOptions) (*stack,
 	if o.hook != nil {
 		s.apiRdb.AddHook(o.hook)
 	}
-	if s.workRdb, err = app.NewRedis(s.cfg); err != nil {
+	s.workHooks = o.workHooks
+	if s.workRdb, err = s.newWorkerClient(); err != nil {
 		s.close()
 		return nil, err
-	}
-	for _, h := range o.workHooks {
-		s.workRdb.AddHook(h)
 	}
 	s.reg, err = app.Registry(s.cfg, resolve.Provider{
 		ID: "short", Label: "Local shortener", Hosts: []string{shortHost}, Tier: resolve.TierStandard,
@@ -244,22 +246,52 @@ func newStack(ctx context.Context, e *runEnv, conc int, o stackOptions) (*stack,
 // queues, the webhook handler, its OnTerminal), except that OnTerminal also reports each
 // finished job to s.done; app.NewWorker offers no hook for that.
 func (s *stack) startWorker() error {
+	rdb, err := s.newWorkerClient()
+	if err != nil {
+		return err
+	}
+	if err := s.runWorker(rdb); err != nil {
+		_ = rdb.Close()
+		return err
+	}
+	s.workerRdb = rdb
+	return nil
+}
+
+// newWorkerClient is a Redis client for a worker, with the stack's worker hooks, as a worker
+// process has its own. Each worker gets a new one: a worker adds hooks of its own to its
+// client (its idle back-off and task completions, jobs.NewWorker), which go-redis cannot take
+// off again, so a client shared by the worker of each round would carry the hooks of every
+// earlier round's worker, still acting on the dequeues and completions of the new one.
+func (s *stack) newWorkerClient() (redis.UniversalClient, error) {
+	rdb, err := app.NewRedis(s.cfg)
+	if err != nil {
+		return nil, err
+	}
+	for _, h := range s.workHooks {
+		rdb.AddHook(h)
+	}
+	return rdb, nil
+}
+
+// runWorker builds and starts the worker of startWorker on rdb.
+func (s *stack) runWorker(rdb redis.UniversalClient) error {
 	log := slog.New(slog.DiscardHandler)
 	reg := prometheus.NewRegistry()
-	w := jobs.NewWorker(s.workRdb, jobs.WorkerOptions{
+	w := jobs.NewWorker(rdb, jobs.WorkerOptions{
 		Concurrency: s.cfg.WorkerConcurrency, ShutdownTimeout: s.cfg.ShutdownTimeout,
 		ResolveBackoffBase: s.cfg.ResolveBackoffBase, Logger: log,
 		Queues: map[string]int{jobs.QueueResolve: 1, jobs.QueueWebhooks: 1},
 	})
-	wh, err := app.NewWebhookHandler(s.cfg, s.workRdb, log, reg)
+	wh, err := app.NewWebhookHandler(s.cfg, rdb, log, reg)
 	if err != nil {
 		return fmt.Errorf("webhook handler: %w", err)
 	}
 	w.Handle(jobs.TypeWebhook, wh, jobs.WebhookRetryDelay)
 	w.NotFailure(jobs.IsWebhookDeferred)
 	rh := &jobs.ResolveHandler{
-		Store:       jobs.NewStore(s.workRdb, s.cfg.JobRetention),
-		Resolver:    app.NewResolver(s.cfg, s.workRdb, s.reg),
+		Store:       jobs.NewStore(rdb, s.cfg.JobRetention),
+		Resolver:    app.NewResolver(s.cfg, rdb, s.reg),
 		Logger:      log,
 		MaxAttempts: s.cfg.ResolveMaxAttempts,
 		OnTerminal: func(ctx context.Context, r jobs.Record) error {
@@ -285,6 +317,10 @@ func (s *stack) stopWorker() {
 	if s.worker != nil {
 		s.worker.Shutdown()
 		s.worker = nil
+	}
+	if s.workerRdb != nil {
+		_ = s.workerRdb.Close()
+		s.workerRdb = nil
 	}
 }
 

@@ -329,7 +329,13 @@ func webhookVariant(ctx context.Context, e *runEnv, v hookVariant) ([]row, error
 			return sample{errs: 1, firstErr: fmt.Errorf("queueing deliveries: %w", err)}
 		}
 		reg := prometheus.NewRegistry()
-		w, err := app.NewWorker(s.cfg, s.workRdb, slog.New(slog.DiscardHandler), app.NewResolver(s.cfg, s.workRdb, s.reg), reg)
+		// Each round's worker has a client of its own (newWorkerClient says why).
+		wrdb, err := s.newWorkerClient()
+		if err != nil {
+			return sample{errs: 1, firstErr: err}
+		}
+		defer func() { _ = wrdb.Close() }()
+		w, err := app.NewWorker(s.cfg, wrdb, slog.New(slog.DiscardHandler), app.NewResolver(s.cfg, wrdb, s.reg), reg)
 		if err != nil {
 			return sample{errs: 1, firstErr: fmt.Errorf("building the worker: %w", err)}
 		}

@@ -478,13 +478,15 @@ func (h *ResolveHandler) commitCompleting(ctx context.Context, up *resolve.Upstr
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	var update func() (Snapshot, bool, error)
+	published := func() {}
 	_, _ = h.Store.rdb.Pipelined(wctx, func(pl redis.Pipeliner) error {
 		if up != nil {
-			up.PublishIn(wctx, pl, res, rerr)
+			published = up.PublishIn(wctx, pl, res, rerr)
 		}
 		update = h.Store.updateIn(wctx, pl, cur, fn, td)
 		return nil
 	})
+	published()
 	return update()
 }
 
@@ -496,10 +498,12 @@ func (h *ResolveHandler) publish(ctx context.Context, up *resolve.Upstream, res 
 	}
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
+	var published func()
 	_, _ = h.Store.rdb.Pipelined(wctx, func(pl redis.Pipeliner) error {
-		up.PublishIn(wctx, pl, res, rerr)
+		published = up.PublishIn(wctx, pl, res, rerr)
 		return nil
 	})
+	published()
 }
 
 func (h *ResolveHandler) terminal(ctx context.Context, r Record) error {

@@ -50,15 +50,17 @@ const leaseClaim = 10 * time.Second
 // gone) is worked through in short scripts rather than one long one.
 const reapBatch = 100
 
-// takeSource adds a lease expiring ttl from Redis's clock (the only clock: workers' clocks
+// takeScript adds a lease expiring ttl from Redis's clock (the only clock: workers' clocks
 // never matter). KEYS[1] held; ARGV[1] ttl ms, ARGV[2] member. It runs in the caller's
-// pipeline, so by EVAL (Redis caches it by its hash all the same): a pipelined EVALSHA that
-// meets an empty script cache cannot be retried on its own.
-const takeSource = `
+// pipeline by EVALSHA; when Redis does not know it (its first use, or after a restart) the
+// pipeline runs without it and TakeIn takes the lease alone. EVAL would spare that, but Redis
+// hashes an EVAL's script twice on every call, which cost a job more Redis work than the
+// script itself (docs/benchmarks.md#scripts-by-their-sha-in-the-workers-pipelines).
+var takeScript = redis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[2])
-return now`
+return now`)
 
 // tickScript is one beat of a worker process, in one round trip however many jobs it holds:
 // it renews the process's heartbeat, removes the leases the process released, renews those it
@@ -266,9 +268,15 @@ func (ls *Leases) Take(ctx context.Context, ref LeaseRef) (*Lease, context.Conte
 func (ls *Leases) TakeIn(ctx context.Context, p redis.Pipeliner, ref LeaseRef) func() (*Lease, context.Context, error) {
 	ref.Token = newLeaseToken()
 	m := ref.member()
-	cmd := p.Eval(ctx, takeSource, []string{leaseHeldKey}, ls.ttl.Milliseconds(), m)
+	ks, ttl := []string{leaseHeldKey}, ls.ttl.Milliseconds()
+	cmd := takeScript.EvalSha(ctx, p, ks, ttl, m)
 	return func() (*Lease, context.Context, error) {
-		if err := cmd.Err(); err != nil {
+		err := cmd.Err()
+		if isNoScript(err) {
+			// The pipeline ran without the script (nothing was taken): take the lease alone.
+			err = takeScript.Eval(ctx, ls.rdb, ks, ttl, m).Err()
+		}
+		if err != nil {
 			return nil, ctx, fmt.Errorf("jobs: taking the lease of %s: %w", ref.JobID, err)
 		}
 		lctx, cancel := context.WithCancelCause(ctx)

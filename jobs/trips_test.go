@@ -152,6 +152,10 @@ func newTripEnv(t *testing.T, gate chan struct{}) *tripEnv {
 	// Round trips are counted in these tests, not times: a job's resolve is "quick" whatever
 	// the machine's load, unless a test makes the delay short.
 	jobs.SetRunningAfter(e.h, time.Minute)
+	// As Worker.Start does: the runs' scripts are known before the first run.
+	if err := jobs.LoadScripts(context.Background(), e.rdb); err != nil {
+		t.Fatal(err)
+	}
 	return e
 }
 
@@ -293,6 +297,33 @@ func TestResolveHandlerRoundTrips(t *testing.T) {
 	}
 	if keys := e.locks(t); len(keys) != 0 {
 		t.Fatalf("locks left behind after a cached answer: %v", keys)
+	}
+}
+
+// TestResolveHandlerAfterScriptFlush: when Redis has forgotten its scripts (as after a
+// restart), a run's pipelined scripts meet NOSCRIPT (the lease's take, the upstream outcome's
+// publication, the record's compare-and-set) and each is run again on its own: the job is
+// done, the lease was taken, the outcome is cached and the link's lock released.
+func TestResolveHandlerAfterScriptFlush(t *testing.T) {
+	t.Parallel()
+	e := newTripEnv(t, nil) // its own server: SCRIPT FLUSH must not reach other tests
+	ctx := context.Background()
+	rec, task := e.job(t, "http://sho.rt/flushed", false)
+	if err := e.rdb.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	got, _, names, _, err := e.run(t, rec, task)
+	if err != nil || got.Status != jobs.StatusDone || got.TargetURL == nil || *got.TargetURL != "https://example.com/dest/flushed" {
+		t.Fatalf("job %s, target %v, error %v (round trips %v)", got.Status, got.TargetURL, err, names)
+	}
+	if n := e.rdb.ZCard(ctx, "linkhop:lease:{leases}:held").Val(); n != 1 {
+		t.Errorf("%d leases in the index, want the run's (released, it leaves at the next beat)", n)
+	}
+	if keys := e.locks(t); len(keys) != 0 {
+		t.Errorf("locks left behind: %v", keys)
+	}
+	if cached, found, _, err := e.svc.Lookup(ctx, "http://sho.rt/flushed"); err != nil || !found || cached.TargetURL != *got.TargetURL {
+		t.Errorf("cache: found %v (%v), want the outcome", found, err)
 	}
 }
 

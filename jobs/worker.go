@@ -11,6 +11,8 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/linkhop/linkhop/resolve"
 )
 
 // WorkerOptions configure the asynq server of a worker process.
@@ -35,6 +37,7 @@ type Worker struct {
 	idle      *idleBackoff
 	line      *Line
 	completes *TaskCompletions
+	rdb       redis.UniversalClient
 }
 
 // NewWorker builds a worker on rdb; register handlers with Handle before Start. It adds two
@@ -53,7 +56,7 @@ func NewWorker(rdb redis.UniversalClient, o WorkerOptions) *Worker {
 	for _, q := range slices.Sorted(maps.Keys(queues)) {
 		watch = append(watch, pendingKey(q))
 	}
-	w := &Worker{mux: asynq.NewServeMux(), delays: map[string]asynq.RetryDelayFunc{}, idle: newIdleBackoff(rdb, watch...)}
+	w := &Worker{rdb: rdb, mux: asynq.NewServeMux(), delays: map[string]asynq.RetryDelayFunc{}, idle: newIdleBackoff(rdb, watch...)}
 	rdb.AddHook(w.idle)
 	w.completes = newTaskCompletions(rdb)
 	rdb.AddHook(w.completes)
@@ -135,6 +138,10 @@ func (w *Worker) NotFailure(f func(error) bool) { w.notFailed = append(w.notFail
 // Start begins processing in the background, and the leases' beat with it: the first beat
 // reaps at once what dead workers left.
 func (w *Worker) Start() error {
+	// Best effort: a script Redis does not know is sent again where a run meets NOSCRIPT.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	_ = LoadScripts(ctx, w.rdb)
+	cancel()
 	if err := w.srv.Start(w.mux); err != nil {
 		return err
 	}
@@ -154,6 +161,20 @@ func (w *Worker) Shutdown() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	w.leases.Stop(ctx)
+}
+
+// LoadScripts has Redis learn the scripts a worker's runs send by their SHA in their
+// pipelines (the lease's take, the record's compare-and-set, the upstream outcome's
+// publication), so that the first runs do not each meet NOSCRIPT and send the script again on
+// its own. Worker.Start calls it; Redis forgets its scripts when it restarts, and the runs
+// then send each again where they meet NOSCRIPT.
+func LoadScripts(ctx context.Context, rdb redis.Scripter) error {
+	for _, s := range []*redis.Script{takeScript, casScript, casDoneScript} {
+		if err := s.Load(ctx, rdb).Err(); err != nil {
+			return fmt.Errorf("jobs: loading scripts: %w", err)
+		}
+	}
+	return resolve.LoadScripts(ctx, rdb)
 }
 
 // slogAdapter lets asynq log through slog.

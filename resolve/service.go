@@ -432,18 +432,25 @@ func (s *Service) shared(ctx context.Context, rawURL, norm string) (Result, erro
 	}
 }
 
+// LoadScripts has Redis learn the script that publishes an upstream outcome, which a worker's
+// runs send by its SHA in their pipelines (jobs.LoadScripts).
+func LoadScripts(ctx context.Context, rdb redis.Scripter) error {
+	if err := finishScript.Load(ctx, rdb).Err(); err != nil {
+		return fmt.Errorf("resolve: loading scripts: %w", err)
+	}
+	return nil
+}
+
 // finishScript stores the outcome (if any) and then releases the lock if still ours, in that
 // order, so a waiter that sees the lock gone also sees the outcome.
-var finishScript = redis.NewScript(finishSource)
-
-const finishSource = `
+var finishScript = redis.NewScript(`
 if ARGV[2] ~= "" then
   redis.call("SET", KEYS[2], ARGV[2], "PX", ARGV[3])
 end
 if redis.call("GET", KEYS[1]) == ARGV[1] then
   redis.call("DEL", KEYS[1])
 end
-return 1`
+return 1`)
 
 // lead resolves upstream while holding the lock and publishes the outcome.
 func (s *Service) lead(ctx context.Context, rawURL, norm string, k urlKeys, token string) (Result, error) {
@@ -492,17 +499,21 @@ func (s *Service) publish(ctx context.Context, norm string, k urlKeys, token str
 	defer cancel()
 	// Best effort: if Redis fails here the result is still good for this caller, and waiters
 	// take over when the lock expires.
+	var again func()
 	_, _ = s.rdb.Pipelined(wctx, func(p redis.Pipeliner) error {
-		s.publishIn(wctx, p, norm, k, token, res, rerr)
+		again = s.publishIn(wctx, p, norm, k, token, res, rerr)
 		return nil
 	})
+	again()
 	return rerr
 }
 
 // publishIn adds publish's writes to p: the outcome, the lock's release (finishScript, which
 // stores before it releases, so a waiter that sees the lock gone also sees the outcome) and
-// the provider's latency.
-func (s *Service) publishIn(ctx context.Context, p redis.Pipeliner, norm string, k urlKeys, token string, res Result, rerr error) {
+// the provider's latency. The function returned is to be called once p has run: it runs
+// finishScript again, alone, when Redis did not know it (its first use, or after a restart),
+// since it rides in p by EVALSHA (takeScript in package jobs says why not EVAL).
+func (s *Service) publishIn(ctx context.Context, p redis.Pipeliner, norm string, k urlKeys, token string, res Result, rerr error) (again func()) {
 	outKey, val, ttl := "", []byte(nil), time.Duration(0)
 	var re *Error
 	switch {
@@ -520,11 +531,16 @@ func (s *Service) publishIn(ctx context.Context, p redis.Pipeliner, norm string,
 		val, _ = recjson.Marshal(sharedFailure{Token: token, Code: re.Code, Detail: re.Detail, Transient: re.Transient,
 			RetryAfterMS: re.RetryAfter.Milliseconds(), Hops: re.Hops})
 	}
-	// Eval rather than EvalSha: in a pipeline a missing script cannot be retried alone, and
-	// Redis caches the compiled script by its body's hash either way.
-	p.Eval(ctx, finishSource, []string{k.lock, cacheKeyOr(outKey, k.lock)}, token, string(val), ttl.Milliseconds())
+	ks, args := []string{k.lock, cacheKeyOr(outKey, k.lock)}, []any{token, string(val), ttl.Milliseconds()}
+	cmd := finishScript.EvalSha(ctx, p, ks, args...)
 	if rerr == nil && res.Provider.ID != "" {
 		s.recordLatencyIn(ctx, p, res.Provider.ID, res.Duration)
+	}
+	return func() {
+		if err := cmd.Err(); err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") {
+			// Best effort, as the pipeline was.
+			_ = finishScript.Eval(ctx, s.rdb, ks, args...).Err()
+		}
 	}
 }
 

@@ -92,13 +92,15 @@ func (up *Upstream) Resume(ctx context.Context, c *Continuation) (Result, error)
 // PublishIn adds to p what Service.Resolve writes after an upstream resolve: the outcome for
 // every worker (the cache, the negative cache, or the failure for this lock's waiters), the
 // lock's release and the provider's latency. It adds nothing when this run did not resolve
-// upstream (another worker's outcome was taken, and that worker published it).
-func (up *Upstream) PublishIn(ctx context.Context, p redis.Pipeliner, res Result, rerr error) {
+// upstream (another worker's outcome was taken, and that worker published it). The caller
+// calls the function returned once p has run: it repeats what Redis could not run in p (a
+// script it did not know yet, after a restart).
+func (up *Upstream) PublishIn(ctx context.Context, p redis.Pipeliner, res Result, rerr error) (after func()) {
 	if !up.open {
-		return
+		return func() {}
 	}
 	up.open = false
-	up.s.publishIn(ctx, p, up.norm, up.k, up.token, res, rerr)
+	return up.s.publishIn(ctx, p, up.norm, up.k, up.token, res, rerr)
 }
 
 // Pending reports whether this run resolved upstream and PublishIn has yet to store the

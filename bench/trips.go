@@ -68,10 +68,11 @@ func (c *tripCounter) takeAll() (trips, idle, background int) {
 // backgroundCall reports whether a command is one a worker process sends on its own schedule,
 // not for a job: a new connection's set-up, asynq's heartbeat, lease extension, aggregation
 // check and janitor (every few seconds: it deletes expired completed tasks), linkhop's lease
-// beat (every second) and the lease index's clean-up.
+// beat (every second), the lease index's clean-up and the scripts a worker loads when it
+// starts (jobs.LoadScripts).
 func backgroundCall(cmd redis.Cmder) bool {
 	switch name := strings.ToLower(cmd.Name()); name {
-	case "hello", "client":
+	case "hello", "client", "script":
 		return true
 	case "zadd", "zrem":
 		// asynq's server registry; the lease index's clean-up at shutdown and after a reap.

@@ -211,6 +211,10 @@ func checkURL(s string) (*url.URL, string) {
 		return nil, "must not contain userinfo"
 	case u.Host == "" || u.Hostname() == "":
 		return nil, "must have a host"
+	case !utf8.ValidString(u.Hostname()):
+		// url.Parse decodes %-escapes in a host (for internationalised names), so "%ff" makes
+		// a host of bytes that no name can have.
+		return nil, "must have a valid host name"
 	}
 	// url.Parse takes any digits as a port; a URL that no connection can reach is a mistake
 	// to report now, not a job to fail later.

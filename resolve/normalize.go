@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"unicode/utf8"
 )
 
 // MaxURLLength is the longest submitted URL accepted (docs/api.md#post-v1resolve).
@@ -54,7 +55,8 @@ func checkFetchable(u *url.URL) error {
 	if u.Opaque != "" || h == "" {
 		return fmt.Errorf("%w: no host", ErrUnsupportedURL)
 	}
-	if strings.ContainsAny(h, "[]") {
+	// url.Parse decodes %-escapes in a host, so "%ff" makes one of bytes no name can have.
+	if strings.ContainsAny(h, "[]") || !utf8.ValidString(h) {
 		return fmt.Errorf("%w: malformed host", ErrUnsupportedURL)
 	}
 	if strings.Contains(h, ":") {

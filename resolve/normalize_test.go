@@ -34,7 +34,7 @@ func TestNormalizeURL(t *testing.T) {
 			}
 		})
 	}
-	for _, bad := range []string{"", "bit.ly/x", "ftp://bit.ly/x", "http://", "http:opaque", "http://u:p@bit.ly/x", "http://bit.ly/" + strings.Repeat("x", 2048), "http://bit.ly/%zz"} {
+	for _, bad := range []string{"", "bit.ly/x", "ftp://bit.ly/x", "http://", "http:opaque", "http://u:p@bit.ly/x", "http://bit.ly/" + strings.Repeat("x", 2048), "http://bit.ly/%zz", "http://bit%ff.ly/x"} {
 		if got, err := NormalizeURL(bad); !errors.Is(err, ErrUnsupportedURL) {
 			t.Errorf("NormalizeURL(%q) = %q, %v; want ErrUnsupportedURL", bad, got, err)
 		}

@@ -537,7 +537,7 @@ func (s *Service) publishIn(ctx context.Context, p redis.Pipeliner, norm string,
 		s.recordLatencyIn(ctx, p, res.Provider.ID, res.Duration)
 	}
 	return func() {
-		if err := cmd.Err(); err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") {
+		if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
 			// Best effort, as the pipeline was.
 			_ = finishScript.Eval(ctx, s.rdb, ks, args...).Err()
 		}

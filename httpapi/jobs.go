@@ -57,7 +57,7 @@ func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
 	s.pollJob(w, r, mux.Vars(r)["job_id"])
 }
 
-// pollJob answers a poll of job rawID in one round trip: the job record is read by the
+// pollJob answers a poll of job rawID in one round trip: the job record is read beside the
 // admission script, under the key's own hash tag, so another key's job is simply not found.
 func (s *Server) pollJob(w http.ResponseWriter, r *http.Request, rawID string) {
 	id, valid := canonicalID(rawID)
@@ -113,8 +113,8 @@ func parseIDs(rawQuery string) ([]string, *problem.Problem) {
 }
 
 // listJobs answers GET /v1/jobs?ids= in one round trip, counted once against the per-minute
-// limit: the admission script reads every job record with the key's own hash tag, so another
-// key's job is simply not found, as for a single poll.
+// limit: one MGET beside the admission script reads every job record with the key's own hash
+// tag, so another key's job is simply not found, as for a single poll.
 func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 	ids, bad := parseIDs(r.URL.RawQuery)
 	g, ok := s.gate(w, r, gateOptions{fetchMany: func(keyID string) []string {

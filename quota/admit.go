@@ -18,37 +18,35 @@ import (
 // admitLua is the admission, the Lua function admit(after): it authenticates an API key and
 // admits its request in one step: it reads the key record, compares the token digest, and runs
 // the limiter with the limits the record holds right now (so `api keys update` and `revoke` act
-// on the very next request), then reads one more key of the same API key if asked (a job
-// record, for a poll in one round trip). With after (a ThenScript's continuation), an admitted
-// request then runs after(K, A, f) in the same step.
+// on the very next request). With after (a ThenScript's continuation), an admitted request then
+// runs after(K, A, f) in the same step. Keys of the API key that a request reads (a job record,
+// for a poll) are not read here but by a plain GET or MGET beside the script in the same
+// pipeline (AdmitIn): a value read in Lua becomes a Lua string, which Redis's Lua hashes byte
+// by byte, and goes back into the reply, which cost a poll more than the GET itself.
 //
-// KEYS: the key record (keys.RecordKey, read through the field names keys.Script gives), the log, the day
-// counter, the keys to fetch (with "0" in ARGV[6], none: KEYS[4] is then a dummy of the same slot),
-// then the continuation's keys (K; not with "m").
+// KEYS: the key record (keys.RecordKey, read through the field names keys.Script gives), the log,
+// the day counter, then the continuation's keys (K).
 // ARGV: token digest, window µs, member, "1" when the request counts against the daily quota,
-// fixed time ("" in production), "1" to fetch KEYS[4], "m" to fetch KEYS[4] and every key after
-// it (GET /v1/jobs?ids=, one round trip for up to 100 jobs), then which record fields to read:
-// "0" for the whole record, "R" for keys.RequestFields, which the script holds itself (Redis
-// turns every argument into a Lua string, and six names cost the script more than the HMGET
-// they name), or a count n followed by n names (AdmitRequest.Fields); then the continuation's
-// arguments (A).
+// fixed time ("" in production), then which record fields to read: "0" for the whole record,
+// "R" for keys.RequestFields, which the script holds itself (Redis turns every argument into a
+// Lua string, and six names cost the script more than the HMGET they name), or a count n
+// followed by n names (AdmitRequest.Fields); then the continuation's arguments (A).
 //
 // Reply: {0} when authentication failed (nothing recorded), else
-// {1, record (flat HGETALL, or with field names the HMGET of them), fetched value or false (a
-// list of them for "m"), allowed, code, now, count, free, used, today}, and then, when the
-// continuation ran, its reply, or false and the error it raised (the admission stands; the
-// continuation's own writes are its to order).
+// {1, record (flat HGETALL, or with field names the HMGET of them), allowed, code, now, count,
+// free, used, today}, and then, when the continuation ran, its reply, or false and the error it
+// raised (the admission stands; the continuation's own writes are its to order).
 //
 // The digests are compared in Lua with plain equality: both are SHA-256 of secrets, so the
 // timing of a mismatch reveals nothing about a key; Go compares them again in constant time.
 var admitLua = keys.Script(`
 local function admit(after)
-local rec, f, names, na = nil, {}, nil, 8
-if ARGV[7] == 'R' then
+local rec, f, names, na = nil, {}, nil, 7
+if ARGV[6] == 'R' then
   names = request_fields
-elseif ARGV[7] ~= '0' then
-  local n = tonumber(ARGV[7])
-  names, na = {unpack(ARGV, 8, 7 + n)}, 8 + n
+elseif ARGV[6] ~= '0' then
+  local n = tonumber(ARGV[6])
+  names, na = {unpack(ARGV, 7, 6 + n)}, 7 + n
 end
 if names then
   rec = redis.call('HMGET', KEYS[1], unpack(names))
@@ -63,13 +61,10 @@ if f[{{.Hash}}] == nil or f[{{.Hash}}] ~= ARGV[1] or f[{{.RevokedAt}}] ~= nil th
 local limit = tonumber(f[{{.RateLimit}}]) or 0
 local quota = -1
 if f[{{.DailyQuota}}] ~= nil then quota = tonumber(f[{{.DailyQuota}}]) end
-local fetched = false
-if ARGV[6] == '1' then fetched = redis.call('GET', KEYS[4]) end
-if ARGV[6] == 'm' then fetched = redis.call('MGET', unpack(KEYS, 4)) end
 local r = check(KEYS[2], KEYS[3], limit, tonumber(ARGV[2]), ARGV[3], quota, ARGV[4] == '1', ARGV[5])
 local out, oerr = nil, nil
 if after and r[1] == 1 then
-  local ok, v = pcall(after, {unpack(KEYS, 5)}, {unpack(ARGV, na)}, f)
+  local ok, v = pcall(after, {unpack(KEYS, 4)}, {unpack(ARGV, na)}, f)
   if ok then
     out = v
   else
@@ -78,7 +73,7 @@ if after and r[1] == 1 then
     out, oerr = false, tostring(v)
   end
 end
-return {1, rec, fetched, r[1], r[2], r[3], r[4], r[5], r[6], r[7], out, oerr}
+return {1, rec, r[1], r[2], r[3], r[4], r[5], r[6], r[7], out, oerr}
 end
 `)
 
@@ -138,10 +133,12 @@ type AdmitRequest struct {
 	Digest string
 	// CountDay: the request counts against the daily quota.
 	CountDay bool
-	// Fetch, when set, is a key of the same API key (same hash tag) read in the same step.
+	// Fetch, when set, is a key of the same API key (same hash tag) read in the same round trip,
+	// by a GET beside the admission script; its value is reported only for an authenticated
+	// request.
 	Fetch string
 	// FetchMany, when not empty (and Fetch is not set), are keys of the same API key read in
-	// the same step, at most a few hundred (they are arguments of one script call).
+	// the same round trip by one MGET beside the script, as Fetch is.
 	FetchMany []string
 	// Fields, when set, are the only fields of the key record to read and return in
 	// Admission.Record (keys.RequestFields: a request that neither shows nor changes its key
@@ -150,7 +147,7 @@ type AdmitRequest struct {
 	// FieldDailyQuota.
 	Fields []string
 	// Then, when set, runs a continuation in the same step once the request is authenticated
-	// and admitted (not with FetchMany).
+	// and admitted.
 	Then *ThenCall
 }
 
@@ -161,9 +158,11 @@ type Admission struct {
 	// Record is the key record (HGETALL) when authenticated; only AdmitRequest.Fields of it,
 	// those present, when they were given.
 	Record map[string]string
-	// Fetched is the value of AdmitRequest.Fetch, nil when absent or not asked.
+	// Fetched is the value of AdmitRequest.Fetch when authenticated, nil when absent or not
+	// asked.
 	Fetched []byte
-	// FetchedMany are the values of AdmitRequest.FetchMany, in order, nil for an absent key.
+	// FetchedMany are the values of AdmitRequest.FetchMany when authenticated, in order, nil
+	// for an absent key.
 	FetchedMany [][]byte
 	// Decision is the limiter's decision when authenticated.
 	Decision Decision
@@ -183,19 +182,7 @@ type Admission struct {
 func (l *Limiter) AdmitIn(ctx context.Context, p redis.Pipeliner, r AdmitRequest) func() (Admission, error) {
 	member := l.prefix + strconv.FormatUint(l.seq.Add(1), 36)
 	lk, dk := logKey(r.KeyID), dayKey(r.KeyID)
-	ks := []string{r.RecordKey, lk, dk, lk} // a dummy of the same slot when nothing is fetched
-	fetch := "0"
-	switch {
-	case r.Fetch != "":
-		fetch, ks[3] = "1", r.Fetch
-	case len(r.FetchMany) > 0:
-		if r.Then != nil {
-			return func() (Admission, error) {
-				return Admission{}, errors.New("quota: admit: a continuation cannot follow FetchMany")
-			}
-		}
-		fetch, ks = "m", append(ks[:3], r.FetchMany...)
-	}
+	ks := []string{r.RecordKey, lk, dk}
 	fixed := ""
 	if l.fixedNow != nil {
 		fixed = strconv.FormatInt(l.fixedNow().UnixMicro(), 10)
@@ -204,8 +191,8 @@ func (l *Limiter) AdmitIn(ctx context.Context, p redis.Pipeliner, r AdmitRequest
 	if r.CountDay {
 		cd = "1"
 	}
-	args := make([]any, 0, 8+len(r.Fields))
-	args = append(args, r.Digest, l.window.Microseconds(), member, cd, fixed, fetch)
+	args := make([]any, 0, 7+len(r.Fields))
+	args = append(args, r.Digest, l.window.Microseconds(), member, cd, fixed)
 	switch {
 	case len(r.Fields) == 0:
 		args = append(args, "0")
@@ -224,6 +211,18 @@ func (l *Limiter) AdmitIn(ctx context.Context, p redis.Pipeliner, r AdmitRequest
 		args = append(args, r.Then.Args...)
 	}
 	cmd := script.EvalSha(ctx, p, ks, args...)
+	// The reads go beside the script, in the same round trip; a request that fails to
+	// authenticate is told nothing of what they read.
+	var (
+		get  *redis.StringCmd
+		mget *redis.SliceCmd
+	)
+	switch {
+	case r.Fetch != "":
+		get = p.Get(ctx, r.Fetch)
+	case len(r.FetchMany) > 0:
+		mget = p.MGet(ctx, r.FetchMany...)
+	}
 	return func() (Admission, error) {
 		v, err := cmd.Slice()
 		if err != nil {
@@ -232,15 +231,15 @@ func (l *Limiter) AdmitIn(ctx context.Context, p redis.Pipeliner, r AdmitRequest
 		if len(v) == 1 {
 			return Admission{}, nil
 		}
-		if len(v) < 10 || len(v) > 12 {
+		if len(v) < 9 || len(v) > 11 {
 			return Admission{}, fmt.Errorf("%w: %d values from the admit script", ErrUnexpectedReply, len(v))
 		}
 		a := Admission{Authenticated: true}
 		switch len(v) {
+		case 10:
+			a.Then = v[9]
 		case 11:
-			a.Then = v[10]
-		case 12:
-			msg, _ := v[11].(string)
+			msg, _ := v[10].(string)
 			a.ThenErr = fmt.Errorf("quota: the admission's continuation: %s", msg)
 		}
 		if len(r.Fields) > 0 {
@@ -248,20 +247,12 @@ func (l *Limiter) AdmitIn(ctx context.Context, p redis.Pipeliner, r AdmitRequest
 		} else {
 			a.Record = recordOf(v[1])
 		}
-		switch f := v[2].(type) {
-		case string:
-			a.Fetched = []byte(f)
-		case []any:
-			a.FetchedMany = make([][]byte, len(f))
-			for i, e := range f {
-				if s, ok := e.(string); ok {
-					a.FetchedMany[i] = []byte(s)
-				}
-			}
+		if a.Fetched, a.FetchedMany, err = fetched(get, mget); err != nil {
+			return Admission{}, err
 		}
 		res := make([]int64, 7)
 		for i := range res {
-			n, ok := v[3+i].(int64)
+			n, ok := v[2+i].(int64)
 			if !ok {
 				return Admission{}, fmt.Errorf("%w: non-integer from the admit script", ErrUnexpectedReply)
 			}
@@ -275,6 +266,34 @@ func (l *Limiter) AdmitIn(ctx context.Context, p redis.Pipeliner, r AdmitRequest
 		a.Decision, err = l.decide(res, lim, r.CountDay, member, lk, dk, time.Now())
 		return a, err
 	}
+}
+
+// fetched reads the values of an admission's GET or MGET (nil for an absent key).
+func fetched(get *redis.StringCmd, mget *redis.SliceCmd) ([]byte, [][]byte, error) {
+	switch {
+	case get != nil:
+		b, err := get.Bytes()
+		if errors.Is(err, redis.Nil) {
+			return nil, nil, nil
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("quota: admit: reading %s: %w", get.Args()[1], err)
+		}
+		return b, nil, nil
+	case mget != nil:
+		vs, err := mget.Result()
+		if err != nil {
+			return nil, nil, fmt.Errorf("quota: admit: reading %d keys: %w", len(mget.Args())-1, err)
+		}
+		many := make([][]byte, len(vs))
+		for i, e := range vs {
+			if s, ok := e.(string); ok {
+				many[i] = []byte(s)
+			}
+		}
+		return nil, many, nil
+	}
+	return nil, nil, nil
 }
 
 // Admit is AdmitIn on its own: one round trip (two the first time Redis sees the script).

@@ -89,14 +89,72 @@ func TestThenRunsOnlyWhenAdmitted(t *testing.T) {
 	}
 }
 
-// TestThenNotWithFetchMany: a continuation cannot follow a read of many keys (both take the
-// keys after the admission's own).
-func TestThenNotWithFetchMany(t *testing.T) {
+// TestThenWithFetchMany: a continuation and a read of many keys go together: the continuation
+// gets its own keys and arguments, and the read its values (nil for an absent key), which
+// follow the continuation's writes, as the reads go after the script.
+func TestThenWithFetchMany(t *testing.T) {
 	t.Parallel()
-	l := New(redistest.New(t))
-	_, err := l.Admit(context.Background(), AdmitRequest{KeyID: "k", RecordKey: keys.RecordKey("k"), Digest: "d",
-		FetchMany: []string{keys.Tag("k") + ":x"}, Then: &ThenCall{Script: thenTest}})
-	if err == nil {
-		t.Fatal("accepted")
+	ctx := context.Background()
+	rdb := redistest.New(t)
+	c, err := keys.NewStore(rdb).Create(ctx, keys.CreateParams{Name: "many"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tag := keys.Tag(c.ID)
+	if err := rdb.Set(ctx, tag+":x", "one", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	l := New(rdb)
+	a, err := l.Admit(ctx, AdmitRequest{KeyID: c.ID, RecordKey: keys.RecordKey(c.ID), Digest: keys.Digest(c.Token),
+		FetchMany: []string{tag + ":x", tag + ":absent", tag + ":a"},
+		Then:      &ThenCall{Script: thenTest, Keys: []string{tag + ":a"}, Args: []any{"y"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !a.Authenticated || !a.Decision.Allowed || a.ThenErr != nil {
+		t.Fatalf("admission: %+v", a)
+	}
+	if d := cmp.Diff([]any{tag + ":a", "y", keys.ScopeResolve}, a.Then); d != "" {
+		t.Errorf("continuation (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff([][]byte{[]byte("one"), nil, []byte("ran")}, a.FetchedMany); d != "" {
+		t.Errorf("fetched (-want +got):\n%s", d)
+	}
+}
+
+// TestAdmitFetch: the key read beside the admission is reported for an authenticated request
+// only (nil when absent), and a read that fails is an error.
+func TestAdmitFetch(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb := redistest.New(t)
+	c, err := keys.NewStore(rdb).Create(ctx, keys.CreateParams{Name: "fetch"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tag := keys.Tag(c.ID)
+	if err := rdb.Set(ctx, tag+":job", "record", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.HSet(ctx, tag+":hash", "f", "v").Err(); err != nil {
+		t.Fatal(err)
+	}
+	l := New(rdb)
+	admit := func(digest, key string) (Admission, error) {
+		return l.Admit(ctx, AdmitRequest{KeyID: c.ID, RecordKey: keys.RecordKey(c.ID), Digest: digest,
+			Fields: keys.RequestFields, Fetch: key})
+	}
+	a, err := admit(keys.Digest(c.Token), tag+":job")
+	if err != nil || !a.Authenticated || string(a.Fetched) != "record" {
+		t.Fatalf("authenticated: %q, %+v, %v", a.Fetched, a, err)
+	}
+	if a, err := admit(keys.Digest(c.Token), tag+":absent"); err != nil || !a.Authenticated || a.Fetched != nil {
+		t.Fatalf("absent: %q, %v", a.Fetched, err)
+	}
+	if a, err := admit(keys.Digest("sk_live_wrong"), tag+":job"); err != nil || a.Authenticated || a.Fetched != nil {
+		t.Fatalf("wrong token: %+v, %v", a, err)
+	}
+	if _, err := admit(keys.Digest(c.Token), tag+":hash"); err == nil || !strings.Contains(err.Error(), "WRONGTYPE") {
+		t.Fatalf("a hash read as a string: %v, want WRONGTYPE", err)
 	}
 }

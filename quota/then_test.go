@@ -5,8 +5,10 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/linkhop/linkhop/internal/redistest"
 	"github.com/linkhop/linkhop/keys"
@@ -156,5 +158,54 @@ func TestAdmitFetch(t *testing.T) {
 	}
 	if _, err := admit(keys.Digest(c.Token), tag+":hash"); err == nil || !strings.Contains(err.Error(), "WRONGTYPE") {
 		t.Fatalf("a hash read as a string: %v, want WRONGTYPE", err)
+	}
+}
+
+// TestAdmitManyWindow: a batch's admission takes the free slots of the window, in order, the
+// entries that left the window free theirs, and the next slot is reported.
+func TestAdmitManyWindow(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb := redistest.New(t)
+	rl := 3
+	c, err := keys.NewStore(rdb).Create(ctx, keys.CreateParams{Name: "many", RateLimit: &rl})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := &testClock{}
+	l := New(rdb, withClock(clk))
+	if err := l.LoadScripts(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t0 := baseTime()
+	admit := func(at time.Duration, n int) Admission {
+		t.Helper()
+		clk.Set(t0.Add(at))
+		var decode func() (Admission, error)
+		_, _ = rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			decode = l.AdmitManyIn(ctx, p, AdmitRequest{KeyID: c.ID, RecordKey: keys.RecordKey(c.ID), Digest: keys.Digest(c.Token)}, n)
+			return nil
+		})
+		a, err := decode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	if a := admit(0, 2); a.Granted != 2 || a.Decision.Minute.Remaining != 1 {
+		t.Fatalf("first batch: granted %d, %+v", a.Granted, a.Decision.Minute)
+	}
+	a := admit(10*time.Second, 2)
+	if a.Granted != 1 || a.Decision.Minute.Remaining != 0 || a.Decision.SlotRetryAfter != 50*time.Second {
+		t.Fatalf("second batch: granted %d, %+v, slot in %v; want 1, 0 left, 50s", a.Granted, a.Decision.Minute, a.Decision.SlotRetryAfter)
+	}
+	// The first two leave at 60 s: two slots free, the third item waits for the 10 s one.
+	a = admit(time.Minute, 3)
+	if a.Granted != 2 || a.Decision.Minute.Remaining != 0 || !a.Decision.Minute.Reset.Equal(t0.Add(70*time.Second)) ||
+		a.Decision.SlotRetryAfter != 10*time.Second {
+		t.Fatalf("third batch: granted %d, %+v, slot in %v; want 2, 0 left, reset at 70 s, 10s", a.Granted, a.Decision.Minute, a.Decision.SlotRetryAfter)
+	}
+	if n := rdb.ZCard(ctx, logKey(c.ID)).Val(); n != 3 {
+		t.Errorf("log holds %d entries, want 3", n)
 	}
 }

@@ -97,11 +97,7 @@ func TestThenRunsOnlyWhenAdmitted(t *testing.T) {
 func TestThenWithFetchMany(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	rdb := redistest.New(t)
-	c, err := keys.NewStore(rdb).Create(ctx, keys.CreateParams{Name: "many"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rdb, c := newTestKey(t, keys.CreateParams{Name: "many"})
 	tag := keys.Tag(c.ID)
 	if err := rdb.Set(ctx, tag+":x", "one", 0).Err(); err != nil {
 		t.Fatal(err)
@@ -129,11 +125,7 @@ func TestThenWithFetchMany(t *testing.T) {
 func TestAdmitFetch(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	rdb := redistest.New(t)
-	c, err := keys.NewStore(rdb).Create(ctx, keys.CreateParams{Name: "fetch"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rdb, c := newTestKey(t, keys.CreateParams{Name: "fetch"})
 	tag := keys.Tag(c.ID)
 	if err := rdb.Set(ctx, tag+":job", "record", 0).Err(); err != nil {
 		t.Fatal(err)
@@ -166,12 +158,8 @@ func TestAdmitFetch(t *testing.T) {
 func TestAdmitManyWindow(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	rdb := redistest.New(t)
 	rl := 3
-	c, err := keys.NewStore(rdb).Create(ctx, keys.CreateParams{Name: "many", RateLimit: &rl})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rdb, c := newTestKey(t, keys.CreateParams{Name: "window", RateLimit: &rl})
 	clk := &testClock{}
 	l := New(rdb, withClock(clk))
 	if err := l.LoadScripts(ctx); err != nil {
@@ -208,4 +196,15 @@ func TestAdmitManyWindow(t *testing.T) {
 	if n := rdb.ZCard(ctx, logKey(c.ID)).Val(); n != 3 {
 		t.Errorf("log holds %d entries, want 3", n)
 	}
+}
+
+// newTestKey creates an API key on a Redis of its own.
+func newTestKey(t *testing.T, p keys.CreateParams) (*redis.Client, keys.Created) {
+	t.Helper()
+	rdb := redistest.New(t)
+	c, err := keys.NewStore(rdb).Create(context.Background(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rdb, c
 }

@@ -432,7 +432,8 @@ func isReply(err error) bool {
 	return errors.As(err, &re)
 }
 
-// isNoScript reports whether Redis did not know a script's SHA (first use, or after a restart).
+// isNoScript reports whether Redis did not know a script's SHA (first use, or after a
+// restart), as quota and resolve tell it: by the reply's error prefix, also when wrapped.
 func isNoScript(err error) bool {
-	return err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT")
+	return redis.HasErrorPrefix(err, "NOSCRIPT")
 }

@@ -2,6 +2,7 @@ package jobs_test
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -190,5 +191,68 @@ func TestLastWriteFindsTheJobFinished(t *testing.T) {
 	}
 	if r, _ := terminal.Load().(jobs.Record); terminals.Load() != 1 || r.TargetURL == nil || *r.TargetURL != other {
 		t.Errorf("terminal hook called %d times, last with %v", terminals.Load(), r.TargetURL)
+	}
+}
+
+// TestTerminalHookFailsAfterCompletion: when the last write of a job without a webhook has
+// completed its asynq task and the terminal hook then fails, the run still succeeds: asynq no
+// longer has the task, so an error would have it retry (or archive) a task that is gone. The
+// job is done, its task completed once, nothing retried, failed or left awaiting completion.
+func TestTerminalHookFailsAfterCompletion(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.New(t)
+	ctx := context.Background()
+	w := jobs.NewWorker(rdb, jobs.WorkerOptions{Concurrency: 2, ShutdownTimeout: time.Second})
+	store := jobs.NewStore(rdb, time.Hour)
+	var hooks atomic.Int64
+	h := &jobs.ResolveHandler{Store: store, Resolver: &stubResolver{target: "https://dest.example/"},
+		Logger: slog.New(slog.DiscardHandler), MaxAttempts: 3, Leases: w.Leases(), Complete: w.Completions(),
+		OnTerminal: func(context.Context, jobs.Record) error { hooks.Add(1); return errors.New("the hook is down") }}
+	var runs, failed atomic.Int64
+	w.Handle(jobs.TypeResolve, asynq.HandlerFunc(func(ctx context.Context, tk *asynq.Task) error {
+		runs.Add(1)
+		err := h.ProcessTask(ctx, tk)
+		if err != nil {
+			failed.Add(1)
+			t.Errorf("a run failed after its task was completed: %v", err)
+		}
+		return err
+	}), nil)
+	q := jobs.NewQueue(rdb, store, jobs.TaskOptions{MaxAttempts: 3})
+	const n = 3
+	var ids []string
+	for i := range n {
+		now := time.Now().UTC().Truncate(time.Millisecond)
+		r := jobs.Record{ID: uuid.NewString(), KeyID: "key_hookfail", URL: "https://sho.rt/h" + strconv.Itoa(i),
+			CreatedAt: now, UpdatedAt: now, Hops: []resolve.Hop{}}
+		if _, err := q.Submit(ctx, &r, 0); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, r.ID)
+	}
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Shutdown)
+	processed := func() int64 { v, _ := rdb.Get(ctx, "asynq:{resolve}:processed").Int64(); return v }
+	waitFor(t, 20*time.Second, "every task completed", func() bool {
+		return hooks.Load() == n && processed() == n && rdb.LLen(ctx, "asynq:{resolve}:active").Val() == 0
+	})
+	waitFor(t, 5*time.Second, "no completion left awaited", func() bool { return jobs.AwaitingDone(w.Completions()) == 0 })
+	for _, id := range ids {
+		if r, err := store.Get(ctx, "key_hookfail", id); err != nil || r.Status != jobs.StatusDone {
+			t.Errorf("job %s: %s (%v)", id, r.Status, err)
+		}
+	}
+	if r := runs.Load(); r != n || failed.Load() != 0 {
+		t.Errorf("%d runs (%d failed) for %d jobs", r, failed.Load(), n)
+	}
+	for _, k := range []string{"asynq:{resolve}:retry", "asynq:{resolve}:archived"} {
+		if c := rdb.ZCard(ctx, k).Val(); c != 0 {
+			t.Errorf("%s holds %d tasks", k, c)
+		}
+	}
+	if v, _ := rdb.Get(ctx, "asynq:{resolve}:failed").Int64(); v != 0 {
+		t.Errorf("asynq counted %d failures", v)
 	}
 }

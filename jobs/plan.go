@@ -22,12 +22,14 @@ import (
 // exactly as submitScript does (submitLua, the same Lua).
 //
 // K: submitLua's five keys, then the link's cache entry.
-// A: the record JSON up to and after the place of its "credits_held" member (the record
-// encoded with none), retention in ms, claim JSON, the credit cost of the link, job id, task
-// message, now in ns, the scope the request needs.
+// A: the record JSON (encoded with no "credits_held" member), the byte offset in it where that
+// member goes, retention in ms, claim JSON, the credit cost of the link, job id, task message,
+// now in ns, the scope the request needs.
 //
 // The cost applies, and the record holds it as "credits_held", only when the key has a credit
-// balance: f is the key's record as the admission read it. Reply: {4, ""} when the key lacks
+// balance: f is the key's record as the admission read it. A key without one stores the record
+// as sent: joining two halves in Lua would make a new string of the whole record, which
+// Redis's Lua hashes byte by byte (docs/benchmarks.md). Reply: {4, ""} when the key lacks
 // the scope, {5, the cache entry} when the link has one (nothing written either way), else
 // submitLua's.
 var thenSubmit = quota.NewThen(keys.HasScopeLua + keys.Script(submitLua+`
@@ -35,10 +37,12 @@ local function after_admit(K, A, f)
   if not has_scope(f[{{.Scopes}}], A[9]) then return {4, ''} end
   local c = redis.call('GET', K[6])
   if c then return {5, c} end
-  local cost, rec = 0, A[1] .. A[2]
+  local cost, rec = 0, A[1]
   if f[{{.Credits}}] then
-    cost = tonumber(A[5])
-    if cost > 0 then rec = A[1] .. ',"credits_held":' .. A[5] .. A[2] end
+    cost = A[5] + 0
+    if cost > 0 then
+      rec = string.sub(A[1], 1, A[2]) .. ',"credits_held":' .. A[5] .. string.sub(A[1], A[2] + 1)
+    end
   end
   return submit(K, rec, A[3], A[4], cost, A[6], A[7], A[8], f[{{.Credits}}])
 end
@@ -113,7 +117,7 @@ func (q *Queue) Plan(ctx context.Context, r *Record, cost int64, scope, cacheKey
 	return &Plan{q: q, r: r, ks: ks, published: q.published.Load(), call: quota.ThenCall{
 		Script: thenSubmit,
 		Keys:   []string{ks[0], ks[1], ks[2], pendingKey(QueueResolve), taskKey(QueueResolve, r.ID), cacheKey},
-		Args: []any{b[:i], b[i:], q.store.retention.Milliseconds(), claim, cost, r.ID, msg,
+		Args: []any{b, i, q.store.retention.Milliseconds(), claim, cost, r.ID, msg,
 			time.Now().UnixNano(), scope},
 	}}
 }

@@ -10,9 +10,9 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-// TestPlanRecordSplit: the two halves of the record a Plan sends join, in the script, into the
-// bytes json.Marshal makes of the record: with "credits_held" put between them for a key with
-// a balance, and without for a key without one.
+// TestPlanRecordSplit: the record a Plan sends, and the place in it the script puts
+// "credits_held" for a key with a balance, make the bytes json.Marshal makes of the record,
+// with "credits_held" for a key with a balance and as sent for a key without one.
 func TestPlanRecordSplit(t *testing.T) {
 	t.Parallel()
 	q := &Queue{store: &Store{retention: time.Hour}}
@@ -25,7 +25,8 @@ func TestPlanRecordSplit(t *testing.T) {
 	} {
 		for _, cost := range []int64{1, 2} {
 			p := q.Plan(context.Background(), &r, cost, "resolve", "k")
-			head, tail := string(p.call.Args[0].([]byte)), string(p.call.Args[1].([]byte))
+			rec, at := string(p.call.Args[0].([]byte)), p.call.Args[1].(int)
+			head, tail := rec[:at], rec[at:]
 			withHeld := r
 			withHeld.CreditsHeld = cost
 			want, err := json.Marshal(withHeld)

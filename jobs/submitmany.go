@@ -55,12 +55,12 @@ var submitManyScript = redis.NewScript(submitManySrc)
 
 var submitManySrc = quota.DayLua + keys.Script(`
 local t = redis.call('TIME')
-local today = math.floor(tonumber(t[1]) / 86400)
+local today = math.floor(t[1] / 86400)
 local kr = redis.call('HMGET', KEYS[1], {{.DailyQuota}}, {{.Credits}})
 local quota = -1
-if kr[1] then quota = tonumber(kr[1]) end
+if kr[1] then quota = kr[1] + 0 end
 local bal = kr[2]
-if bal then bal = tonumber(bal) end
+if bal then bal = bal + 0 end
 local bal0 = -1
 if bal then bal0 = bal end
 local used, of_today = day_used(KEYS[2], today)

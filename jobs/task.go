@@ -190,7 +190,7 @@ if cost > 0 then
   b = known
   if b == nil then b = redis.call('HGET', K[3], {{.Credits}}) end
   if b then
-    b = tonumber(b)
+    b = b + 0
     if b < cost then return {2, tostring(b)} end
   end
 end
@@ -211,7 +211,7 @@ end
 // KEYS: as submitLua's K. ARGV: record JSON, retention in ms, claim JSON, credit cost, job id,
 // task message, now in ns.
 var submitScript = redis.NewScript(keys.Script(submitLua + `
-return submit(KEYS, ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6], ARGV[7])`))
+return submit(KEYS, ARGV[1], ARGV[2], ARGV[3], ARGV[4] + 0, ARGV[5], ARGV[6], ARGV[7])`))
 
 // Submitted is the outcome of Submit.
 type Submitted struct {

@@ -58,10 +58,11 @@ else
   for i = 1, #rec, 2 do f[rec[i]] = rec[i + 1] end
 end
 if f[{{.Hash}}] == nil or f[{{.Hash}}] ~= ARGV[1] or f[{{.RevokedAt}}] ~= nil then return {0} end
-local limit = tonumber(f[{{.RateLimit}}]) or 0
+local limit = 0
+if f[{{.RateLimit}}] then limit = f[{{.RateLimit}}] + 0 end
 local quota = -1
-if f[{{.DailyQuota}}] ~= nil then quota = tonumber(f[{{.DailyQuota}}]) end
-local r = check(KEYS[2], KEYS[3], limit, tonumber(ARGV[2]), ARGV[3], quota, ARGV[4] == '1', ARGV[5])
+if f[{{.DailyQuota}}] ~= nil then quota = f[{{.DailyQuota}}] + 0 end
+local r = check(KEYS[2], KEYS[3], limit, ARGV[2] + 0, ARGV[3], quota, ARGV[4] == '1', ARGV[5])
 local out, oerr = nil, nil
 if after and r[1] == 1 then
   local ok, v = pcall(after, {unpack(KEYS, 4)}, {unpack(ARGV, na)}, f)

@@ -32,18 +32,19 @@ local rec = redis.call('HGETALL', KEYS[1])
 local f = {}
 for i = 1, #rec, 2 do f[rec[i]] = rec[i + 1] end
 if f[{{.Hash}}] == nil or f[{{.Hash}}] ~= ARGV[1] or f[{{.RevokedAt}}] ~= nil then return {0} end
-local limit = tonumber(f[{{.RateLimit}}]) or 0
+local limit = 0
+if f[{{.RateLimit}}] then limit = f[{{.RateLimit}}] + 0 end
 local quota = -1
-if f[{{.DailyQuota}}] ~= nil then quota = tonumber(f[{{.DailyQuota}}]) end
-local win = tonumber(ARGV[2])
+if f[{{.DailyQuota}}] ~= nil then quota = f[{{.DailyQuota}}] + 0 end
+local win = ARGV[2] + 0
 local now, sec
 if ARGV[3] ~= '' then
   now = tonumber(ARGV[3])
   sec = math.floor(now / 1000000)
 else
   local t = redis.call('TIME')
-  sec = tonumber(t[1])
-  now = sec * 1000000 + tonumber(t[2])
+  sec = t[1] + 0
+  now = sec * 1000000 + t[2]
 end
 local today = math.floor(sec / 86400)
 local n = #ARGV - 3
@@ -78,14 +79,14 @@ if limit > 0 then
     local is = '0'
     if i > 0 then is = string.format('%d', i) end
     local e = redis.call('ZRANGE', KEYS[2], is, is, 'WITHSCORES')
-    free = tonumber(e[2]) + win
+    free = e[2] + win
   end
 end
 local used = -1
 if quota >= 0 then
   used = 0
   local h = redis.call('HMGET', KEYS[3], 'd', 'n')
-  if tonumber(h[1]) == today then used = tonumber(h[2]) or 0 end
+  if h[1] and h[1] + 0 == today then used = (h[2] or 0) + 0 end
 end
 return {1, rec, granted, now, count, free, used, today}
 `))
@@ -118,7 +119,7 @@ return 0
 const DayLua = `
 local function day_used(DK, today)
   local h = redis.call('HMGET', DK, 'd', 'n')
-  if tonumber(h[1]) == today then return tonumber(h[2]) or 0, true end
+  if h[1] and h[1] + 0 == today then return (h[2] or 0) + 0, true end
   return 0, false
 end
 local function day_set(DK, today, used, of_today)

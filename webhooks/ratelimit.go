@@ -50,26 +50,28 @@ const keyPrefix = "linkhop:webhook:"
 // name, unique per run; ARGV[4] cap of attempts in flight (0 = none); ARGV[5] lease length µs;
 // ARGV[6] the name of the attempt's place in line ("" = take none); ARGV[7] placeEarly µs;
 // ARGV[8] placeLate µs. Reply: {wait µs, now µs, the admission's time − now in µs, placed}.
+// Numbers are read from strings by arithmetic (x + 0), not tonumber(x), which in Redis's Lua
+// 5.1 parses its argument twice (docs/benchmarks.md).
 var rateScript = redis.NewScript(`
-local limit = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-local cap = tonumber(ARGV[4])
+local limit = ARGV[1] + 0
+local window = ARGV[2] + 0
+local cap = ARGV[4] + 0
 local place = ARGV[6]
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now = t[1] * 1000000 + t[2]
 local function keep()
   local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-  redis.call('PEXPIRE', KEYS[1], math.floor((math.max(tonumber(last[2]), now) - now + window) / 1000) + 1000)
+  redis.call('PEXPIRE', KEYS[1], math.floor((math.max(last[2] + 0, now) - now + window) / 1000) + 1000)
 end
 local mine = nil
 if place ~= '' then
   mine = redis.call('ZSCORE', KEYS[1], place)
   if mine then
-    mine = tonumber(mine)
-    if mine - now > tonumber(ARGV[7]) then
+    mine = mine + 0
+    if mine - now > ARGV[7] + 0 then
       return {mine - now, now, 0, 1}
     end
-    if now - mine > tonumber(ARGV[8]) then
+    if now - mine > ARGV[8] + 0 then
       redis.call('ZREM', KEYS[1], place)
       mine = nil
     end
@@ -79,7 +81,7 @@ if cap > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
   if redis.call('ZCARD', KEYS[2]) >= cap then
     local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-    local wait = tonumber(first[2]) - now
+    local wait = first[2] - now
     if wait > 1000000 then wait = 1000000 end
     if wait < 1 then wait = 1 end
     return {wait, now, 0, 0}
@@ -93,7 +95,7 @@ else
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
   if redis.call('ZCARD', KEYS[1]) >= limit then
     local nth = redis.call('ZRANGE', KEYS[1], -limit, -limit, 'WITHSCORES')
-    local free = tonumber(nth[2]) + window
+    local free = nth[2] + window
     if free > now then
       if place == '' then
         return {free - now, now, 0, 0}
@@ -107,7 +109,7 @@ end
 redis.call('ZADD', KEYS[1], at, at .. ':' .. ARGV[3])
 keep()
 if cap > 0 then
-  local lease = tonumber(ARGV[5])
+  local lease = ARGV[5] + 0
   redis.call('ZADD', KEYS[2], now + lease, ARGV[3])
   redis.call('PEXPIRE', KEYS[2], math.floor(lease / 1000) + 1000)
 end

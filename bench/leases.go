@@ -100,6 +100,6 @@ func scenarioLeases(ctx context.Context, e *runEnv) ([]row, error) {
 			ours: fmt.Sprintf("%.2f round trips/s in all, %.3f per running job per second; Redis CPU %s per second, %s per running job per second above idle; taking a lease rides in the pipeline that reads the job (no round trip of its own)",
 				busyRate, busyRate/leasesRunning, fmtMicros(busyCPU), fmtMicros(perJobCPU))},
 	}
-	e.note("7: beats counted with a go-redis hook on the leases' own client over %v per side (the first beat of a process also loads the script: one more round trip, once); Redis CPU from INFO cpu over the same span, less Redis's own background work measured alone (%s per second). INFO cpu has a coarse grain: read the CPU figures as orders of magnitude.", d, fmtMicros(baseline))
+	e.note("8: beats counted with a go-redis hook on the leases' own client over %v per side (the first beat of a process also loads the script: one more round trip, once); Redis CPU from INFO cpu over the same span, less Redis's own background work measured alone (%s per second). INFO cpu has a coarse grain: read the CPU figures as orders of magnitude.", d, fmtMicros(baseline))
 	return rows, nil
 }

@@ -48,6 +48,32 @@ func (c *doneCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	}
 }
 
+// submitTestJobs submits plain jobs of keyID without a webhook, then hooked jobs with one (to
+// a closed port), all queued, and returns their ids in that order.
+func submitTestJobs(t *testing.T, q *jobs.Queue, keyID string, plain, hooked int) []string {
+	t.Helper()
+	var ids []string
+	for i := range plain + hooked {
+		now := time.Now().UTC().Truncate(time.Millisecond)
+		r := jobs.Record{ID: uuid.NewString(), KeyID: keyID, URL: "https://sho.rt/" + strconv.Itoa(i),
+			CreatedAt: now, UpdatedAt: now, Hops: []resolve.Hop{}}
+		if i >= plain {
+			r.WebhookURL = "http://127.0.0.1:9/hook"
+		}
+		if _, err := q.Submit(context.Background(), &r, 0); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, r.ID)
+	}
+	return ids
+}
+
+// processed is asynq's count of the resolve queue's completed tasks.
+func processed(rdb redis.UniversalClient) int64 {
+	n, _ := rdb.Get(context.Background(), "asynq:{resolve}:processed").Int64()
+	return n
+}
+
 // TestWorkerCompletesInLastWrite: on a single Redis, the last write of a job without a webhook
 // completes its asynq task, and asynq's own completion of it never reaches Redis; a job with
 // a webhook (whose enqueue follows the write and may fail) is completed by asynq. On a Cluster
@@ -88,28 +114,15 @@ func TestWorkerCompletesInLastWrite(t *testing.T) {
 
 			q := jobs.NewQueue(rdb, store, jobs.TaskOptions{})
 			const plain, hooked = 12, 4
-			var ids []string
-			for i := range plain + hooked {
-				now := time.Now().UTC().Truncate(time.Millisecond)
-				r := jobs.Record{ID: uuid.NewString(), KeyID: "key_complete", URL: "https://sho.rt/" + strconv.Itoa(i),
-					CreatedAt: now, UpdatedAt: now, Hops: []resolve.Hop{}}
-				if i >= plain {
-					r.WebhookURL = "http://127.0.0.1:9/hook"
-				}
-				if _, err := q.Submit(ctx, &r, 0); err != nil {
-					t.Fatal(err)
-				}
-				ids = append(ids, r.ID)
-			}
+			ids := submitTestJobs(t, q, "key_complete", plain, hooked)
 			if err := w.Start(); err != nil {
 				t.Fatal(err)
 			}
 			t.Cleanup(w.Shutdown)
 
-			total := func() int64 { n, _ := rdb.Get(ctx, "asynq:{resolve}:processed").Int64(); return n }
 			waitFor(t, 20*time.Second, "every task completed", func() bool {
 				return terminals.Load() == plain+hooked && rdb.LLen(ctx, "asynq:{resolve}:active").Val() == 0 &&
-					total() == plain+hooked
+					processed(rdb) == plain+hooked
 			})
 			for _, id := range ids {
 				r, err := store.Get(ctx, "key_complete", id)
@@ -220,23 +233,13 @@ func TestTerminalHookFailsAfterCompletion(t *testing.T) {
 	}), nil)
 	q := jobs.NewQueue(rdb, store, jobs.TaskOptions{MaxAttempts: 3})
 	const n = 3
-	var ids []string
-	for i := range n {
-		now := time.Now().UTC().Truncate(time.Millisecond)
-		r := jobs.Record{ID: uuid.NewString(), KeyID: "key_hookfail", URL: "https://sho.rt/h" + strconv.Itoa(i),
-			CreatedAt: now, UpdatedAt: now, Hops: []resolve.Hop{}}
-		if _, err := q.Submit(ctx, &r, 0); err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, r.ID)
-	}
+	ids := submitTestJobs(t, q, "key_hookfail", n, 0)
 	if err := w.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(w.Shutdown)
-	processed := func() int64 { v, _ := rdb.Get(ctx, "asynq:{resolve}:processed").Int64(); return v }
 	waitFor(t, 20*time.Second, "every task completed", func() bool {
-		return hooks.Load() == n && processed() == n && rdb.LLen(ctx, "asynq:{resolve}:active").Val() == 0
+		return hooks.Load() == n && processed(rdb) == n && rdb.LLen(ctx, "asynq:{resolve}:active").Val() == 0
 	})
 	waitFor(t, 5*time.Second, "no completion left awaited", func() bool { return jobs.AwaitingDone(w.Completions()) == 0 })
 	for _, id := range ids {

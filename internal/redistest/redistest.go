@@ -7,6 +7,7 @@ package redistest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -126,8 +127,15 @@ func (s *Server) launch() error {
 		default:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-		err := c.Ping(ctx).Err()
+		pid, err := serverPID(ctx, c)
 		cancel()
+		if err == nil && pid != cmd.Process.Pid {
+			// Another test's server took the port between freePort and this launch: it answers
+			// while this one fails to bind. Taking it for ours would leave this test talking to
+			// a server that the other test stops at its end.
+			_ = cmd.Process.Kill()
+			return fmt.Errorf("redistest: %s is served by another redis-server (pid %d)", s.Addr, pid)
+		}
 		if err == nil {
 			s.cmd = cmd
 			go func() { <-exited }() //nolint:errcheck // reap; the exit status of a stopped server is of no interest
@@ -163,6 +171,20 @@ func (s *Server) Restart(down time.Duration) error {
 	s.Stop()
 	time.Sleep(down)
 	return s.launch()
+}
+
+// serverPID is the process id of the redis-server that c reaches (INFO server).
+func serverPID(ctx context.Context, c *redis.Client) (int, error) {
+	info, err := c.Info(ctx, "server").Result()
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.SplitSeq(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "process_id:"); ok {
+			return strconv.Atoi(v)
+		}
+	}
+	return 0, errors.New("redistest: INFO server has no process_id")
 }
 
 func freePort() (int, error) {

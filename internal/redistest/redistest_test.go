@@ -32,3 +32,22 @@ func TestRestartKeepsAOF(t *testing.T) {
 		t.Fatalf("after restart got %q, want v", got)
 	}
 }
+
+// TestLaunchRefusesAnotherServersPort: a launch on a port that another redis-server already
+// serves fails (onFreePort then tries another port), rather than taking that server for its
+// own while its own process fails to bind.
+func TestLaunchRefusesAnotherServersPort(t *testing.T) {
+	t.Parallel()
+	a := Start(t)
+	b := &Server{Addr: a.Addr, dir: t.TempDir(), tb: t}
+	if err := b.launch(); err == nil {
+		b.Stop()
+		t.Fatal("launched on a port another redis-server serves")
+	}
+	if b.cmd != nil {
+		t.Fatal("the failed launch kept a process")
+	}
+	if err := a.Client(t).Ping(context.Background()).Err(); err != nil {
+		t.Fatalf("the first server: %v", err)
+	}
+}

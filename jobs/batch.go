@@ -112,14 +112,14 @@ type BatchResult struct {
 // script, and the prefix carries the API key's hash tag, so the key is in the script's slot.
 var createManyScript = redis.NewScript(quota.DayLua + keys.Script(`
 local t = redis.call('TIME')
-local today = math.floor(tonumber(t[1]) / 86400)
+local today = math.floor(t[1] / 86400)
 local quota = -1
 local q = redis.call('HGET', KEYS[1], {{.DailyQuota}})
-if q then quota = tonumber(q) end
+if q then quota = q + 0 end
 local used, of_today = day_used(KEYS[2], today)
 local used0 = used
 local bal = redis.call('HGET', KEYS[1], {{.Credits}})
-if bal then bal = tonumber(bal) end
+if bal then bal = bal + 0 end
 local taken = 0
 local out = {}
 local a, k, i = 3, 3, 0
@@ -127,7 +127,7 @@ while a <= #ARGV do
   i = i + 1
   local head = ARGV[a]
   a = a + 1
-  local kind, cost = string.sub(head, 1, 1), tonumber(string.sub(head, 3))
+  local kind, cost = string.sub(head, 1, 1), string.sub(head, 3) + 0
   local rec, jk, claim, ik = '', nil, '', nil
   if kind == 'n' then
     rec, jk, a, k = ARGV[a], KEYS[k], a + 1, k + 1

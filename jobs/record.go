@@ -170,7 +170,7 @@ const casLua = `local cur = redis.call('GET', KEYS[1])
 if not cur then return false end
 if redis.sha1hex(cur) ~= ARGV[1] then return cur end
 redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
-local refund = tonumber(ARGV[3])
+local refund = ARGV[3] + 0
 if refund > 0 and redis.call('HEXISTS', KEYS[2], {{.Credits}}) == 1 then
   redis.call('HINCRBY', KEYS[2], {{.Credits}}, refund)
 end

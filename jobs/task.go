@@ -127,11 +127,11 @@ end
 -- An existing id is refused before the credits are taken.
 if redis.call('EXISTS', KEYS[1]) == 1 then return {3, ''} end
 local bal = -1
-local cost = tonumber(ARGV[4])
+local cost = ARGV[4] + 0
 if cost > 0 then
   local b = redis.call('HGET', KEYS[3], {{.Credits}})
   if b then
-    b = tonumber(b)
+    b = b + 0
     if b < cost then return {2, tostring(b)} end
     bal = redis.call('HINCRBY', KEYS[3], {{.Credits}}, -cost)
   end

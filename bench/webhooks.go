@@ -107,6 +107,16 @@ type admissions struct {
 	// holds counts the replies that held an attempt back, per name of the attempt's place in
 	// line: how often the same attempt was held back (1 each with places kept).
 	holds map[string]int
+	// places is the time of each place in line given (µs, Redis's clock), by name, until its
+	// attempt comes back; seen whether or not the round is recorded, so that a place given in
+	// one round and lost in the next is told apart.
+	places map[string]int64
+	// roundStart is when the recorded round's worker started (µs; Redis runs on this machine's
+	// clock). lapsed counts the places lost because they came due while no worker ran (before
+	// roundStart: the bench stops its worker between rounds), late those lost because their
+	// attempts started more than the script's placeLate after them in a running worker.
+	roundStart   int64
+	lapsed, late int
 }
 
 // DialHook implements redis.Hook.
@@ -151,20 +161,44 @@ func (a *admissions) note(cmd redis.Cmder) {
 	if err != nil || len(res) != 4 {
 		return
 	}
+	// ARGV[6] and ARGV[8], after EVALSHA, the SHA, the key count and two keys: the place's
+	// name, and how late its attempt may start (µs).
+	place := ""
+	var lateMax int64
+	if len(args) > 12 {
+		place = fmt.Sprint(args[10])
+		lateMax, _ = strconv.ParseInt(fmt.Sprint(args[12]), 10, 64)
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if place != "" {
+		if at, ok := a.places[place]; ok && (res[0] == 0 || res[3] == 0 || res[1]+res[0] != at) {
+			// The attempt came back and did not keep waiting for the same place.
+			delete(a.places, place)
+			if a.on && res[1]-at > lateMax {
+				if at < a.roundStart {
+					a.lapsed++
+				} else {
+					a.late++
+				}
+			}
+		}
+		if res[0] > 0 && res[3] == 1 {
+			if a.places == nil {
+				a.places = map[string]int64{}
+			}
+			a.places[place] = res[1] + res[0]
+		}
+	}
 	if !a.on {
 		return
 	}
 	if res[0] > 0 {
-		// ARGV[6], after EVALSHA, the SHA, the key count and two keys: the place's name.
-		if len(args) > 10 {
-			if place := fmt.Sprint(args[10]); place != "" {
-				if a.holds == nil {
-					a.holds = map[string]int{}
-				}
-				a.holds[place]++
+		if place != "" {
+			if a.holds == nil {
+				a.holds = map[string]int{}
 			}
+			a.holds[place]++
 		}
 		return
 	}
@@ -189,7 +223,18 @@ func (a *admissions) holdsPerAttempt() (float64, int) {
 func (a *admissions) record(on bool) {
 	a.mu.Lock()
 	a.on = on
+	if on {
+		a.roundStart = time.Now().UnixMicro()
+	}
 	a.mu.Unlock()
+}
+
+// lost is how many places were lost in the recorded rounds: lapsed while no worker ran, and
+// given up by attempts that started late.
+func (a *admissions) lost() (lapsed, late int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.lapsed, a.late
 }
 
 // maxPerSecond is the most attempts admitted to one URL within any 1-second span of Redis
@@ -425,6 +470,8 @@ func webhookVariant(ctx context.Context, e *runEnv, v hookVariant) ([]row, error
 			float64(heldBack)/float64(measuredDeliveries), per, float64(idlePolls)/float64(measuredDeliveries), float64(background)/float64(measuredDeliveries))
 		if per, n := adm.holdsPerAttempt(); n > 0 {
 			r.ours += fmt.Sprintf("; an attempt held back at all was held back %.2f times (%d attempts; 1 = each waited once, for its place in line)", per, n)
+			lapsed, late := adm.lost()
+			r.ours += fmt.Sprintf("; places lost: %d came due while the bench's worker was stopped between rounds, %d to attempts that started late", lapsed, late)
 		}
 		rows[0] = r
 		if v.rate >= 1000 {

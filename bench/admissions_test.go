@@ -1,0 +1,69 @@
+package main
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/linkhop/linkhop/internal/redistest"
+	"github.com/linkhop/linkhop/webhooks"
+)
+
+// TestAdmissionsTellLostPlaces drives the real per-URL limiter through the admissions hook of
+// scenario 5: a place in line whose attempt comes back early is still waited for, one that
+// comes back late in a running round was lost late, and one that came due before the round's
+// worker started lapsed between rounds.
+func TestAdmissionsTellLostPlaces(t *testing.T) {
+	rdb := redistest.New(t)
+	adm := &admissions{at: map[string][]int64{}}
+	rdb.AddHook(adm)
+	lim := webhooks.NewRateLimiter(rdb, 1)
+	ctx := context.Background()
+	const url = "http://127.0.0.1:9/hook"
+	take := func(member, place string) webhooks.Turn {
+		t.Helper()
+		turn, err := lim.Take(ctx, url, member, place, 0, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return turn
+	}
+	until := func(at time.Time) {
+		// Redis runs on this machine's clock; a margin well past placeLate (25 ms).
+		time.Sleep(time.Until(at) + 100*time.Millisecond)
+	}
+
+	adm.record(true)
+	if turn := take("m1", ""); turn.Wait != 0 {
+		t.Fatalf("first attempt held back: %+v", turn)
+	}
+	p2 := take("m2", "p2")
+	p3 := take("m3", "p3")
+	if !p2.Placed || !p3.Placed || !p3.At.After(p2.At) {
+		t.Fatalf("places not given in line: %+v, %+v", p2, p3)
+	}
+	if again := take("m2", "p2"); !again.Placed || !again.At.Equal(p2.At) {
+		t.Fatalf("an early return did not keep its place: %+v", again)
+	}
+	if lapsed, late := adm.lost(); lapsed != 0 || late != 0 {
+		t.Fatalf("early return counted as lost: lapsed %d, late %d", lapsed, late)
+	}
+
+	until(p2.At)
+	take("m2b", "p2")
+	if lapsed, late := adm.lost(); lapsed != 0 || late != 1 {
+		t.Fatalf("after a late return in the round: lapsed %d, late %d; want 0, 1", lapsed, late)
+	}
+
+	// The round ends and the next one starts after p3 came due: p3 lapsed.
+	until(p3.At)
+	adm.record(false)
+	adm.record(true)
+	take("m3b", "p3")
+	if lapsed, late := adm.lost(); lapsed != 1 || late != 1 {
+		t.Fatalf("after a return past a round's start: lapsed %d, late %d; want 1, 1", lapsed, late)
+	}
+	if per, n := adm.holdsPerAttempt(); n != 2 || per < 1 {
+		t.Fatalf("holds per attempt %.2f over %d attempts; want 2 attempts held", per, n)
+	}
+}

@@ -25,7 +25,8 @@ import (
 // task starts within a round trip, where it used to wait for asynq's sleep. There is at most
 // one BLMOVE in flight per list, shared by the waits that need it (watchList); while it is in
 // flight, its list is known to be empty, and a dequeue of it is answered without Redis
-// (knownEmpty).
+// (knownEmpty). A busy worker runs one on a list whose dequeue found it empty while another
+// queue had work, with no wait (arm), so that it stops asking for that queue until it has work.
 //
 // Empty answers of the forwarder are held back once the worker has had nothing to do for a
 // while, and so are empty dequeues when a wait cannot help (a wake whose work the dequeue
@@ -112,12 +113,22 @@ func (b *idleBackoff) join() chan string {
 	told := make(chan string, 1)
 	b.waiters[told] = struct{}{}
 	for _, k := range b.watch {
-		if !b.armed[k] {
-			b.armed[k] = true
-			b.waits.Go(func() { b.watchList(k) })
-		}
+		b.arm(k)
 	}
 	return told
+}
+
+// arm (b.mu held) starts a BLMOVE on list k unless one is in flight. A busy worker arms a
+// list whose dequeue found it empty while other queues have work, with no wait to tell: until
+// a task arrives on it (or the BLMOVE's second is up), its dequeues are answered without Redis
+// (knownEmpty). asynq dequeues one task at a time, trying its queues in turn, so a busy worker
+// otherwise asks Redis for the empty queue before many of its tasks (an idle poll, but a round
+// trip each on asynq's one dequeuing goroutine; docs/operations.md#an-idle-worker).
+func (b *idleBackoff) arm(k string) {
+	if !b.armed[k] {
+		b.armed[k] = true
+		b.waits.Go(func() { b.watchList(k) })
+	}
 }
 
 // knownEmpty reports whether the list of dequeue cmd has a BLMOVE in flight: the list was
@@ -377,6 +388,8 @@ func (b *idleBackoff) idle(ctx context.Context, cmd redis.Cmder, next redis.Proc
 	if round {
 		clear(b.empty)
 		told = b.join()
+	} else {
+		b.arm(own)
 	}
 	b.mu.Unlock()
 	if !round {

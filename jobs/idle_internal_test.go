@@ -405,3 +405,82 @@ func TestIdleKnownEmptyListIsNotAsked(t *testing.T) {
 	b.Stop()
 	b.Drain()
 }
+
+// TestIdleBusyWorkerSkipsEmptyQueue: a dequeue that finds its queue empty while another queue
+// has work starts no wait, but a BLMOVE on the empty list, and the worker's next dequeues of
+// that queue are answered without Redis until a task arrives on it; then the task is found.
+func TestIdleBusyWorkerSkipsEmptyQueue(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb := redistest.New(t)
+	busy, empty := pendingKey(QueueResolve), pendingKey(QueueWebhooks)
+	if err := rdb.LPush(ctx, busy, "work").Err(); err != nil {
+		t.Fatal(err)
+	}
+	var blmoves atomic.Int64
+	rdb.AddHook(cmdSeen{func(cmd redis.Cmder) {
+		if idleWait(cmd) {
+			blmoves.Add(1)
+		}
+	}})
+	b := newIdleBackoff(rdb, busy, empty)
+	b.block = time.Second
+	b.worked()
+	var sent atomic.Int64
+	next := func(_ context.Context, cmd redis.Cmder) error {
+		sent.Add(1)
+		c := cmd.(*redis.Cmd)
+		if n, _ := rdb.LLen(ctx, cmd.Args()[3].(string)).Result(); n > 0 {
+			c.SetVal("task of " + cmd.Args()[3].(string))
+			return nil
+		}
+		c.SetErr(redis.Nil)
+		return redis.Nil
+	}
+	hook := b.ProcessHook(next)
+	if err := hook(ctx, dequeueCmd(ctx, empty)); !errors.Is(err, redis.Nil) || sent.Load() != 1 {
+		t.Fatalf("first dequeue of the empty queue: %v, %d sent; want redis.Nil from Redis", err, sent.Load())
+	}
+	b.mu.Lock()
+	waits := len(b.waiters)
+	b.mu.Unlock()
+	if waits != 0 {
+		t.Fatalf("%d waits begun while another queue has work", waits)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for blmoves.Load() < 1 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	for range 3 {
+		cmd := dequeueCmd(ctx, empty)
+		if err := hook(ctx, cmd); !errors.Is(err, redis.Nil) || !AnsweredWithoutRedis(cmd) {
+			t.Fatalf("dequeue of the watched empty queue: %v, answered without Redis %v", err, AnsweredWithoutRedis(cmd))
+		}
+		cmd = dequeueCmd(ctx, busy)
+		if err := hook(ctx, cmd); err != nil || cmd.Val() != "task of "+busy {
+			t.Fatalf("dequeue of the busy queue: %v %v", cmd.Val(), err)
+		}
+	}
+	if n := sent.Load(); n != 4 {
+		t.Fatalf("%d dequeues sent to Redis, want 4 (the first of the empty queue, three of the busy one)", n)
+	}
+
+	// A task on the watched list ends its BLMOVE, and the next dequeue finds it.
+	if err := rdb.LPush(ctx, empty, "task").Err(); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(5 * time.Second)
+	for {
+		cmd := dequeueCmd(ctx, empty)
+		err := hook(ctx, cmd)
+		if err == nil && cmd.Val() == "task of "+empty {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the task queued on the watched list was not found: %v %v", cmd.Val(), err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	b.Stop()
+	b.Drain()
+}

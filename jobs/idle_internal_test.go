@@ -344,27 +344,7 @@ func TestIdleKnownEmptyListIsNotAsked(t *testing.T) {
 	ctx := context.Background()
 	rdb := redistest.New(t)
 	first, other := pendingKey(QueueResolve), pendingKey(QueueWebhooks)
-	var blmoves atomic.Int64
-	rdb.AddHook(cmdSeen{func(cmd redis.Cmder) {
-		if idleWait(cmd) {
-			blmoves.Add(1)
-		}
-	}})
-	b := newIdleBackoff(rdb, first, other)
-	b.block = time.Second
-	b.worked()
-	var sent atomic.Int64
-	next := func(_ context.Context, cmd redis.Cmder) error {
-		sent.Add(1)
-		c := cmd.(*redis.Cmd)
-		if n, _ := rdb.LLen(ctx, cmd.Args()[3].(string)).Result(); n > 0 {
-			c.SetVal("task of " + cmd.Args()[3].(string))
-			return nil
-		}
-		c.SetErr(redis.Nil)
-		return redis.Nil
-	}
-	hook := b.ProcessHook(next)
+	b, hook, blmoves, sent := fakeDequeues(rdb, first, other)
 	dequeue := func(list string) *redis.Cmd { return dequeueCmd(ctx, list) }
 	for range 3 { // three waits, one BLMOVE per list
 		b.mu.Lock()
@@ -417,27 +397,7 @@ func TestIdleBusyWorkerSkipsEmptyQueue(t *testing.T) {
 	if err := rdb.LPush(ctx, busy, "work").Err(); err != nil {
 		t.Fatal(err)
 	}
-	var blmoves atomic.Int64
-	rdb.AddHook(cmdSeen{func(cmd redis.Cmder) {
-		if idleWait(cmd) {
-			blmoves.Add(1)
-		}
-	}})
-	b := newIdleBackoff(rdb, busy, empty)
-	b.block = time.Second
-	b.worked()
-	var sent atomic.Int64
-	next := func(_ context.Context, cmd redis.Cmder) error {
-		sent.Add(1)
-		c := cmd.(*redis.Cmd)
-		if n, _ := rdb.LLen(ctx, cmd.Args()[3].(string)).Result(); n > 0 {
-			c.SetVal("task of " + cmd.Args()[3].(string))
-			return nil
-		}
-		c.SetErr(redis.Nil)
-		return redis.Nil
-	}
-	hook := b.ProcessHook(next)
+	b, hook, blmoves, sent := fakeDequeues(rdb, busy, empty)
 	if err := hook(ctx, dequeueCmd(ctx, empty)); !errors.Is(err, redis.Nil) || sent.Load() != 1 {
 		t.Fatalf("first dequeue of the empty queue: %v, %d sent; want redis.Nil from Redis", err, sent.Load())
 	}
@@ -483,4 +443,30 @@ func TestIdleBusyWorkerSkipsEmptyQueue(t *testing.T) {
 	}
 	b.Stop()
 	b.Drain()
+}
+
+// fakeDequeues is a back-off on rdb watching lists, that has just worked, and its hook around
+// a stand-in for asynq's dequeue: a task ("task of LIST") when the list holds anything, else
+// redis.Nil; sent counts the dequeues that reached it, blmoves the back-off's BLMOVEs.
+func fakeDequeues(rdb redis.UniversalClient, lists ...string) (b *idleBackoff, hook redis.ProcessHook, blmoves, sent *atomic.Int64) {
+	blmoves, sent = &atomic.Int64{}, &atomic.Int64{}
+	rdb.AddHook(cmdSeen{func(cmd redis.Cmder) {
+		if idleWait(cmd) {
+			blmoves.Add(1)
+		}
+	}})
+	b = newIdleBackoff(rdb, lists...)
+	b.block = time.Second
+	b.worked()
+	next := func(ctx context.Context, cmd redis.Cmder) error {
+		sent.Add(1)
+		c := cmd.(*redis.Cmd)
+		if n, _ := rdb.LLen(ctx, cmd.Args()[3].(string)).Result(); n > 0 {
+			c.SetVal("task of " + cmd.Args()[3].(string))
+			return nil
+		}
+		c.SetErr(redis.Nil)
+		return redis.Nil
+	}
+	return b, b.ProcessHook(next), blmoves, sent
 }

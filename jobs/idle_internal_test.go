@@ -408,7 +408,10 @@ func TestIdleBusyWorkerSkipsEmptyQueue(t *testing.T) {
 		t.Fatalf("%d waits begun while another queue has work", waits)
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for blmoves.Load() < 1 && time.Now().Before(deadline) {
+	for blmoves.Load() < 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("no BLMOVE on the empty queue's list")
+		}
 		time.Sleep(5 * time.Millisecond)
 	}
 	for range 3 {

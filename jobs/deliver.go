@@ -257,6 +257,12 @@ func current(st *webhooks.State, gen int) bool {
 
 // ProcessTask implements asynq.Handler: one attempt of one delivery.
 func (h *WebhookHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	growStack()
+	return h.process(ctx, t)
+}
+
+// process is ProcessTask's work, on the stack growStack made.
+func (h *WebhookHandler) process(ctx context.Context, t *asynq.Task) error {
 	var p WebhookPayload
 	if err := recjson.Unmarshal(t.Payload(), &p); err != nil || p.JobID == "" || p.KeyID == "" || p.Generation < 1 {
 		return fmt.Errorf("jobs: bad webhook payload %q: %w", t.Payload(), asynq.SkipRetry)

@@ -127,6 +127,12 @@ const runningAfter = 100 * time.Millisecond
 // timer while it runs; a task without the URL (queued by an earlier version) adds a round
 // trip for the cache read and the lock.
 func (h *ResolveHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	growStack()
+	return h.process(ctx, t)
+}
+
+// process is ProcessTask's work, on the stack growStack made.
+func (h *ResolveHandler) process(ctx context.Context, t *asynq.Task) error {
 	var p ResolvePayload
 	if err := recjson.Unmarshal(t.Payload(), &p); err != nil || p.JobID == "" || p.KeyID == "" {
 		return fmt.Errorf("jobs: bad resolve payload %q: %w", t.Payload(), asynq.SkipRetry)

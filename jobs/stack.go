@@ -6,8 +6,8 @@ import "sync/atomic"
 // own, which starts with a small stack (2 KiB, typically); a resolve or a webhook attempt then
 // reaches 8–16 KiB deep (its own frames, go-redis's pipeline, net/http's client), and the
 // runtime grew the stack up to three times on the way, each time copying every frame already
-// on it, deep in the call: 3–4 % of the CPU of the end-to-end benchmark's process, API and
-// load included (docs/benchmarks.md#a-tasks-stack-grown-once).
+// on it, deep in the call: 2.6–3.7 % of the CPU of the end-to-end benchmark's process, API
+// and load included (docs/benchmarks.md#a-tasks-stack-grown-once).
 // An 8 KiB frame at the top grows the stack once, to 16 KiB (the largest size the runtime
 // keeps in its per-processor cache), while only a few frames are there to copy.
 const handlerFrame = 8 << 10

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -26,6 +27,7 @@ const (
 	DefaultNegativeTTL    = 10 * time.Minute
 	DefaultPollInterval   = 50 * time.Millisecond
 	DefaultLatencySamples = 50
+	DefaultLatencyEvery   = 100 * time.Millisecond
 	// sharedFailureTTL is how long a failed resolve's outcome is kept for the workers that waited
 	// on it. Only waiters of that very resolve (same lock token) take it, so a later retry never
 	// sees an old failure.
@@ -50,6 +52,9 @@ type ServiceOptions struct {
 	PollInterval time.Duration
 	// LatencySamples is how many recent resolve durations are kept per provider. Default 50.
 	LatencySamples int
+	// LatencyEvery is the least time between two durations of one provider that this Service
+	// records; the others are not recorded. Default 100ms; negative: every one.
+	LatencyEvery time.Duration
 }
 
 // Service adds the shared Redis cache, the negative cache, one-upstream-resolve-per-URL across
@@ -62,6 +67,9 @@ type Service struct {
 	// split makes LookupManyIn read each link with a GET of its own, as on Redis Cluster, where
 	// two links' keys are in different slots; see LookupManyIn.
 	split atomic.Bool
+	// latencyAt holds, per provider ID, when (Unix ns) this Service last recorded a duration of
+	// it (*atomic.Int64); see latencyDue.
+	latencyAt sync.Map
 }
 
 // NewService returns a Service over rdb and r with opts, defaults filled in.
@@ -86,6 +94,9 @@ func NewService(rdb redis.UniversalClient, r *Resolver, opts ServiceOptions) *Se
 	}
 	if opts.LatencySamples <= 0 {
 		opts.LatencySamples = DefaultLatencySamples
+	}
+	if opts.LatencyEvery == 0 {
+		opts.LatencyEvery = DefaultLatencyEvery
 	}
 	s := &Service{rdb: rdb, r: r, opts: opts}
 	_, cluster := rdb.(*redis.ClusterClient)
@@ -637,12 +648,34 @@ func newToken() string {
 	return hex.EncodeToString(b[:])
 }
 
-// recordLatencyIn adds to p the keeping of the provider's most recent resolve durations.
+// recordLatencyIn adds to p the keeping of the provider's recent resolve durations, when one is
+// due (latencyDue).
 func (s *Service) recordLatencyIn(ctx context.Context, p redis.Pipeliner, providerID string, d time.Duration) {
+	if !s.latencyDue(providerID, time.Now()) {
+		return
+	}
 	k := latencyKey(providerID)
 	p.LPush(ctx, k, d.Milliseconds())
 	p.LTrim(ctx, k, 0, int64(s.opts.LatencySamples-1))
 	p.Expire(ctx, k, latencyTTL)
+}
+
+// latencyDue reports whether a duration of providerID is to be recorded at now, and if so takes
+// the turn: at most one every LatencyEvery per Service. A provider's durations are one list, a
+// single Redis key (on one node of a Cluster), which every job of a busy provider would
+// otherwise write with three commands; ten samples a second per worker keep its 50 recent
+// (docs/resolving.md) as fresh as a median shown as "~350ms" needs.
+func (s *Service) latencyDue(providerID string, now time.Time) bool {
+	if s.opts.LatencyEvery < 0 {
+		return true
+	}
+	v, ok := s.latencyAt.Load(providerID)
+	if !ok {
+		v, _ = s.latencyAt.LoadOrStore(providerID, new(atomic.Int64))
+	}
+	at := v.(*atomic.Int64)
+	last, ns := at.Load(), now.UnixNano()
+	return ns-last >= int64(s.opts.LatencyEvery) && at.CompareAndSwap(last, ns)
 }
 
 // Latencies returns, per provider ID, the median duration of its recent resolves; providers

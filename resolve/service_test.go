@@ -230,6 +230,40 @@ func TestServiceCancel(t *testing.T) {
 	}
 }
 
+// TestServiceLatencySampled holds a Service to at most one recorded duration of a provider per
+// LatencyEvery: a burst of resolves writes the provider's list once, and a resolve after the
+// gap writes it again.
+func TestServiceLatencySampled(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Options{})
+	e.handle("short.test/", redirect("https://dest.example/", http.StatusFound))
+	rdb := redistest.New(t)
+	const every = 300 * time.Millisecond
+	s := NewService(rdb, e.res, ServiceOptions{LatencyEvery: every})
+	resolveN := func(from, n int) {
+		t.Helper()
+		for i := range n {
+			if _, err := s.Resolve(ctxT(t), fmt.Sprintf("http://short.test/%d", from+i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	start := time.Now()
+	resolveN(0, 5)
+	n := rdb.LLen(ctxT(t), latencyKey("short")).Val()
+	if time.Since(start) < every && n != 1 {
+		t.Fatalf("%d durations recorded by 5 resolves within %s, want 1", n, every)
+	}
+	time.Sleep(every)
+	resolveN(5, 1)
+	if m := rdb.LLen(ctxT(t), latencyKey("short")).Val(); m != n+1 {
+		t.Fatalf("%d durations recorded after a resolve past the gap, want %d", m, n+1)
+	}
+	if _, ok := s.latencyAt.Load("hop"); ok {
+		t.Error("a provider that was not resolved has a recording time")
+	}
+}
+
 func TestServiceLatencies(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, Options{})
@@ -238,7 +272,7 @@ func TestServiceLatencies(t *testing.T) {
 		redirect("https://dest.example"+r.URL.Path, http.StatusFound)(w, r)
 	})
 	rdb := redistest.New(t)
-	s := NewService(rdb, e.res, ServiceOptions{LatencySamples: 3})
+	s := NewService(rdb, e.res, ServiceOptions{LatencySamples: 3, LatencyEvery: -1})
 	for i := range 5 {
 		if _, err := s.Resolve(ctxT(t), fmt.Sprintf("http://short.test/%d", i)); err != nil {
 			t.Fatal(err)

@@ -58,14 +58,18 @@ type idleBackoff struct {
 	// dequeues that finds them all empty (empty, reset when work is found or a wait begins)
 	// waits on them for block. armed are the lists with a BLMOVE in flight (watchList), and
 	// waiters the waits in progress, each told the first list that has work. waits are the
-	// BLMOVEs' goroutines, for Drain.
-	rdb     redis.UniversalClient
-	watch   []string
-	block   time.Duration
-	empty   map[string]bool
-	armed   map[string]bool
-	waiters map[chan string]struct{}
-	waits   sync.WaitGroup
+	// BLMOVEs' goroutines, for Drain. filled are the lists whose BLMOVE, started by a busy
+	// worker's empty dequeue (arm), ended on a task that no dequeue has taken since, and
+	// unwatched until when such a list is not armed again by a busy worker (armBusy).
+	rdb       redis.UniversalClient
+	watch     []string
+	block     time.Duration
+	empty     map[string]bool
+	armed     map[string]bool
+	filled    map[string]bool
+	unwatched map[string]time.Time
+	waiters   map[chan string]struct{}
+	waits     sync.WaitGroup
 }
 
 // newIdleBackoff returns the back-off of a worker on rdb; watch are the pending lists of its
@@ -74,7 +78,8 @@ func newIdleBackoff(rdb redis.UniversalClient, watch ...string) *idleBackoff {
 	return &idleBackoff{after: idleAfter, dequeueMax: idleDequeueHoldMax, forwardMax: idleForwardHoldMax,
 		lastWork: time.Now(), wake: make(chan struct{}), stop: make(chan struct{}),
 		rdb: rdb, watch: watch, block: idleBlock,
-		empty: map[string]bool{}, armed: map[string]bool{}, waiters: map[chan string]struct{}{}}
+		empty: map[string]bool{}, armed: map[string]bool{}, filled: map[string]bool{},
+		unwatched: map[string]time.Time{}, waiters: map[chan string]struct{}{}}
 }
 
 func (b *idleBackoff) stopped() bool {
@@ -131,6 +136,22 @@ func (b *idleBackoff) arm(k string) {
 	}
 }
 
+// armBusy (b.mu held) arms list k after a busy worker's empty dequeue of it, unless the list's
+// last such BLMOVE ended on a task that this dequeue still did not get: the queue holds tasks it
+// does not give out (asynqmon paused it), so a BLMOVE would end at once, one more round trip
+// for each dequeue. Such a list is left unwatched for b.block, its dequeues asked of Redis as
+// they were before there was arm.
+func (b *idleBackoff) armBusy(k string) {
+	now := time.Now()
+	switch {
+	case b.filled[k]:
+		delete(b.filled, k)
+		b.unwatched[k] = now.Add(b.block)
+	case now.After(b.unwatched[k]):
+		b.arm(k)
+	}
+}
+
 // knownEmpty reports whether the list of dequeue cmd has a BLMOVE in flight: the list was
 // empty when it was sent, and a task queued since has ended it or will, which tells every wait
 // registered by then (watchList). Such a dequeue is answered "nothing" without Redis (asynq's
@@ -158,6 +179,9 @@ func (b *idleBackoff) watchList(k string) {
 		err := b.rdb.BLMove(context.Background(), k, k, "RIGHT", "RIGHT", max(b.block, time.Second)).Err()
 		b.mu.Lock()
 		if err == nil {
+			if len(b.waiters) == 0 {
+				b.filled[k] = true
+			}
 			for w := range b.waiters {
 				w <- k // room for one: each wait is told once, and leaves the set here
 				delete(b.waiters, w)
@@ -178,11 +202,13 @@ func (b *idleBackoff) Drain() { b.waits.Wait() }
 // Stop ends every hold at once (the worker is shutting down) and holds nothing from then on.
 func (b *idleBackoff) Stop() { b.stopOnce.Do(func() { close(b.stop) }) }
 
-// worked notes that a poll found work: polling is at full speed again.
-func (b *idleBackoff) worked() {
+// worked notes that a poll found work: polling is at full speed again. list is the pending
+// list a dequeue took a task from ("" for other work).
+func (b *idleBackoff) worked(list string) {
 	b.mu.Lock()
 	b.lastWork = time.Now()
 	clear(b.empty)
+	delete(b.filled, list)
 	b.mu.Unlock()
 }
 
@@ -351,12 +377,13 @@ func (b *idleBackoff) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		case dequeue && errors.Is(err, redis.Nil):
 			err = b.idle(ctx, cmd, next, err)
 		case dequeue && err == nil:
-			b.worked()
+			own, _ := cmd.Args()[3].(string)
+			b.worked(own)
 		case forward && err == nil:
 			if movedNone(cmd) {
 				b.wait(b.hold(true))
 			} else {
-				b.worked()
+				b.worked("")
 			}
 		}
 		return err
@@ -389,7 +416,7 @@ func (b *idleBackoff) idle(ctx context.Context, cmd redis.Cmder, next redis.Proc
 		clear(b.empty)
 		told = b.join()
 	} else {
-		b.arm(own)
+		b.armBusy(own)
 	}
 	b.mu.Unlock()
 	if !round {
@@ -406,7 +433,7 @@ func (b *idleBackoff) idle(ctx context.Context, cmd redis.Cmder, next redis.Proc
 	}
 	switch {
 	case err == nil:
-		b.worked()
+		b.worked(k)
 	case errors.Is(err, redis.Nil):
 		b.wait(b.hold(false))
 	}

@@ -275,7 +275,7 @@ func TestIdleWaitRunsTheWokenQueuesDequeue(t *testing.T) {
 	first, other := pendingKey(QueueResolve), pendingKey(QueueWebhooks)
 	b := newIdleBackoff(rdb, first, other)
 	b.block, b.after, b.dequeueMax = 2*time.Second, time.Hour, 300*time.Millisecond
-	b.worked() // busy: no hold
+	b.worked("") // busy: no hold
 	dequeue := func(list string) *redis.Cmd { return dequeueCmd(ctx, list) }
 	var ran [][]any // the dequeues run again by the hook
 	paused := false
@@ -344,7 +344,7 @@ func TestIdleKnownEmptyListIsNotAsked(t *testing.T) {
 	ctx := context.Background()
 	rdb := redistest.New(t)
 	first, other := pendingKey(QueueResolve), pendingKey(QueueWebhooks)
-	b, hook, blmoves, sent := fakeDequeues(rdb, first, other)
+	b, hook, blmoves, sent := fakeDequeues(rdb, nil, first, other)
 	dequeue := func(list string) *redis.Cmd { return dequeueCmd(ctx, list) }
 	for range 3 { // three waits, one BLMOVE per list
 		b.mu.Lock()
@@ -397,7 +397,7 @@ func TestIdleBusyWorkerSkipsEmptyQueue(t *testing.T) {
 	if err := rdb.LPush(ctx, busy, "work").Err(); err != nil {
 		t.Fatal(err)
 	}
-	b, hook, blmoves, sent := fakeDequeues(rdb, busy, empty)
+	b, hook, blmoves, sent := fakeDequeues(rdb, nil, busy, empty)
 	if err := hook(ctx, dequeueCmd(ctx, empty)); !errors.Is(err, redis.Nil) || sent.Load() != 1 {
 		t.Fatalf("first dequeue of the empty queue: %v, %d sent; want redis.Nil from Redis", err, sent.Load())
 	}
@@ -448,10 +448,44 @@ func TestIdleBusyWorkerSkipsEmptyQueue(t *testing.T) {
 	b.Drain()
 }
 
+// TestIdleBusyWorkerLeavesPausedQueue: a queue that holds tasks but gives none out (paused in
+// asynqmon) ends a busy worker's BLMOVE on it at once; the worker then leaves that list
+// unwatched for a while rather than send a BLMOVE beside each of its dequeues. Without that, 20
+// dequeues of the paused queue sent about 20 BLMOVEs.
+func TestIdleBusyWorkerLeavesPausedQueue(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb := redistest.New(t)
+	busy, paused := pendingKey(QueueResolve), pendingKey(QueueWebhooks)
+	for _, l := range []string{busy, paused} {
+		if err := rdb.LPush(ctx, l, "task").Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, hook, blmoves, _ := fakeDequeues(rdb, map[string]bool{paused: true}, busy, paused)
+	b.block = time.Minute // the time the paused list stays unwatched; its BLMOVEs end at once
+	for range 20 {
+		if err := hook(ctx, dequeueCmd(ctx, paused)); !errors.Is(err, redis.Nil) {
+			t.Fatalf("dequeue of the paused queue: %v, want redis.Nil", err)
+		}
+		cmd := dequeueCmd(ctx, busy)
+		if err := hook(ctx, cmd); err != nil || cmd.Val() != "task of "+busy {
+			t.Fatalf("dequeue of the busy queue: %v %v", cmd.Val(), err)
+		}
+		time.Sleep(10 * time.Millisecond) // time for a BLMOVE on a list with a task to end
+	}
+	if n := blmoves.Load(); n < 1 || n > 2 {
+		t.Fatalf("%d BLMOVEs on the paused queue's list for 20 dequeues, want 1 (2 at most)", n)
+	}
+	b.Stop()
+	b.Drain()
+}
+
 // fakeDequeues is a back-off on rdb watching lists, that has just worked, and its hook around
-// a stand-in for asynq's dequeue: a task ("task of LIST") when the list holds anything, else
-// redis.Nil; sent counts the dequeues that reached it, blmoves the back-off's BLMOVEs.
-func fakeDequeues(rdb redis.UniversalClient, lists ...string) (b *idleBackoff, hook redis.ProcessHook, blmoves, sent *atomic.Int64) {
+// a stand-in for asynq's dequeue: a task ("task of LIST") when the list holds anything and is
+// not paused, else redis.Nil; sent counts the dequeues that reached it, blmoves the back-off's
+// BLMOVEs.
+func fakeDequeues(rdb redis.UniversalClient, paused map[string]bool, lists ...string) (b *idleBackoff, hook redis.ProcessHook, blmoves, sent *atomic.Int64) {
 	blmoves, sent = &atomic.Int64{}, &atomic.Int64{}
 	rdb.AddHook(cmdSeen{func(cmd redis.Cmder) {
 		if idleWait(cmd) {
@@ -460,12 +494,13 @@ func fakeDequeues(rdb redis.UniversalClient, lists ...string) (b *idleBackoff, h
 	}})
 	b = newIdleBackoff(rdb, lists...)
 	b.block = time.Second
-	b.worked()
+	b.worked("")
 	next := func(ctx context.Context, cmd redis.Cmder) error {
 		sent.Add(1)
 		c := cmd.(*redis.Cmd)
-		if n, _ := rdb.LLen(ctx, cmd.Args()[3].(string)).Result(); n > 0 {
-			c.SetVal("task of " + cmd.Args()[3].(string))
+		list := cmd.Args()[3].(string)
+		if n, _ := rdb.LLen(ctx, list).Result(); n > 0 && !paused[list] {
+			c.SetVal("task of " + list)
 			return nil
 		}
 		c.SetErr(redis.Nil)

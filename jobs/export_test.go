@@ -15,3 +15,6 @@ func AwaitingDone(c *TaskCompletions) int {
 	defer c.mu.Unlock()
 	return len(c.ids)
 }
+
+// NotDueSlack is how early a delivery task may start its attempt.
+const NotDueSlack = notDueSlack

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	neturl "net/url"
 	"strconv"
@@ -46,27 +45,31 @@ const placedBackstop = time.Second
 // while the policy still has attempts to make.
 const webhookTaskSpare = 20
 
-// WebhookPayload is the payload of a TypeWebhook task: ids only, plus the delivery generation
-// it belongs to (1 for the first delivery, +1 per redelivery).
+// WebhookPayload is the payload of a TypeWebhook task: ids, the delivery generation it
+// belongs to (1 for the first delivery, +1 per redelivery) and the URL it delivers to.
 type WebhookPayload struct {
 	JobID      string `json:"job_id"`
 	KeyID      string `json:"key_id"`
 	Generation int    `json:"generation"`
+	// URL is the webhook URL of the generation, so that an attempt's rate check goes out with
+	// the reads of its job and key instead of after them (WebhookHandler). Empty in the tasks
+	// of earlier versions, which check after the reads.
+	URL string `json:"url,omitempty"`
 	// Trace is the trace context of the job's resolve, when tracing is on.
 	Trace map[string]string `json:"trace,omitempty"`
 }
 
-// NewWebhookTask builds the delivery task of generation gen of job jobID. Its TaskID names
-// job and generation, so one generation is queued at most once at a time; its timeout stays
-// above the policy's attempt timeout, so asynq never starts a second run of a delivery while
-// the first is still inside its HTTP request.
-func NewWebhookTask(jobID, keyID string, gen int, p webhooks.Policy) (*asynq.Task, error) {
-	return newWebhookTask(context.Background(), jobID, keyID, gen, p)
+// NewWebhookTask builds the delivery task of generation gen of job jobID to url. Its TaskID
+// names job and generation, so one generation is queued at most once at a time; its timeout
+// stays above the policy's attempt timeout, so asynq never starts a second run of a delivery
+// while the first is still inside its HTTP request.
+func NewWebhookTask(jobID, keyID, url string, gen int, p webhooks.Policy) (*asynq.Task, error) {
+	return newWebhookTask(context.Background(), jobID, keyID, url, gen, p)
 }
 
 // newWebhookTask is NewWebhookTask carrying the trace context of ctx.
-func newWebhookTask(ctx context.Context, jobID, keyID string, gen int, p webhooks.Policy) (*asynq.Task, error) {
-	b, err := recjson.Marshal(WebhookPayload{JobID: jobID, KeyID: keyID, Generation: gen, Trace: tracing.Inject(ctx)})
+func newWebhookTask(ctx context.Context, jobID, keyID, url string, gen int, p webhooks.Policy) (*asynq.Task, error) {
+	b, err := recjson.Marshal(WebhookPayload{JobID: jobID, KeyID: keyID, Generation: gen, URL: url, Trace: tracing.Inject(ctx)})
 	if err != nil {
 		return nil, fmt.Errorf("jobs: encoding webhook payload: %w", err)
 	}
@@ -90,11 +93,11 @@ func deliveryOwner(r *Record) string {
 	return webhookTaskID(r.ID, r.Webhook.CurrentGeneration())
 }
 
-// enqueueWebhook queues generation gen of job jobID. A task of that generation already in a
-// queue counts as success: callers (a re-run resolve task) may ask twice. opts override the
-// task's (a reaper's replacement id and start time).
-func enqueueWebhook(ctx context.Context, c *asynq.Client, jobID, keyID string, gen int, p webhooks.Policy, opts ...asynq.Option) error {
-	task, err := newWebhookTask(ctx, jobID, keyID, gen, p)
+// enqueueWebhook queues generation gen of job jobID, to url. A task of that generation already
+// in a queue counts as success: callers (a re-run resolve task) may ask twice. opts override
+// the task's (a reaper's replacement id and start time).
+func enqueueWebhook(ctx context.Context, c *asynq.Client, jobID, keyID, url string, gen int, p webhooks.Policy, opts ...asynq.Option) error {
+	task, err := newWebhookTask(ctx, jobID, keyID, url, gen, p)
 	if err != nil {
 		return err
 	}
@@ -139,7 +142,7 @@ func (q *Queue) RedeliverWebhook(ctx context.Context, keyID, jobID string) (webh
 		return webhooks.State{}, err
 	}
 	gen := rec.Webhook.Generation
-	if err := enqueueWebhook(ctx, q.client, jobID, keyID, gen, q.opts.Webhooks); err != nil {
+	if err := enqueueWebhook(ctx, q.client, jobID, keyID, rec.Webhook.URL, gen, q.opts.Webhooks); err != nil {
 		// Put the state back: a job left "pending" with no task would refuse every later
 		// redelivery with 409 and never deliver.
 		_, uerr := q.store.Update(context.WithoutCancel(ctx), keyID, jobID, func(r *Record) error {
@@ -201,7 +204,7 @@ func (h *WebhookHandler) OnTerminal(ctx context.Context, r Record) error {
 	if r.Webhook == nil || !r.Webhook.Pending() {
 		return nil
 	}
-	return enqueueWebhook(ctx, h.client, r.ID, r.KeyID, r.Webhook.CurrentGeneration(), h.d.Policy,
+	return enqueueWebhook(ctx, h.client, r.ID, r.KeyID, r.Webhook.URL, r.Webhook.CurrentGeneration(), h.d.Policy,
 		asynq.TaskID(deliveryOwner(&r)))
 }
 
@@ -255,6 +258,14 @@ func current(st *webhooks.State, gen int) bool {
 	return st != nil && st.Pending() && st.CurrentGeneration() == gen
 }
 
+// firstRun reports whether the task of ctx has not failed a run yet: asynq counts failed runs
+// only (a held-back or not-yet-due run is not one, IsWebhookDeferred), so the count stays the
+// same across the runs of one attempt. Outside asynq (a handler called directly), true.
+func firstRun(ctx context.Context) bool {
+	n, ok := asynq.GetRetryCount(ctx)
+	return !ok || n == 0
+}
+
 // ProcessTask implements asynq.Handler: one attempt of one delivery.
 func (h *WebhookHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	growStack()
@@ -271,69 +282,110 @@ func (h *WebhookHandler) process(ctx context.Context, t *asynq.Task) error {
 	ctx = tracing.Extract(ctx, p.Trace)
 	task := taskIDOf(ctx, webhookTaskID(p.JobID, p.Generation))
 
-	// Round trip 1: a job lease on the attempt, the record and the key, in one pipeline. The
-	// lease makes a dead worker's attempt be made again within seconds; its token also names
-	// the attempt's in-flight lease below, which the reaper gives back, so the dead attempt
-	// does not hold a slot of the cap until it expires. It is taken before the record says
-	// whether there is anything to deliver: a lease released unused costs nothing.
+	// Round trip 1: a job lease on the attempt, the record and the key, in one pipeline, and
+	// with them, when the task names its URL and has not failed an attempt yet, the attempt's
+	// rate check (below). The lease makes a dead worker's attempt be made again within
+	// seconds; its token also names the attempt's in-flight lease, which the reaper gives
+	// back, so the dead attempt does not hold a slot of the cap until it expires. Lease and
+	// rate slot are taken before the record says whether there is anything to deliver: a
+	// lease released unused costs nothing, and a slot is given back (one more round trip, for
+	// a stale or duplicate task only).
+	//
+	// The rate slot (and a lease under the cap of attempts in flight) comes before the send: a
+	// held-back attempt is rescheduled for when a slot frees, and costs neither a retry nor a
+	// worker slot while it waits. With a Line it gets a place in line, named after its task
+	// and attempt, so that the same attempt finds its place when it comes back: by the number
+	// of failed runs asynq counts (held-back runs are not failures) when the check rides with
+	// the reads, by the record's attempts when it follows them.
+	token := newLeaseToken()
 	var (
 		take    func() (*Lease, context.Context, error)
 		read    func() (Snapshot, error)
 		readKey func() (keys.Key, error)
+		taken   func() (webhooks.Turn, error)
 	)
+	early := p.URL != "" && firstRun(ctx)
+	place := ""
+	if early && h.d.Line != nil {
+		place = task + "#r0"
+	}
 	_, _ = h.d.Store.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
 		if h.d.Leases != nil {
-			take = h.d.Leases.TakeIn(ctx, pl, LeaseRef{Kind: LeaseWebhook, KeyID: p.KeyID, JobID: p.JobID, Gen: p.Generation, Task: task})
+			take = h.d.Leases.TakeIn(ctx, pl, LeaseRef{Kind: LeaseWebhook, KeyID: p.KeyID, JobID: p.JobID, Gen: p.Generation, Task: task, Token: token})
 		}
 		read = h.d.Store.GetIn(ctx, pl, p.KeyID, p.JobID)
 		readKey = h.d.Keys.GetIn(ctx, pl, p.KeyID)
+		if early {
+			taken = h.d.Limiter.TakeIn(ctx, pl, p.URL, token, place, h.d.Policy.InFlight(), h.d.Policy.TaskTimeout())
+		}
 		return nil
 	})
+	var turn webhooks.Turn
+	var turnErr error
+	if taken != nil {
+		turn, turnErr = taken()
+	}
+	// giveBack returns an early check's slot or place when the run ends without an attempt.
+	giveBack := func() {
+		if taken == nil || turnErr != nil {
+			return
+		}
+		taken = nil
+		if err := h.d.Limiter.GiveBack(context.WithoutCancel(ctx), p.URL, turn, token, place); err != nil {
+			log.Warn("giving back an unused webhook rate slot failed; it lapses on its own", "err", err)
+		}
+	}
 	sctx := ctx
-	jl := &Lease{ref: LeaseRef{Token: strconv.FormatUint(rand.Uint64(), 36)}}
+	jl := &Lease{ref: LeaseRef{Token: token}}
 	if take != nil {
 		var err error
 		if jl, sctx, err = take(); err != nil {
+			giveBack()
 			return err
 		}
 		defer h.d.Leases.Release(jl)
 	}
 	snap, err := read()
 	if errors.Is(err, ErrNotFound) {
+		giveBack()
 		log.Warn("webhook task for a missing job; nothing to deliver")
 		return nil
 	}
 	if err != nil {
+		giveBack()
 		return err
 	}
 	rec := snap.Record
 	if !current(rec.Webhook, p.Generation) {
 		// Delivered, failed, or superseded by a redelivery: a duplicate or stale task.
+		giveBack()
 		return nil
 	}
 	if deliveryOwner(&rec) != task {
 		// Replaced by a reaper after its worker's lease lapsed: the replacement delivers.
+		giveBack()
 		log.Info("webhook task replaced after its lease lapsed; nothing to do", "task", task)
 		return nil
 	}
 	url := rec.Webhook.URL
 	if next := rec.Webhook.NextAttemptAt; next != nil {
 		if wait := time.Until(*next); wait > notDueSlack {
+			giveBack()
 			return &notDueError{wait: wait}
 		}
 	}
-
-	// The rate slot (and a lease under the cap of attempts in flight) first: a held-back
-	// attempt is rescheduled for when a slot frees, and costs neither a retry nor a worker
-	// slot while it waits. With a Line it gets a place in line, named after its task and
-	// attempt: the same attempt finds its place when it comes back.
-	place := ""
-	if h.d.Line != nil {
-		place = task + "#" + strconv.Itoa(rec.Webhook.Attempts)
+	if taken != nil && url != p.URL {
+		giveBack() // not met in practice: a generation keeps its URL
 	}
-	turn, err := h.d.Limiter.Take(ctx, url, jl.ref.Token, place, h.d.Policy.InFlight(), h.d.Policy.TaskTimeout())
-	if err != nil {
-		return err
+	if taken == nil {
+		place = ""
+		if h.d.Line != nil {
+			place = task + "#" + strconv.Itoa(rec.Webhook.Attempts)
+		}
+		turn, turnErr = h.d.Limiter.Take(ctx, url, token, place, h.d.Policy.InFlight(), h.d.Policy.TaskTimeout())
+	}
+	if turnErr != nil {
+		return turnErr
 	}
 	if turn.Wait > 0 {
 		h.d.Metrics.HeldBack()
@@ -350,8 +402,8 @@ func (h *WebhookHandler) process(ctx context.Context, t *asynq.Task) error {
 		}
 	}
 
-	// The in-flight lease is given back with the attempt's record (round trip 3), or alone when
-	// the run ends before that.
+	// The in-flight lease is given back with the attempt's record (the last round trip), or
+	// alone when the run ends before that.
 	released := false
 	defer func() {
 		if released {
@@ -405,7 +457,7 @@ func (h *WebhookHandler) process(ctx context.Context, t *asynq.Task) error {
 	}
 	h.d.Metrics.Attempt(o)
 
-	// Round trip 3: the attempt recorded, and its in-flight lease given back. A delivered
+	// The last round trip: the attempt recorded, and its in-flight lease given back. A delivered
 	// attempt's write also completes the task (docs/operations.md#a-job-in-three-round-trips):
 	// every way on from a write that landed then ends the run without error.
 	var delay time.Duration
@@ -606,7 +658,7 @@ func (h *WebhookHandler) Reap(ctx context.Context, ref LeaseRef) error {
 	if at := rec.Webhook.NextAttemptAt; at != nil && time.Until(*at) > 0 {
 		opts = append(opts, asynq.ProcessAt(*at))
 	}
-	return enqueueWebhook(ctx, h.client, ref.JobID, ref.KeyID, ref.Gen, h.d.Policy, opts...)
+	return enqueueWebhook(ctx, h.client, ref.JobID, ref.KeyID, rec.Webhook.URL, ref.Gen, h.d.Policy, opts...)
 }
 
 // hostOf is the host of a webhook URL, for spans.

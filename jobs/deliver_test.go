@@ -51,24 +51,35 @@ type admissions struct {
 
 func (a *admissions) DialHook(next redis.DialHook) redis.DialHook { return next }
 func (a *admissions) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		for _, c := range cmds {
+			a.note(c) // the rate check of a first run rides with the reads
+		}
+		return err
+	}
 }
 func (a *admissions) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		err := next(ctx, cmd)
-		args := cmd.Args()
-		if err != nil || len(args) < 4 || !strings.HasSuffix(fmt.Sprint(args[3]), ":rate") {
-			return err
-		}
-		if c, ok := cmd.(*redis.Cmd); ok {
-			// {wait, now, admission − now, placed}: admitted when wait is 0, at its place's time.
-			if v, _ := c.Int64Slice(); len(v) == 4 && v[0] == 0 {
-				a.mu.Lock()
-				a.at = append(a.at, v[1]+v[2])
-				a.mu.Unlock()
-			}
-		}
+		a.note(cmd)
 		return err
+	}
+}
+
+// note records cmd's admission when it is the rate script's and admitted.
+func (a *admissions) note(cmd redis.Cmder) {
+	args := cmd.Args()
+	if cmd.Err() != nil || len(args) < 4 || !strings.HasSuffix(fmt.Sprint(args[3]), ":rate") {
+		return
+	}
+	if c, ok := cmd.(*redis.Cmd); ok {
+		// {wait, now, admission − now, placed}: admitted when wait is 0, at its place's time.
+		if v, _ := c.Int64Slice(); len(v) == 4 && v[0] == 0 {
+			a.mu.Lock()
+			a.at = append(a.at, v[1]+v[2])
+			a.mu.Unlock()
+		}
 	}
 }
 
@@ -634,5 +645,113 @@ func TestWebhookSlowReceiverCappedInFlight(t *testing.T) {
 	defer mu.Unlock()
 	if peak > p.InFlight() || peak < 2 {
 		t.Errorf("peak attempts in flight %d, want 2..%d", peak, p.InFlight())
+	}
+}
+
+// TestWebhookRoundTrips: a delivery task that names its URL checks its rate slot in the
+// pipeline that reads its job and key, so an attempt is two round trips of the handler's own
+// (asynq's dequeue and completion besides): that pipeline and the attempt's record. An
+// attempt held back is two as well (the pipeline and the hold's note). A task of an earlier
+// version, without the URL, checks after the reads: one more. A stale task gives back the
+// slot its early check took, so the URL's log keeps no entry for it.
+func TestWebhookRoundTrips(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	rdb := srv.Client(t)
+	trips := &tripHook{}
+	hrdb := srv.Client(t)
+	hrdb.AddHook(trips)
+	policy := fastPolicy()
+	policy.RatePerSecond = 1
+	store := jobs.NewStore(rdb, time.Hour)
+	ks := keys.NewStore(rdb)
+	key, err := ks.Create(ctx, keys.CreateParams{Name: "trips"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sender := webhooks.NewSender(resolve.NewTransport(loopback), policy)
+	t.Cleanup(sender.Client.CloseIdleConnections)
+	h := jobs.NewWebhookHandler(hrdb, jobs.WebhookDeps{
+		Store: jobs.NewStore(hrdb, time.Hour), Keys: keys.NewStore(hrdb),
+		Limiter: webhooks.NewRateLimiter(hrdb, policy.Rate()), Sender: sender, Policy: policy,
+	})
+	rcv := newReceiver(t, 204)
+	job := func(url string) jobs.Record {
+		t.Helper()
+		done := time.Now().UTC().Truncate(time.Millisecond)
+		r := jobs.Record{
+			ID: uuid.NewString(), KeyID: key.ID, Status: jobs.StatusDone, URL: "https://sho.rt/x",
+			WebhookURL: url, Provider: "short", Tier: "standard", CreatedAt: done, UpdatedAt: done,
+			CompletedAt: &done, Hops: []resolve.Hop{}, Webhook: webhooks.NewState(url, done),
+		}
+		if err := store.Create(ctx, &r); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	run := func(r jobs.Record, url string) (int, []string, error) {
+		t.Helper()
+		task, err := jobs.NewWebhookTask(r.ID, r.KeyID, url, 1, policy)
+		if err != nil {
+			t.Fatal(err)
+		}
+		trips.take()
+		err = h.ProcessTask(ctx, task)
+		n, names := trips.take()
+		return n, names, err
+	}
+	logged := func() int64 {
+		n := int64(0)
+		for _, k := range rdb.Keys(ctx, "linkhop:webhook:*:rate").Val() {
+			n += rdb.ZCard(ctx, k).Val()
+		}
+		return n
+	}
+
+	// A first delivery teaches Redis the scripts (each NOSCRIPT costs a round trip once).
+	if _, _, err := run(job(rcv.URL+"/warm"), rcv.URL+"/warm"); err != nil {
+		t.Fatal(err)
+	}
+	a := job(rcv.URL + "/a")
+	if n, names, err := run(a, rcv.URL+"/a"); err != nil || n != 2 {
+		t.Fatalf("an attempt: %d round trips %v (%v), want 2", n, names, err)
+	}
+	if got, err := store.Get(ctx, a.KeyID, a.ID); err != nil || got.Webhook.Status != webhooks.StatusDelivered || got.Webhook.Attempts != 1 {
+		t.Fatalf("after the attempt: %+v (%v)", got.Webhook, err)
+	}
+	// The same URL within the second: held back, in two round trips too.
+	b := job(rcv.URL + "/a")
+	n, names, err := run(b, rcv.URL+"/a")
+	var hb *webhooks.HeldBackError
+	if !errors.As(err, &hb) || n != 2 {
+		t.Fatalf("an attempt over the rate: %d round trips %v (%v), want 2 and held back", n, names, err)
+	}
+	// A task without the URL (queued by an earlier version) checks after the reads.
+	c := job(rcv.URL + "/c")
+	if n, names, err := run(c, ""); err != nil || n != 3 {
+		t.Fatalf("an attempt of a task without its URL: %d round trips %v (%v), want 3", n, names, err)
+	}
+	// A stale task (its delivery is over) gives its early slot back. The first give-back
+	// also teaches Redis its script.
+	for _, path := range []string{"/d", "/e"} {
+		before := logged()
+		d := job(rcv.URL + path)
+		if _, err := store.Update(ctx, d.KeyID, d.ID, func(r *jobs.Record) error {
+			r.Webhook.Status = webhooks.StatusDelivered
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		n, names, err := run(d, rcv.URL+path)
+		if err != nil || (path == "/e" && n != 2) {
+			t.Fatalf("a stale task: %d round trips %v (%v), want 2 (the reads, the slot given back)", n, names, err)
+		}
+		if after := logged(); after != before {
+			t.Fatalf("rate log entries %d before the stale task, %d after: its slot was not given back", before, after)
+		}
+	}
+	if got := len(rcv.got()); got != 3 {
+		t.Fatalf("the receiver got %d requests, want 3 (warm, a and c)", got)
 	}
 }

@@ -265,9 +265,13 @@ func (ls *Leases) Take(ctx context.Context, ref LeaseRef) (*Lease, context.Conte
 }
 
 // TakeIn adds Take's write to pipeline p, ahead of the caller's own commands in p; the
-// function returned, called once p has run, gives what Take gives.
+// function returned, called once p has run, gives what Take gives. A ref with a Token keeps
+// it (a caller that names other things of the run after it in the same pipeline made it with
+// newLeaseToken); without one, it gets a new one.
 func (ls *Leases) TakeIn(ctx context.Context, p redis.Pipeliner, ref LeaseRef) func() (*Lease, context.Context, error) {
-	ref.Token = newLeaseToken()
+	if ref.Token == "" {
+		ref.Token = newLeaseToken()
+	}
 	m := ref.member()
 	ks, ttl := []string{leaseHeldKey}, ls.ttl.Milliseconds()
 	cmd := takeScript.EvalSha(ctx, p, ks, ttl, m)

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -206,13 +207,59 @@ type Turn struct {
 // Places make a held-back attempt wait once, for its turn, instead of asking again and again;
 // the limit stays exact, places included.
 func (l *RateLimiter) Take(ctx context.Context, url, member, place string, inFlight int, leaseFor time.Duration) (Turn, error) {
-	turn, err := l.run(ctx, url, member, place, inFlight, leaseFor)
-	if err != nil || turn.Wait > 0 || inFlight <= 0 {
-		return turn, err
-	}
-	turn.Lease = Lease{l: l, key: leaseKey(url), member: member}
-	return turn, nil
+	ks, args := l.scriptArgs(url, member, place, inFlight, leaseFor)
+	return l.turn(url, member, inFlight, rateScript.Run(ctx, l.rdb, ks, args...))
 }
+
+// TakeIn adds Take's check to pipeline p, for a caller that sends it with commands of its own
+// in one round trip (jobs' delivery sends it with the reads of the job and its key); the
+// function returned, called once p has run, gives what Take gives. When Redis did not know
+// the script yet (NOSCRIPT: nothing ran), the check is made again on its own.
+func (l *RateLimiter) TakeIn(ctx context.Context, p redis.Pipeliner, url, member, place string, inFlight int, leaseFor time.Duration) func() (Turn, error) {
+	ks, args := l.scriptArgs(url, member, place, inFlight, leaseFor)
+	cmd := rateScript.EvalSha(ctx, p, ks, args...)
+	return func() (Turn, error) {
+		if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+			cmd = rateScript.Run(ctx, l.rdb, ks, args...)
+		}
+		return l.turn(url, member, inFlight, cmd)
+	}
+}
+
+// GiveBack undoes what Take gave member's attempt to url when that attempt will not be made
+// after all (the job turned out to have nothing to deliver): its place in line (Placed), or
+// its entry in the log and its lease (admitted). An entry fewer never breaks the limit, and
+// the attempts that ask next are admitted or placed by one entry fewer. A held-back attempt
+// without a place took nothing. One round trip.
+func (l *RateLimiter) GiveBack(ctx context.Context, url string, t Turn, member, place string) error {
+	at := ""
+	switch {
+	case t.Placed:
+	case t.Wait == 0:
+		place, at = "", strconv.FormatInt(t.At.UnixMicro(), 10)
+	default:
+		return nil
+	}
+	if err := giveBackScript.Run(ctx, l.rdb, []string{rateKey(url), leaseKey(url)}, place, at, member).Err(); err != nil {
+		return fmt.Errorf("webhooks: giving back a rate slot: %w", err)
+	}
+	return nil
+}
+
+// giveBackScript removes a place (ARGV[1], "" = none), or the admission of member ARGV[3] at
+// ARGV[2] µs ("" = none), which rateScript logged as "<time>:<member>" at that score, and its
+// lease. KEYS[1] log, KEYS[2] leases.
+var giveBackScript = redis.NewScript(`
+if ARGV[1] ~= '' then redis.call('ZREM', KEYS[1], ARGV[1]) end
+if ARGV[2] ~= '' then
+  local suffix = ':' .. ARGV[3]
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[2], ARGV[2])) do
+    if string.sub(m, -#suffix) == suffix then redis.call('ZREM', KEYS[1], m) end
+  end
+  redis.call('ZREM', KEYS[2], ARGV[3])
+end
+return 0
+`)
 
 // ReleaseIn adds Release's write to pipeline p, for a caller that ends the attempt with a write
 // of its own in the same round trip.
@@ -228,10 +275,15 @@ func (l *RateLimiter) ReleaseAs(ctx context.Context, url, member string) error {
 	return Lease{l: l, key: leaseKey(url), member: member}.Release(ctx)
 }
 
-func (l *RateLimiter) run(ctx context.Context, url, member, place string, inFlight int, leaseFor time.Duration) (Turn, error) {
-	res, err := rateScript.Run(ctx, l.rdb, []string{rateKey(url), leaseKey(url)},
-		l.limit, l.window.Microseconds(), member, max(inFlight, 0), leaseFor.Microseconds(),
-		place, placeEarly.Microseconds(), placeLate.Microseconds()).Int64Slice()
+// scriptArgs are rateScript's keys and arguments for one check.
+func (l *RateLimiter) scriptArgs(url, member, place string, inFlight int, leaseFor time.Duration) ([]string, []any) {
+	return []string{rateKey(url), leaseKey(url)}, []any{l.limit, l.window.Microseconds(), member, max(inFlight, 0),
+		leaseFor.Microseconds(), place, placeEarly.Microseconds(), placeLate.Microseconds()}
+}
+
+// turn decodes rateScript's reply for member's attempt to url.
+func (l *RateLimiter) turn(url, member string, inFlight int, cmd *redis.Cmd) (Turn, error) {
+	res, err := cmd.Int64Slice()
 	if err != nil {
 		return Turn{}, fmt.Errorf("webhooks: rate check: %w", err)
 	}
@@ -245,6 +297,9 @@ func (l *RateLimiter) run(ctx context.Context, url, member, place string, inFlig
 	case turn.Wait == 0:
 		turn.At = time.UnixMicro(res[1] + res[2])
 		turn.Delay = max(time.Duration(res[2])*time.Microsecond, 0)
+		if inFlight > 0 {
+			turn.Lease = Lease{l: l, key: leaseKey(url), member: member}
+		}
 	}
 	return turn, nil
 }

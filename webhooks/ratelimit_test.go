@@ -2,13 +2,17 @@ package webhooks
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/linkhop/linkhop/internal/redistest"
 )
@@ -23,7 +27,7 @@ func (l *RateLimiter) Reserve(ctx context.Context, url string) (wait time.Durati
 // reserve also returns the Redis time of the check in microseconds, for tests that verify
 // the log against Redis's own clock.
 func (l *RateLimiter) reserve(ctx context.Context, url string) (wait time.Duration, nowMicros int64, err error) {
-	turn, err := l.run(ctx, url, strconv.FormatUint(rand.Uint64(), 36), "", 0, 0)
+	turn, err := l.Take(ctx, url, strconv.FormatUint(rand.Uint64(), 36), "", 0, 0)
 	return turn.Wait, turn.now, err
 }
 
@@ -396,5 +400,97 @@ func TestPlacesInLineExact(t *testing.T) {
 	// each freed slot).
 	if holds < events-perSecond || holds > events-perSecond+15 {
 		t.Errorf("%d holds for %d attempts over a limit of %d, want about %d", holds, events, perSecond, events-perSecond)
+	}
+}
+
+// TestTakeInAndGiveBack: the check sent in a caller's pipeline decides as Take does (also when
+// Redis had forgotten the script), and GiveBack takes back exactly what it gave: an
+// admission's entry and lease, or a place, so that the next attempt gets that slot.
+func TestTakeInAndGiveBack(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb := redistest.New(t) // its own server: SCRIPT FLUSH must not reach other tests
+	const window = 2 * time.Second
+	l := newRateLimiter(rdb, 2, window)
+	const url = "https://hooks.example/give-back"
+	takeIn := func(member, place string) Turn {
+		t.Helper()
+		var turn func() (Turn, error)
+		var get *redis.StringCmd
+		if _, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			get = p.Get(ctx, "beside")
+			turn = l.TakeIn(ctx, p, url, member, place, 5, time.Minute)
+			return nil
+		}); err != nil && !errors.Is(err, redis.Nil) && !redis.HasErrorPrefix(err, "NOSCRIPT") {
+			t.Fatal(err)
+		}
+		if !errors.Is(get.Err(), redis.Nil) {
+			t.Fatalf("the caller's own command beside the check: %v", get.Err())
+		}
+		got, err := turn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	entries := func() int64 { return rdb.ZCard(ctx, rateKey(url)).Val() }
+	leases := func() int64 { return rdb.ZCard(ctx, leaseKey(url)).Val() }
+
+	if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	a := takeIn("a", "a#0") // NOSCRIPT in the pipeline: checked again on its own
+	if a.Wait != 0 || a.Placed || entries() != 1 || leases() != 1 {
+		t.Fatalf("first attempt: %+v, %d entries, %d leases; want admitted, 1 and 1", a, entries(), leases())
+	}
+	if err := l.GiveBack(ctx, url, a, "a", "a#0"); err != nil {
+		t.Fatal(err)
+	}
+	if entries() != 0 || leases() != 0 {
+		t.Fatalf("after giving back an admission: %d entries, %d leases, want none", entries(), leases())
+	}
+
+	b, c := takeIn("b", "b#0"), takeIn("c", "c#0")
+	if b.Wait != 0 || c.Wait != 0 {
+		t.Fatalf("two attempts under a limit of 2: %+v %+v", b, c)
+	}
+	d := takeIn("d", "d#0")
+	if !d.Placed || d.Wait <= 0 {
+		t.Fatalf("third attempt: %+v, want a place", d)
+	}
+	e := takeIn("e", "e#0")
+	if !e.Placed || !e.At.After(d.At) {
+		t.Fatalf("fourth attempt: %+v, want a place behind d's at %s", e, d.At)
+	}
+	if err := l.GiveBack(ctx, url, d, "d", "d#0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.ZScore(ctx, rateKey(url), "d#0").Err(); !errors.Is(err, redis.Nil) {
+		t.Fatalf("d's place after it was given back: %v", err)
+	}
+	if entries() != 3 || leases() != 2 {
+		t.Fatalf("after giving back a place: %d entries, %d leases, want b, c, e's place and b, c's leases", entries(), leases())
+	}
+	// With d's place gone, the next attempt is placed beside e (the limit-th latest entry is
+	// c now), not behind e as it would be behind d and e.
+	f := takeIn("f", "f#0")
+	if !f.Placed || f.At.After(e.At) {
+		t.Fatalf("attempt after d gave back its place: %+v, want a place no later than e's at %s", f, e.At)
+	}
+	// An attempt held back without a place took nothing, and gives back nothing.
+	anon, err := l.Take(ctx, url, "g", "", 5, time.Minute)
+	if err != nil || anon.Wait <= 0 || anon.Placed {
+		t.Fatalf("unnamed attempt: %+v, %v", anon, err)
+	}
+	if err := l.GiveBack(ctx, url, anon, "g", ""); err != nil || entries() != 4 {
+		t.Fatalf("giving back nothing: %v, %d entries, want 4", err, entries())
+	}
+	// Giving back c's admission leaves b's.
+	if err := l.GiveBack(ctx, url, c, "c", "c#0"); err != nil {
+		t.Fatal(err)
+	}
+	ms := rdb.ZRange(ctx, rateKey(url), 0, -1).Val()
+	if len(ms) != 3 || !strings.HasSuffix(ms[0], ":b") || leases() != 1 {
+		t.Fatalf("after giving back c: log %v, %d leases; want b's admission, e's and f's places, b's lease", ms, leases())
 	}
 }

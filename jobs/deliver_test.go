@@ -653,7 +653,8 @@ func TestWebhookSlowReceiverCappedInFlight(t *testing.T) {
 // (asynq's dequeue and completion besides): that pipeline and the attempt's record. An
 // attempt held back is two as well (the pipeline and the hold's note). A task of an earlier
 // version, without the URL, checks after the reads: one more. A stale task gives back the
-// slot its early check took, so the URL's log keeps no entry for it.
+// slot its early check took, so the URL's log keeps no entry for it, and so does a task whose
+// URL is not its record's, which then checks the record's URL.
 func TestWebhookRoundTrips(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
@@ -751,7 +752,19 @@ func TestWebhookRoundTrips(t *testing.T) {
 			t.Fatalf("rate log entries %d before the stale task, %d after: its slot was not given back", before, after)
 		}
 	}
-	if got := len(rcv.got()); got != 3 {
-		t.Fatalf("the receiver got %d requests, want 3 (warm, a and c)", got)
+	// A task whose URL is not its record's (not met in practice: a generation keeps its URL)
+	// gives back the slot taken for the wrong URL and checks the record's: the pipeline, the
+	// give-back, the check and the record.
+	f := job(rcv.URL + "/f")
+	before := logged()
+	if n, names, err := run(f, rcv.URL+"/g"); err != nil || n != 4 {
+		t.Fatalf("a task naming another URL: %d round trips %v (%v), want 4", n, names, err)
+	}
+	if after := logged(); after != before+1 {
+		t.Fatalf("rate log entries %d before, %d after: want the record URL's admission only", before, after)
+	}
+	hits := rcv.got()
+	if len(hits) != 4 || hits[3].path != "/f" {
+		t.Fatalf("the receiver got %d requests, the last to %q; want 4 (warm, a, c, f), the last to /f", len(hits), hits[len(hits)-1].path)
 	}
 }

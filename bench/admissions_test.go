@@ -12,7 +12,7 @@ import (
 // TestAdmissionsTellLostPlaces drives the real per-URL limiter through the admissions hook of
 // scenario 5: a place in line whose attempt comes back early is still waited for, one that
 // comes back late in a running round was lost late, and one that came due before the round's
-// worker started lapsed between rounds.
+// worker started lapsed between rounds; a place never asked for again is told apart too.
 func TestAdmissionsTellLostPlaces(t *testing.T) {
 	rdb := redistest.New(t)
 	adm := &admissions{at: map[string][]int64{}}
@@ -65,5 +65,14 @@ func TestAdmissionsTellLostPlaces(t *testing.T) {
 	}
 	if per, n := adm.holdsPerAttempt(); n != 2 || per < 1 {
 		t.Fatalf("holds per attempt %.2f over %d attempts; want 2 attempts held", per, n)
+	}
+
+	// A place whose attempt never asks for it again (handed back under another name).
+	// (The late returns above were placed again under their names and never came back: they
+	// count too, before p4 does.)
+	p4 := take("m4", "p4")
+	before := adm.unasked(p4.At.UnixMicro())
+	if n := adm.unasked(p4.At.UnixMicro() + 1); n != before+1 {
+		t.Fatalf("%d places unasked once p4 came due, want %d", n, before+1)
 	}
 }

@@ -237,6 +237,22 @@ func (a *admissions) lost() (lapsed, late int) {
 	return a.lapsed, a.late
 }
 
+// unasked is how many places passed before now (µs) with their attempts never asked for them
+// again: attempts waiting in a worker's room are handed back to the queue under a new task when
+// the round's worker stops, and ask afresh under another name; so do places that came due
+// after the last round.
+func (a *admissions) unasked(now int64) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := 0
+	for _, at := range a.places {
+		if at < now {
+			n++
+		}
+	}
+	return n
+}
+
 // maxPerSecond is the most attempts admitted to one URL within any 1-second span of Redis
 // time, and how many admissions were seen in all.
 func (a *admissions) maxPerSecond() (most, seen int) {
@@ -471,7 +487,8 @@ func webhookVariant(ctx context.Context, e *runEnv, v hookVariant) ([]row, error
 		if per, n := adm.holdsPerAttempt(); n > 0 {
 			r.ours += fmt.Sprintf("; an attempt held back at all was held back %.2f times (%d attempts; 1 = each waited once, for its place in line)", per, n)
 			lapsed, late := adm.lost()
-			r.ours += fmt.Sprintf("; places lost: %d came due while the bench's worker was stopped between rounds, %d to attempts that started late", lapsed, late)
+			r.ours += fmt.Sprintf("; places lost: %d came due while the bench's worker was stopped between rounds, %d to attempts that started late, %d never asked for again (their attempts handed back when a round's worker stopped, or due after the last round)",
+				lapsed, late, adm.unasked(time.Now().UnixMicro()))
 		}
 		rows[0] = r
 		if v.rate >= 1000 {

@@ -183,6 +183,9 @@ type WebhookDeps struct {
 	// places (Worker.Line); without it they come back through asynq's retry set, which keeps
 	// whole seconds, and ask afresh.
 	Line *Line
+	// Room, when set with Line and Leases (Worker.Room), keeps held-back attempts with a place
+	// in this process until their places, instead of a second run of their tasks.
+	Room *Room
 	// Complete, when set (Worker.Completions), lets the write that records a delivered
 	// attempt complete its asynq task too, as ResolveHandler.Complete does; nil with
 	// Replicated's REDIS_MIN_REPLICAS_ACK on.
@@ -278,9 +281,27 @@ func (h *WebhookHandler) process(ctx context.Context, t *asynq.Task) error {
 	if err := recjson.Unmarshal(t.Payload(), &p); err != nil || p.JobID == "" || p.KeyID == "" || p.Generation < 1 {
 		return fmt.Errorf("jobs: bad webhook payload %q: %w", t.Payload(), asynq.SkipRetry)
 	}
-	log := h.log().With("job_id", p.JobID, "key_id", p.KeyID, "generation", p.Generation)
 	ctx = tracing.Extract(ctx, p.Trace)
-	task := taskIDOf(ctx, webhookTaskID(p.JobID, p.Generation))
+	_, err := h.attempt(ctx, p, taskIDOf(ctx, webhookTaskID(p.JobID, p.Generation)), nil)
+	return err
+}
+
+// heldAttempt is an attempt waiting in the Room for its place in line: the delivery (its URL
+// filled in), the task whose run was held back, the name of its place and the job lease that
+// run took, which the Room keeps until the attempt is made or handed back.
+type heldAttempt struct {
+	p     WebhookPayload
+	task  string
+	place string
+	lease *Lease
+}
+
+// attempt makes one attempt of delivery p for the run of task: a run of the task itself
+// (held nil), or the Room's run of an attempt held back earlier. kept reports that the
+// attempt's job lease went on to the Room (held back again, to wait there): the caller must
+// then neither release it nor hand the attempt back.
+func (h *WebhookHandler) attempt(ctx context.Context, p WebhookPayload, task string, held *heldAttempt) (kept bool, _ error) {
+	log := h.log().With("job_id", p.JobID, "key_id", p.KeyID, "generation", p.Generation)
 
 	// Round trip 1: a job lease on the attempt, the record and the key, in one pipeline, and
 	// with them, when the task names its URL and has not failed an attempt yet, the attempt's
@@ -297,6 +318,8 @@ func (h *WebhookHandler) process(ctx context.Context, t *asynq.Task) error {
 	// and attempt, so that the same attempt finds its place when it comes back: by the number
 	// of failed runs asynq counts (held-back runs are not failures) when the check rides with
 	// the reads, by the record's attempts when it follows them.
+	//
+	// A run from the Room holds its job lease already, and checks at the place it waited for.
 	token := newLeaseToken()
 	var (
 		take    func() (*Lease, context.Context, error)
@@ -304,13 +327,16 @@ func (h *WebhookHandler) process(ctx context.Context, t *asynq.Task) error {
 		readKey func() (keys.Key, error)
 		taken   func() (webhooks.Turn, error)
 	)
-	early := p.URL != "" && firstRun(ctx)
+	early := p.URL != "" && (held != nil || firstRun(ctx))
 	place := ""
-	if early && h.d.Line != nil {
+	switch {
+	case held != nil:
+		place, token = held.place, held.lease.ref.Token
+	case early && h.d.Line != nil:
 		place = task + "#r0"
 	}
 	_, _ = h.d.Store.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
-		if h.d.Leases != nil {
+		if h.d.Leases != nil && held == nil {
 			take = h.d.Leases.TakeIn(ctx, pl, LeaseRef{Kind: LeaseWebhook, KeyID: p.KeyID, JobID: p.JobID, Gen: p.Generation, Task: task, Token: token})
 		}
 		read = h.d.Store.GetIn(ctx, pl, p.KeyID, p.JobID)
@@ -337,41 +363,48 @@ func (h *WebhookHandler) process(ctx context.Context, t *asynq.Task) error {
 	}
 	sctx := ctx
 	jl := &Lease{ref: LeaseRef{Token: token}}
-	if take != nil {
+	switch {
+	case held != nil:
+		jl = held.lease
+	case take != nil:
 		var err error
 		if jl, sctx, err = take(); err != nil {
 			giveBack()
-			return err
+			return false, err
 		}
-		defer h.d.Leases.Release(jl)
+		defer func() {
+			if !kept {
+				h.d.Leases.Release(jl)
+			}
+		}()
 	}
 	snap, err := read()
 	if errors.Is(err, ErrNotFound) {
 		giveBack()
 		log.Warn("webhook task for a missing job; nothing to deliver")
-		return nil
+		return false, nil
 	}
 	if err != nil {
 		giveBack()
-		return err
+		return false, err
 	}
 	rec := snap.Record
 	if !current(rec.Webhook, p.Generation) {
 		// Delivered, failed, or superseded by a redelivery: a duplicate or stale task.
 		giveBack()
-		return nil
+		return false, nil
 	}
 	if deliveryOwner(&rec) != task {
 		// Replaced by a reaper after its worker's lease lapsed: the replacement delivers.
 		giveBack()
 		log.Info("webhook task replaced after its lease lapsed; nothing to do", "task", task)
-		return nil
+		return false, nil
 	}
 	url := rec.Webhook.URL
 	if next := rec.Webhook.NextAttemptAt; next != nil {
 		if wait := time.Until(*next); wait > notDueSlack {
 			giveBack()
-			return &notDueError{wait: wait}
+			return false, &notDueError{wait: wait}
 		}
 	}
 	if taken != nil && url != p.URL {
@@ -385,11 +418,12 @@ func (h *WebhookHandler) process(ctx context.Context, t *asynq.Task) error {
 		turn, turnErr = h.d.Limiter.Take(ctx, url, token, place, h.d.Policy.InFlight(), h.d.Policy.TaskTimeout())
 	}
 	if turnErr != nil {
-		return turnErr
+		return false, turnErr
 	}
 	if turn.Wait > 0 {
 		h.d.Metrics.HeldBack()
-		return h.holdBack(ctx, snap, p, task, turn)
+		p.URL = url
+		return h.holdBack(ctx, snap, heldAttempt{p: p, task: task, place: place, lease: jl}, held != nil, turn)
 	}
 	lease := turn.Lease
 	if turn.Delay > 0 {
@@ -415,20 +449,20 @@ func (h *WebhookHandler) process(ctx context.Context, t *asynq.Task) error {
 	}()
 	key, err := readKey()
 	if errors.Is(err, keys.ErrNotFound) {
-		return h.giveUp(ctx, snap, p, "the API key of this job no longer exists")
+		return false, h.giveUp(ctx, snap, p, "the API key of this job no longer exists")
 	}
 	if err != nil {
-		return err
+		return false, err
 	}
 	body, err := eventOf(rec, key.Credits).Body()
 	if err != nil {
-		return fmt.Errorf("jobs: encoding webhook event: %w: %w", err, asynq.SkipRetry)
+		return false, fmt.Errorf("jobs: encoding webhook event: %w: %w", err, asynq.SkipRetry)
 	}
 	at := now()
 	hdr := http.Header{}
 	if err := webhooks.Sign(hdr, key.SigningSecrets(at), webhooks.MessageID(p.JobID, p.Generation), at, body); err != nil {
 		log.Error("cannot sign the webhook", "err", err)
-		return h.giveUp(ctx, snap, p, "the key's webhook secret is unusable")
+		return false, h.giveUp(ctx, snap, p, "the key's webhook secret is unusable")
 	}
 	// A span per attempt, in the job's trace; the receiver gets its traceparent. The span
 	// names the receiver's host only, never its path or query.
@@ -448,12 +482,12 @@ func (h *WebhookHandler) process(ctx context.Context, t *asynq.Task) error {
 		// Stopped past the lease: a replacement run makes this attempt (the receiver may have
 		// seen this one; it carries the same webhook-id).
 		log.Warn("webhook lease lost during the attempt; the run that replaced this one delivers")
-		return nil
+		return false, nil
 	}
 	if ctx.Err() != nil && !o.Delivered {
 		// Shutdown or asynq's own timeout interrupted the attempt: not the receiver's doing,
 		// so not an attempt; asynq runs the task again.
-		return fmt.Errorf("jobs: webhook attempt interrupted: %w", ctx.Err())
+		return false, fmt.Errorf("jobs: webhook attempt interrupted: %w", ctx.Err())
 	}
 	h.d.Metrics.Attempt(o)
 
@@ -494,13 +528,13 @@ func (h *WebhookHandler) process(ctx context.Context, t *asynq.Task) error {
 	if err != nil {
 		// The attempt happened but is not recorded; asynq runs the task again and the
 		// receiver may see this event twice, with the same webhook-id.
-		return fmt.Errorf("jobs: recording webhook attempt of %s: %w", p.JobID, err)
+		return false, fmt.Errorf("jobs: recording webhook attempt of %s: %w", p.JobID, err)
 	}
 	if completed {
 		td.completed() // asynq's own completion, after this run, is answered here
 	}
 	if !applied {
-		return nil
+		return false, nil
 	}
 	st := snap.Webhook
 	attrs := []any{"attempt", st.Attempts, "status_code", o.StatusCode, "duration", o.Duration}
@@ -508,27 +542,30 @@ func (h *WebhookHandler) process(ctx context.Context, t *asynq.Task) error {
 	case o.Delivered:
 		h.d.Metrics.Delivery(webhooks.OutcomeDelivered)
 		log.Info("webhook delivered", attrs...)
-		return nil
+		return false, nil
 	case !mine:
-		return nil // the replacement run owns the retries
+		return false, nil // the replacement run owns the retries
 	case retry:
 		h.d.Metrics.Delivery(webhooks.OutcomeRetrying)
 		log.Info("webhook attempt failed; retrying", append(attrs, "error", o.Describe(), "retry_in", delay)...)
-		return &retryError{err: fmt.Errorf("jobs: webhook attempt %d failed: %s", st.Attempts, o.Describe()), delay: delay}
+		return false, &retryError{err: fmt.Errorf("jobs: webhook attempt %d failed: %s", st.Attempts, o.Describe()), delay: delay}
 	default:
 		h.d.Metrics.Delivery(webhooks.OutcomeFailed)
 		log.Warn("webhook delivery failed; no more retries", append(attrs, "error", o.Describe())...)
-		return nil
+		return false, nil
 	}
 }
 
-// holdBack reschedules an attempt that turn held back: for its place in line, written for the
-// Line with the job's next_attempt_at in one round trip, or, without a place, for when a slot
-// frees. next_attempt_at is written only for a change of more than a second: a busy URL holds
-// tasks back again and again, and the record need not follow every few milliseconds. Best
-// effort, like the place: a task that is not forwarded at its place comes back through asynq's
-// retry and asks again.
-func (h *WebhookHandler) holdBack(ctx context.Context, snap Snapshot, p WebhookPayload, task string, turn webhooks.Turn) error {
+// holdBack reschedules attempt a, which turn held back. With a place in line it waits for it
+// in the Room when there is room (kept: its job lease goes with it, and the run ends with
+// nothing for asynq to do again), else its place is written for the Line; without a place it
+// comes back through asynq's retry when a slot frees. next_attempt_at is written in the same
+// round trip, only for a change of more than a second: a busy URL holds tasks back again and
+// again, and the record need not follow every few milliseconds. Best effort, like the place:
+// a task that is not forwarded at its place comes back through asynq's retry and asks again.
+// A run from the Room (fromRoom) that cannot wait there again has no task to reschedule: its
+// caller hands the attempt back to the queue on the error returned.
+func (h *WebhookHandler) holdBack(ctx context.Context, snap Snapshot, a heldAttempt, fromRoom bool, turn webhooks.Turn) (kept bool, _ error) {
 	next := now().Add(turn.Wait)
 	if turn.Placed {
 		next = turn.At.UTC().Truncate(time.Millisecond) // as now() keeps record times
@@ -537,15 +574,16 @@ func (h *WebhookHandler) holdBack(ctx context.Context, snap Snapshot, p WebhookP
 	if stored := snap.Webhook.NextAttemptAt; stored != nil && next.Sub(*stored) <= time.Second {
 		note = false
 	}
+	room := turn.Placed && h.d.Leases != nil && h.d.Room.reserve()
 	var update func() (Snapshot, error)
 	var place *redis.IntCmd
 	_, _ = h.d.Store.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
-		if turn.Placed {
-			place = h.d.Line.placeIn(ctx, pl, task, turn.At)
+		if turn.Placed && !room && !fromRoom {
+			place = h.d.Line.placeIn(ctx, pl, a.task, turn.At)
 		}
 		if note {
 			update = h.d.Store.UpdateIn(ctx, pl, snap, func(r *Record) error {
-				if !current(r.Webhook, p.Generation) {
+				if !current(r.Webhook, a.p.Generation) {
 					return ErrNoChange
 				}
 				r.Webhook.NextAttemptAt = &next
@@ -554,10 +592,10 @@ func (h *WebhookHandler) holdBack(ctx context.Context, snap Snapshot, p WebhookP
 		}
 		return nil
 	})
-	placed := false
+	placed := room
 	if place != nil {
 		if err := place.Err(); err != nil {
-			h.log().Warn("keeping a held-back webhook's place in line", "job_id", p.JobID, "err", err)
+			h.log().Warn("keeping a held-back webhook's place in line", "job_id", a.p.JobID, "err", err)
 		} else {
 			placed = true
 			h.d.Line.placed(turn.At)
@@ -565,10 +603,47 @@ func (h *WebhookHandler) holdBack(ctx context.Context, snap Snapshot, p WebhookP
 	}
 	if update != nil {
 		if _, err := update(); err != nil && !errors.Is(err, ErrNoChange) {
-			h.log().Warn("recording a held-back webhook attempt", "job_id", p.JobID, "err", err)
+			h.log().Warn("recording a held-back webhook attempt", "job_id", a.p.JobID, "err", err)
 		}
 	}
-	return &webhooks.HeldBackError{Wait: turn.Wait, Placed: placed}
+	if room {
+		h.d.Room.start(turn.Wait,
+			func(ctx context.Context) { h.runHeld(ctx, a) },
+			func(ctx context.Context) { h.handBack(ctx, a.lease) })
+		return true, nil
+	}
+	return false, &webhooks.HeldBackError{Wait: turn.Wait, Placed: placed}
+}
+
+// runHeld makes attempt a at its place, from the Room, and then releases its job lease, or,
+// when the run ends in an error (a failure to retry later, held back again, Redis trouble),
+// hands the attempt back to the queue under a new task (handBack).
+func (h *WebhookHandler) runHeld(ctx context.Context, a heldAttempt) {
+	ctx = tracing.Extract(ctx, a.p.Trace)
+	kept, err := h.attempt(ctx, a.p, a.task, &a)
+	switch {
+	case kept:
+	case err == nil:
+		h.d.Leases.Release(a.lease)
+	default:
+		h.handBack(ctx, a.lease)
+	}
+}
+
+// handBack queues the delivery of an attempt that waited in the Room under a new task, as a
+// reaper does for a lapsed lease (Reap: from next_attempt_at, owned by the new task from
+// then on), and releases its job lease. If that fails, the lease is left to lapse, and a
+// reaper of any worker does the same within JOB_LEASE_TTL.
+func (h *WebhookHandler) handBack(ctx context.Context, l *Lease) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := h.Reap(ctx, l.ref); err != nil {
+		h.log().Warn("handing a waiting webhook attempt back to the queue failed; its lease lapses and a reaper does it",
+			"job_id", l.ref.JobID, "err", err)
+		h.d.Leases.abandon(l)
+		return
+	}
+	h.d.Leases.Release(l)
 }
 
 // giveUp ends a delivery that no retry can make succeed (no key, unusable secret): failed,

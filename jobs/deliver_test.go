@@ -11,10 +11,12 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/redis/go-redis/v9"
@@ -40,6 +42,8 @@ type hookEnv struct {
 	metrics []*prometheus.Registry
 	admits  *admissions
 	dones   *doneCounter // asynq's completions of delivery tasks that reached Redis
+	runs    atomic.Int64 // runs of delivery tasks, on every worker
+	workers []*jobs.Worker
 }
 
 // admissions records, from the rate script's replies on the workers' clients, the Redis time
@@ -99,13 +103,20 @@ type hookOptions struct {
 	guard resolve.GuardOptions
 	// noLine: held-back attempts take no place in line (as without WebhookDeps.Line).
 	noLine bool
+	// room: held-back attempts with a place wait for it in their worker (WebhookDeps.Room),
+	// with a job lease on each attempt (WebhookDeps.Leases), as in production.
+	room bool
+	// leaseTTL is the workers' JOB_LEASE_TTL (zero: the default).
+	leaseTTL time.Duration
+	// redisArgs are extra redis-server arguments (an append-only file, for a restart).
+	redisArgs []string
 }
 
 var loopback = resolve.GuardOptions{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}
 
 func newHookEnv(t *testing.T, o hookOptions) *hookEnv {
 	t.Helper()
-	srv := redistest.Start(t)
+	srv := redistest.Start(t, o.redisArgs...)
 	e := &hookEnv{t: t, srv: srv, rdb: srv.Client(t), policy: o.policy, admits: &admissions{}, dones: &doneCounter{queue: jobs.QueueWebhooks}}
 	e.store = jobs.NewStore(e.rdb, time.Hour)
 	e.keys = keys.NewStore(e.rdb)
@@ -113,46 +124,66 @@ func newHookEnv(t *testing.T, o hookOptions) *hookEnv {
 	if e.key, err = e.keys.Create(context.Background(), keys.CreateParams{Name: "hooks"}); err != nil {
 		t.Fatal(err)
 	}
-	for i := range max(o.workers, 1) {
-		// Each worker has its own connection, as separate processes would.
-		rdb := srv.Client(t)
-		rdb.AddHook(e.admits)
-		sender := webhooks.NewSender(resolve.NewTransport(o.guard), o.policy)
-		t.Cleanup(sender.Client.CloseIdleConnections)
-		reg := prometheus.NewRegistry()
-		m, err := webhooks.NewMetrics(reg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		w := jobs.NewWorker(rdb, jobs.WorkerOptions{
-			Concurrency: 20, ShutdownTimeout: time.Second, Queues: map[string]int{jobs.QueueWebhooks: 1},
-		})
-		d := jobs.WebhookDeps{
-			Store:   jobs.NewStore(rdb, time.Hour),
-			Keys:    keys.NewStore(rdb),
-			Limiter: webhooks.NewRateLimiter(rdb, o.policy.Rate()),
-			Sender:  sender,
-			Policy:  o.policy,
-			Metrics: m,
-		}
-		rdb.AddHook(e.dones) // after the worker's hooks: it sees what they let through
-		if !o.noLine {
-			d.Line = w.Line()
-		}
-		d.Complete = w.Completions()
-		h := jobs.NewWebhookHandler(rdb, d)
-		e.metrics = append(e.metrics, reg)
-		if i == 0 {
-			e.handler = h
-		}
-		w.Handle(jobs.TypeWebhook, h, jobs.WebhookRetryDelay)
-		w.NotFailure(jobs.IsWebhookDeferred)
-		if err := w.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(w.Shutdown)
+	for range max(o.workers, 1) {
+		e.addWorker(o)
 	}
 	return e
+}
+
+// addWorker starts one more delivery worker on e's Redis and returns it (shut down at the
+// test's end; shutting it down earlier is harmless).
+func (e *hookEnv) addWorker(o hookOptions) *jobs.Worker {
+	t := e.t
+	t.Helper()
+	// Each worker has its own connection, as separate processes would.
+	rdb := e.srv.Client(t)
+	rdb.AddHook(e.admits)
+	sender := webhooks.NewSender(resolve.NewTransport(o.guard), o.policy)
+	t.Cleanup(sender.Client.CloseIdleConnections)
+	reg := prometheus.NewRegistry()
+	m, err := webhooks.NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := jobs.NewWorker(rdb, jobs.WorkerOptions{
+		Concurrency: 20, ShutdownTimeout: time.Second, Queues: map[string]int{jobs.QueueWebhooks: 1},
+		LeaseTTL: o.leaseTTL,
+	})
+	d := jobs.WebhookDeps{
+		Store:   jobs.NewStore(rdb, time.Hour),
+		Keys:    keys.NewStore(rdb),
+		Limiter: webhooks.NewRateLimiter(rdb, o.policy.Rate()),
+		Sender:  sender,
+		Policy:  o.policy,
+		Metrics: m,
+	}
+	rdb.AddHook(e.dones) // after the worker's hooks: it sees what they let through
+	if !o.noLine {
+		d.Line = w.Line()
+	}
+	if o.room {
+		d.Leases, d.Room = w.Leases(), w.Room()
+	}
+	d.Complete = w.Completions()
+	h := jobs.NewWebhookHandler(rdb, d)
+	if o.room {
+		w.Leases().OnLapse(jobs.LeaseWebhook, h.Reap)
+	}
+	e.metrics = append(e.metrics, reg)
+	if e.handler == nil {
+		e.handler = h
+	}
+	w.Handle(jobs.TypeWebhook, asynq.HandlerFunc(func(ctx context.Context, task *asynq.Task) error {
+		e.runs.Add(1)
+		return h.ProcessTask(ctx, task)
+	}), jobs.WebhookRetryDelay)
+	w.NotFailure(jobs.IsWebhookDeferred)
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Shutdown)
+	e.workers = append(e.workers, w)
+	return w
 }
 
 // counter sums a webhook counter over the workers' registries.

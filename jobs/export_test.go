@@ -18,3 +18,6 @@ func AwaitingDone(c *TaskCompletions) int {
 
 // NotDueSlack is how early a delivery task may start its attempt.
 const NotDueSlack = notDueSlack
+
+// RoomLen is how many attempts wait or run in r.
+func RoomLen(r *Room) int { return r.len() }

@@ -310,6 +310,19 @@ func (ls *Leases) Release(l *Lease) {
 	l.cancel(nil)
 }
 
+// abandon stops renewing a lease without giving it back: it lapses within the TTL and a
+// reaper (of any worker) queues its job again. For a run that could not hand its job back
+// itself (Redis unreachable) and must not keep it held forever.
+func (ls *Leases) abandon(l *Lease) {
+	if l == nil {
+		return
+	}
+	ls.mu.Lock()
+	delete(ls.held, l.ref.member())
+	ls.mu.Unlock()
+	l.cancel(nil)
+}
+
 // Start runs the beat in the background until Stop. The first beat runs at once, so a
 // worker that starts after another died reaps its jobs without waiting a beat.
 func (ls *Leases) Start() {

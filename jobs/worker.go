@@ -36,6 +36,7 @@ type Worker struct {
 	leases    *Leases
 	idle      *idleBackoff
 	line      *Line
+	room      *Room
 	completes *TaskCompletions
 	rdb       redis.UniversalClient
 }
@@ -66,6 +67,7 @@ func NewWorker(rdb redis.UniversalClient, o WorkerOptions) *Worker {
 		log = slog.New(slog.DiscardHandler)
 	}
 	w.line = newLine(rdb, log.With("component", "webhook-line"), w.idle)
+	w.room = newRoom(roomPerSlot*max(o.Concurrency, 1), o.ShutdownTimeout)
 	w.srv = asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency:     max(o.Concurrency, 1),
 		Queues:          queues,
@@ -123,6 +125,10 @@ func (w *Worker) Completions() *TaskCompletions { return w.completes }
 // WebhookDeps.Line; it runs while the worker runs.
 func (w *Worker) Line() *Line { return w.line }
 
+// Room keeps held-back webhook attempts in this process until their places in line, for
+// WebhookDeps.Room: up to 20 per task slot (WORKER_CONCURRENCY).
+func (w *Worker) Room() *Room { return w.room }
+
 // Handle registers h for task type typ with its retry delay policy (nil: asynq's default).
 func (w *Worker) Handle(typ string, h asynq.Handler, delay asynq.RetryDelayFunc) {
 	w.mux.Handle(typ, h)
@@ -151,12 +157,14 @@ func (w *Worker) Start() error {
 }
 
 // Shutdown stops fetching new tasks, waits up to ShutdownTimeout for running ones and puts
-// the unfinished back in their queues; then it removes the leases of the runs cut short (their
-// tasks are back in the queue, and their next runs need not wait for the leases to lapse).
+// the unfinished back in their queues, as it does the attempts waiting in its Room; then it
+// removes the leases of the runs cut short (their tasks are back in the queue, and their next
+// runs need not wait for the leases to lapse).
 func (w *Worker) Shutdown() {
 	w.idle.Stop() // a held poll would delay asynq's stop
 	w.srv.Shutdown()
-	w.idle.Drain() // blocking waits for work still in flight: at most a second
+	w.idle.Drain()    // blocking waits for work still in flight: at most a second
+	w.room.shutdown() // its waiting attempts go back to the queue while their leases hold
 	w.line.shutdown()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()

@@ -37,7 +37,8 @@ func NewWebhookHandler(c config.Config, rdb redis.UniversalClient, log *slog.Log
 }
 
 // newWebhookHandler is NewWebhookHandler holding a lease on each attempt and giving held-back
-// attempts places in line, with the leases and the line of worker w (nil: neither).
+// attempts places in line, where they wait in the worker, with the leases, the line and the
+// room of worker w (nil: none).
 func newWebhookHandler(c config.Config, rdb redis.UniversalClient, log *slog.Logger, reg prometheus.Registerer, w *jobs.Worker) (*jobs.WebhookHandler, error) {
 	m, err := webhooks.NewMetrics(reg)
 	if err != nil {
@@ -49,8 +50,9 @@ func newWebhookHandler(c config.Config, rdb redis.UniversalClient, log *slog.Log
 	}
 	var leases *jobs.Leases
 	var line *jobs.Line
+	var room *jobs.Room
 	if w != nil {
-		leases, line = w.Leases(), w.Line()
+		leases, line, room = w.Leases(), w.Line(), w.Room()
 	}
 	return jobs.NewWebhookHandler(rdb, jobs.WebhookDeps{
 		Store:    jobs.NewStore(rdb, c.JobRetention),
@@ -62,6 +64,7 @@ func newWebhookHandler(c config.Config, rdb redis.UniversalClient, log *slog.Log
 		Logger:   log.With("component", "webhooks"),
 		Leases:   leases,
 		Line:     line,
+		Room:     room,
 		Complete: TaskCompletions(c, w),
 	}), nil
 }

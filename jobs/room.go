@@ -1,0 +1,120 @@
+package jobs
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// Held-back webhook attempts that wait in the worker (docs/webhooks.md#rate-per-webhook-url).
+// An attempt that the per-URL rate holds back gets a place in line. Going back through asynq
+// to its place costs a second run of its task: a retry write, a move by the Line, a dequeue
+// and the reads again, and the task waits in asynq's pending list behind whatever else is
+// there. On a worker that runs near its ceiling, that wait makes attempts start after their
+// places, which lose them and are held again behind the whole line: more runs, so more late
+// starts. A Room lets the run that was held back end its task at once (its worker slot is
+// free) while the attempt waits in this process for its place, with its job lease kept: if
+// the process dies, the lease lapses and a reaper queues the delivery again, as for any
+// attempt whose worker died. At its place the attempt is made from here, with no task run.
+
+// roomPerSlot sizes a worker's Room: this many waiting attempts per task slot
+// (WORKER_CONCURRENCY). Each keeps a job lease, which the leases' beat renews (a member of its
+// one script each), so the Room is bounded; attempts beyond it go back through asynq.
+const roomPerSlot = 20
+
+// roomLead is how long before its place a waiting attempt starts its round trip, so that the
+// rate check sees it within the place's early margin (webhooks' placeEarly), not after it.
+const roomLead = 5 * time.Millisecond
+
+// Room holds held-back webhook attempts in this process until their places. Worker makes it and
+// shuts it down; WebhookDeps.Room uses it.
+type Room struct {
+	max   int
+	grace time.Duration // how long shutdown waits for attempts being made before it cuts them short
+
+	ctx    context.Context // of the attempts made from the Room; canceled when grace runs out
+	cancel context.CancelFunc
+
+	mu      sync.Mutex
+	n       int
+	closed  bool
+	stop    chan struct{}
+	waiting sync.WaitGroup
+}
+
+func newRoom(max int, grace time.Duration) *Room {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Room{max: max, grace: grace, ctx: ctx, cancel: cancel, stop: make(chan struct{})}
+}
+
+// reserve takes a place in the Room for one attempt, which start must then be called for. It
+// reports false when the Room is full or shutting down (or nil).
+func (r *Room) reserve() bool {
+	if r == nil {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed || r.n >= r.max {
+		return false
+	}
+	r.n++
+	r.waiting.Add(1)
+	return true
+}
+
+// start begins the wait of the attempt reserve made room for: after wait (less roomLead), run
+// is called; if the Room shuts down first, abandon is called instead, and must hand the attempt
+// back to the queue. run's context ends when a shutdown has waited grace for it (an attempt
+// cut short is handed back too); abandon's does not end.
+func (r *Room) start(wait time.Duration, run, abandon func(ctx context.Context)) {
+	go func() {
+		defer func() {
+			r.mu.Lock()
+			r.n--
+			r.mu.Unlock()
+			r.waiting.Done()
+		}()
+		t := time.NewTimer(max(wait-roomLead, 0))
+		defer t.Stop()
+		select {
+		case <-t.C:
+			run(r.ctx)
+		case <-r.stop:
+			abandon(context.WithoutCancel(r.ctx))
+		}
+	}()
+}
+
+// len is how many attempts wait or run in the Room.
+func (r *Room) len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.n
+}
+
+// shutdown hands every waiting attempt back (abandon) and waits for those being made, up to
+// grace (SHUTDOWN_TIMEOUT, as asynq waits for its runs); then it cuts them short. Call it
+// after asynq has stopped, so that no new attempt enters, and before the leases stop.
+func (r *Room) shutdown() {
+	r.mu.Lock()
+	if !r.closed {
+		r.closed = true
+		close(r.stop)
+	}
+	r.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		r.waiting.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(r.grace)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		r.cancel()
+		<-done
+	}
+	r.cancel()
+}

@@ -1,0 +1,166 @@
+package jobs_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/linkhop/linkhop/jobs"
+	"github.com/linkhop/linkhop/webhooks"
+)
+
+// leaseHeld is the lease index (jobs' leaseHeldKey).
+const leaseHeld = "linkhop:lease:{leases}:held"
+
+// oneASecond is fastPolicy at one attempt per second per URL: an attempt held back waits
+// a second or more for its place, long enough to be caught waiting.
+func oneASecond() webhooks.Policy {
+	p := fastPolicy()
+	p.RatePerSecond = 1
+	return p
+}
+
+// spaced fails t unless the sorted admissions keep the limiter's exact rule at rate per second.
+func spaced(t *testing.T, admitted []int64, rate int) {
+	t.Helper()
+	window := (time.Second + webhooks.RateGuard).Microseconds()
+	for i := rate; i < len(admitted); i++ {
+		if gap := admitted[i] - admitted[i-rate]; gap < window {
+			t.Errorf("admissions %d and %d are %d µs apart (Redis clock): %d within the window", i-rate, i, gap, rate+1)
+		}
+	}
+}
+
+// Held-back attempts wait for their places in their worker's Room: each event is one run of
+// its task however often the rate held attempts back, the rate holds exactly, and every job
+// lease taken for a waiting attempt is given back.
+func TestWebhookHeldWaitInRoom(t *testing.T) {
+	t.Parallel()
+	e := newHookEnv(t, hookOptions{policy: fastPolicy(), guard: loopback, workers: 2, room: true})
+	rcv := newReceiver(t, 204)
+	var ids []string
+	for range 30 {
+		ids = append(ids, e.finishedJob(rcv.URL+"/room").ID)
+	}
+	for _, id := range ids {
+		if st := e.waitWebhook(id, 30*time.Second); st.Status != webhooks.StatusDelivered || st.Attempts != 1 {
+			t.Fatalf("job %s: %+v", id, st)
+		}
+	}
+	admitted := e.admits.sorted()
+	if len(admitted) != 30 {
+		t.Fatalf("%d admissions, want 30", len(admitted))
+	}
+	spaced(t, admitted, 10)
+	held := e.counter("linkhop_webhook_held_back_total")
+	if held < 20 {
+		t.Errorf("only %v attempts held back for 20 over the limit: the rate did nothing", held)
+	}
+	if runs := e.runs.Load(); runs != 30 {
+		t.Errorf("%d task runs for 30 events (%v holds): a held-back attempt went back through asynq", runs, held)
+	}
+	if got := len(rcv.got()); got != 30 {
+		t.Errorf("the receiver got %d requests, want 30", got)
+	}
+	waitFor(t, 10*time.Second, "every job lease is given back", func() bool {
+		n, err := e.rdb.ZCard(context.Background(), leaseHeld).Result()
+		return err == nil && n == 0
+	})
+}
+
+// A worker that shuts down hands the attempts waiting in its Room back to the queue, each
+// under a new task that owns its delivery, and another worker delivers them, once each.
+func TestWebhookRoomShutdownHandsBack(t *testing.T) {
+	t.Parallel()
+	o := hookOptions{policy: oneASecond(), guard: loopback, room: true}
+	e := newHookEnv(t, o)
+	rcv := newReceiver(t, 204)
+	var ids []string
+	for range 5 {
+		ids = append(ids, e.finishedJob(rcv.URL+"/slow").ID)
+	}
+	// The first is sent at once. While it is in flight, the cap of attempts in flight may hold
+	// some back without a place (they go back through asynq); the others wait in the Room for
+	// places about a second apart, so the third of them waits three seconds or more, longer
+	// than the shutdown takes.
+	waitFor(t, 10*time.Second, "three attempts waiting in the Room", func() bool {
+		return jobs.RoomLen(e.workers[0].Room()) >= 3
+	})
+	e.workers[0].Shutdown()
+
+	ctx := context.Background()
+	inspector := asynq.NewInspectorFromRedisClient(e.rdb)
+	waiting, handedBack := 0, 0
+	for _, id := range ids {
+		r, err := e.store.Get(ctx, e.key.ID, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !r.Webhook.Pending() {
+			continue // delivered before the shutdown
+		}
+		waiting++
+		owner := r.WebhookTask
+		if owner != "" {
+			handedBack++
+		} else {
+			owner = "webhook:" + id + ":1"
+		}
+		info, err := inspector.GetTaskInfo(jobs.QueueWebhooks, owner)
+		if err != nil || (info.State != asynq.TaskStatePending && info.State != asynq.TaskStateScheduled && info.State != asynq.TaskStateRetry) {
+			t.Errorf("job %s: pending, and its task %s is not queued: %v %v", id, owner, info, err)
+		}
+	}
+	if handedBack == 0 {
+		t.Fatalf("no attempt was handed back from the Room (%d pending after the shutdown)", waiting)
+	}
+	if n, err := e.rdb.ZCard(ctx, leaseHeld).Result(); err != nil || n != 0 {
+		t.Errorf("%d job leases left after the shutdown (%v)", n, err)
+	}
+
+	e.addWorker(o)
+	for _, id := range ids {
+		if st := e.waitWebhook(id, 30*time.Second); st.Status != webhooks.StatusDelivered || st.Attempts != 1 {
+			t.Fatalf("job %s: %+v", id, st)
+		}
+	}
+	if got := len(rcv.got()); got != 5 {
+		t.Errorf("the receiver got %d requests, want 5", got)
+	}
+	spaced(t, e.admits.sorted(), 1)
+}
+
+// An attempt waiting in the Room when Redis goes away cannot be made at its place, nor handed
+// back; its job lease is then left to lapse, and a reaper queues it again once Redis is back.
+func TestWebhookRoomRedisOutage(t *testing.T) {
+	t.Parallel()
+	e := newHookEnv(t, hookOptions{policy: oneASecond(), guard: loopback, room: true, leaseTTL: time.Second,
+		redisArgs: []string{"--appendonly", "yes", "--appendfsync", "always"}})
+	rcv := newReceiver(t, 204)
+	var ids []string
+	for range 3 {
+		ids = append(ids, e.finishedJob(rcv.URL+"/outage").ID)
+	}
+	waitFor(t, 10*time.Second, "two attempts held back", func() bool {
+		return e.counter("linkhop_webhook_held_back_total") >= 2
+	})
+	// Down past the first waiting attempt's place (about a second ahead).
+	if err := e.srv.Restart(2500 * time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		if st := e.waitWebhook(id, 60*time.Second); st.Status != webhooks.StatusDelivered {
+			t.Fatalf("job %s: %+v", id, st)
+		}
+	}
+	seen := map[string]bool{}
+	for _, h := range rcv.got() {
+		seen[h.header.Get("webhook-id")] = true
+	}
+	if len(seen) != 3 {
+		t.Errorf("the receiver saw %d events, want 3", len(seen))
+	}
+	spaced(t, e.admits.sorted(), 1)
+}

@@ -233,6 +233,27 @@ func (e *hookEnv) finishedJob(url string) jobs.Record {
 	return r
 }
 
+// finishedJobs is finishedJob n times, and returns the jobs' ids.
+func (e *hookEnv) finishedJobs(n int, url string) []string {
+	e.t.Helper()
+	ids := make([]string, 0, n)
+	for range n {
+		ids = append(ids, e.finishedJob(url).ID)
+	}
+	return ids
+}
+
+// deliveredOnce waits for the webhooks of jobs ids and fails the test unless each was
+// delivered at its first attempt.
+func (e *hookEnv) deliveredOnce(ids []string, within time.Duration) {
+	e.t.Helper()
+	for _, id := range ids {
+		if st := e.waitWebhook(id, within); st.Status != webhooks.StatusDelivered || st.Attempts != 1 {
+			e.t.Fatalf("job %s: %+v", id, st)
+		}
+	}
+}
+
 // waitWebhook polls the job until its webhook is no longer pending.
 func (e *hookEnv) waitWebhook(id string, within time.Duration) webhooks.State {
 	e.t.Helper()
@@ -663,15 +684,7 @@ func TestWebhookSlowReceiverCappedInFlight(t *testing.T) {
 		w.WriteHeader(http.StatusNoContent)
 	}))
 	t.Cleanup(slow.Close)
-	var ids []string
-	for range 8 {
-		ids = append(ids, e.finishedJob(slow.URL+"/slow").ID)
-	}
-	for _, id := range ids {
-		if st := e.waitWebhook(id, 60*time.Second); st.Status != webhooks.StatusDelivered || st.Attempts != 1 {
-			t.Fatalf("job %s: %+v", id, st)
-		}
-	}
+	e.deliveredOnce(e.finishedJobs(8, slow.URL+"/slow"), 60*time.Second)
 	mu.Lock()
 	defer mu.Unlock()
 	if peak > p.InFlight() || peak < 2 {

@@ -40,15 +40,7 @@ func TestWebhookHeldWaitInRoom(t *testing.T) {
 	t.Parallel()
 	e := newHookEnv(t, hookOptions{policy: fastPolicy(), guard: loopback, workers: 2, room: true})
 	rcv := newReceiver(t, 204)
-	var ids []string
-	for range 30 {
-		ids = append(ids, e.finishedJob(rcv.URL+"/room").ID)
-	}
-	for _, id := range ids {
-		if st := e.waitWebhook(id, 30*time.Second); st.Status != webhooks.StatusDelivered || st.Attempts != 1 {
-			t.Fatalf("job %s: %+v", id, st)
-		}
-	}
+	e.deliveredOnce(e.finishedJobs(30, rcv.URL+"/room"), 30*time.Second)
 	admitted := e.admits.sorted()
 	if len(admitted) != 30 {
 		t.Fatalf("%d admissions, want 30", len(admitted))
@@ -77,10 +69,7 @@ func TestWebhookRoomShutdownHandsBack(t *testing.T) {
 	o := hookOptions{policy: oneASecond(), guard: loopback, room: true}
 	e := newHookEnv(t, o)
 	rcv := newReceiver(t, 204)
-	var ids []string
-	for range 5 {
-		ids = append(ids, e.finishedJob(rcv.URL+"/slow").ID)
-	}
+	ids := e.finishedJobs(5, rcv.URL+"/slow")
 	// The first is sent at once. While it is in flight, the cap of attempts in flight may hold
 	// some back without a place (they go back through asynq); the others wait in the Room for
 	// places about a second apart, so the third of them waits three seconds or more, longer
@@ -121,11 +110,7 @@ func TestWebhookRoomShutdownHandsBack(t *testing.T) {
 	}
 
 	e.addWorker(o)
-	for _, id := range ids {
-		if st := e.waitWebhook(id, 30*time.Second); st.Status != webhooks.StatusDelivered || st.Attempts != 1 {
-			t.Fatalf("job %s: %+v", id, st)
-		}
-	}
+	e.deliveredOnce(ids, 30*time.Second)
 	if got := len(rcv.got()); got != 5 {
 		t.Errorf("the receiver got %d requests, want 5", got)
 	}
@@ -139,10 +124,7 @@ func TestWebhookRoomRedisOutage(t *testing.T) {
 	e := newHookEnv(t, hookOptions{policy: oneASecond(), guard: loopback, room: true, leaseTTL: time.Second,
 		redisArgs: []string{"--appendonly", "yes", "--appendfsync", "always"}})
 	rcv := newReceiver(t, 204)
-	var ids []string
-	for range 3 {
-		ids = append(ids, e.finishedJob(rcv.URL+"/outage").ID)
-	}
+	ids := e.finishedJobs(3, rcv.URL+"/outage")
 	waitFor(t, 10*time.Second, "two attempts held back", func() bool {
 		return e.counter("linkhop_webhook_held_back_total") >= 2
 	})

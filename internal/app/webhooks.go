@@ -50,9 +50,8 @@ func newWebhookHandler(c config.Config, rdb redis.UniversalClient, log *slog.Log
 	}
 	var leases *jobs.Leases
 	var line *jobs.Line
-	var room *jobs.Room
 	if w != nil {
-		leases, line, room = w.Leases(), w.Line(), w.Room()
+		leases, line = w.Leases(), w.Line()
 	}
 	return jobs.NewWebhookHandler(rdb, jobs.WebhookDeps{
 		Store:    jobs.NewStore(rdb, c.JobRetention),
@@ -64,7 +63,20 @@ func newWebhookHandler(c config.Config, rdb redis.UniversalClient, log *slog.Log
 		Logger:   log.With("component", "webhooks"),
 		Leases:   leases,
 		Line:     line,
-		Room:     room,
+		Room:     WebhookRoom(c, w),
 		Complete: TaskCompletions(c, w),
 	}), nil
+}
+
+// WebhookRoom is where worker w's held-back webhook attempts wait for their places in line
+// (WebhookDeps.Room; docs/webhooks.md#rate-per-webhook-url): nil with REDIS_MIN_REPLICAS_ACK
+// on. A run whose attempt goes to wait there completes its task at once, and the attempt's
+// job lease stands for the task from then on; the replicas' wait after a run
+// (jobs.Replicated) covers the job's record, not the lease index, so there every held-back
+// attempt keeps its task.
+func WebhookRoom(c config.Config, w *jobs.Worker) *jobs.Room {
+	if w == nil || ReplicaAck(c).On() {
+		return nil
+	}
+	return w.Room()
 }

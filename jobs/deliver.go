@@ -574,7 +574,7 @@ func (h *WebhookHandler) holdBack(ctx context.Context, snap Snapshot, a heldAtte
 	if stored := snap.Webhook.NextAttemptAt; stored != nil && next.Sub(*stored) <= time.Second {
 		note = false
 	}
-	room := turn.Placed && h.d.Leases != nil && h.d.Room.reserve()
+	room := turn.Placed && turn.Wait <= roomHorizon && h.d.Leases != nil && h.d.Room.reserve()
 	var update func() (Snapshot, error)
 	var place *redis.IntCmd
 	_, _ = h.d.Store.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
@@ -592,7 +592,7 @@ func (h *WebhookHandler) holdBack(ctx context.Context, snap Snapshot, a heldAtte
 		}
 		return nil
 	})
-	placed := room
+	placed := false
 	if place != nil {
 		if err := place.Err(); err != nil {
 			h.log().Warn("keeping a held-back webhook's place in line", "job_id", a.p.JobID, "err", err)
@@ -626,6 +626,12 @@ func (h *WebhookHandler) runHeld(ctx context.Context, a heldAttempt) {
 	case err == nil:
 		h.d.Leases.Release(a.lease)
 	default:
+		var re *retryError
+		if !IsWebhookDeferred(err) && !errors.As(err, &re) {
+			// A failed attempt was logged when it was recorded; this is anything else (Redis).
+			h.log().Warn("a waiting webhook attempt could not be made at its place; handing it back to the queue",
+				"job_id", a.p.JobID, "err", err)
+		}
 		h.handBack(ctx, a.lease)
 	}
 }

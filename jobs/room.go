@@ -22,6 +22,11 @@ import (
 // one script each), so the Room is bounded; attempts beyond it go back through asynq.
 const roomPerSlot = 20
 
+// roomHorizon bounds how far ahead a place may be for its attempt to wait in the Room: one
+// behind a line of hours would hold a place in the Room, and a lease, all that time, which
+// attempts due sooner could use; it waits in asynq's retry set instead.
+const roomHorizon = time.Minute
+
 // roomLead is how long before its place a waiting attempt starts its round trip, so that the
 // rate check sees it within the place's early margin (webhooks' placeEarly), not after it.
 const roomLead = 5 * time.Millisecond

@@ -146,3 +146,35 @@ func TestWebhookRoomRedisOutage(t *testing.T) {
 	}
 	spaced(t, e.admits.sorted(), 1)
 }
+
+// An attempt whose place is more than a minute ahead does not wait in the Room, which it would
+// hold all that time: its task waits in asynq's retry set, and the Line brings it back.
+func TestWebhookRoomHorizon(t *testing.T) {
+	t.Parallel()
+	e := newHookEnv(t, hookOptions{policy: oneASecond(), guard: loopback, room: true})
+	start := time.Now()
+	rcv := newReceiver(t, 204)
+	e.finishedJobs(64, rcv.URL+"/far")
+	ctx := context.Background()
+	const line = "linkhop:{" + jobs.QueueWebhooks + "}:line"
+	waitFor(t, 30*time.Second, "the places past a minute taken in the Line", func() bool {
+		n, err := e.rdb.ZCard(ctx, line).Result()
+		return err == nil && n >= 2
+	})
+	far, err := e.rdb.ZRangeWithScores(ctx, line, 0, -1).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, z := range far {
+		if at := time.UnixMilli(int64(z.Score)); at.Sub(start) < time.Minute {
+			t.Errorf("task %v has a place %s after the start in the Line: it should wait in the Room", z.Member, at.Sub(start))
+		}
+	}
+	// Places are 1.05 s apart: about 57 fall within the minute (attempts that the cap of one in
+	// flight held back without a place come back a second later for theirs).
+	room := e.workers[0].Room()
+	waitFor(t, 30*time.Second, "the places within a minute waiting in the Room", func() bool { return jobs.RoomLen(room) >= 50 })
+	if n := jobs.RoomLen(room); n > 62 {
+		t.Errorf("%d attempts wait in the Room, want only those of the places within a minute (about 57)", n)
+	}
+}

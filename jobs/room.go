@@ -35,7 +35,7 @@ const roomLead = 5 * time.Millisecond
 // shuts it down; WebhookDeps.Room uses it.
 type Room struct {
 	max   int
-	grace time.Duration // how long shutdown waits for attempts being made before it cuts them short
+	grace time.Duration // how long close lets attempts being made finish before it cuts them short
 
 	ctx    context.Context // of the attempts made from the Room; canceled when grace runs out
 	cancel context.CancelFunc
@@ -53,7 +53,7 @@ func newRoom(max int, grace time.Duration) *Room {
 }
 
 // reserve takes a place in the Room for one attempt, which start must then be called for. It
-// reports false when the Room is full or shutting down (or nil).
+// reports false when the Room is full or closed (or nil).
 func (r *Room) reserve() bool {
 	if r == nil {
 		return false
@@ -69,8 +69,8 @@ func (r *Room) reserve() bool {
 }
 
 // start begins the wait of the attempt reserve made room for: after wait (less roomLead), run
-// is called; if the Room shuts down first, abandon is called instead, and must hand the attempt
-// back to the queue. run's context ends when a shutdown has waited grace for it (an attempt
+// is called; if the Room is closed first, abandon is called instead, and must hand the attempt
+// back to the queue. run's context ends when close has waited grace for it (an attempt
 // cut short is handed back too); abandon's does not end.
 func (r *Room) start(wait time.Duration, run, abandon func(ctx context.Context)) {
 	go func() {
@@ -98,10 +98,11 @@ func (r *Room) len() int {
 	return r.n
 }
 
-// shutdown hands every waiting attempt back (abandon) and waits for those being made, up to
-// grace (SHUTDOWN_TIMEOUT, as asynq waits for its runs); then it cuts them short. Call it
-// after asynq has stopped, so that no new attempt enters, and before the leases stop.
-func (r *Room) shutdown() {
+// close hands every waiting attempt back (abandon) and lets those being made finish, for up to
+// grace (SHUTDOWN_TIMEOUT, the time asynq gives its runs; both count from now), then cuts them
+// short. The channel closes when the last has ended. Attempts held back from then on wait in
+// asynq's retry set.
+func (r *Room) close() <-chan struct{} {
 	r.mu.Lock()
 	if !r.closed {
 		r.closed = true
@@ -110,16 +111,21 @@ func (r *Room) shutdown() {
 	r.mu.Unlock()
 	done := make(chan struct{})
 	go func() {
-		r.waiting.Wait()
-		close(done)
-	}()
-	t := time.NewTimer(r.grace)
-	defer t.Stop()
-	select {
-	case <-done:
-	case <-t.C:
+		defer close(done)
+		ended := make(chan struct{})
+		go func() {
+			r.waiting.Wait()
+			close(ended)
+		}()
+		t := time.NewTimer(r.grace)
+		defer t.Stop()
+		select {
+		case <-ended:
+		case <-t.C:
+			r.cancel()
+			<-ended
+		}
 		r.cancel()
-		<-done
-	}
-	r.cancel()
+	}()
+	return done
 }

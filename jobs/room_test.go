@@ -2,6 +2,9 @@ package jobs_test
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -177,4 +180,49 @@ func TestWebhookRoomHorizon(t *testing.T) {
 	if n := jobs.RoomLen(room); n > 62 {
 		t.Errorf("%d attempts wait in the Room, want only those of the places within a minute (about 57)", n)
 	}
+}
+
+// A shutdown lets an attempt being made from the Room finish for SHUTDOWN_TIMEOUT, then cuts it
+// short and hands it back: it was no attempt (the receiver never answered), and another worker
+// makes it.
+func TestWebhookRoomShutdownCutsShort(t *testing.T) {
+	t.Parallel()
+	o := hookOptions{policy: oneASecond(), guard: loopback, room: true}
+	e := newHookEnv(t, o)
+	var hits atomic.Int64
+	release := make(chan struct{})
+	rcv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if hits.Add(1) == 2 {
+			select { // the second request hangs until the test ends
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(rcv.Close)
+	t.Cleanup(func() { close(release) })
+	// The first is delivered before the second is queued, so the second is held back by the
+	// rate alone, for a place about a second ahead, in the Room, not by the cap in flight.
+	ids := e.finishedJobs(1, rcv.URL+"/hang")
+	e.deliveredOnce(ids, 10*time.Second)
+	ids = append(ids, e.finishedJob(rcv.URL+"/hang").ID)
+	room := e.workers[0].Room()
+	waitFor(t, 10*time.Second, "the second attempt sent from the Room", func() bool {
+		return hits.Load() >= 2 && jobs.RoomLen(room) == 1
+	})
+	began := time.Now()
+	e.workers[0].Shutdown() // SHUTDOWN_TIMEOUT 1 s
+	if took := time.Since(began); took > 5*time.Second {
+		t.Errorf("the shutdown took %s with an attempt hanging: the Room did not cut it short", took)
+	}
+	r, err := e.store.Get(context.Background(), e.key.ID, ids[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.Webhook.Pending() || r.Webhook.Attempts != 0 || r.WebhookTask == "" {
+		t.Fatalf("after the shutdown: task %q, %+v; want pending, no attempt counted, a new task", r.WebhookTask, *r.Webhook)
+	}
+	e.addWorker(o)
+	e.deliveredOnce(ids, 30*time.Second)
 }

@@ -162,9 +162,12 @@ func (w *Worker) Start() error {
 // runs need not wait for the leases to lapse).
 func (w *Worker) Shutdown() {
 	w.idle.Stop() // a held poll would delay asynq's stop
+	// The Room's waiting attempts go back to the queue while their leases hold; those being
+	// made get the time asynq gives its runs, at the same time.
+	roomDone := w.room.close()
 	w.srv.Shutdown()
-	w.idle.Drain()    // blocking waits for work still in flight: at most a second
-	w.room.shutdown() // its waiting attempts go back to the queue while their leases hold
+	w.idle.Drain() // blocking waits for work still in flight: at most a second
+	<-roomDone
 	w.line.shutdown()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()

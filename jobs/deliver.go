@@ -335,9 +335,13 @@ func (h *WebhookHandler) attempt(ctx context.Context, p WebhookPayload, task str
 	case early && h.d.Line != nil:
 		place = task + "#r0"
 	}
+	ref := LeaseRef{Kind: LeaseWebhook, KeyID: p.KeyID, JobID: p.JobID, Gen: p.Generation, Task: task, Token: token}
+	if held != nil {
+		ref = held.lease.ref // taken again: parked while it waited, it is renewed from now on
+	}
 	_, _ = h.d.Store.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
-		if h.d.Leases != nil && held == nil {
-			take = h.d.Leases.TakeIn(ctx, pl, LeaseRef{Kind: LeaseWebhook, KeyID: p.KeyID, JobID: p.JobID, Gen: p.Generation, Task: task, Token: token})
+		if h.d.Leases != nil {
+			take = h.d.Leases.TakeIn(ctx, pl, ref)
 		}
 		read = h.d.Store.GetIn(ctx, pl, p.KeyID, p.JobID)
 		readKey = h.d.Keys.GetIn(ctx, pl, p.KeyID)
@@ -363,20 +367,21 @@ func (h *WebhookHandler) attempt(ctx context.Context, p WebhookPayload, task str
 	}
 	sctx := ctx
 	jl := &Lease{ref: LeaseRef{Token: token}}
-	switch {
-	case held != nil:
-		jl = held.lease
-	case take != nil:
+	if take != nil {
 		var err error
 		if jl, sctx, err = take(); err != nil {
 			giveBack()
 			return false, err
 		}
-		defer func() {
-			if !kept {
-				h.d.Leases.Release(jl)
-			}
-		}()
+		if held != nil {
+			held.lease = jl // runHeld gives it back, or hands the attempt back under it
+		} else {
+			defer func() {
+				if !kept {
+					h.d.Leases.Release(jl)
+				}
+			}()
+		}
 	}
 	snap, err := read()
 	if errors.Is(err, ErrNotFound) {
@@ -576,10 +581,14 @@ func (h *WebhookHandler) holdBack(ctx context.Context, snap Snapshot, a heldAtte
 	}
 	room := turn.Placed && turn.Wait <= roomHorizon && h.d.Leases != nil && h.d.Room.reserve()
 	var update func() (Snapshot, error)
-	var place *redis.IntCmd
+	var place, park *redis.IntCmd
 	_, _ = h.d.Store.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
 		if turn.Placed && !room && !fromRoom {
 			place = h.d.Line.placeIn(ctx, pl, a.task, turn.At)
+		}
+		if room {
+			// The lease lapses one JOB_LEASE_TTL after the place if this process is gone by then.
+			park = h.d.Leases.parkIn(ctx, pl, a.lease, turn.At.Add(h.d.Leases.TTL()))
 		}
 		if note {
 			update = h.d.Store.UpdateIn(ctx, pl, snap, func(r *Record) error {
@@ -607,6 +616,13 @@ func (h *WebhookHandler) holdBack(ctx context.Context, snap Snapshot, a heldAtte
 		}
 	}
 	if room {
+		if err := park.Err(); err != nil {
+			// Out of the beat but not parked: the lease lapses within JOB_LEASE_TTL and a
+			// reaper queues the delivery again, unless this task's retry (or, for a run from
+			// the Room, its hand-back) does first.
+			h.d.Room.unreserve()
+			return false, fmt.Errorf("jobs: parking the lease of a held-back webhook attempt: %w", err)
+		}
 		h.d.Room.start(turn.Wait,
 			func(ctx context.Context) { h.runHeld(ctx, a) },
 			func(ctx context.Context) { h.handBack(ctx, a.lease) })
@@ -624,7 +640,7 @@ func (h *WebhookHandler) runHeld(ctx context.Context, a heldAttempt) {
 	switch {
 	case kept:
 	case err == nil:
-		h.d.Leases.Release(a.lease)
+		h.d.Leases.releaseParked(a.lease) // taken again by the run, unless it ended before
 	default:
 		var re *retryError
 		if !IsWebhookDeferred(err) && !errors.As(err, &re) {
@@ -649,7 +665,7 @@ func (h *WebhookHandler) handBack(ctx context.Context, l *Lease) {
 		h.d.Leases.abandon(l)
 		return
 	}
-	h.d.Leases.Release(l)
+	h.d.Leases.releaseParked(l)
 }
 
 // giveUp ends a delivery that no retry can make succeed (no key, unusable secret): failed,

@@ -310,6 +310,30 @@ func (ls *Leases) Release(l *Lease) {
 	l.cancel(nil)
 }
 
+// parkIn adds to p a write that makes l expire at until (Redis's clock) and stops renewing it:
+// a lease whose attempt waits in this process for a known moment (the Room) need not be
+// renewed every beat until then, and lapses soon after that moment if the process is gone.
+// The attempt's run takes it again (TakeIn with the same ref) when it starts. l is taken out
+// of the beat before the write, so that a beat between the two cannot shorten it again.
+func (ls *Leases) parkIn(ctx context.Context, p redis.Pipeliner, l *Lease, until time.Time) *redis.IntCmd {
+	m := l.ref.member()
+	ls.mu.Lock()
+	delete(ls.held, m)
+	ls.mu.Unlock()
+	return p.ZAdd(ctx, leaseHeldKey, redis.Z{Score: float64(until.UnixMilli()), Member: m})
+}
+
+// releaseParked gives back a lease that parkIn took out of the beat, as Release gives back
+// one in it: the next beat removes it from the index.
+func (ls *Leases) releaseParked(l *Lease) {
+	m := l.ref.member()
+	ls.mu.Lock()
+	delete(ls.held, m)
+	ls.freed = append(ls.freed, m)
+	ls.mu.Unlock()
+	l.cancel(nil)
+}
+
 // abandon stops renewing a lease without giving it back: it lapses within the TTL and a
 // reaper (of any worker) queues its job again. For a run that could not hand its job back
 // itself (Redis unreachable) and must not keep it held forever.

@@ -13,14 +13,16 @@ import (
 // there. On a worker that runs near its ceiling, that wait makes attempts start after their
 // places, which lose them and are held again behind the whole line: more runs, so more late
 // starts. A Room lets the run that was held back end its task at once (its worker slot is
-// free) while the attempt waits in this process for its place, with its job lease kept: if
-// the process dies, the lease lapses and a reaper queues the delivery again, as for any
-// attempt whose worker died. At its place the attempt is made from here, with no task run.
+// free) while the attempt waits in this process for its place, with its job lease kept: set
+// to lapse a JOB_LEASE_TTL after the place and not renewed until then, so that if the process
+// dies, a reaper queues the delivery again soon after its place, as for any attempt whose
+// worker died. At its place the attempt is made from here, with no task run.
 
 // roomPerSlot sizes a worker's Room: this many waiting attempts per task slot
-// (WORKER_CONCURRENCY). Each keeps a job lease, which the leases' beat renews (a member of its
-// one script each), so the Room is bounded; attempts beyond it go back through asynq.
-const roomPerSlot = 20
+// (WORKER_CONCURRENCY). A waiting attempt costs its worker a goroutine and a timer, a few
+// kilobytes, and Redis nothing while it waits (its job lease is parked until its place,
+// Leases.parkIn); attempts beyond the bound go back through asynq.
+const roomPerSlot = 100
 
 // roomHorizon bounds how far ahead a place may be for its attempt to wait in the Room: one
 // behind a line of hours would hold a place in the Room, and a lease, all that time, which
@@ -66,6 +68,14 @@ func (r *Room) reserve() bool {
 	r.n++
 	r.waiting.Add(1)
 	return true
+}
+
+// unreserve gives back a place that reserve took and start was not called for.
+func (r *Room) unreserve() {
+	r.mu.Lock()
+	r.n--
+	r.mu.Unlock()
+	r.waiting.Done()
 }
 
 // start begins the wait of the attempt reserve made room for: after wait (less roomLead), run

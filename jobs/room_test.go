@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -225,4 +226,35 @@ func TestWebhookRoomShutdownCutsShort(t *testing.T) {
 	}
 	e.addWorker(o)
 	e.deliveredOnce(ids, 30*time.Second)
+}
+
+// A waiting attempt's job lease is parked until its place, not renewed every beat: with a
+// JOB_LEASE_TTL shorter than the waits, no lease lapses and no reaper replaces a task while
+// its attempt waits in a live worker.
+func TestWebhookRoomParksLeases(t *testing.T) {
+	t.Parallel()
+	e := newHookEnv(t, hookOptions{policy: oneASecond(), guard: loopback, room: true, leaseTTL: 500 * time.Millisecond})
+	rcv := newReceiver(t, 204)
+	ids := e.finishedJobs(1, rcv.URL+"/parked")
+	e.deliveredOnce(ids, 10*time.Second)
+	// Held back by the rate alone: places about 1, 2 and 3 seconds ahead, all past the TTL.
+	ids = append(ids, e.finishedJobs(3, rcv.URL+"/parked")...)
+	waitFor(t, 10*time.Second, "three attempts waiting in the Room", func() bool { return jobs.RoomLen(e.workers[0].Room()) == 3 })
+	n, err := e.rdb.ZCount(context.Background(), leaseHeld, "-inf",
+		strconv.FormatInt(time.Now().Add(1500*time.Millisecond).UnixMilli(), 10)).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n > 1 {
+		t.Errorf("%d leases expire within 1.5 s while their attempts wait for places 1–3 s ahead", n)
+	}
+	e.deliveredOnce(ids, 30*time.Second)
+	for _, id := range ids {
+		if r, err := e.store.Get(context.Background(), e.key.ID, id); err != nil || r.WebhookTask != "" {
+			t.Errorf("job %s: delivery task %q (%v): replaced by a reaper while it waited", id, r.WebhookTask, err)
+		}
+	}
+	if runs := e.runs.Load(); runs != 4 {
+		t.Errorf("%d task runs for 4 events", runs)
+	}
 }

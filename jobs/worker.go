@@ -126,7 +126,7 @@ func (w *Worker) Completions() *TaskCompletions { return w.completes }
 func (w *Worker) Line() *Line { return w.line }
 
 // Room keeps held-back webhook attempts in this process until their places in line, for
-// WebhookDeps.Room: up to 20 per task slot (WORKER_CONCURRENCY).
+// WebhookDeps.Room: up to 100 per task slot (WORKER_CONCURRENCY).
 func (w *Worker) Room() *Room { return w.room }
 
 // Handle registers h for task type typ with its retry delay policy (nil: asynq's default).

@@ -38,6 +38,11 @@ const roomLead = 5 * time.Millisecond
 type Room struct {
 	max   int
 	grace time.Duration // how long close lets attempts being made finish before it cuts them short
+	// slots bounds the attempts made from the Room at once, as WORKER_CONCURRENCY bounds task
+	// runs. An attempt waits for a slot before its rate check, where a wait only costs it its
+	// place (it is held again), never after it, where it would delay a send the limiter has
+	// already counted and so bring two arrivals at one URL closer than the rate allows.
+	slots chan struct{}
 
 	ctx    context.Context // of the attempts made from the Room; canceled when grace runs out
 	cancel context.CancelFunc
@@ -49,9 +54,9 @@ type Room struct {
 	waiting sync.WaitGroup
 }
 
-func newRoom(max int, grace time.Duration) *Room {
+func newRoom(max, slots int, grace time.Duration) *Room {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Room{max: max, grace: grace, ctx: ctx, cancel: cancel, stop: make(chan struct{})}
+	return &Room{max: max, grace: grace, slots: make(chan struct{}, slots), ctx: ctx, cancel: cancel, stop: make(chan struct{})}
 }
 
 // reserve takes a place in the Room for one attempt, which start must then be called for. It
@@ -94,10 +99,18 @@ func (r *Room) start(wait time.Duration, run, abandon func(ctx context.Context))
 		defer t.Stop()
 		select {
 		case <-t.C:
-			run(r.ctx)
 		case <-r.stop:
 			abandon(context.WithoutCancel(r.ctx))
+			return
 		}
+		select {
+		case r.slots <- struct{}{}:
+		case <-r.stop:
+			abandon(context.WithoutCancel(r.ctx))
+			return
+		}
+		defer func() { <-r.slots }()
+		run(r.ctx)
 	}()
 }
 

@@ -67,7 +67,7 @@ func NewWorker(rdb redis.UniversalClient, o WorkerOptions) *Worker {
 		log = slog.New(slog.DiscardHandler)
 	}
 	w.line = newLine(rdb, log.With("component", "webhook-line"), w.idle)
-	w.room = newRoom(roomPerSlot*max(o.Concurrency, 1), o.ShutdownTimeout)
+	w.room = newRoom(roomPerSlot*max(o.Concurrency, 1), max(o.Concurrency, 1), o.ShutdownTimeout)
 	w.srv = asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency:     max(o.Concurrency, 1),
 		Queues:          queues,

@@ -319,7 +319,8 @@ func (h *WebhookHandler) attempt(ctx context.Context, p WebhookPayload, task str
 	// of failed runs asynq counts (held-back runs are not failures) when the check rides with
 	// the reads, by the record's attempts when it follows them.
 	//
-	// A run from the Room holds its job lease already, and checks at the place it waited for.
+	// A run from the Room takes its parked job lease again, and checks at the place it waited
+	// for.
 	token := newLeaseToken()
 	var (
 		take    func() (*Lease, context.Context, error)

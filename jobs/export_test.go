@@ -20,4 +20,8 @@ func AwaitingDone(c *TaskCompletions) int {
 const NotDueSlack = notDueSlack
 
 // RoomLen is how many attempts wait or run in r.
-func RoomLen(r *Room) int { return r.len() }
+func RoomLen(r *Room) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.n
+}

@@ -324,25 +324,23 @@ func (ls *Leases) parkIn(ctx context.Context, p redis.Pipeliner, l *Lease, until
 }
 
 // releaseParked gives back a lease that parkIn took out of the beat, as Release gives back
-// one in it: the next beat removes it from the index.
-func (ls *Leases) releaseParked(l *Lease) {
-	m := l.ref.member()
-	ls.mu.Lock()
-	delete(ls.held, m)
-	ls.freed = append(ls.freed, m)
-	ls.mu.Unlock()
-	l.cancel(nil)
-}
+// one in it (either kind): the next beat removes it from the index.
+func (ls *Leases) releaseParked(l *Lease) { ls.drop(l, true) }
 
 // abandon stops renewing a lease without giving it back: it lapses within the TTL and a
 // reaper (of any worker) queues its job again. For a run that could not hand its job back
 // itself (Redis unreachable) and must not keep it held forever.
-func (ls *Leases) abandon(l *Lease) {
-	if l == nil {
-		return
-	}
+func (ls *Leases) abandon(l *Lease) { ls.drop(l, false) }
+
+// drop takes l out of the beat and ends its context; free also has the next beat remove it
+// from the index.
+func (ls *Leases) drop(l *Lease, free bool) {
+	m := l.ref.member()
 	ls.mu.Lock()
-	delete(ls.held, l.ref.member())
+	delete(ls.held, m)
+	if free {
+		ls.freed = append(ls.freed, m)
+	}
 	ls.mu.Unlock()
 	l.cancel(nil)
 }

@@ -114,13 +114,6 @@ func (r *Room) start(wait time.Duration, run, abandon func(ctx context.Context))
 	}()
 }
 
-// len is how many attempts wait or run in the Room.
-func (r *Room) len() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.n
-}
-
 // close hands every waiting attempt back (abandon) and lets those being made finish, for up to
 // grace (SHUTDOWN_TIMEOUT, the time asynq gives its runs; both count from now), then cuts them
 // short. The channel closes when the last has ended. Attempts held back from then on wait in

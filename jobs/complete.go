@@ -3,6 +3,7 @@ package jobs
 import (
 	"context"
 	"math"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,27 +27,41 @@ import (
 //
 // A handler asks for it only when nothing can make the run fail after that write (a run that
 // fails must leave its task to asynq, which retries it): a resolve job without a webhook to
-// queue (OnTerminal would queue it, and may fail), a webhook attempt that was delivered, and
-// no replicas awaited after the run (REDIS_MIN_REPLICAS_ACK, Replicated: a run the replicas
-// did not acknowledge fails). On Redis Cluster the record and the task are in different
-// slots, and tasks are completed the asynq way.
+// queue (OnTerminal would queue it, and may fail), a webhook attempt that was delivered, a
+// webhook run whose held-back attempt goes on to wait in the Room (the write that parks its
+// job lease, Leases.parkIn, does it), and no replicas awaited after the run
+// (REDIS_MIN_REPLICAS_ACK, Replicated: a run the replicas did not acknowledge fails). On Redis
+// Cluster the record and the task are in different slots, and tasks are completed the asynq
+// way.
 
 // casDoneScript is casScript that, once the record is written, completes the asynq task as
-// asynq's Done does: KEYS[3] the queue's active list, KEYS[4] its lease set, KEYS[5] the task's
-// hash, KEYS[6] the queue's processed counter of the day, KEYS[7] its processed total; ARGV[4]
-// the task id, ARGV[5] when the day's counter expires (unix seconds), ARGV[6] the largest
-// total (math.MaxInt64; the total starts again at 1 there, as asynq's does). A task no longer
-// on the active list (asynq's recovery requeued it after its lease lapsed) is left as it is.
-// Reply: casScript's, with 2 for written and completed.
+// asynq's Done does (doneLua: KEYS[3] to KEYS[7], ARGV[4] to ARGV[6]). A task no longer on the
+// active list (asynq's recovery requeued it after its lease lapsed) is left as it is. Reply:
+// casScript's, with 2 for written and completed.
 var casDoneScript = redis.NewScript(casDoneSrc)
 
-var casDoneSrc = keys.Script(casLua + `
-if redis.call('LREM', KEYS[3], 0, ARGV[4]) == 0 then return 1 end
-redis.call('ZREM', KEYS[4], ARGV[4])
-redis.call('DEL', KEYS[5])
-if redis.call('INCR', KEYS[6]) == 1 then redis.call('EXPIREAT', KEYS[6], ARGV[5]) end
-if redis.call('GET', KEYS[7]) == ARGV[6] then redis.call('SET', KEYS[7], '1') else redis.call('INCR', KEYS[7]) end
+var casDoneSrc = keys.Script(casLua + doneLua(3, 4))
+
+// doneLua completes an asynq task as asynq's Done does, for a script whose KEYS[k] to
+// KEYS[k+4] are the queue's active list, its lease set, the task's hash, the queue's processed
+// counter of the day and its processed total, and whose ARGV[a] to ARGV[a+2] are the task id,
+// when the day's counter expires (unix seconds) and the largest total (math.MaxInt64; the
+// total starts again at 1 there, as asynq's does). It returns 2, or 1 without touching
+// anything when the task is no longer on the active list. The indices are written into the
+// script's text, so that it costs what a script written by hand would.
+func doneLua(k, a int) string {
+	return strings.NewReplacer(
+		"$ACTIVE", "KEYS["+strconv.Itoa(k)+"]", "$LEASE", "KEYS["+strconv.Itoa(k+1)+"]", "$TASK", "KEYS["+strconv.Itoa(k+2)+"]",
+		"$DAILY", "KEYS["+strconv.Itoa(k+3)+"]", "$TOTAL", "KEYS["+strconv.Itoa(k+4)+"]",
+		"$ID", "ARGV["+strconv.Itoa(a)+"]", "$EXPIRE", "ARGV["+strconv.Itoa(a+1)+"]", "$MAX", "ARGV["+strconv.Itoa(a+2)+"]",
+	).Replace(`
+if redis.call('LREM', $ACTIVE, 0, $ID) == 0 then return 1 end
+redis.call('ZREM', $LEASE, $ID)
+redis.call('DEL', $TASK)
+if redis.call('INCR', $DAILY) == 1 then redis.call('EXPIREAT', $DAILY, $EXPIRE) end
+if redis.call('GET', $TOTAL) == $MAX then redis.call('SET', $TOTAL, '1') else redis.call('INCR', $TOTAL) end
 return 2`)
+}
 
 // maxInt64 is ARGV[6] of casDoneScript.
 const maxInt64 = int64(math.MaxInt64)
@@ -94,6 +109,11 @@ func (c *TaskCompletions) task(ctx context.Context) *taskDone {
 	if !ok || !qok {
 		return nil
 	}
+	return c.taskOf(q, id)
+}
+
+// taskOf returns the completion of task id of queue q.
+func (c *TaskCompletions) taskOf(q, id string) *taskDone {
 	now := time.Now()
 	prefix := "asynq:{" + q + "}:"
 	return &taskDone{c: c, id: id, active: prefix + "active", lease: prefix + "lease", task: prefix + "t:" + id,

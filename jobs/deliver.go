@@ -563,14 +563,15 @@ func (h *WebhookHandler) attempt(ctx context.Context, p WebhookPayload, task str
 }
 
 // holdBack reschedules attempt a, which turn held back. With a place in line it waits for it
-// in the Room when there is room (kept: its job lease goes with it, and the run ends with
-// nothing for asynq to do again), else its place is written for the Line; without a place it
-// comes back through asynq's retry when a slot frees. next_attempt_at is written in the same
-// round trip, only for a change of more than a second: a busy URL holds tasks back again and
-// again, and the record need not follow every few milliseconds. Best effort, like the place:
-// a task that is not forwarded at its place comes back through asynq's retry and asks again.
-// A run from the Room (fromRoom) that cannot wait there again has no task to reschedule: its
-// caller hands the attempt back to the queue on the error returned.
+// in the Room when there is room (kept: its job lease goes with it, parked in a write that
+// also completes the run's task, and the run ends with nothing for asynq to do), else its
+// place is written for the Line; without a place it comes back through asynq's retry when a
+// slot frees. next_attempt_at is written in the same round trip, only for a change of more
+// than a second: a busy URL holds tasks back again and again, and the record need not follow
+// every few milliseconds. Best effort, like the place: a task that is not forwarded at its
+// place comes back through asynq's retry and asks again. A run from the Room (fromRoom) that
+// cannot wait there again has no task to reschedule: its caller hands the attempt back to the
+// queue on the error returned.
 func (h *WebhookHandler) holdBack(ctx context.Context, snap Snapshot, a heldAttempt, fromRoom bool, turn webhooks.Turn) (kept bool, _ error) {
 	next := now().Add(turn.Wait)
 	if turn.Placed {
@@ -582,14 +583,22 @@ func (h *WebhookHandler) holdBack(ctx context.Context, snap Snapshot, a heldAtte
 	}
 	room := turn.Placed && turn.Wait <= roomHorizon && h.d.Leases != nil && h.d.Room.reserve()
 	var update func() (Snapshot, error)
-	var place, park *redis.IntCmd
+	var place *redis.IntCmd
+	var park func() error
 	_, _ = h.d.Store.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
 		if turn.Placed && !room && !fromRoom {
 			place = h.d.Line.placeIn(ctx, pl, a.task, turn.At)
 		}
 		if room {
 			// The lease lapses one JOB_LEASE_TTL after the place if this process is gone by then.
-			park = h.d.Leases.parkIn(ctx, pl, a.lease, turn.At.Add(h.d.Leases.TTL()))
+			// A run of a task (not from the Room) completes the task in the same write: with
+			// its attempt in the Room there is nothing left for asynq to do, and its Done would
+			// be one more round trip.
+			var td *taskDone
+			if !fromRoom {
+				td = h.d.Complete.task(ctx)
+			}
+			park = h.d.Leases.parkIn(ctx, pl, a.lease, turn.At.Add(h.d.Leases.TTL()), td)
 		}
 		if note {
 			update = h.d.Store.UpdateIn(ctx, pl, snap, func(r *Record) error {
@@ -617,7 +626,7 @@ func (h *WebhookHandler) holdBack(ctx context.Context, snap Snapshot, a heldAtte
 		}
 	}
 	if room {
-		if err := park.Err(); err != nil {
+		if err := park(); err != nil {
 			// Out of the beat but not parked: the lease lapses within JOB_LEASE_TTL and a
 			// reaper queues the delivery again, unless this task's retry (or, for a run from
 			// the Room, its hand-back) does first.

@@ -315,13 +315,57 @@ func (ls *Leases) Release(l *Lease) {
 // renewed every beat until then, and lapses soon after that moment if the process is gone.
 // The attempt's run takes it again (TakeIn with the same ref) when it starts. l is taken out
 // of the beat before the write, so that a beat between the two cannot shorten it again.
-func (ls *Leases) parkIn(ctx context.Context, p redis.Pipeliner, l *Lease, until time.Time) *redis.IntCmd {
+//
+// With td, the asynq task of the run that parks l, the same script completes that task as
+// asynq's Done does (parkDoneScript), and asynq's own Done after the run is answered without
+// Redis (TaskCompletions): the run must end without error once the write landed. The
+// function returned reads the write's outcome, sending it again alone when Redis did not know
+// the script, or as a plain write when the task is on another server (Cluster).
+func (ls *Leases) parkIn(ctx context.Context, p redis.Pipeliner, l *Lease, until time.Time, td *taskDone) func() error {
 	m := l.ref.member()
 	ls.mu.Lock()
 	delete(ls.held, m)
 	ls.mu.Unlock()
-	return p.ZAdd(ctx, leaseHeldKey, redis.Z{Score: float64(until.UnixMilli()), Member: m})
+	score := until.UnixMilli()
+	plain := func(c redis.Cmdable) *redis.IntCmd {
+		return c.ZAdd(ctx, leaseHeldKey, redis.Z{Score: float64(score), Member: m})
+	}
+	if td = td.use(); td == nil {
+		cmd := plain(p)
+		return cmd.Err
+	}
+	park := func(c redis.Scripter) *redis.Cmd {
+		return parkDoneScript.EvalSha(ctx, c, []string{leaseHeldKey, td.active, td.lease, td.task, td.daily, td.total},
+			score, m, td.id, td.statsExpire, maxInt64)
+	}
+	cmd := park(p)
+	return func() error {
+		err := cmd.Err()
+		if isNoScript(err) {
+			if err = parkDoneScript.Load(ctx, ls.rdb).Err(); err == nil {
+				cmd = park(ls.rdb)
+				err = cmd.Err()
+			}
+		}
+		if isCrossSlot(err) {
+			td.c.off.Store(true) // refused before anything ran
+			return plain(ls.rdb).Err()
+		}
+		if err != nil {
+			return err
+		}
+		if cmd.Val() == int64(2) {
+			td.completed()
+		}
+		return nil
+	}
 }
+
+// parkDoneScript parks a lease (KEYS[1] the lease index, ARGV[1] its expiry in ms, ARGV[2] its
+// member) and completes the asynq task of the run that parked it (doneLua: KEYS[2] to KEYS[6],
+// ARGV[3] to ARGV[5]). Reply: 2 parked and completed, 1 parked only (the task was no longer
+// active).
+var parkDoneScript = redis.NewScript("redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])" + doneLua(2, 3))
 
 // releaseParked gives back a lease that parkIn took out of the beat, as Release gives back
 // one in it (either kind): the next beat removes it from the index.

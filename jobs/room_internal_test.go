@@ -2,9 +2,14 @@ package jobs
 
 import (
 	"context"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/linkhop/linkhop/internal/redistest"
 )
 
 // TestRoomSlots: attempts come due together, and the Room makes at most its slots of them at
@@ -48,5 +53,82 @@ func TestRoomSlots(t *testing.T) {
 	}
 	if r.reserve() {
 		t.Error("a closed room took an attempt")
+	}
+}
+
+// TestParkCompletesTask: the write that parks a waiting attempt's job lease completes the
+// asynq task of the run that parked it, as asynq's Done would (and asynq's Done is then
+// answered without Redis), also when Redis has forgotten the script; a task that is no longer
+// active is left alone, and the lease is parked all the same.
+func TestParkCompletesTask(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb := redistest.New(t)
+	ls := NewLeases(rdb, LeaseOptions{TTL: time.Second})
+	c := newTaskCompletions(rdb)
+	for _, tc := range []struct {
+		name           string
+		active, forget bool
+	}{
+		{name: "active task", active: true},
+		{name: "script forgotten", active: true, forget: true},
+		{name: "task no longer active"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			id := "park-" + strings.ReplaceAll(tc.name, " ", "-")
+			td := c.taskOf(QueueWebhooks, id)
+			if err := rdb.HSet(ctx, td.task, "msg", "x").Err(); err != nil {
+				t.Fatal(err)
+			}
+			if tc.active {
+				if err := rdb.LPush(ctx, td.active, id).Err(); err != nil {
+					t.Fatal(err)
+				}
+				if err := rdb.ZAdd(ctx, td.lease, redis.Z{Score: 1, Member: id}).Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tc.forget {
+				if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var take func() (*Lease, context.Context, error)
+			if _, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+				take = ls.TakeIn(ctx, p, LeaseRef{Kind: LeaseWebhook, KeyID: "k", JobID: id, Gen: 1, Task: id})
+				return nil
+			}); err != nil && !isNoScript(err) {
+				t.Fatal(err)
+			}
+			l, _, err := take()
+			if err != nil {
+				t.Fatal(err)
+			}
+			until := time.UnixMilli(time.Now().Add(time.Minute).UnixMilli())
+			var park func() error
+			_, _ = rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+				park = ls.parkIn(ctx, p, l, until, td)
+				return nil
+			})
+			if err := park(); err != nil {
+				t.Fatal(err)
+			}
+			if score, err := rdb.ZScore(ctx, leaseHeldKey, l.ref.member()).Result(); err != nil || int64(score) != until.UnixMilli() {
+				t.Errorf("the lease lapses at %v (%v), want %d", score, err, until.UnixMilli())
+			}
+			exists, err := rdb.Exists(ctx, td.task).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if completed := c.take(td.task); completed != tc.active || (exists == 0) != tc.active {
+				t.Errorf("completed here %v, task hash left %d; want completed %v", completed, exists, tc.active)
+			}
+			if n, err := rdb.LLen(ctx, td.active).Result(); err != nil || n != 0 {
+				t.Errorf("%d tasks left active (%v)", n, err)
+			}
+		})
+	}
+	if n, err := rdb.Get(ctx, c.taskOf(QueueWebhooks, "any").total).Int(); err != nil || n != 2 {
+		t.Errorf("the queue's processed total is %d (%v), want 2", n, err)
 	}
 }

@@ -175,12 +175,12 @@ func (w *Worker) Shutdown() {
 }
 
 // LoadScripts has Redis learn the scripts a worker's runs send by their SHA in their
-// pipelines (the lease's take, the record's compare-and-set, the upstream outcome's
-// publication), so that the first runs do not each meet NOSCRIPT and send the script again on
+// pipelines (the lease's take, the record's compare-and-set, a held-back attempt's parked
+// lease, the upstream outcome's publication), so that the first runs do not each meet NOSCRIPT and send the script again on
 // its own. Worker.Start calls it; Redis forgets its scripts when it restarts, and the runs
 // then send each again where they meet NOSCRIPT.
 func LoadScripts(ctx context.Context, rdb redis.Scripter) error {
-	for _, s := range []*redis.Script{takeScript, casScript, casDoneScript} {
+	for _, s := range []*redis.Script{takeScript, casScript, casDoneScript, parkDoneScript} {
 		if err := s.Load(ctx, rdb).Err(); err != nil {
 			return fmt.Errorf("jobs: loading scripts: %w", err)
 		}

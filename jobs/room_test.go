@@ -40,11 +40,23 @@ func spaced(t *testing.T, admitted []int64, rate int) {
 // Held-back attempts wait for their places in their worker's Room: each event is one run of
 // its task however often the rate held attempts back, whose write that parks the attempt's
 // lease completes the task too, the rate holds exactly, and every job lease taken for a
-// waiting attempt is given back.
+// waiting attempt is given back. Also with a receiver that takes a while to answer, so that
+// the burst's first attempts are still in flight, at the cap, while the others ask: the rate
+// places those in line all the same.
 func TestWebhookHeldWaitInRoom(t *testing.T) {
 	t.Parallel()
+	for _, answer := range []time.Duration{0, 150 * time.Millisecond} {
+		t.Run("receiver answers in "+answer.String(), func(t *testing.T) {
+			t.Parallel()
+			testWebhookHeldWaitInRoom(t, answer)
+		})
+	}
+}
+
+func testWebhookHeldWaitInRoom(t *testing.T, answer time.Duration) {
 	e := newHookEnv(t, hookOptions{policy: fastPolicy(), guard: loopback, workers: 2, room: true})
 	rcv := newReceiver(t, 204)
+	rcv.delay = answer
 	e.deliveredOnce(e.finishedJobs(30, rcv.URL+"/room"), 30*time.Second)
 	admitted := e.admits.sorted()
 	if len(admitted) != 30 {

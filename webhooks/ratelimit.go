@@ -42,10 +42,13 @@ const keyPrefix = "linkhop:webhook:"
 // dropped (it was never sent, so dropping it keeps the rule) and the attempt is checked afresh.
 //
 // With a cap on attempts in flight (ARGV[4] > 0), KEYS[2] holds one lease per running
-// attempt, scored by its expiry; while the cap is reached the attempt waits (at most a second
-// at a time, since a lease usually ends long before it expires) and is told so as unplaced
-// (its place stays in the log until it comes back, most likely too late for it), and an
-// admitted attempt takes a lease that Release gives back when the attempt ends.
+// attempt, scored by its expiry, and an admitted attempt takes a lease that Release gives back
+// when the attempt ends. The cap is checked after the rate: an attempt the rate holds back gets
+// its place whatever is in flight now (a burst to a URL is placed in line, not told to ask
+// again, while its first attempts are being sent). One the rate would admit, or a place come
+// due, that finds the cap reached waits (at most a second at a time, since a lease usually
+// ends long before it expires) and is told so as unplaced (its place stays in the log until it
+// comes back, most likely too late for it).
 //
 // KEYS[1] log, KEYS[2] leases; ARGV[1] limit; ARGV[2] window µs; ARGV[3] the attempt's lease
 // name, unique per run; ARGV[4] cap of attempts in flight (0 = none); ARGV[5] lease length µs;
@@ -78,6 +81,21 @@ if place ~= '' then
     end
   end
 end
+if not mine then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+  if redis.call('ZCARD', KEYS[1]) >= limit then
+    local nth = redis.call('ZRANGE', KEYS[1], -limit, -limit, 'WITHSCORES')
+    local free = nth[2] + window
+    if free > now then
+      if place == '' then
+        return {free - now, now, 0, 0}
+      end
+      redis.call('ZADD', KEYS[1], free, place)
+      keep()
+      return {free - now, now, 0, 1}
+    end
+  end
+end
 if cap > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
   if redis.call('ZCARD', KEYS[2]) >= cap then
@@ -92,20 +110,6 @@ local at = now
 if mine then
   at = mine
   redis.call('ZREM', KEYS[1], place)
-else
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-  if redis.call('ZCARD', KEYS[1]) >= limit then
-    local nth = redis.call('ZRANGE', KEYS[1], -limit, -limit, 'WITHSCORES')
-    local free = nth[2] + window
-    if free > now then
-      if place == '' then
-        return {free - now, now, 0, 0}
-      end
-      redis.call('ZADD', KEYS[1], free, place)
-      keep()
-      return {free - now, now, 0, 1}
-    end
-  end
 end
 redis.call('ZADD', KEYS[1], at, at .. ':' .. ARGV[3])
 keep()

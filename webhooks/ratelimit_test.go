@@ -238,6 +238,59 @@ func TestAcquireCapsAttemptsInFlight(t *testing.T) {
 	}
 }
 
+// A burst to one URL while its first attempts are still in flight: attempts the rate holds
+// back get their places in line whatever the cap on attempts in flight says, and the cap
+// holds back (unplaced) only attempts that the rate would admit, or places that come due
+// while it is reached.
+func TestPlacesWhileCapReached(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb := redistest.New(t)
+	const window = 300 * time.Millisecond
+	l := newRateLimiter(rdb, 3, window)
+	const url = "https://hooks.example/burst"
+	take := func(place string, limit *RateLimiter, cap int) Turn {
+		t.Helper()
+		turn, err := limit.Take(ctx, url, place+"-run", place, cap, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return turn
+	}
+	var first time.Time
+	for i := range 3 {
+		turn := take(fmt.Sprint("b", i), l, 3)
+		if turn.Wait != 0 {
+			t.Fatalf("attempt %d under the limit and the cap: %+v", i, turn)
+		}
+		if i == 0 {
+			first = turn.At
+		}
+	}
+	// Three in flight (never released), the rate spent: the fourth gets a place.
+	turn := take("b3", l, 3)
+	if !turn.Placed || !turn.At.Equal(first.Add(window)) {
+		t.Fatalf("over the rate with the cap reached: %+v, want a place at %s", turn, first.Add(window).Format(time.StampMicro))
+	}
+	// At its place the cap is still reached: held back without one, its entry kept until it
+	// asks again.
+	time.Sleep(time.Until(turn.At))
+	again := take("b3", l, 3)
+	if again.Wait <= 0 || again.Placed {
+		t.Fatalf("a place come due with the cap reached: %+v, want held back unplaced", again)
+	}
+	// A limiter with room in its rate but not its cap holds back unplaced, and takes nothing.
+	wide := newRateLimiter(rdb, 100, window)
+	if got := take("w", wide, 3); got.Wait <= 0 || got.Placed {
+		t.Fatalf("under the rate with the cap reached: %+v, want held back unplaced", got)
+	}
+	for _, m := range rdb.ZRange(ctx, rateKey(url), 0, -1).Val() {
+		if m == "w" || strings.HasSuffix(m, ":w-run") {
+			t.Errorf("the log holds %q for an attempt the cap held back", m)
+		}
+	}
+}
+
 // Places in line (docs/webhooks.md#rate-per-webhook-url): attempts beyond the limit get the
 // next moments the limit allows, in the order they asked, each kept in the log so that
 // nobody else takes it; the holder is admitted there, and loses it when it comes back late.

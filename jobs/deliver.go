@@ -213,8 +213,13 @@ func (h *WebhookHandler) OnTerminal(ctx context.Context, r Record) error {
 
 // notDueError reschedules a delivery task that asynq started before its next_attempt_at.
 // asynq keeps retry times in whole seconds and may start a task up to a second early; a
-// receiver's Retry-After and the backoff schedule must not be cut short by that.
-type notDueError struct{ wait time.Duration }
+// receiver's Retry-After and the backoff schedule must not be cut short by that. lined: the
+// task has a place in the Line just after next_attempt_at (WebhookHandler.notDue), which
+// brings it back then; else asynq does, after wait.
+type notDueError struct {
+	wait  time.Duration
+	lined bool
+}
 
 func (e *notDueError) Error() string {
 	return fmt.Sprintf("jobs: webhook attempt not due for %s", e.wait)
@@ -244,6 +249,9 @@ func WebhookRetryDelay(n int, err error, _ *asynq.Task) time.Duration {
 		return max(hb.Wait, time.Millisecond)
 	}
 	var nd *notDueError
+	if errors.As(err, &nd) && nd.lined {
+		return nd.wait + placedBackstop // the Line's, as for a place
+	}
 	if errors.As(err, &nd) {
 		return max(nd.wait, time.Millisecond)
 	}
@@ -410,7 +418,7 @@ func (h *WebhookHandler) attempt(ctx context.Context, p WebhookPayload, task str
 	if next := rec.Webhook.NextAttemptAt; next != nil {
 		if wait := time.Until(*next); wait > notDueSlack {
 			giveBack()
-			return false, &notDueError{wait: wait}
+			return false, h.notDue(ctx, task, *next, wait)
 		}
 	}
 	if taken != nil && url != p.URL {
@@ -676,6 +684,29 @@ func (h *WebhookHandler) handBack(ctx context.Context, l *Lease) {
 		return
 	}
 	h.d.Leases.releaseParked(l)
+}
+
+// notDue reschedules the run of task, which started wait before its attempt is due (at). asynq
+// keeps retry times in whole seconds, so its retry would start the task early again, and again,
+// every pass of its forwarder until the second turns: the task takes a place in the Line just
+// after at instead, which brings it back then to the millisecond. Without a Line, or when the
+// place cannot be written, asynq's retry does, after wait.
+func (h *WebhookHandler) notDue(ctx context.Context, task string, at time.Time, wait time.Duration) error {
+	if h.d.Line == nil {
+		return &notDueError{wait: wait}
+	}
+	at = at.Add(lineLead) // the Line makes a task pending lineLead before its place
+	var place *redis.IntCmd
+	_, _ = h.d.Store.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
+		place = h.d.Line.placeIn(ctx, pl, task, at)
+		return nil
+	})
+	if err := place.Err(); err != nil {
+		h.log().Warn("placing a webhook task started early in line", "task", task, "err", err)
+		return &notDueError{wait: wait}
+	}
+	h.d.Line.placed(at)
+	return &notDueError{wait: wait + lineLead, lined: true}
 }
 
 // giveUp ends a delivery that no retry can make succeed (no key, unusable secret): failed,

@@ -599,6 +599,31 @@ func TestWebhookQueuedOnce(t *testing.T) {
 	}
 }
 
+// A retry that asynq starts before its attempt is due (it keeps retry times in whole seconds,
+// so up to a second early) takes a place in the Line at the attempt's time and comes back then:
+// one early run at most, not one every pass of asynq's forwarder until the second turns.
+func TestWebhookRetryOnTime(t *testing.T) {
+	t.Parallel()
+	p := fastPolicy()
+	p.BackoffBase = 1500 * time.Millisecond
+	e := newHookEnv(t, hookOptions{policy: p, guard: loopback})
+	rcv := newReceiver(t, 500, 204)
+	st := e.waitWebhook(e.finishedJob(rcv.URL+"/retry").ID, 30*time.Second)
+	if st.Status != webhooks.StatusDelivered || st.Attempts != 2 {
+		t.Fatalf("webhook %+v, want delivered at the second attempt", st)
+	}
+	if runs := e.runs.Load(); runs > 3 {
+		t.Errorf("%d task runs for two attempts, want at most 3 (one started early)", runs)
+	}
+	hits := rcv.got()
+	if len(hits) != 2 {
+		t.Fatalf("the receiver got %d requests, want 2", len(hits))
+	}
+	if gap := hits[1].at.Sub(hits[0].at); gap < 1200*time.Millisecond {
+		t.Errorf("the retry came %v after the first attempt, before its backoff (1.5 s ± 20 %%)", gap)
+	}
+}
+
 func TestRedeliverWebhook(t *testing.T) {
 	t.Parallel()
 	e := newHookEnv(t, hookOptions{policy: fastPolicy(), guard: loopback})

@@ -92,10 +92,9 @@ func TestWebhookRoomShutdownHandsBack(t *testing.T) {
 	e := newHookEnv(t, o)
 	rcv := newReceiver(t, 204)
 	ids := e.finishedJobs(5, rcv.URL+"/slow")
-	// The first is sent at once. While it is in flight, the cap of attempts in flight may hold
-	// some back without a place (they go back through asynq); the others wait in the Room for
-	// places about a second apart, so the third of them waits three seconds or more, longer
-	// than the shutdown takes.
+	// The first is sent at once; the others wait in the Room for places about a second apart
+	// (the rate places them even while the first is in flight, at the cap), so the third of
+	// them waits three seconds or more, longer than the shutdown takes.
 	waitFor(t, 10*time.Second, "three attempts waiting in the Room", func() bool {
 		return jobs.RoomLen(e.workers[0].Room()) >= 3
 	})
@@ -192,8 +191,7 @@ func TestWebhookRoomHorizon(t *testing.T) {
 			t.Errorf("task %v has a place %s after the start in the Line: it should wait in the Room", z.Member, at.Sub(start))
 		}
 	}
-	// Places are 1.05 s apart: about 57 fall within the minute (attempts that the cap of one in
-	// flight held back without a place come back a second later for theirs).
+	// Places are 1.05 s apart: about 57 fall within the minute.
 	room := e.workers[0].Room()
 	waitFor(t, 30*time.Second, "the places within a minute waiting in the Room", func() bool { return jobs.RoomLen(room) >= 50 })
 	if n := jobs.RoomLen(room); n > 62 {

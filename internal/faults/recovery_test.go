@@ -5,6 +5,7 @@ package faults
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"syscall"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/linkhop/linkhop/jobs"
+	"github.com/linkhop/linkhop/webhooks"
 )
 
 // recoveryBound is how soon after a worker's death its jobs and deliveries must end: the
@@ -234,5 +236,85 @@ func TestWorkerSIGKILLHoldingUpstreamLock(t *testing.T) {
 	}
 	if bal := call(context.Background(), api.addr, "GET", "/v1/account", token, nil).body["balance"]; bal != 8.0 {
 		t.Errorf("balance %v, want 8 (each job charged once)", bal)
+	}
+}
+
+// TestWorkerSIGKILLWithWebhooksWaiting: webhook attempts held back by the per-URL rate wait for
+// their places in the worker that held them back, their tasks completed and their job leases
+// parked until one JOB_LEASE_TTL after each place (docs/webhooks.md#rate-per-webhook-url).
+// Worker A is killed while such attempts wait in it, after its leases have beaten. Worker B
+// delivers each of them once, each within recoveryBound of its place, with the per-URL rate
+// kept.
+func TestWorkerSIGKILLWithWebhooksWaiting(t *testing.T) {
+	env := append(hookEnv(), "WEBHOOK_RATE_PER_SECOND=1")
+	h := &hookStack{stack: newStack(t, nil, env...)}
+	h.api = h.startAPI()
+	h.token, h.keyID = h.newKey("--rate-limit", "0")
+	hook := newReceiver(t, nil)
+	a := h.startWorker("worker-a")
+	var ids []string
+	for i := range 5 {
+		ids = append(ids, h.submit(fmt.Sprintf("roomkill-%d", i), hook.url("/room")))
+	}
+	// Waiting in A: held back with a place (next_attempt_at set), and no task left in asynq.
+	insp := asynq.NewInspectorFromRedisClient(h.rdb)
+	waiting := func() (n int, last time.Time) {
+		for _, id := range ids {
+			r, err := h.store.Get(context.Background(), h.keyID, id)
+			if err != nil || r.Webhook == nil || r.Webhook.Status != webhooks.StatusPending || r.Webhook.NextAttemptAt == nil {
+				continue
+			}
+			if _, err := insp.GetTaskInfo(jobs.QueueWebhooks, "webhook:"+id+":1"); !errors.Is(err, asynq.ErrTaskNotFound) {
+				continue
+			}
+			n++
+			if r.Webhook.NextAttemptAt.After(last) {
+				last = *r.Webhook.NextAttemptAt
+			}
+		}
+		return n, last
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	n, last := waiting()
+	for n < 4 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d attempts waiting in worker-a, want 4 (%d arrivals)", n, len(hook.arrivals()))
+		}
+		time.Sleep(20 * time.Millisecond)
+		n, last = waiting()
+	}
+	// A beat or two of A's leases first (every second): a waiting attempt's lease must stay
+	// in the index while its process lives, not only until the next beat.
+	time.Sleep(1500 * time.Millisecond)
+	if n, last = waiting(); n < 2 {
+		t.Fatalf("%d attempts still waiting in worker-a 1.5 s later, want at least 2", n)
+	}
+	killedAt := time.Now()
+	a.signal(syscall.SIGKILL)
+	if code := a.wait(5 * time.Second); code != 128+int(syscall.SIGKILL) {
+		t.Fatalf("worker-a did not die of SIGKILL (exit %d)", code)
+	}
+	h.startWorker("worker-b")
+
+	for _, id := range ids {
+		r := h.hookState(id, time.Until(last.Add(recoveryBound+5*time.Second)))
+		if r.Webhook.Status != webhooks.StatusDelivered || r.Webhook.Attempts != 1 {
+			t.Errorf("job %s: webhook %+v, want delivered at the first attempt", id, r.Webhook)
+		}
+	}
+	got := hook.arrivals()
+	seen := map[string]int{}
+	for i, g := range got {
+		seen[g.jobID]++
+		if i > 0 && g.at.Sub(got[i-1].at) < time.Second {
+			t.Errorf("arrivals %d and %d came %v apart: the per-URL rate of 1 per second was not kept", i-1, i, g.at.Sub(got[i-1].at))
+		}
+	}
+	if len(got) != len(ids) || len(seen) != len(ids) {
+		t.Errorf("%d arrivals for %d jobs (%v), want one each", len(got), len(ids), seen)
+	}
+	if len(got) > 0 {
+		t.Logf("the last waiting attempt's place was %v after the kill; the last delivery came %v after that place",
+			last.Sub(killedAt).Round(100*time.Millisecond), got[len(got)-1].at.Sub(last).Round(100*time.Millisecond))
 	}
 }

@@ -256,6 +256,9 @@ func WebhookRetryDelay(n int, err error, _ *asynq.Task) time.Duration {
 		return max(nd.wait, time.Millisecond)
 	}
 	var re *retryError
+	if errors.As(err, &re) && re.lined {
+		return re.delay + placedBackstop // the Line's, as for a place
+	}
 	if errors.As(err, &re) && re.delay > 0 {
 		return re.delay
 	}
@@ -510,6 +513,8 @@ func (h *WebhookHandler) attempt(ctx context.Context, p WebhookPayload, task str
 	// every way on from a write that landed then ends the run without error.
 	var delay time.Duration
 	var retry, applied, mine bool
+	var retryAt time.Time
+	var lined *redis.IntCmd
 	var td *taskDone
 	if o.Delivered {
 		td = h.d.Complete.task(ctx)
@@ -532,9 +537,18 @@ func (h *WebhookHandler) attempt(ctx context.Context, p WebhookPayload, task str
 				return ErrNoChange
 			}
 			delay, retry = h.d.Policy.Apply(r.Webhook, o, at)
+			if retry {
+				retryAt = *r.Webhook.NextAttemptAt
+			}
 			applied = true
 			return nil
 		}, td)
+		if retry && mine && held == nil && h.d.Line != nil {
+			// The retry's task takes a place in the Line at the retry's time, so that it starts
+			// then, not up to a second early as asynq's whole seconds would have it (notDue). A
+			// run from the Room has no task of its own: its caller hands the retry back.
+			lined = h.d.Line.placeIn(wctx, pl, task, retryAt.Add(lineLead))
+		}
 		return nil
 	})
 	released = true // by the pipeline; if it failed, the lease expires on its own
@@ -562,7 +576,12 @@ func (h *WebhookHandler) attempt(ctx context.Context, p WebhookPayload, task str
 	case retry:
 		h.d.Metrics.Delivery(webhooks.OutcomeRetrying)
 		log.Info("webhook attempt failed; retrying", append(attrs, "error", o.Describe(), "retry_in", delay)...)
-		return false, &retryError{err: fmt.Errorf("jobs: webhook attempt %d failed: %s", st.Attempts, o.Describe()), delay: delay}
+		re := &retryError{err: fmt.Errorf("jobs: webhook attempt %d failed: %s", st.Attempts, o.Describe()), delay: delay}
+		if lined != nil && lined.Err() == nil {
+			h.d.Line.placed(retryAt.Add(lineLead))
+			re.lined = true
+		}
+		return false, re
 	default:
 		h.d.Metrics.Delivery(webhooks.OutcomeFailed)
 		log.Warn("webhook delivery failed; no more retries", append(attrs, "error", o.Describe())...)

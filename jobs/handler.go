@@ -65,9 +65,11 @@ type ResolveHandler struct {
 const droppedRun = "the job was finished or taken over by another run; this run's outcome is dropped"
 
 // retryError asks asynq to run the task again after delay without marking the job failed.
+// lined: a webhook task with a place in the Line at that time, which brings it back then.
 type retryError struct {
 	err   error
 	delay time.Duration
+	lined bool
 }
 
 func (e *retryError) Error() string { return e.err.Error() }

@@ -67,12 +67,31 @@ func TestAdmissionsTellLostPlaces(t *testing.T) {
 		t.Fatalf("holds per attempt %.2f over %d attempts; want 2 attempts held", per, n)
 	}
 
-	// A place whose attempt never asks for it again (handed back under another name).
-	// (The late returns above were placed again under their names and never came back: they
-	// count too, before p4 does.)
+	// A place whose attempt never asks for it again. (The late returns above were placed
+	// again under their names and never came back: they count too, before p4 does.)
 	p4 := take("m4", "p4")
 	before := adm.unasked(p4.At.UnixMicro())
 	if n := adm.unasked(p4.At.UnixMicro() + 1); n != before+1 {
 		t.Fatalf("%d places unasked once p4 came due, want %d", n, before+1)
+	}
+	// A place moved to another name (an attempt handed back to a new task) is followed under
+	// it: asked for there in time, it was neither lost nor left unasked.
+	p5 := take("m5", "p5")
+	if err := lim.MovePlace(ctx, url, "p5", "p5b"); err != nil {
+		t.Fatal(err)
+	}
+	if again := take("m5b", "p5b"); !again.Placed || !again.At.Equal(p5.At) {
+		t.Fatalf("the moved place not found under its new name: %+v", again)
+	}
+	unasked := adm.unasked(p5.At.UnixMicro() + 1)
+	time.Sleep(time.Until(p5.At) - 10*time.Millisecond) // within the place's early margin
+	if turn := take("m5c", "p5b"); turn.Wait != 0 {
+		t.Fatalf("the moved place's attempt back at its place: %+v, want admitted", turn)
+	}
+	if lapsed, late := adm.lost(); lapsed != 1 || late != 1 {
+		t.Fatalf("after the moved place's return: lapsed %d, late %d; want 1, 1", lapsed, late)
+	}
+	if n := adm.unasked(p5.At.UnixMicro() + 1); n != unasked-1 {
+		t.Fatalf("%d places unasked after the moved place was used, want %d", n, unasked-1)
 	}
 }

@@ -156,6 +156,19 @@ func (a *admissions) note(cmd redis.Cmder) {
 	if !ok {
 		return
 	}
+	if len(args) == 6 {
+		// MovePlace (EVALSHA, the SHA, the key count, the key, from, to), reply 1 when it
+		// moved: a place handed to another run, which asks for it under the new name.
+		if n, err := c.Int64(); err == nil && n == 1 {
+			a.mu.Lock()
+			if at, ok := a.places[fmt.Sprint(args[4])]; ok {
+				delete(a.places, fmt.Sprint(args[4]))
+				a.places[fmt.Sprint(args[5])] = at
+			}
+			a.mu.Unlock()
+		}
+		return
+	}
 	// {wait, now, admission − now, placed}: admitted when wait is 0, at its place's time.
 	res, err := c.Int64Slice()
 	if err != nil || len(res) != 4 {
@@ -238,9 +251,9 @@ func (a *admissions) lost() (lapsed, late int) {
 }
 
 // unasked is how many places passed before now (µs) with their attempts never asked for them
-// again: attempts waiting in a worker's room are handed back to the queue under a new task when
-// the round's worker stops, and ask afresh under another name; so do places that came due
-// after the last round.
+// again: places that came due after the last round, and places of attempts handed back when a
+// round's worker stopped whose new tasks asked afresh after all (a place moved to a new task
+// is followed under its new name).
 func (a *admissions) unasked(now int64) int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -487,7 +500,7 @@ func webhookVariant(ctx context.Context, e *runEnv, v hookVariant) ([]row, error
 		if per, n := adm.holdsPerAttempt(); n > 0 {
 			r.ours += fmt.Sprintf("; an attempt held back at all was held back %.2f times (%d attempts; 1 = each waited once, for its place in line)", per, n)
 			lapsed, late := adm.lost()
-			r.ours += fmt.Sprintf("; places lost: %d came due while the bench's worker was stopped between rounds, %d to attempts that started late, %d never asked for again (their attempts handed back when a round's worker stopped, or due after the last round)",
+			r.ours += fmt.Sprintf("; places lost: %d came due while the bench's worker was stopped between rounds, %d to attempts that started late, %d never asked for again (due after the last round, or handed back with their attempts when a round's worker stopped and then not asked for)",
 				lapsed, late, adm.unasked(time.Now().UnixMicro()))
 		}
 		rows[0] = r

@@ -345,7 +345,7 @@ func (h *WebhookHandler) attempt(ctx context.Context, p WebhookPayload, task str
 	case held != nil:
 		place, token = held.place, held.lease.ref.Token
 	case early && h.d.Line != nil:
-		place = task + "#r0"
+		place = firstPlace(task)
 	}
 	ref := LeaseRef{Kind: LeaseWebhook, KeyID: p.KeyID, JobID: p.JobID, Gen: p.Generation, Task: task, Token: token}
 	if held != nil {
@@ -419,7 +419,11 @@ func (h *WebhookHandler) attempt(ctx context.Context, p WebhookPayload, task str
 	}
 	url := rec.Webhook.URL
 	if next := rec.Webhook.NextAttemptAt; next != nil {
-		if wait := time.Until(*next); wait > notDueSlack {
+		// Not due yet, unless the early check gave the attempt a place no earlier than that
+		// (a task handed back from a stopping worker's Room finds the place it waited for):
+		// then it waits for the place, which giving it back would lose.
+		placed := taken != nil && turnErr == nil && turn.Placed && !turn.At.Before(next.Add(-notDueSlack))
+		if wait := time.Until(*next); wait > notDueSlack && !placed {
 			giveBack()
 			return false, h.notDue(ctx, task, *next, wait)
 		}
@@ -662,7 +666,7 @@ func (h *WebhookHandler) holdBack(ctx context.Context, snap Snapshot, a heldAtte
 		}
 		h.d.Room.start(turn.Wait,
 			func(ctx context.Context) { h.runHeld(ctx, a) },
-			func(ctx context.Context) { h.handBack(ctx, a.lease) })
+			func(ctx context.Context) { h.handBack(ctx, a) })
 		return true, nil
 	}
 	return false, &webhooks.HeldBackError{Wait: turn.Wait, Placed: placed}
@@ -685,17 +689,26 @@ func (h *WebhookHandler) runHeld(ctx context.Context, a heldAttempt) {
 			h.log().Warn("a waiting webhook attempt could not be made at its place; handing it back to the queue",
 				"job_id", a.p.JobID, "err", err)
 		}
-		h.handBack(ctx, a.lease)
+		h.handBack(ctx, a)
 	}
 }
 
-// handBack queues the delivery of an attempt that waited in the Room under a new task, as a
-// reaper does for a lapsed lease (Reap: from next_attempt_at, owned by the new task from
-// then on), and releases its job lease. If that fails, the lease is left to lapse, and a
-// reaper of any worker does the same within JOB_LEASE_TTL.
-func (h *WebhookHandler) handBack(ctx context.Context, l *Lease) {
+// handBack queues the delivery of attempt a, which waited in the Room, under a new task, as a
+// reaper does for a lapsed lease (Reap: from next_attempt_at, owned by the new task from then
+// on), and releases its job lease. The place in line it waited for goes to the new task,
+// renamed for its first run to ask under, so that the attempt keeps its turn (a worker that
+// stops hands back every attempt waiting in it). If queueing fails, the lease is left to
+// lapse, and a reaper of any worker queues the same new task within JOB_LEASE_TTL.
+func (h *WebhookHandler) handBack(ctx context.Context, a heldAttempt) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
+	l := a.lease
+	if a.place != "" {
+		if err := h.d.Limiter.MovePlace(ctx, a.p.URL, a.place, firstPlace(replacementID(l.ref))); err != nil {
+			h.log().Warn("moving a waiting webhook attempt's place in line to its new task failed; it asks again behind the line",
+				"job_id", l.ref.JobID, "err", err)
+		}
+	}
 	if err := h.Reap(ctx, l.ref); err != nil {
 		h.log().Warn("handing a waiting webhook attempt back to the queue failed; its lease lapses and a reaper does it",
 			"job_id", l.ref.JobID, "err", err)
@@ -704,6 +717,11 @@ func (h *WebhookHandler) handBack(ctx context.Context, l *Lease) {
 	}
 	h.d.Leases.releaseParked(l)
 }
+
+// firstPlace names the place in line that the first run of a delivery task asks for, with its
+// rate check beside its reads (a place is named after its task and attempt, so that the same
+// attempt finds it again).
+func firstPlace(task string) string { return task + "#r0" }
 
 // notDue reschedules the run of task, which started wait before its attempt is due (at). asynq
 // keeps retry times in whole seconds, so its retry would start the task early again, and again,

@@ -2,6 +2,7 @@ package jobs_test
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -103,6 +104,7 @@ func TestWebhookRoomShutdownHandsBack(t *testing.T) {
 	ctx := context.Background()
 	inspector := asynq.NewInspectorFromRedisClient(e.rdb)
 	waiting, handedBack := 0, 0
+	places := map[string]time.Time{} // of the attempts handed back: next_attempt_at
 	for _, id := range ids {
 		r, err := e.store.Get(ctx, e.key.ID, id)
 		if err != nil {
@@ -115,6 +117,9 @@ func TestWebhookRoomShutdownHandsBack(t *testing.T) {
 		owner := r.WebhookTask
 		if owner != "" {
 			handedBack++
+			if r.Webhook.NextAttemptAt != nil {
+				places[id] = *r.Webhook.NextAttemptAt
+			}
 		} else {
 			owner = "webhook:" + id + ":1"
 		}
@@ -131,11 +136,38 @@ func TestWebhookRoomShutdownHandsBack(t *testing.T) {
 	}
 
 	e.addWorker(o)
+	started := time.Now()
 	e.deliveredOnce(ids, 30*time.Second)
-	if got := len(rcv.got()); got != 5 {
-		t.Errorf("the receiver got %d requests, want 5", got)
+	hits := rcv.got()
+	if len(hits) != 5 {
+		t.Errorf("the receiver got %d requests, want 5", len(hits))
 	}
 	spaced(t, e.admits.sorted(), 1)
+	// A handed-back attempt keeps its place in line: the new task asks for it under its own
+	// name and is sent there, not behind every place still in the line. Checked for the places
+	// at least a second after the new worker started (an earlier one may pass before it runs).
+	checked := 0
+	for _, h := range hits {
+		var ev struct {
+			JobID string `json:"job_id"`
+		}
+		if err := json.Unmarshal(h.body, &ev); err != nil {
+			t.Fatal(err)
+		}
+		place, ok := places[ev.JobID]
+		if !ok || place.Sub(started) < time.Second {
+			continue
+		}
+		checked++
+		if late := h.at.Sub(place); late < -webhooks.RateGuard || late > 500*time.Millisecond {
+			t.Errorf("job %s handed back with its place at %s arrived %v after it: the place was not kept",
+				ev.JobID, place.Format(time.StampMilli), late)
+		}
+	}
+	if checked == 0 {
+		t.Errorf("no handed-back attempt had a place a second after the new worker started (places %v, started %s)",
+			places, started.Format(time.StampMilli))
+	}
 }
 
 // An attempt waiting in the Room when Redis goes away cannot be made at its place, nor handed

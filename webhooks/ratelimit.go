@@ -250,6 +250,27 @@ func (l *RateLimiter) GiveBack(ctx context.Context, url string, t Turn, member, 
 	return nil
 }
 
+// MovePlace gives place from in url's line to the attempt that will ask under the name to,
+// at the same time: the attempt that held it is to be made by another run, which names its
+// places differently (jobs hand an attempt waiting in a stopping worker to a new task). A place
+// that is gone (used, or lost when it passed) stays gone. The log keeps the same entries, so
+// the limit is unchanged. One round trip.
+func (l *RateLimiter) MovePlace(ctx context.Context, url, from, to string) error {
+	if err := movePlaceScript.Run(ctx, l.rdb, []string{rateKey(url)}, from, to).Err(); err != nil {
+		return fmt.Errorf("webhooks: moving a place in line: %w", err)
+	}
+	return nil
+}
+
+// movePlaceScript renames member ARGV[1] of log KEYS[1] to ARGV[2], keeping its score.
+var movePlaceScript = redis.NewScript(`
+local at = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not at then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[1], at, ARGV[2])
+return 1
+`)
+
 // giveBackScript removes a place (ARGV[1], "" = none), or the admission of member ARGV[3] at
 // ARGV[2] µs ("" = none), which rateScript logged as "<time>:<member>" at that score, and its
 // lease. KEYS[1] log, KEYS[2] leases.

@@ -238,6 +238,39 @@ func TestAcquireCapsAttemptsInFlight(t *testing.T) {
 	}
 }
 
+// MovePlace hands a place in line to another name at the same time: the attempt asking under
+// the new name finds it there; a place that is gone stays gone, and the log keeps its count.
+func TestMovePlace(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb := redistest.New(t)
+	l := newRateLimiter(rdb, 1, time.Minute)
+	const url = "https://hooks.example/moved"
+	if turn, err := l.Take(ctx, url, "a-run", "a", 0, 0); err != nil || turn.Wait != 0 {
+		t.Fatalf("first attempt: %+v, %v", turn, err)
+	}
+	held, err := l.Take(ctx, url, "b-run", "b", 0, 0)
+	if err != nil || !held.Placed {
+		t.Fatalf("second attempt: %+v, %v; want a place", held, err)
+	}
+	if err := l.MovePlace(ctx, url, "b", "c"); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.ZScore(ctx, rateKey(url), "b").Err(); !errors.Is(err, redis.Nil) {
+		t.Errorf("the old name is still in the log (%v)", err)
+	}
+	again, err := l.Take(ctx, url, "c-run", "c", 0, 0)
+	if err != nil || !again.Placed || !again.At.Equal(held.At) {
+		t.Errorf("asking under the new name: %+v, %v; want the place at %s", again, err, held.At.Format(time.StampMicro))
+	}
+	if err := l.MovePlace(ctx, url, "gone", "d"); err != nil {
+		t.Fatal(err)
+	}
+	if n := rdb.ZCard(ctx, rateKey(url)).Val(); n != 2 {
+		t.Errorf("the log holds %d entries, want the admission and the one place", n)
+	}
+}
+
 // A burst to one URL while its first attempts are still in flight: attempts the rate holds
 // back get their places in line whatever the cap on attempts in flight says, and the cap
 // holds back (unplaced) only attempts that the rate would admit, or places that come due

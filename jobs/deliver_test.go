@@ -643,8 +643,12 @@ func TestWebhookNotDueWaitsInLine(t *testing.T) {
 	if runs := e.runs.Load(); runs > 3 {
 		t.Errorf("%d task runs, want 2 (one early, one at its time)", runs)
 	}
-	if hits := rcv.got(); len(hits) != 1 || hits[0].at.Before(due) {
-		t.Errorf("arrivals %v, want one, not before %s", hits, due.Format(time.StampMilli))
+	hits := rcv.got()
+	if len(hits) != 1 {
+		t.Fatalf("%d arrivals, want 1", len(hits))
+	}
+	if hits[0].at.Before(due) {
+		t.Errorf("arrived at %s, before its attempt was due at %s", hits[0].at.Format(time.StampMilli), due.Format(time.StampMilli))
 	}
 }
 

@@ -2,7 +2,6 @@ package jobs_test
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -10,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
 
 	"github.com/linkhop/linkhop/jobs"
@@ -104,7 +104,8 @@ func TestWebhookRoomShutdownHandsBack(t *testing.T) {
 	ctx := context.Background()
 	inspector := asynq.NewInspectorFromRedisClient(e.rdb)
 	waiting, handedBack := 0, 0
-	places := map[string]time.Time{} // of the attempts handed back: next_attempt_at
+	places := map[string]time.Time{}    // of the attempts handed back: next_attempt_at, their places
+	handedOwners := map[string]string{} // their new tasks
 	for _, id := range ids {
 		r, err := e.store.Get(ctx, e.key.ID, id)
 		if err != nil {
@@ -117,6 +118,7 @@ func TestWebhookRoomShutdownHandsBack(t *testing.T) {
 		owner := r.WebhookTask
 		if owner != "" {
 			handedBack++
+			handedOwners[id] = owner
 			if r.Webhook.NextAttemptAt != nil {
 				places[id] = *r.Webhook.NextAttemptAt
 			}
@@ -135,39 +137,31 @@ func TestWebhookRoomShutdownHandsBack(t *testing.T) {
 		t.Errorf("%d job leases left after the shutdown (%v)", n, err)
 	}
 
-	e.addWorker(o)
-	started := time.Now()
-	e.deliveredOnce(ids, 30*time.Second)
-	hits := rcv.got()
-	if len(hits) != 5 {
-		t.Errorf("the receiver got %d requests, want 5", len(hits))
+	// Each handed-back attempt's place in line went to its new task, renamed for that task's
+	// first run to ask under, at the same time: the new task is sent there, not behind every
+	// place still in the line.
+	logs, err := e.rdb.Keys(ctx, "linkhop:webhook:*:rate").Result()
+	if err != nil || len(logs) != 1 {
+		t.Fatalf("rate logs %v (%v), want the one URL's", logs, err)
 	}
-	spaced(t, e.admits.sorted(), 1)
-	// A handed-back attempt keeps its place in line: the new task asks for it under its own
-	// name and is sent there, not behind every place still in the line. Checked for the places
-	// at least a second after the new worker started (an earlier one may pass before it runs).
-	checked := 0
-	for _, h := range hits {
-		var ev struct {
-			JobID string `json:"job_id"`
-		}
-		if err := json.Unmarshal(h.body, &ev); err != nil {
-			t.Fatal(err)
-		}
-		place, ok := places[ev.JobID]
-		if !ok || place.Sub(started) < time.Second {
+	for id, owner := range handedOwners {
+		at, err := e.rdb.ZScore(ctx, logs[0], owner+"#r0").Result()
+		if err != nil {
+			t.Errorf("job %s: no place in line under its new task %s (%v)", id, owner, err)
 			continue
 		}
-		checked++
-		if late := h.at.Sub(place); late < -webhooks.RateGuard || late > 500*time.Millisecond {
-			t.Errorf("job %s handed back with its place at %s arrived %v after it: the place was not kept",
-				ev.JobID, place.Format(time.StampMilli), late)
+		if got := time.UnixMicro(int64(at)).UTC().Truncate(time.Millisecond); !got.Equal(places[id]) {
+			t.Errorf("job %s: its new task's place is at %s, want the one it waited for, %s", id,
+				got.Format(time.StampMilli), places[id].Format(time.StampMilli))
 		}
 	}
-	if checked == 0 {
-		t.Errorf("no handed-back attempt had a place a second after the new worker started (places %v, started %s)",
-			places, started.Format(time.StampMilli))
+
+	e.addWorker(o)
+	e.deliveredOnce(ids, 30*time.Second)
+	if got := len(rcv.got()); got != 5 {
+		t.Errorf("the receiver got %d requests, want 5", got)
 	}
+	spaced(t, e.admits.sorted(), 1)
 }
 
 // An attempt waiting in the Room when Redis goes away cannot be made at its place, nor handed
@@ -304,5 +298,46 @@ func TestWebhookRoomParksLeases(t *testing.T) {
 	}
 	if runs := e.runs.Load(); runs != 4 {
 		t.Errorf("%d task runs for 4 events", runs)
+	}
+}
+
+// A task that starts before its attempt is due and finds, in its early rate check, a place in
+// line kept for it at that time (a handed-back attempt's, renamed for it) waits for that place
+// in the Room: one run of the task, where giving the place back as not due would take a
+// second run and lose the place.
+func TestWebhookNotDueKeepsItsPlace(t *testing.T) {
+	t.Parallel()
+	e := newHookEnv(t, hookOptions{policy: fastPolicy(), guard: loopback, room: true})
+	rcv := newReceiver(t, 204)
+	url := rcv.URL + "/kept"
+	ctx := context.Background()
+	// The URL's rate spent for the next second, and then a place kept under the name the
+	// task's first run asks for.
+	lim := webhooks.NewRateLimiter(e.rdb, fastPolicy().Rate())
+	for i := range fastPolicy().Rate() {
+		if turn, err := lim.Take(ctx, url, "fill-"+strconv.Itoa(i), "", 0, 0); err != nil || turn.Wait != 0 {
+			t.Fatalf("filling the rate: %+v, %v", turn, err)
+		}
+	}
+	id := uuid.NewString()
+	turn, err := lim.Take(ctx, url, "kept", "webhook:"+id+":1#r0", 0, 0)
+	if err != nil || !turn.Placed {
+		t.Fatalf("the kept place: %+v, %v", turn, err)
+	}
+	due := turn.At.UTC().Truncate(time.Millisecond)
+	e.finishedJob(url, func(r *jobs.Record) {
+		r.ID = id
+		r.Webhook.NextAttemptAt = &due
+	})
+	e.deliveredOnce([]string{id}, 30*time.Second)
+	if runs := e.runs.Load(); runs != 1 {
+		t.Errorf("%d task runs, want 1 (held for its place in the Room)", runs)
+	}
+	hits := rcv.got()
+	if len(hits) != 1 {
+		t.Fatalf("%d arrivals, want 1", len(hits))
+	}
+	if early := due.Sub(hits[0].at); early > webhooks.RateGuard {
+		t.Errorf("arrived %v before its place", early)
 	}
 }

@@ -733,12 +733,7 @@ func (h *WebhookHandler) notDue(ctx context.Context, task string, at time.Time, 
 		return &notDueError{wait: wait}
 	}
 	at = at.Add(lineLead) // the Line makes a task pending lineLead before its place
-	var place *redis.IntCmd
-	_, _ = h.d.Store.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
-		place = h.d.Line.placeIn(ctx, pl, task, at)
-		return nil
-	})
-	if err := place.Err(); err != nil {
+	if err := h.d.Line.placeIn(ctx, h.d.Store.rdb, task, at).Err(); err != nil {
 		h.log().Warn("placing a webhook task started early in line", "task", task, "err", err)
 		return &notDueError{wait: wait}
 	}

@@ -104,9 +104,10 @@ func newLine(rdb redis.UniversalClient, log *slog.Logger, idle *idleBackoff) *Li
 		stop: make(chan struct{}), done: make(chan struct{})}
 }
 
-// placeIn adds to pipeline p the place of task at time at (Redis's clock, from the limiter).
-func (l *Line) placeIn(ctx context.Context, p redis.Pipeliner, task string, at time.Time) *redis.IntCmd {
-	return p.ZAdd(ctx, lineKey, redis.Z{Score: float64(at.UnixMilli()), Member: task})
+// placeIn writes the place of task at time at (Redis's clock) with c: a pipeline that sends
+// it with other commands, or the client, alone.
+func (l *Line) placeIn(ctx context.Context, c redis.Cmdable, task string, at time.Time) *redis.IntCmd {
+	return c.ZAdd(ctx, lineKey, redis.Z{Score: float64(at.UnixMilli()), Member: task})
 }
 
 // placed tells the Line of a place written at time at (Redis's clock), so that it passes in

@@ -517,7 +517,7 @@ func (h *WebhookHandler) attempt(ctx context.Context, p WebhookPayload, task str
 	// every way on from a write that landed then ends the run without error.
 	var delay time.Duration
 	var retry, applied, mine bool
-	var retryAt time.Time
+	var retryAt, lineAt time.Time
 	var lined *redis.IntCmd
 	var td *taskDone
 	if o.Delivered {
@@ -551,7 +551,9 @@ func (h *WebhookHandler) attempt(ctx context.Context, p WebhookPayload, task str
 			// The retry's task takes a place in the Line at the retry's time, so that it starts
 			// then, not up to a second early as asynq's whole seconds would have it (notDue). A
 			// run from the Room has no task of its own: its caller hands the retry back.
-			lined = h.d.Line.placeIn(wctx, pl, task, retryAt.Add(lineLead))
+			// retryAt is of this worker's clock, which the retry's run checks it against.
+			lineAt = h.d.Line.onRedisClock(retryAt).Add(lineLead)
+			lined = h.d.Line.placeIn(wctx, pl, task, lineAt)
 		}
 		return nil
 	})
@@ -582,7 +584,7 @@ func (h *WebhookHandler) attempt(ctx context.Context, p WebhookPayload, task str
 		log.Info("webhook attempt failed; retrying", append(attrs, "error", o.Describe(), "retry_in", delay)...)
 		re := &retryError{err: fmt.Errorf("jobs: webhook attempt %d failed: %s", st.Attempts, o.Describe()), delay: delay}
 		if lined != nil && lined.Err() == nil {
-			h.d.Line.placed(retryAt.Add(lineLead))
+			h.d.Line.placed(lineAt)
 			re.lined = true
 		}
 		return false, re
@@ -732,7 +734,7 @@ func (h *WebhookHandler) notDue(ctx context.Context, task string, at time.Time, 
 	if h.d.Line == nil {
 		return &notDueError{wait: wait}
 	}
-	at = at.Add(lineLead) // the Line makes a task pending lineLead before its place
+	at = h.d.Line.onRedisClock(at).Add(lineLead) // the Line makes a task pending lineLead before its place
 	if err := h.d.Line.placeIn(ctx, h.d.Store.rdb, task, at).Err(); err != nil {
 		h.log().Warn("placing a webhook task started early in line", "task", task, "err", err)
 		return &notDueError{wait: wait}

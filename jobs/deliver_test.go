@@ -629,6 +629,78 @@ func TestWebhookRetryOnTime(t *testing.T) {
 	}
 }
 
+// A retry's time is of its worker's clock, which its run checks it against; its place in the
+// Line is on Redis's, moved by the skew of the clocks that the Line reads. Here the Line is
+// told that Redis's clock runs a second ahead (on one machine the two agree, so the place is a
+// second late in real terms, and asynq's own retry starts the task): without the skew, a
+// place on a worker that far behind would start the retry a second early, find it not due and
+// go round until the worker's clock caught up.
+func TestWebhookRetryOnRedisClock(t *testing.T) {
+	t.Parallel()
+	p := fastPolicy()
+	p.BackoffBase = 1500 * time.Millisecond
+	e := newHookEnv(t, hookOptions{policy: p, guard: loopback})
+	const skew = time.Second
+	jobs.SetClockSkew(e.workers[0].Line(), skew)
+	rcv := newReceiver(t, 500, 204)
+	id := e.finishedJob(rcv.URL + "/skew").ID
+	ctx := context.Background()
+	var retryAt time.Time
+	deadline := time.Now().Add(10 * time.Second)
+	for retryAt.IsZero() {
+		if time.Now().After(deadline) {
+			t.Fatal("the first attempt was not recorded")
+		}
+		time.Sleep(5 * time.Millisecond)
+		r, err := e.store.Get(ctx, e.key.ID, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w := r.Webhook; w != nil && w.Attempts == 1 && w.NextAttemptAt != nil {
+			retryAt = *w.NextAttemptAt
+		}
+	}
+	e.placedAt(retryAt.Add(skew + jobs.LineLead))
+	if st := e.waitWebhook(id, 30*time.Second); st.Status != webhooks.StatusDelivered || st.Attempts != 2 {
+		t.Fatalf("webhook %+v, want delivered at the second attempt", st)
+	}
+	if runs := e.runs.Load(); runs > 3 {
+		t.Errorf("%d task runs for two attempts, want 2", runs)
+	}
+}
+
+// The same for a task that starts before its attempt is due: its place is the attempt's time
+// on Redis's clock.
+func TestWebhookNotDueOnRedisClock(t *testing.T) {
+	t.Parallel()
+	e := newHookEnv(t, hookOptions{policy: fastPolicy(), guard: loopback})
+	const skew = time.Second
+	jobs.SetClockSkew(e.workers[0].Line(), skew)
+	rcv := newReceiver(t, 204)
+	due := time.Now().Add(1500 * time.Millisecond).UTC().Truncate(time.Millisecond)
+	e.finishedJob(rcv.URL+"/due", func(r *jobs.Record) { r.Webhook.NextAttemptAt = &due })
+	deadline := time.Now().Add(10 * time.Second)
+	for e.runs.Load() == 0 || e.rdb.ZCard(context.Background(), jobs.LineKey).Val() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the early run took no place in line")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	e.placedAt(due.Add(skew + jobs.LineLead))
+}
+
+// placedAt checks that the Line holds one place, at time at.
+func (e *hookEnv) placedAt(at time.Time) {
+	e.t.Helper()
+	places, err := e.rdb.ZRangeWithScores(context.Background(), jobs.LineKey, 0, -1).Result()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if len(places) != 1 || int64(places[0].Score) != at.UnixMilli() {
+		e.t.Fatalf("places in line %v, want one at %d (the attempt's time, the skew and the lead)", places, at.UnixMilli())
+	}
+}
+
 // A delivery task that starts before its attempt is due (asynq, which keeps retry times in
 // whole seconds, starts a retry up to a second early) takes a place in the Line at the
 // attempt's time and comes back then, once, not on every pass of asynq's forwarder.

@@ -25,3 +25,18 @@ func RoomLen(r *Room) int {
 	defer r.mu.Unlock()
 	return r.n
 }
+
+// SetClockSkew makes l read Redis's clock d ahead of this process's (behind, for d < 0) until
+// its passes have read the clocks often enough to replace every reading.
+func SetClockSkew(l *Line, d time.Duration) {
+	for range len(l.seen.r) {
+		l.skew.Store(int64(l.seen.add(d)))
+	}
+}
+
+// LineKey is the sorted set of places in line; LineLead how long before its place a task is
+// made pending.
+const (
+	LineKey  = lineKey
+	LineLead = lineLead
+)

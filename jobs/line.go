@@ -93,6 +93,13 @@ type Line struct {
 	first time.Time // the earliest place this process wrote since the last pass
 	kick  chan struct{}
 
+	// skew is Redis's clock minus this process's, in ns, as the passes measure it: places are
+	// on Redis's clock, and a time this process reckoned (a retry's next_attempt_at) is moved
+	// onto it (onRedisClock) before it becomes a place. seen holds the last passes' readings,
+	// written by the pass in progress only.
+	skew atomic.Int64
+	seen skewReadings
+
 	started  atomic.Bool
 	stopOnce sync.Once
 	stop     chan struct{}
@@ -105,9 +112,20 @@ func newLine(rdb redis.UniversalClient, log *slog.Logger, idle *idleBackoff) *Li
 }
 
 // placeIn writes the place of task at time at (Redis's clock) with c: a pipeline that sends
-// it with other commands, or the client, alone.
+// it with other commands, or the client, alone. A time of this process's clock goes through
+// onRedisClock first.
 func (l *Line) placeIn(ctx context.Context, c redis.Cmdable, task string, at time.Time) *redis.IntCmd {
 	return c.ZAdd(ctx, lineKey, redis.Z{Score: float64(at.UnixMilli()), Member: task})
+}
+
+// onRedisClock gives the time of Redis's clock at which this process's clock reads t, by the
+// skew the Line's last pass measured (none before its first). A task placed at a time its
+// worker reckoned (a retry's next_attempt_at, which the run then checks against its own
+// clock) must come due when that clock reaches it: placed at t as read, it would start early on
+// a worker whose clock is behind Redis's, be found not due, be placed again at a time already
+// past and go round every few milliseconds until the worker's clock caught up.
+func (l *Line) onRedisClock(t time.Time) time.Time {
+	return t.Add(time.Duration(l.skew.Load()))
 }
 
 // placed tells the Line of a place written at time at (Redis's clock), so that it passes in
@@ -149,8 +167,6 @@ func (l *Line) run() {
 		case <-l.done:
 		}
 	}()
-	// skew is Redis's clock minus this process's, from the last pass: places are on Redis's.
-	var skew time.Duration
 	next := time.Now()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -163,7 +179,7 @@ func (l *Line) run() {
 			l.mu.Lock()
 			first := l.first
 			l.mu.Unlock()
-			if at := first.Add(-skew - lineLead); !first.IsZero() && at.Before(next) {
+			if at := first.Add(-time.Duration(l.skew.Load()) - lineLead); !first.IsZero() && at.Before(next) {
 				next = at
 			}
 			continue
@@ -172,7 +188,7 @@ func (l *Line) run() {
 		l.mu.Lock()
 		l.first = time.Time{}
 		l.mu.Unlock()
-		moved, now, nextAt, err := l.pass(ctx)
+		moved, _, nextAt, err := l.pass(ctx)
 		switch {
 		case err != nil && ctx.Err() != nil:
 			return
@@ -184,9 +200,8 @@ func (l *Line) run() {
 		if moved > 0 {
 			l.idle.nudge() // a held poll must not keep the task from its place
 		}
-		skew = time.Until(now)
 		next = time.Now().Add(lineIdlePass)
-		if at := nextAt.Add(-skew - lineLead); !nextAt.IsZero() && at.Before(next) {
+		if at := nextAt.Add(-time.Duration(l.skew.Load()) - lineLead); !nextAt.IsZero() && at.Before(next) {
 			next = at
 		}
 		if soonest := time.Now().Add(lineMinGap); next.Before(soonest) {
@@ -196,7 +211,8 @@ func (l *Line) run() {
 }
 
 // pass runs lineScript once: how many tasks it moved, Redis's time, and the next place's
-// time (zero: none).
+// time (zero: none). It also reads the skew of the clocks: Redis's time against this
+// process's once the reply is in.
 func (l *Line) pass(ctx context.Context) (moved int64, now, next time.Time, err error) {
 	res, err := lineScript.Run(ctx, l.rdb, []string{lineKey, "asynq:{" + QueueWebhooks + "}:retry", pendingKey(QueueWebhooks)},
 		taskKey(QueueWebhooks, ""), lineLead.Milliseconds(), strconv.FormatInt(time.Now().UnixNano(), 10),
@@ -210,5 +226,29 @@ func (l *Line) pass(ctx context.Context) (moved int64, now, next time.Time, err 
 	if res[2] >= 0 {
 		next = time.UnixMilli(res[2])
 	}
-	return res[0], time.UnixMilli(res[1]), next, nil
+	now = time.UnixMilli(res[1])
+	l.skew.Store(int64(l.seen.add(time.Until(now))))
+	return res[0], now, next, nil
+}
+
+// skewReadings keeps the last readings of the clocks' skew and gives the largest. A reading is
+// Redis's time less this process's clock when the reply came back, so it falls short of the
+// skew by the reply's time on the way and by Redis's time cut to the millisecond, and never
+// exceeds it: the largest of the last few is the closest. That errs on the safe side, too: a
+// place reckoned a little late starts its task a little late, while one reckoned early, by
+// more than notDueSlack, would find its attempt not due. One slow reply (a busy worker) must
+// not be taken for a skew.
+type skewReadings struct {
+	r [16]time.Duration
+	n int
+}
+
+func (s *skewReadings) add(d time.Duration) time.Duration {
+	s.r[s.n%len(s.r)] = d
+	s.n++
+	m := d
+	for _, v := range s.r[:min(s.n, len(s.r))] {
+		m = max(m, v)
+	}
+	return m
 }

@@ -207,3 +207,39 @@ func TestLinePassIdlePoll(t *testing.T) {
 		t.Errorf("IsIdlePoll on an empty pass, then a pass that moved a task: %v, want [true false]", seen.verdicts)
 	}
 }
+
+// The skew is the largest of the last readings: a slow reply, which reads Redis's clock
+// behind, does not lower it, and a reading ages out after len(r) more.
+func TestSkewReadings(t *testing.T) {
+	t.Parallel()
+	var s skewReadings
+	if got := s.add(3 * time.Millisecond); got != 3*time.Millisecond {
+		t.Fatalf("first reading: %v", got)
+	}
+	if got := s.add(-200 * time.Millisecond); got != 3*time.Millisecond {
+		t.Errorf("after a slow reply: %v, want 3ms", got)
+	}
+	for range len(s.r) - 2 {
+		s.add(time.Millisecond)
+	}
+	if got := s.add(time.Millisecond); got != time.Millisecond {
+		t.Errorf("after %d more readings: %v, want 1ms (the 3ms one aged out)", len(s.r), got)
+	}
+}
+
+// A pass reads the skew: on one machine, Redis's clock and this process's agree within the
+// reply's time (and the millisecond Redis's time is cut to).
+func TestLinePassReadsSkew(t *testing.T) {
+	t.Parallel()
+	l := newLine(redistest.New(t), slog.New(slog.DiscardHandler), newIdleBackoff(nil))
+	if _, _, _, err := l.pass(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Duration(l.skew.Load()); d > time.Millisecond || d < -time.Second {
+		t.Errorf("skew %v on one machine", d)
+	}
+	at := time.Now()
+	if got := l.onRedisClock(at); got.Sub(at) != time.Duration(l.skew.Load()) {
+		t.Errorf("onRedisClock moved %v by %v, want the skew", at, got.Sub(at))
+	}
+}

@@ -418,10 +418,11 @@ func (h *WebhookHandler) attempt(ctx context.Context, p WebhookPayload, task str
 		return false, nil
 	}
 	url := rec.Webhook.URL
-	if next := rec.Webhook.NextAttemptAt; next != nil {
+	if next := rec.Webhook.NextAttemptAt; next != nil && !rec.Webhook.Held {
 		// Not due yet, unless the early check gave the attempt a place no earlier than that
 		// (a task handed back from a stopping worker's Room finds the place it waited for):
-		// then it waits for the place, which giving it back would lose.
+		// then it waits for the place, which giving it back would lose. A held-back attempt's
+		// time (Held) is not waited for: the rate and the cap decide when it goes.
 		placed := taken != nil && turnErr == nil && turn.Placed && !turn.At.Before(next.Add(-notDueSlack))
 		if wait := time.Until(*next); wait > notDueSlack && !placed {
 			giveBack()
@@ -638,7 +639,7 @@ func (h *WebhookHandler) holdBack(ctx context.Context, snap Snapshot, a heldAtte
 				if !current(r.Webhook, a.p.Generation) {
 					return ErrNoChange
 				}
-				r.Webhook.NextAttemptAt = &next
+				r.Webhook.NextAttemptAt, r.Webhook.Held = &next, true
 				return nil
 			})
 		}
@@ -752,7 +753,7 @@ func (h *WebhookHandler) giveUp(ctx context.Context, snap Snapshot, p WebhookPay
 		}
 		r.Webhook.Status = webhooks.StatusFailed
 		r.Webhook.LastError = &reason
-		r.Webhook.NextAttemptAt = nil
+		r.Webhook.NextAttemptAt, r.Webhook.Held = nil, false
 		return nil
 	})
 	if err != nil {

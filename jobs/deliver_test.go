@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -49,8 +50,9 @@ type hookEnv struct {
 // admissions records, from the rate script's replies on the workers' clients, the Redis time
 // of every attempt the per-URL limiter admitted: the limiter's exact rule is on these.
 type admissions struct {
-	mu sync.Mutex
-	at []int64 // µs, Redis clock
+	mu    sync.Mutex
+	at    []int64 // µs, Redis clock
+	given int     // admissions given back
 }
 
 func (a *admissions) DialHook(next redis.DialHook) redis.DialHook { return next }
@@ -71,10 +73,22 @@ func (a *admissions) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	}
 }
 
-// note records cmd's admission when it is the rate script's and admitted.
+// note records cmd's admission when it is the rate script's and admitted, and takes one back
+// when cmd gives it back (the give-back script's 3 arguments, the second the admission's time).
 func (a *admissions) note(cmd redis.Cmder) {
 	args := cmd.Args()
 	if cmd.Err() != nil || len(args) < 4 || !strings.HasSuffix(fmt.Sprint(args[3]), ":rate") {
+		return
+	}
+	if len(args) == 8 && fmt.Sprint(args[2]) == "2" {
+		if at, err := strconv.ParseInt(fmt.Sprint(args[6]), 10, 64); err == nil {
+			a.mu.Lock()
+			if i := slices.Index(a.at, at); i >= 0 {
+				a.at = slices.Delete(a.at, i, i+1)
+				a.given++
+			}
+			a.mu.Unlock()
+		}
 		return
 	}
 	if c, ok := cmd.(*redis.Cmd); ok {
@@ -85,6 +99,12 @@ func (a *admissions) note(cmd redis.Cmder) {
 			a.mu.Unlock()
 		}
 	}
+}
+
+func (a *admissions) givenBack() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.given
 }
 
 func (a *admissions) sorted() []int64 {
@@ -626,6 +646,27 @@ func TestWebhookRetryOnTime(t *testing.T) {
 	}
 	if gap := hits[1].at.Sub(hits[0].at); gap < 1200*time.Millisecond {
 		t.Errorf("the retry came %v after the first attempt, before its backoff (1.5 s ± 20 %%)", gap)
+	}
+}
+
+// A task that starts before a held-back attempt's time (Held: when it was to ask again or its
+// place in line, not a retry's backoff) does not wait for it: the rate and the cap decide,
+// and here they let it go at once, in one run.
+func TestWebhookHeldTimeNotWaitedFor(t *testing.T) {
+	t.Parallel()
+	e := newHookEnv(t, hookOptions{policy: fastPolicy(), guard: loopback})
+	rcv := newReceiver(t, 204)
+	due := time.Now().Add(3 * time.Second).UTC().Truncate(time.Millisecond)
+	r := e.finishedJob(rcv.URL+"/held", func(r *jobs.Record) { r.Webhook.NextAttemptAt, r.Webhook.Held = &due, true })
+	e.deliveredOnce([]string{r.ID}, 30*time.Second)
+	if hits := rcv.got(); len(hits) != 1 || !hits[0].at.Before(due) {
+		t.Errorf("%d arrivals, want one before the held-back time %s", len(hits), due.Format(time.StampMilli))
+		for _, h := range hits {
+			t.Logf("arrived at %s", h.at.Format(time.StampMilli))
+		}
+	}
+	if runs := e.runs.Load(); runs != 1 {
+		t.Errorf("%d task runs, want 1", runs)
 	}
 }
 

@@ -46,6 +46,11 @@ type State struct {
 	// delivery task's bookkeeping (a task of an older generation does nothing) and part of
 	// the webhook-id; it is stored with the record but is not part of the API's object.
 	Generation int `json:"generation,omitempty"`
+	// Held says that NextAttemptAt is a held-back attempt's (when it asks again, or its place
+	// in line), not a retry's time set by a failed attempt's backoff or Retry-After: a task
+	// that starts before it need not wait for it, since the rate and the cap on attempts in
+	// flight decide when it may go. Stored like Generation, not part of the API's object.
+	Held bool `json:"held,omitempty"`
 }
 
 // NewState is the state of a delivery that has just been queued: pending, no attempts yet,
@@ -71,10 +76,12 @@ func (s *State) Redeliver(now time.Time) {
 	s.Status = StatusPending
 	s.Attempts = 0
 	s.NextAttemptAt = &next
+	s.Held = false
 }
 
 // MarshalJSON writes the object with timestamps as RFC 3339 UTC milliseconds, null for the
-// ones not set, in the field order of docs/webhooks.md#the-event (then generation, when set).
+// ones not set, in the field order of docs/webhooks.md#the-event (then generation and held,
+// when set).
 func (s State) MarshalJSON() ([]byte, error) {
 	return marshalNoEscape(struct {
 		URL            string  `json:"url"`
@@ -85,6 +92,7 @@ func (s State) MarshalJSON() ([]byte, error) {
 		LastError      *string `json:"last_error"`
 		NextAttemptAt  *string `json:"next_attempt_at"`
 		Generation     int     `json:"generation,omitempty"`
+		Held           bool    `json:"held,omitempty"`
 	}{
 		URL:            s.URL,
 		Status:         s.Status,
@@ -94,6 +102,7 @@ func (s State) MarshalJSON() ([]byte, error) {
 		LastError:      s.LastError,
 		NextAttemptAt:  stamp.FormatPtr(s.NextAttemptAt),
 		Generation:     s.Generation,
+		Held:           s.Held,
 	})
 }
 

@@ -78,6 +78,11 @@ func TestStateJSON(t *testing.T) {
 				LastAttemptAt: ptr(at.In(time.FixedZone("X", -5*3600))), LastStatusCode: ptr(500), LastError: ptr("receiver answered 500 Internal Server Error")},
 			want: `{"url":"https://hooks.example/x?a=1&b=2","status":"failed","attempts":4,"last_attempt_at":"2026-06-05T12:00:00.007Z","last_status_code":500,"last_error":"receiver answered 500 Internal Server Error","next_attempt_at":null}`,
 		},
+		{
+			name: "held back",
+			in:   State{URL: "https://hooks.example/x", Status: StatusPending, NextAttemptAt: &at, Generation: 1, Held: true},
+			want: `{"url":"https://hooks.example/x","status":"pending","attempts":0,"last_attempt_at":null,"last_status_code":null,"last_error":null,"next_attempt_at":"2026-06-05T12:00:00.007Z","generation":1,"held":true}`,
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -117,7 +122,7 @@ func TestStateRedeliver(t *testing.T) {
 	t.Parallel()
 	at := time.Date(2026, 6, 5, 12, 0, 0, 0, time.UTC)
 	// Generation 0: a record from before generations existed counts as the first.
-	s := State{URL: "https://h.example", Status: StatusFailed, Attempts: 4, LastStatusCode: ptr(500), LastError: ptr("x")}
+	s := State{URL: "https://h.example", Status: StatusFailed, Attempts: 4, LastStatusCode: ptr(500), LastError: ptr("x"), Held: true}
 	if s.Pending() || s.CurrentGeneration() != 1 {
 		t.Fatal("failed state is pending, or not generation 1")
 	}

@@ -146,7 +146,7 @@ func (p Policy) Apply(s *State, o Outcome, at time.Time) (delay time.Duration, r
 		s.LastStatusCode = &code
 	}
 	s.LastError = nil
-	s.NextAttemptAt = nil
+	s.NextAttemptAt, s.Held = nil, false
 	if o.Delivered {
 		s.Status = StatusDelivered
 		return 0, false

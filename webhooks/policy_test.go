@@ -106,7 +106,11 @@ func TestApplySequences(t *testing.T) {
 			s := NewState("https://h.example", at)
 			for i := 0; ; i++ {
 				o := tt.answers[min(i, len(tt.answers)-1)]
+				s.Held = true // held back before this attempt: the attempt's own time replaces it
 				delay, retry := p.Apply(s, o, at)
+				if s.Held {
+					t.Fatalf("after attempt %d: still marked held back", s.Attempts)
+				}
 				if !retry {
 					break
 				}

@@ -45,10 +45,12 @@ const keyPrefix = "linkhop:webhook:"
 // attempt, scored by its expiry, and an admitted attempt takes a lease that Release gives back
 // when the attempt ends. The cap is checked after the rate: an attempt the rate holds back gets
 // its place whatever is in flight now (a burst to a URL is placed in line, not told to ask
-// again, while its first attempts are being sent). One the rate would admit, or a place come
-// due, that finds the cap reached waits (at most a second at a time, since a lease usually
-// ends long before it expires) and is told so as unplaced (its place stays in the log until it
-// comes back, most likely too late for it).
+// again, while its first attempts are being sent). A place come due that finds the cap reached
+// is dropped, unused, and when the line reaches past now the attempt gets a new place at its
+// end at once, which it waits for like any place (a receiver slower than the line's spacing:
+// every place that comes due while the attempts before it are still being sent). One the rate
+// would admit now that finds the cap reached waits (at most a second at a time, since a lease
+// usually ends long before it expires) and is told so as unplaced.
 //
 // KEYS[1] log, KEYS[2] leases; ARGV[1] limit; ARGV[2] window µs; ARGV[3] the attempt's lease
 // name, unique per run; ARGV[4] cap of attempts in flight (0 = none); ARGV[5] lease length µs;
@@ -81,24 +83,40 @@ if place ~= '' then
     end
   end
 end
-if not mine then
+-- The first moment the limit allows after every entry, admitted or placed; nil when that is
+-- not after now.
+local function nextFree()
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-  if redis.call('ZCARD', KEYS[1]) >= limit then
-    local nth = redis.call('ZRANGE', KEYS[1], -limit, -limit, 'WITHSCORES')
-    local free = nth[2] + window
-    if free > now then
-      if place == '' then
-        return {free - now, now, 0, 0}
-      end
-      redis.call('ZADD', KEYS[1], free, place)
-      keep()
-      return {free - now, now, 0, 1}
+  if redis.call('ZCARD', KEYS[1]) < limit then return nil end
+  local nth = redis.call('ZRANGE', KEYS[1], -limit, -limit, 'WITHSCORES')
+  local free = nth[2] + window
+  if free > now then return free end
+  return nil
+end
+local function takePlace(free)
+  redis.call('ZADD', KEYS[1], free, place)
+  keep()
+  return {free - now, now, 0, 1}
+end
+if not mine then
+  local free = nextFree()
+  if free then
+    if place == '' then
+      return {free - now, now, 0, 0}
     end
+    return takePlace(free)
   end
 end
 if cap > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
   if redis.call('ZCARD', KEYS[2]) >= cap then
+    if mine then
+      -- A place come due with the cap reached: it was not used, so it goes, and when the line
+      -- reaches past now the attempt takes a new place at its end at once.
+      redis.call('ZREM', KEYS[1], place)
+      local free = nextFree()
+      if free then return takePlace(free) end
+    end
     local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
     local wait = first[2] - now
     if wait > 1000000 then wait = 1000000 end

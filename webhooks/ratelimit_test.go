@@ -305,12 +305,15 @@ func TestPlacesWhileCapReached(t *testing.T) {
 	if !turn.Placed || !turn.At.Equal(first.Add(window)) {
 		t.Fatalf("over the rate with the cap reached: %+v, want a place at %s", turn, first.Add(window).Format(time.StampMicro))
 	}
-	// At its place the cap is still reached: held back without one, its entry kept until it
-	// asks again.
+	// At its place the cap is still reached, and nobody is in line behind it: held back
+	// without a place, since the rate would let it through now, and its unused entry dropped.
 	time.Sleep(time.Until(turn.At))
 	again := take("b3", l, 3)
 	if again.Wait <= 0 || again.Placed {
 		t.Fatalf("a place come due with the cap reached: %+v, want held back unplaced", again)
+	}
+	if err := rdb.ZScore(ctx, rateKey(url), "b3").Err(); !errors.Is(err, redis.Nil) {
+		t.Errorf("the unused place is still in the log: %v", err)
 	}
 	// A limiter with room in its rate but not its cap holds back unplaced, and takes nothing.
 	wide := newRateLimiter(rdb, 100, window)
@@ -320,6 +323,56 @@ func TestPlacesWhileCapReached(t *testing.T) {
 	for _, m := range rdb.ZRange(ctx, rateKey(url), 0, -1).Val() {
 		if m == "w" || strings.HasSuffix(m, ":w-run") {
 			t.Errorf("the log holds %q for an attempt the cap held back", m)
+		}
+	}
+}
+
+// A place that comes due while the cap is reached, with a line behind it, is exchanged at once
+// for a new place at the end of the line: the attempt waits for that, instead of asking again
+// blindly within a second and then being placed there anyway.
+func TestPlaceDueAtCapTakesNewPlace(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb := redistest.New(t)
+	const window = 300 * time.Millisecond
+	l := newRateLimiter(rdb, 3, window)
+	const url = "https://hooks.example/slow"
+	take := func(place string) Turn {
+		t.Helper()
+		turn, err := l.Take(ctx, url, place+"-run", place, 3, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return turn
+	}
+	for i := range 3 {
+		if turn := take(fmt.Sprint("s", i)); turn.Wait != 0 {
+			t.Fatalf("attempt %d under the limit and the cap: %+v", i, turn)
+		}
+	}
+	// Three in flight for good; four more in line, the last a window after the first.
+	places := make([]Turn, 4)
+	for i := range places {
+		if places[i] = take(fmt.Sprint("s", 3+i)); !places[i].Placed {
+			t.Fatalf("attempt %d over the rate: %+v, want a place", 3+i, places[i])
+		}
+	}
+	time.Sleep(time.Until(places[0].At))
+	again := take("s3")
+	// Its new place: a window after the third-latest entry of the log, which is now s4's.
+	if want := places[1].At.Add(window); !again.Placed || !again.At.Equal(want) {
+		t.Fatalf("a place come due with the cap reached and a line behind: %+v, want a new place at %s",
+			again, want.Format(time.StampMicro))
+	}
+	score, err := rdb.ZScore(ctx, rateKey(url), "s3").Result()
+	if err != nil || int64(score) != again.At.UnixMicro() {
+		t.Errorf("the log holds s3 at %v (%v), want its new place %d", score, err, again.At.UnixMicro())
+	}
+	// The rule still holds over the log: no window holds more than 3.
+	entries := rdb.ZRangeWithScores(ctx, rateKey(url), 0, -1).Val()
+	for i := 3; i < len(entries); i++ {
+		if d := time.Duration(entries[i].Score-entries[i-3].Score) * time.Microsecond; d < window {
+			t.Errorf("entries %v and %v are %v apart: 4 in one window", entries[i-3], entries[i], d)
 		}
 	}
 }

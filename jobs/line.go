@@ -95,8 +95,7 @@ type Line struct {
 
 	// skew is Redis's clock minus this process's, in ns, as the passes measure it: places are
 	// on Redis's clock, and a time this process reckoned (a retry's next_attempt_at) is moved
-	// onto it (onRedisClock) before it becomes a place. seen holds the last passes' readings,
-	// written by the pass in progress only.
+	// onto it (onRedisClock) before it becomes a place. seen holds the last passes' readings.
 	skew atomic.Int64
 	seen skewReadings
 
@@ -239,11 +238,14 @@ func (l *Line) pass(ctx context.Context) (moved int64, now, next time.Time, err 
 // more than notDueSlack, would find its attempt not due. One slow reply (a busy worker) must
 // not be taken for a skew.
 type skewReadings struct {
-	r [16]time.Duration
-	n int
+	mu sync.Mutex // a pass writes; tests too (SetClockSkew)
+	r  [16]time.Duration
+	n  int
 }
 
 func (s *skewReadings) add(d time.Duration) time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.r[s.n%len(s.r)] = d
 	s.n++
 	m := d

@@ -297,14 +297,16 @@ func (h *WebhookHandler) process(ctx context.Context, t *asynq.Task) error {
 	return err
 }
 
-// heldAttempt is an attempt waiting in the Room for its place in line: the delivery (its URL
-// filled in), the task whose run was held back, the name of its place and the job lease that
-// run took, which the Room keeps until the attempt is made or handed back.
+// heldAttempt is an attempt waiting in the Room for its place in line (placed), or to ask
+// again: the delivery (its URL filled in), the task whose run was held back, the name it asks
+// under for a place and the job lease that run took, which the Room keeps until the attempt
+// is made or handed back.
 type heldAttempt struct {
-	p     WebhookPayload
-	task  string
-	place string
-	lease *Lease
+	p      WebhookPayload
+	task   string
+	place  string
+	placed bool
+	lease  *Lease
 }
 
 // attempt makes one attempt of delivery p for the run of task: a run of the task itself
@@ -445,7 +447,7 @@ func (h *WebhookHandler) attempt(ctx context.Context, p WebhookPayload, task str
 	if turn.Wait > 0 {
 		h.d.Metrics.HeldBack()
 		p.URL = url
-		return h.holdBack(ctx, snap, heldAttempt{p: p, task: task, place: place, lease: jl}, held != nil, turn)
+		return h.holdBack(ctx, snap, heldAttempt{p: p, task: task, place: place, placed: turn.Placed, lease: jl}, held != nil, turn)
 	}
 	lease := turn.Lease
 	if turn.Delay > 0 {
@@ -596,11 +598,12 @@ func (h *WebhookHandler) attempt(ctx context.Context, p WebhookPayload, task str
 	}
 }
 
-// holdBack reschedules attempt a, which turn held back. With a place in line it waits for it
-// in the Room when there is room (kept: its job lease goes with it, parked in a write that
-// also completes the run's task, and the run ends with nothing for asynq to do), else its
-// place is written for the Line; without a place it comes back through asynq's retry when a
-// slot frees. next_attempt_at is written in the same round trip, only for a change of more
+// holdBack reschedules attempt a, which turn held back. It waits in the Room when there is
+// room (kept: its job lease goes with it, parked in a write that also completes the run's
+// task, and the run ends with nothing for asynq to do): for its place in line, or, held back
+// by the cap on attempts in flight without one, until it asks again. Else its place is
+// written for the Line; without a place it comes back through asynq's retry when a slot
+// frees. next_attempt_at is written in the same round trip, only for a change of more
 // than a second: a busy URL holds tasks back again and again, and the record need not follow
 // every few milliseconds. Best effort, like the place: a task that is not forwarded at its
 // place comes back through asynq's retry and asks again. A run from the Room (fromRoom) that
@@ -615,7 +618,7 @@ func (h *WebhookHandler) holdBack(ctx context.Context, snap Snapshot, a heldAtte
 	if stored := snap.Webhook.NextAttemptAt; stored != nil && next.Sub(*stored) <= time.Second {
 		note = false
 	}
-	room := turn.Placed && turn.Wait <= roomHorizon && h.d.Leases != nil && h.d.Room.reserve()
+	room := turn.Wait <= roomHorizon && h.d.Leases != nil && h.d.Room.reserve()
 	var update func() (Snapshot, error)
 	var place *redis.IntCmd
 	var park func() error
@@ -706,7 +709,7 @@ func (h *WebhookHandler) handBack(ctx context.Context, a heldAttempt) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	l := a.lease
-	if a.place != "" {
+	if a.placed {
 		if err := h.d.Limiter.MovePlace(ctx, a.p.URL, a.place, firstPlace(replacementID(l.ref))); err != nil {
 			h.log().Warn("moving a waiting webhook attempt's place in line to its new task failed; it asks again behind the line",
 				"job_id", l.ref.JobID, "err", err)

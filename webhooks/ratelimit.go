@@ -201,7 +201,8 @@ type Turn struct {
 	Placed bool
 	// At is the Redis time of the attempt's place (Placed), or of its admission (Wait == 0):
 	// the time it counts at in the log, which for an attempt admitted at its place may be a
-	// few milliseconds before or after now.
+	// few milliseconds before or after now. Held back without a place: when it should come
+	// back (Wait from the check, by Redis's clock).
 	At time.Time
 	// Delay, with Wait == 0: the attempt is admitted at its place, which starts Delay from now;
 	// it must not be sent before then.
@@ -335,7 +336,7 @@ func (l *RateLimiter) turn(url, member string, inFlight int, cmd *redis.Cmd) (Tu
 	}
 	turn := Turn{Wait: time.Duration(res[0]) * time.Microsecond, Placed: res[3] == 1, now: res[1]}
 	switch {
-	case turn.Placed:
+	case turn.Wait > 0:
 		turn.At = time.UnixMicro(res[1] + res[0])
 	case turn.Wait == 0:
 		turn.At = time.UnixMicro(res[1] + res[2])

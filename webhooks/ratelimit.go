@@ -65,9 +65,12 @@ local cap = ARGV[4] + 0
 local place = ARGV[6]
 local t = redis.call('TIME')
 local now = t[1] * 1000000 + t[2]
+-- Numbers go to redis.call as strings printed as integers: one it is handed as a number,
+-- Redis prints with %.17g, a floating-point conversion each (docs/benchmarks.md).
+local function int(x) return string.format('%d', x) end
 local function keep()
-  local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-  redis.call('PEXPIRE', KEYS[1], math.floor((math.max(last[2] + 0, now) - now + window) / 1000) + 1000)
+  local last = redis.call('ZRANGE', KEYS[1], '-1', '-1', 'WITHSCORES')
+  redis.call('PEXPIRE', KEYS[1], int(math.floor((math.max(last[2] + 0, now) - now + window) / 1000) + 1000))
 end
 local mine = nil
 if place ~= '' then
@@ -86,15 +89,15 @@ end
 -- The first moment the limit allows after every entry, admitted or placed; nil when that is
 -- not after now.
 local function nextFree()
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', int(now - window))
   if redis.call('ZCARD', KEYS[1]) < limit then return nil end
-  local nth = redis.call('ZRANGE', KEYS[1], -limit, -limit, 'WITHSCORES')
+  local nth = redis.call('ZRANGE', KEYS[1], int(-limit), int(-limit), 'WITHSCORES')
   local free = nth[2] + window
   if free > now then return free end
   return nil
 end
 local function takePlace(free)
-  redis.call('ZADD', KEYS[1], free, place)
+  redis.call('ZADD', KEYS[1], int(free), place)
   keep()
   return {free - now, now, 0, 1}
 end
@@ -108,7 +111,7 @@ if not mine then
   end
 end
 if cap > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', int(now))
   if redis.call('ZCARD', KEYS[2]) >= cap then
     if mine then
       -- A place come due with the cap reached: it was not used, so it goes, and when the line
@@ -117,7 +120,7 @@ if cap > 0 then
       local free = nextFree()
       if free then return takePlace(free) end
     end
-    local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+    local first = redis.call('ZRANGE', KEYS[2], '0', '0', 'WITHSCORES')
     local wait = first[2] - now
     if wait > 1000000 then wait = 1000000 end
     if wait < 1 then wait = 1 end
@@ -129,12 +132,13 @@ if mine then
   at = mine
   redis.call('ZREM', KEYS[1], place)
 end
-redis.call('ZADD', KEYS[1], at, at .. ':' .. ARGV[3])
+local ats = int(at)
+redis.call('ZADD', KEYS[1], ats, ats .. ':' .. ARGV[3])
 keep()
 if cap > 0 then
   local lease = ARGV[5] + 0
-  redis.call('ZADD', KEYS[2], now + lease, ARGV[3])
-  redis.call('PEXPIRE', KEYS[2], math.floor(lease / 1000) + 1000)
+  redis.call('ZADD', KEYS[2], int(now + lease), ARGV[3])
+  redis.call('PEXPIRE', KEYS[2], int(math.floor(lease / 1000) + 1000))
 end
 return {0, now, at - now, 0}
 `)

@@ -300,6 +300,12 @@ func TestPlacesWhileCapReached(t *testing.T) {
 			first = turn.At
 		}
 	}
+	// Each admission is logged under its time in µs, printed as an integer, and its run.
+	for i, e := range rdb.ZRangeWithScores(ctx, rateKey(url), 0, -1).Val() {
+		if want := fmt.Sprintf("%d:b%d-run", int64(e.Score), i); e.Member != want {
+			t.Errorf("log entry %q, want %q", e.Member, want)
+		}
+	}
 	// Three in flight (never released), the rate spent: the fourth gets a place.
 	turn := take("b3", l, 3)
 	if !turn.Placed || !turn.At.Equal(first.Add(window)) {

@@ -56,11 +56,12 @@ const reapBatch = 100
 // pipeline runs without it and TakeIn takes the lease alone. EVAL would spare that, but Redis
 // hashes an EVAL's script twice on every call, which cost a job more Redis work than the
 // script itself (docs/benchmarks.md#scripts-by-their-sha-in-the-workers-pipelines). Its
-// numbers are read from strings by arithmetic, not tonumber, which parses each twice.
+// numbers are read from strings by arithmetic, not tonumber, which parses each twice, and the
+// expiry goes to ZADD printed as an integer (a number Redis would print with %.17g).
 var takeScript = redis.NewScript(`
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
-redis.call('ZADD', KEYS[1], now + ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[1], string.format('%d', now + ARGV[1]), ARGV[2])
 return now`)
 
 // tickScript is one beat of a worker process, in one round trip however many jobs it holds:

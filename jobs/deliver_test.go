@@ -730,12 +730,19 @@ func TestWebhookNotDueOnRedisClock(t *testing.T) {
 	e.placedAt(due.Add(skew + jobs.LineLead))
 }
 
-// placedAt checks that the Line holds one place, at time at.
+// placedAt checks that the Line holds one place, at time at. The place is written in the
+// pipeline of the write that records the attempt, just after it, so it is waited for a moment.
 func (e *hookEnv) placedAt(at time.Time) {
 	e.t.Helper()
-	places, err := e.rdb.ZRangeWithScores(context.Background(), jobs.LineKey, 0, -1).Result()
-	if err != nil {
-		e.t.Fatal(err)
+	var places []redis.Z
+	for deadline := time.Now().Add(2 * time.Second); len(places) == 0 && time.Now().Before(deadline); {
+		var err error
+		if places, err = e.rdb.ZRangeWithScores(context.Background(), jobs.LineKey, 0, -1).Result(); err != nil {
+			e.t.Fatal(err)
+		}
+		if len(places) == 0 {
+			time.Sleep(5 * time.Millisecond)
+		}
 	}
 	if len(places) != 1 || int64(places[0].Score) != at.UnixMilli() {
 		e.t.Fatalf("places in line %v, want one at %d (the attempt's time, the skew and the lead)", places, at.UnixMilli())

@@ -421,12 +421,10 @@ func (h *WebhookHandler) attempt(ctx context.Context, p WebhookPayload, task str
 	}
 	url := rec.Webhook.URL
 	if next := rec.Webhook.NextAttemptAt; next != nil && !rec.Webhook.Held {
-		// Not due yet, unless the early check gave the attempt a place no earlier than that
-		// (a task handed back from a stopping worker's Room finds the place it waited for):
-		// then it waits for the place, which giving it back would lose. A held-back attempt's
-		// time (Held) is not waited for: the rate and the cap decide when it goes.
-		placed := taken != nil && turnErr == nil && turn.Placed && !turn.At.Before(next.Add(-notDueSlack))
-		if wait := time.Until(*next); wait > notDueSlack && !placed {
+		// Not due yet. A held-back attempt's time (Held) is not waited for: the rate and the
+		// cap decide when it goes, and a task handed back from a stopping worker's Room finds
+		// the place it waited for in its early check and waits for that.
+		if wait := time.Until(*next); wait > notDueSlack {
 			giveBack()
 			return false, h.notDue(ctx, task, *next, wait)
 		}

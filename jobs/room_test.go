@@ -337,10 +337,10 @@ func TestWebhookRoomParksLeases(t *testing.T) {
 	}
 }
 
-// A task that starts before its attempt is due and finds, in its early rate check, a place in
-// line kept for it at that time (a handed-back attempt's, renamed for it) waits for that place
-// in the Room: one run of the task, where giving the place back as not due would take a
-// second run and lose the place.
+// A task that starts before its held-back attempt's time and finds, in its early rate check,
+// a place in line kept for it at that time (a handed-back attempt's, renamed for it) waits for
+// that place in the Room: one run of the task, where giving the place back as not due would
+// take a second run and lose the place.
 func TestWebhookNotDueKeepsItsPlace(t *testing.T) {
 	t.Parallel()
 	e := newHookEnv(t, hookOptions{policy: fastPolicy(), guard: loopback, room: true})
@@ -363,7 +363,7 @@ func TestWebhookNotDueKeepsItsPlace(t *testing.T) {
 	due := turn.At.UTC().Truncate(time.Millisecond)
 	e.finishedJob(url, func(r *jobs.Record) {
 		r.ID = id
-		r.Webhook.NextAttemptAt = &due
+		r.Webhook.NextAttemptAt, r.Webhook.Held = &due, true // as its hold wrote it
 	})
 	e.deliveredOnce([]string{id}, 30*time.Second)
 	if runs := e.runs.Load(); runs != 1 {

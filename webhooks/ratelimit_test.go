@@ -271,6 +271,19 @@ func TestMovePlace(t *testing.T) {
 	}
 }
 
+// taker gives a function that asks l for a slot for an attempt to url named place, its run
+// named place+"-run", under a cap of inFlight attempts in flight (leases of a minute).
+func taker(t *testing.T, l *RateLimiter, url string, inFlight int) func(place string) Turn {
+	return func(place string) Turn {
+		t.Helper()
+		turn, err := l.Take(context.Background(), url, place+"-run", place, inFlight, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return turn
+	}
+}
+
 // A burst to one URL while its first attempts are still in flight: attempts the rate holds
 // back get their places in line whatever the cap on attempts in flight says, and the cap
 // holds back (unplaced) only attempts that the rate would admit, or places that come due
@@ -282,17 +295,10 @@ func TestPlacesWhileCapReached(t *testing.T) {
 	const window = 300 * time.Millisecond
 	l := newRateLimiter(rdb, 3, window)
 	const url = "https://hooks.example/burst"
-	take := func(place string, limit *RateLimiter, cap int) Turn {
-		t.Helper()
-		turn, err := limit.Take(ctx, url, place+"-run", place, cap, time.Minute)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return turn
-	}
+	take := taker(t, l, url, 3)
 	var first time.Time
 	for i := range 3 {
-		turn := take(fmt.Sprint("b", i), l, 3)
+		turn := take(fmt.Sprint("b", i))
 		if turn.Wait != 0 {
 			t.Fatalf("attempt %d under the limit and the cap: %+v", i, turn)
 		}
@@ -307,14 +313,14 @@ func TestPlacesWhileCapReached(t *testing.T) {
 		}
 	}
 	// Three in flight (never released), the rate spent: the fourth gets a place.
-	turn := take("b3", l, 3)
+	turn := take("b3")
 	if !turn.Placed || !turn.At.Equal(first.Add(window)) {
 		t.Fatalf("over the rate with the cap reached: %+v, want a place at %s", turn, first.Add(window).Format(time.StampMicro))
 	}
 	// At its place the cap is still reached, and nobody is in line behind it: held back
 	// without a place, since the rate would let it through now, and its unused entry dropped.
 	time.Sleep(time.Until(turn.At))
-	again := take("b3", l, 3)
+	again := take("b3")
 	if again.Wait <= 0 || again.Placed {
 		t.Fatalf("a place come due with the cap reached: %+v, want held back unplaced", again)
 	}
@@ -323,7 +329,7 @@ func TestPlacesWhileCapReached(t *testing.T) {
 	}
 	// A limiter with room in its rate but not its cap holds back unplaced, and takes nothing.
 	wide := newRateLimiter(rdb, 100, window)
-	if got := take("w", wide, 3); got.Wait <= 0 || got.Placed {
+	if got := taker(t, wide, url, 3)("w"); got.Wait <= 0 || got.Placed {
 		t.Fatalf("under the rate with the cap reached: %+v, want held back unplaced", got)
 	}
 	for _, m := range rdb.ZRange(ctx, rateKey(url), 0, -1).Val() {
@@ -343,14 +349,7 @@ func TestPlaceDueAtCapTakesNewPlace(t *testing.T) {
 	const window = 300 * time.Millisecond
 	l := newRateLimiter(rdb, 3, window)
 	const url = "https://hooks.example/slow"
-	take := func(place string) Turn {
-		t.Helper()
-		turn, err := l.Take(ctx, url, place+"-run", place, 3, time.Minute)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return turn
-	}
+	take := taker(t, l, url, 3)
 	for i := range 3 {
 		if turn := take(fmt.Sprint("s", i)); turn.Wait != 0 {
 			t.Fatalf("attempt %d under the limit and the cap: %+v", i, turn)
@@ -393,14 +392,7 @@ func TestPlacesInLine(t *testing.T) {
 	const window = 400 * time.Millisecond
 	l := newRateLimiter(rdb, 3, window)
 	const url = "https://hooks.example/line"
-	take := func(place string) Turn {
-		t.Helper()
-		turn, err := l.Take(ctx, url, place+"-run", place, 0, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return turn
-	}
+	take := taker(t, l, url, 0)
 	var admitted []time.Time
 	for i := range 3 {
 		turn := take(fmt.Sprint("p", i))

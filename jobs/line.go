@@ -187,7 +187,7 @@ func (l *Line) run() {
 		l.mu.Lock()
 		l.first = time.Time{}
 		l.mu.Unlock()
-		moved, _, nextAt, err := l.pass(ctx)
+		moved, nextAt, err := l.pass(ctx)
 		switch {
 		case err != nil && ctx.Err() != nil:
 			return
@@ -209,25 +209,24 @@ func (l *Line) run() {
 	}
 }
 
-// pass runs lineScript once: how many tasks it moved, Redis's time, and the next place's
-// time (zero: none). It also reads the skew of the clocks: Redis's time against this
-// process's once the reply is in.
-func (l *Line) pass(ctx context.Context) (moved int64, now, next time.Time, err error) {
+// pass runs lineScript once: how many tasks it moved and the next place's time (zero: none).
+// It also reads the skew of the clocks: Redis's time against this process's once the reply is
+// in.
+func (l *Line) pass(ctx context.Context) (moved int64, next time.Time, err error) {
 	res, err := lineScript.Run(ctx, l.rdb, []string{lineKey, "asynq:{" + QueueWebhooks + "}:retry", pendingKey(QueueWebhooks)},
 		taskKey(QueueWebhooks, ""), lineLead.Milliseconds(), strconv.FormatInt(time.Now().UnixNano(), 10),
 		lineStale.Milliseconds()).Int64Slice()
 	if err != nil {
-		return 0, time.Time{}, time.Time{}, err
+		return 0, time.Time{}, err
 	}
 	if len(res) != 3 {
-		return 0, time.Time{}, time.Time{}, errors.New("jobs: line pass: unexpected reply")
+		return 0, time.Time{}, errors.New("jobs: line pass: unexpected reply")
 	}
 	if res[2] >= 0 {
 		next = time.UnixMilli(res[2])
 	}
-	now = time.UnixMilli(res[1])
-	l.skew.Store(int64(l.seen.add(time.Until(now))))
-	return res[0], now, next, nil
+	l.skew.Store(int64(l.seen.add(time.Until(time.UnixMilli(res[1])))))
+	return res[0], next, nil
 }
 
 // skewReadings keeps the last readings of the clocks' skew and gives the largest. A reading is

@@ -128,7 +128,7 @@ func TestLineStalePlace(t *testing.T) {
 		t.Fatal(err)
 	}
 	l := newLine(rdb, slog.New(slog.DiscardHandler), newIdleBackoff(nil))
-	moved, _, next, err := l.pass(ctx)
+	moved, next, err := l.pass(ctx)
 	if err != nil || moved != 0 || !next.IsZero() {
 		t.Fatalf("pass: moved %d, next %s, err %v", moved, next, err)
 	}
@@ -193,14 +193,14 @@ func TestLinePassIdlePoll(t *testing.T) {
 	seen := &idleSeen{}
 	rdb.AddHook(seen)
 	l := newLine(rdb, slog.New(slog.DiscardHandler), newIdleBackoff(nil))
-	if _, _, _, err := l.pass(ctx); err != nil {
+	if _, _, err := l.pass(ctx); err != nil {
 		t.Fatal(err)
 	}
 	retryTask(t, rdb, "due", "retry")
 	if err := rdb.ZAdd(ctx, lineKey, redis.Z{Score: float64(time.Now().UnixMilli()), Member: "due"}).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if moved, _, _, err := l.pass(ctx); err != nil || moved != 1 {
+	if moved, _, err := l.pass(ctx); err != nil || moved != 1 {
 		t.Fatalf("moved %d, err %v", moved, err)
 	}
 	if len(seen.verdicts) != 2 || !seen.verdicts[0] || seen.verdicts[1] {
@@ -232,7 +232,7 @@ func TestSkewReadings(t *testing.T) {
 func TestLinePassReadsSkew(t *testing.T) {
 	t.Parallel()
 	l := newLine(redistest.New(t), slog.New(slog.DiscardHandler), newIdleBackoff(nil))
-	if _, _, _, err := l.pass(context.Background()); err != nil {
+	if _, _, err := l.pass(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if d := time.Duration(l.skew.Load()); d > time.Millisecond || d < -time.Second {

@@ -240,29 +240,28 @@ func IsWebhookDeferred(err error) bool {
 // (Redis trouble).
 func WebhookRetryDelay(n int, err error, _ *asynq.Task) time.Duration {
 	var hb *webhooks.HeldBackError
-	if errors.As(err, &hb) && hb.Placed {
-		// The Line brings the task back at its place; asynq's own forwarder, which keeps whole
-		// seconds, only if no Line did.
-		return hb.Wait + placedBackstop
-	}
 	if errors.As(err, &hb) {
-		return max(hb.Wait, time.Millisecond)
+		return comeBack(hb.Wait, hb.Placed)
 	}
 	var nd *notDueError
-	if errors.As(err, &nd) && nd.lined {
-		return nd.wait + placedBackstop // the Line's, as for a place
-	}
 	if errors.As(err, &nd) {
-		return max(nd.wait, time.Millisecond)
+		return comeBack(nd.wait, nd.lined)
 	}
 	var re *retryError
-	if errors.As(err, &re) && re.lined {
-		return re.delay + placedBackstop // the Line's, as for a place
-	}
-	if errors.As(err, &re) && re.delay > 0 {
-		return re.delay
+	if errors.As(err, &re) && (re.lined || re.delay > 0) {
+		return comeBack(re.delay, re.lined)
 	}
 	return min(time.Second<<min(n, 6), time.Minute)
+}
+
+// comeBack is asynq's delay for a task that should run again after wait. With a place in the
+// Line (lined) the Line brings it back then, and asynq's own forwarder, which keeps whole
+// seconds, only if no Line did, placedBackstop later.
+func comeBack(wait time.Duration, lined bool) time.Duration {
+	if lined {
+		return wait + placedBackstop
+	}
+	return max(wait, time.Millisecond)
 }
 
 func (h *WebhookHandler) log() *slog.Logger { return h.d.Logger }

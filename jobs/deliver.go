@@ -698,7 +698,7 @@ func (h *WebhookHandler) runHeld(ctx context.Context, a heldAttempt) {
 
 // handBack queues the delivery of attempt a, which waited in the Room, under a new task, as a
 // reaper does for a lapsed lease (Reap: from next_attempt_at, owned by the new task from then
-// on), and releases its job lease. The place in line it waited for goes to the new task,
+// on, but with no in-flight lease to give back), and releases its job lease. The place in line it waited for goes to the new task,
 // renamed for its first run to ask under, so that the attempt keeps its turn (a worker that
 // stops hands back every attempt waiting in it). If queueing fails, the lease is left to
 // lapse, and a reaper of any worker queues the same new task within JOB_LEASE_TTL.
@@ -712,7 +712,7 @@ func (h *WebhookHandler) handBack(ctx context.Context, a heldAttempt) {
 				"job_id", l.ref.JobID, "err", err)
 		}
 	}
-	if err := h.Reap(ctx, l.ref); err != nil {
+	if err := h.requeue(ctx, l.ref, false); err != nil {
 		h.log().Warn("handing a waiting webhook attempt back to the queue failed; its lease lapses and a reaper does it",
 			"job_id", l.ref.JobID, "err", err)
 		h.d.Leases.abandon(l)
@@ -797,6 +797,12 @@ func eventOf(r Record, balance *int64) webhooks.Event {
 // delivery ended or was superseded meanwhile. The dead attempt's in-flight lease is given back
 // at once, so the per-URL cap counts only attempts that still run; its rate slot stays spent.
 func (h *WebhookHandler) Reap(ctx context.Context, ref LeaseRef) error {
+	return h.requeue(ctx, ref, true)
+}
+
+// requeue is Reap; inFlight says whether the attempt may hold an in-flight lease to give back
+// (an attempt handed back from the Room holds none: it waited, or its run gave it back).
+func (h *WebhookHandler) requeue(ctx context.Context, ref LeaseRef, inFlight bool) error {
 	next := replacementID(ref)
 	requeue := false
 	rec, err := h.d.Store.Update(ctx, ref.KeyID, ref.JobID, func(r *Record) error {
@@ -819,7 +825,7 @@ func (h *WebhookHandler) Reap(ctx context.Context, ref LeaseRef) error {
 	if err != nil {
 		return err
 	}
-	if rec.Webhook != nil {
+	if rec.Webhook != nil && inFlight {
 		if err := h.d.Limiter.ReleaseAs(ctx, rec.Webhook.URL, ref.Token); err != nil {
 			return err
 		}

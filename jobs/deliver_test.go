@@ -50,9 +50,10 @@ type hookEnv struct {
 // admissions records, from the rate script's replies on the workers' clients, the Redis time
 // of every attempt the per-URL limiter admitted: the limiter's exact rule is on these.
 type admissions struct {
-	mu    sync.Mutex
-	at    []int64 // µs, Redis clock
-	given int     // admissions given back
+	mu       sync.Mutex
+	at       []int64 // µs, Redis clock
+	given    int     // admissions given back
+	released int     // in-flight leases given back on their own (Lease.Release, ReleaseAs)
 }
 
 func (a *admissions) DialHook(next redis.DialHook) redis.DialHook { return next }
@@ -69,6 +70,13 @@ func (a *admissions) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		err := next(ctx, cmd)
 		a.note(cmd)
+		// An in-flight lease given back on its own, not with its attempt's record (which is a
+		// pipeline's).
+		if args := cmd.Args(); len(args) == 3 && strings.EqualFold(cmd.Name(), "zrem") && strings.HasSuffix(fmt.Sprint(args[1]), ":inflight") {
+			a.mu.Lock()
+			a.released++
+			a.mu.Unlock()
+		}
 		return err
 	}
 }
@@ -99,6 +107,12 @@ func (a *admissions) note(cmd redis.Cmder) {
 			a.mu.Unlock()
 		}
 	}
+}
+
+func (a *admissions) releases() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.released
 }
 
 func (a *admissions) givenBack() int {

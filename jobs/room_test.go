@@ -131,7 +131,13 @@ func TestWebhookRoomShutdownHandsBack(t *testing.T) {
 	waitFor(t, 10*time.Second, "three attempts waiting in the Room", func() bool {
 		return jobs.RoomLen(e.workers[0].Room()) >= 3
 	})
+	released := e.admits.releases()
 	e.workers[0].Shutdown()
+	// An attempt waiting in the Room holds no in-flight lease: handing it back gives none back
+	// (one round trip each, for nothing, as a reaper's would).
+	if n := e.admits.releases() - released; n != 0 {
+		t.Errorf("%d in-flight leases given back while the waiting attempts were handed back", n)
+	}
 
 	ctx := context.Background()
 	inspector := asynq.NewInspectorFromRedisClient(e.rdb)

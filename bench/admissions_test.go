@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"strconv"
 	"testing"
 	"time"
 
@@ -93,5 +94,48 @@ func TestAdmissionsTellLostPlaces(t *testing.T) {
 	}
 	if n := adm.unasked(p5.At.UnixMicro() + 1); n != unasked-1 {
 		t.Fatalf("%d places unasked after the moved place was used, want %d", n, unasked-1)
+	}
+}
+
+// TestAdmissionsTakeOutGivenBack: an admission whose attempt gave it back unused (GiveBack)
+// leaves the limiter's log, and so leaves the hook's count of admissions too, while a place
+// given back was never counted as admitted.
+func TestAdmissionsTakeOutGivenBack(t *testing.T) {
+	rdb := redistest.New(t)
+	adm := &admissions{at: map[string][]int64{}}
+	rdb.AddHook(adm)
+	lim := webhooks.NewRateLimiter(rdb, 2)
+	ctx := context.Background()
+	const url = "http://127.0.0.1:9/hook"
+	adm.record(true)
+	var turns []webhooks.Turn
+	for i, m := range []string{"m1", "m2", "m3"} {
+		turn, err := lim.Take(ctx, url, m, "p"+m, 0, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if (turn.Wait == 0) != (i < 2) || (i == 2 && !turn.Placed) {
+			t.Fatalf("take %d: %+v; want two admitted, then a place", i+1, turn)
+		}
+		turns = append(turns, turn)
+	}
+	if most, seen := adm.maxPerSecond(); most != 2 || seen != 2 {
+		t.Fatalf("before the give-backs: most %d, seen %d; want 2, 2", most, seen)
+	}
+	// The first give-back reaches Redis twice (EVALSHA refused with NOSCRIPT, then EVAL); the
+	// hook skips the refused call.
+	for _, i := range []int{1, 2} {
+		if err := lim.GiveBack(ctx, url, turns[i], []string{"m1", "m2", "m3"}[i], "pm"+strconv.Itoa(i+1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if most, seen := adm.maxPerSecond(); most != 1 || seen != 1 {
+		t.Fatalf("after giving back m2's admission and m3's place: most %d, seen %d; want 1, 1", most, seen)
+	}
+	if turn, err := lim.Take(ctx, url, "m4", "pm4", 0, time.Minute); err != nil || turn.Wait != 0 {
+		t.Fatalf("the slot given back not admitted again: %+v, %v", turn, err)
+	}
+	if most, seen := adm.maxPerSecond(); most != 2 || seen != 2 {
+		t.Fatalf("after a new admission: most %d, seen %d; want 2, 2", most, seen)
 	}
 }

@@ -97,7 +97,8 @@ func (rc *receivers) arrivalStats(k int) (most int, tight time.Duration) {
 }
 
 // admissions is a go-redis hook on the worker's client that reads the per-URL rate script's
-// replies: {0, now} admits an attempt at Redis time now (µs). It shows the limiter's own view,
+// replies: {0, now} admits an attempt at Redis time now (µs); an admission given back unused
+// (GiveBack) is taken out again. It shows the limiter's own view,
 // on Redis's clock, next to what the receivers saw on theirs. Purely an observation: if the
 // script's reply ever changes shape it sees nothing and the report says so.
 type admissions struct {
@@ -154,6 +155,24 @@ func (a *admissions) note(cmd redis.Cmder) {
 	}
 	c, ok := cmd.(*redis.Cmd)
 	if !ok {
+		return
+	}
+	if len(args) == 8 {
+		// GiveBack (EVALSHA, the SHA, the key count, the log and lease keys, place, at,
+		// member): an admission at `at` µs ("" = none) that its attempt did not use. The
+		// limiter dropped it from its log, so it is dropped here too: the count as admitted is
+		// the limiter's own.
+		at, err := strconv.ParseInt(fmt.Sprint(args[6]), 10, 64)
+		if err != nil {
+			return
+		}
+		a.mu.Lock()
+		if ts := a.at[key]; len(ts) > 0 {
+			if i := slices.Index(ts, at); i >= 0 {
+				a.at[key] = slices.Delete(ts, i, i+1)
+			}
+		}
+		a.mu.Unlock()
 		return
 	}
 	if len(args) == 6 {

@@ -51,16 +51,17 @@ const lineStale = time.Minute
 // lineScript moves the tasks whose places are due (score ≤ Redis now + ARGV[2] ms) from the
 // retry set to the pending list, as asynq's forwarder does (state "pending", pending_since),
 // and drops their places. They go to the end of the list that asynq takes tasks from, not
-// behind the tasks waiting there: a place is a turn already waited for. A task still running (its retry not yet written) keeps its place
-// for the next pass, unless that is stale; a task in any other state (already moved by
-// asynq's forwarder, deleted) just loses its place. KEYS[1] the line, KEYS[2] asynq's retry
+// behind the tasks waiting there: a place is a turn already waited for. Among themselves they
+// are taken in the order of their places. A task still running (its retry not yet written)
+// keeps its place for the next pass, unless that is stale; a task in any other state (already
+// moved by asynq's forwarder, deleted) just loses its place. KEYS[1] the line, KEYS[2] asynq's retry
 // set, KEYS[3] asynq's pending list; ARGV[1] the task key prefix, ARGV[2] lead ms, ARGV[3]
 // pending_since (Unix ns), ARGV[4] stale ms. Reply {moved, Redis now ms, next place ms or -1}.
 var lineScript = redis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now + tonumber(ARGV[2]), 'WITHSCORES', 'LIMIT', 0, 200)
-local moved = 0
+local ids = {}
 local waiting = nil
 for i = 1, #due, 2 do
   local id = due[i]
@@ -70,12 +71,19 @@ for i = 1, #due, 2 do
     if not waiting then waiting = now + 2 end
   else
     if state == 'retry' and redis.call('ZREM', KEYS[2], id) == 1 then
-      redis.call('RPUSH', KEYS[3], id)
       redis.call('HSET', key, 'state', 'pending', 'pending_since', ARGV[3])
-      moved = moved + 1
+      ids[#ids + 1] = id
     end
     redis.call('ZREM', KEYS[1], id)
   end
+end
+local moved = #ids
+if moved > 0 then
+  -- asynq takes the task at the list's right end first: pushed there last-due first, the
+  -- tasks are taken in the order of their places.
+  local back = {}
+  for i = moved, 1, -1 do back[#back + 1] = ids[i] end
+  redis.call('RPUSH', KEYS[3], unpack(back))
 end
 if waiting then return {moved, now, waiting} end
 local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')

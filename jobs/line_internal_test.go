@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"testing"
 	"time"
 
@@ -114,6 +115,46 @@ func TestLineMovesAtPlace(t *testing.T) {
 			t.Fatal("a task whose retry landed after its place was not moved")
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestLinePassKeepsOrder: the tasks one pass moves are taken in the order of their places, the
+// first due first, ahead of a task that was waiting in the list. asynq takes tasks from the
+// list's right end (RPOPLPUSH), so a task pushed there last is taken first.
+func TestLinePassKeepsOrder(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb := redistest.New(t)
+	pending := pendingKey(QueueWebhooks)
+	if err := rdb.LPush(ctx, pending, "waiting").Err(); err != nil {
+		t.Fatal(err)
+	}
+	now, err := rdb.Time(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := newLine(rdb, slog.New(slog.DiscardHandler), newIdleBackoff(nil))
+	// Placed out of order, all due: t1 the earliest.
+	for i, task := range []string{"t3", "t1", "t4", "t2"} {
+		retryTask(t, rdb, task, "retry")
+		at := now.Add(-time.Duration(40-10*int(task[1]-'0')) * time.Millisecond)
+		if err := l.placeIn(ctx, rdb, task, at).Err(); err != nil {
+			t.Fatalf("placing task %d: %v", i, err)
+		}
+	}
+	if moved, _, err := l.pass(ctx); err != nil || moved != 4 {
+		t.Fatalf("pass: moved %d, err %v; want 4", moved, err)
+	}
+	var taken []string
+	for range 5 {
+		id, err := rdb.RPop(ctx, pending).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		taken = append(taken, id)
+	}
+	if want := []string{"t1", "t2", "t3", "t4", "waiting"}; !slices.Equal(taken, want) {
+		t.Errorf("taken in the order %v, want %v", taken, want)
 	}
 }
 

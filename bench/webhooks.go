@@ -98,9 +98,9 @@ func (rc *receivers) arrivalStats(k int) (most int, tight time.Duration) {
 
 // admissions is a go-redis hook on the worker's client that reads the per-URL rate script's
 // replies: {0, now} admits an attempt at Redis time now (µs); an admission given back unused
-// (GiveBack) is taken out again. It shows the limiter's own view,
-// on Redis's clock, next to what the receivers saw on theirs. Purely an observation: if the
-// script's reply ever changes shape it sees nothing and the report says so.
+// (GiveBack) is taken out again. It shows the limiter's own view, on Redis's clock, next to
+// what the receivers saw on theirs. Purely an observation: if the script's reply ever changes
+// shape it sees nothing and the report says so.
 type admissions struct {
 	mu sync.Mutex
 	on bool

@@ -54,9 +54,10 @@ const lineStale = time.Minute
 // behind the tasks waiting there: a place is a turn already waited for. Among themselves they
 // are taken in the order of their places. A task still running (its retry not yet written)
 // keeps its place for the next pass, unless that is stale; a task in any other state (already
-// moved by asynq's forwarder, deleted) just loses its place. KEYS[1] the line, KEYS[2] asynq's retry
-// set, KEYS[3] asynq's pending list; ARGV[1] the task key prefix, ARGV[2] lead ms, ARGV[3]
-// pending_since (Unix ns), ARGV[4] stale ms. Reply {moved, Redis now ms, next place ms or -1}.
+// moved by asynq's forwarder, deleted) just loses its place. KEYS[1] the line, KEYS[2] asynq's
+// retry set, KEYS[3] asynq's pending list; ARGV[1] the task key prefix, ARGV[2] lead ms,
+// ARGV[3] pending_since (Unix ns), ARGV[4] stale ms. Reply {moved, Redis now ms, next place ms
+// or -1}.
 var lineScript = redis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

@@ -38,7 +38,7 @@ func TestSmoke(t *testing.T) {
 	}
 	for _, want := range []string{
 		"Hand-written analysis that must survive.", "## Reproducing", "| 1a |", "| 1b |", "| 1c |",
-		"| 2a |", "| 2b |", "| 2c |", "| 2d |", "| 3a |", "| 3b |", "| 4a |", "| 4b |", "| 4c |", "| 4d |", "| 5a |", "| 5b |", "| 5c |", "| 6a |", "| 6b |", "| 6c |", "| 6d |", "| 6e |", "| 6f |", "| 7 |", "| 8a |", "| 8b |", "| 9a |", "| 9b |", "| 9c |", "| 9d |", "| 9e |",
+		"| 2a |", "| 2b |", "| 2c |", "| 2d |", "| 3a |", "| 3b |", "| 3c |", "| 4a |", "| 4b |", "| 4c |", "| 4d |", "| 5a |", "| 5b |", "| 5c |", "| 6a |", "| 6b |", "| 6c |", "| 6d |", "| 6e |", "| 6f |", "| 7 |", "| 8a |", "| 8b |", "| 9a |", "| 9b |", "| 9c |", "| 9d |", "| 9e |",
 		"| machine |", "| Go |", "| Redis |", "| command |",
 	} {
 		if !strings.Contains(string(doc), want) {

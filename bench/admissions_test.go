@@ -10,20 +10,29 @@ import (
 	"github.com/linkhop/linkhop/webhooks"
 )
 
+// hookURL is the webhook URL of the admissions tests.
+const hookURL = "http://127.0.0.1:9/hook"
+
+// watchedLimiter is a per-URL rate limiter of perSecond on a Redis of its own, with the
+// admissions hook of scenario 5 on its client.
+func watchedLimiter(t *testing.T, perSecond int) (*admissions, *webhooks.RateLimiter) {
+	t.Helper()
+	rdb := redistest.New(t)
+	adm := &admissions{at: map[string][]int64{}}
+	rdb.AddHook(adm)
+	return adm, webhooks.NewRateLimiter(rdb, perSecond)
+}
+
 // TestAdmissionsTellLostPlaces drives the real per-URL limiter through the admissions hook of
 // scenario 5: a place in line whose attempt comes back early is still waited for, one that
 // comes back late in a running round was lost late, and one that came due before the round's
 // worker started lapsed between rounds; a place never asked for again is told apart too.
 func TestAdmissionsTellLostPlaces(t *testing.T) {
-	rdb := redistest.New(t)
-	adm := &admissions{at: map[string][]int64{}}
-	rdb.AddHook(adm)
-	lim := webhooks.NewRateLimiter(rdb, 1)
+	adm, lim := watchedLimiter(t, 1)
 	ctx := context.Background()
-	const url = "http://127.0.0.1:9/hook"
 	take := func(member, place string) webhooks.Turn {
 		t.Helper()
-		turn, err := lim.Take(ctx, url, member, place, 0, time.Minute)
+		turn, err := lim.Take(ctx, hookURL, member, place, 0, time.Minute)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -78,7 +87,7 @@ func TestAdmissionsTellLostPlaces(t *testing.T) {
 	// A place moved to another name (an attempt handed back to a new task) is followed under
 	// it: asked for there in time, it was neither lost nor left unasked.
 	p5 := take("m5", "p5")
-	if err := lim.MovePlace(ctx, url, "p5", "p5b"); err != nil {
+	if err := lim.MovePlace(ctx, hookURL, "p5", "p5b"); err != nil {
 		t.Fatal(err)
 	}
 	if again := take("m5b", "p5b"); !again.Placed || !again.At.Equal(p5.At) {
@@ -101,16 +110,12 @@ func TestAdmissionsTellLostPlaces(t *testing.T) {
 // leaves the limiter's log, and so leaves the hook's count of admissions too, while a place
 // given back was never counted as admitted.
 func TestAdmissionsTakeOutGivenBack(t *testing.T) {
-	rdb := redistest.New(t)
-	adm := &admissions{at: map[string][]int64{}}
-	rdb.AddHook(adm)
-	lim := webhooks.NewRateLimiter(rdb, 2)
+	adm, lim := watchedLimiter(t, 2)
 	ctx := context.Background()
-	const url = "http://127.0.0.1:9/hook"
 	adm.record(true)
 	var turns []webhooks.Turn
 	for i, m := range []string{"m1", "m2", "m3"} {
-		turn, err := lim.Take(ctx, url, m, "p"+m, 0, time.Minute)
+		turn, err := lim.Take(ctx, hookURL, m, "p"+m, 0, time.Minute)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -125,14 +130,14 @@ func TestAdmissionsTakeOutGivenBack(t *testing.T) {
 	// The first give-back reaches Redis twice (EVALSHA refused with NOSCRIPT, then EVAL); the
 	// hook skips the refused call.
 	for _, i := range []int{1, 2} {
-		if err := lim.GiveBack(ctx, url, turns[i], []string{"m1", "m2", "m3"}[i], "pm"+strconv.Itoa(i+1)); err != nil {
+		if err := lim.GiveBack(ctx, hookURL, turns[i], []string{"m1", "m2", "m3"}[i], "pm"+strconv.Itoa(i+1)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if most, seen := adm.maxPerSecond(); most != 1 || seen != 1 {
 		t.Fatalf("after giving back m2's admission and m3's place: most %d, seen %d; want 1, 1", most, seen)
 	}
-	if turn, err := lim.Take(ctx, url, "m4", "pm4", 0, time.Minute); err != nil || turn.Wait != 0 {
+	if turn, err := lim.Take(ctx, hookURL, "m4", "pm4", 0, time.Minute); err != nil || turn.Wait != 0 {
 		t.Fatalf("the slot given back not admitted again: %+v, %v", turn, err)
 	}
 	if most, seen := adm.maxPerSecond(); most != 2 || seen != 2 {

@@ -127,7 +127,7 @@ func (a *admissions) DialHook(next redis.DialHook) redis.DialHook { return next 
 func (a *admissions) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		err := next(ctx, cmd)
-		a.note(cmd)
+		a.note(cmd, err) // cmd.Err() is set only after the hooks
 		return err
 	}
 }
@@ -137,16 +137,27 @@ func (a *admissions) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		err := next(ctx, cmds)
 		for _, c := range cmds {
-			a.note(c)
+			a.note(c, c.Err())
 		}
 		return err
 	}
 }
 
-func (a *admissions) note(cmd redis.Cmder) {
+// note reads cmd, which ran with the outcome err.
+func (a *admissions) note(cmd redis.Cmder, err error) {
+	if key, at, ok := webhooks.GivenBackAdmission(cmd, err); ok {
+		// An admission that its attempt did not use: the limiter dropped it from its log, so
+		// it is dropped here too, and the count as admitted is the limiter's own.
+		a.mu.Lock()
+		if i := slices.Index(a.at[key], at); i >= 0 {
+			a.at[key] = slices.Delete(a.at[key], i, i+1)
+		}
+		a.mu.Unlock()
+		return
+	}
 	args := cmd.Args()
 	name := strings.ToLower(cmd.Name())
-	if (name != "evalsha" && name != "eval") || len(args) < 4 || cmd.Err() != nil {
+	if (name != "evalsha" && name != "eval") || len(args) < 4 || err != nil {
 		return
 	}
 	key := fmt.Sprint(args[3])
@@ -155,24 +166,6 @@ func (a *admissions) note(cmd redis.Cmder) {
 	}
 	c, ok := cmd.(*redis.Cmd)
 	if !ok {
-		return
-	}
-	if len(args) == 8 {
-		// GiveBack (EVALSHA, the SHA, the key count, the log and lease keys, place, at,
-		// member): an admission at `at` µs ("" = none) that its attempt did not use. The
-		// limiter dropped it from its log, so it is dropped here too: the count as admitted is
-		// the limiter's own.
-		at, err := strconv.ParseInt(fmt.Sprint(args[6]), 10, 64)
-		if err != nil {
-			return
-		}
-		a.mu.Lock()
-		if ts := a.at[key]; len(ts) > 0 {
-			if i := slices.Index(ts, at); i >= 0 {
-				a.at[key] = slices.Delete(ts, i, i+1)
-			}
-		}
-		a.mu.Unlock()
 		return
 	}
 	if len(args) == 6 {

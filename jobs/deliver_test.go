@@ -9,7 +9,6 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -61,7 +60,7 @@ func (a *admissions) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		err := next(ctx, cmds)
 		for _, c := range cmds {
-			a.note(c) // the rate check of a first run rides with the reads
+			a.note(c, c.Err()) // the rate check of a first run rides with the reads
 		}
 		return err
 	}
@@ -69,7 +68,7 @@ func (a *admissions) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 func (a *admissions) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		err := next(ctx, cmd)
-		a.note(cmd)
+		a.note(cmd, err) // cmd.Err() is set only after the hooks
 		// An in-flight lease given back on its own, not with its attempt's record (which is a
 		// pipeline's).
 		if args := cmd.Args(); len(args) == 3 && strings.EqualFold(cmd.Name(), "zrem") && strings.HasSuffix(fmt.Sprint(args[1]), ":inflight") {
@@ -81,22 +80,20 @@ func (a *admissions) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	}
 }
 
-// note records cmd's admission when it is the rate script's and admitted, and takes one back
-// when cmd gives it back (the give-back script's 3 arguments, the second the admission's time).
-func (a *admissions) note(cmd redis.Cmder) {
-	args := cmd.Args()
-	if cmd.Err() != nil || len(args) < 4 || !strings.HasSuffix(fmt.Sprint(args[3]), ":rate") {
+// note records cmd, which ran with the outcome err: an admission when it is the rate script's
+// and admitted, and one taken back when cmd gives it back.
+func (a *admissions) note(cmd redis.Cmder, err error) {
+	if _, at, ok := webhooks.GivenBackAdmission(cmd, err); ok {
+		a.mu.Lock()
+		if i := slices.Index(a.at, at); i >= 0 {
+			a.at = slices.Delete(a.at, i, i+1)
+			a.given++
+		}
+		a.mu.Unlock()
 		return
 	}
-	if len(args) == 8 && fmt.Sprint(args[2]) == "2" {
-		if at, err := strconv.ParseInt(fmt.Sprint(args[6]), 10, 64); err == nil {
-			a.mu.Lock()
-			if i := slices.Index(a.at, at); i >= 0 {
-				a.at = slices.Delete(a.at, i, i+1)
-				a.given++
-			}
-			a.mu.Unlock()
-		}
+	args := cmd.Args()
+	if err != nil || len(args) < 4 || !strings.HasSuffix(fmt.Sprint(args[3]), ":rate") {
 		return
 	}
 	if c, ok := cmd.(*redis.Cmd); ok {

@@ -297,7 +297,9 @@ return 1
 // giveBackScript removes a place (ARGV[1], "" = none), or the admission of member ARGV[3] at
 // ARGV[2] µs ("" = none), which rateScript logged as "<time>:<member>" at that score, and its
 // lease. KEYS[1] log, KEYS[2] leases.
-var giveBackScript = redis.NewScript(`
+var giveBackScript = redis.NewScript(giveBackSrc)
+
+const giveBackSrc = `
 if ARGV[1] ~= '' then redis.call('ZREM', KEYS[1], ARGV[1]) end
 if ARGV[2] ~= '' then
   local suffix = ':' .. ARGV[3]
@@ -307,7 +309,33 @@ if ARGV[2] ~= '' then
   redis.call('ZREM', KEYS[2], ARGV[3])
 end
 return 0
-`)
+`
+
+// GivenBackAdmission reports whether cmd, as a go-redis hook sees it once it has run, was
+// GiveBack's call taking back an admission (not a place), and then the key of its URL's log
+// and the admission's time in µs on Redis's clock, as Take reported it (Turn.At). It is for
+// observers that count admissions (the bench, tests): it knows giveBackScript's arguments,
+// which only this package should. err is the call's outcome: in a go-redis ProcessHook, what
+// the next hook returned, since cmd.Err() is set only after the hooks. A call that failed (the
+// NOSCRIPT of a Redis that does not know the script yet, before its EVAL) is not one.
+func GivenBackAdmission(cmd redis.Cmder, err error) (key string, at int64, ok bool) {
+	args := cmd.Args()
+	if err != nil || len(args) != 8 {
+		return "", 0, false
+	}
+	switch name := strings.ToLower(cmd.Name()); {
+	case name == "evalsha" && args[1] == giveBackScript.Hash():
+	case name == "eval" && args[1] == giveBackSrc:
+	default:
+		return "", 0, false
+	}
+	key, _ = args[3].(string)
+	at, perr := strconv.ParseInt(fmt.Sprint(args[6]), 10, 64)
+	if perr != nil || !strings.HasSuffix(key, ":rate") {
+		return "", 0, false
+	}
+	return key, at, true
+}
 
 // ReleaseIn adds Release's write to pipeline p, for a caller that ends the attempt with a write
 // of its own in the same round trip.

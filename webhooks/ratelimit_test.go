@@ -631,3 +631,57 @@ func TestTakeInAndGiveBack(t *testing.T) {
 		t.Fatalf("after giving back c: log %v, %d leases; want b's admission, e's and f's places, b's lease", ms, leases())
 	}
 }
+
+// givenBackHook collects what GivenBackAdmission recognizes among the calls of its client.
+type givenBackHook struct {
+	mu  sync.Mutex
+	got []string // "key@at"
+}
+
+func (h *givenBackHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *givenBackHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+func (h *givenBackHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if key, at, ok := GivenBackAdmission(cmd, err); ok {
+			h.mu.Lock()
+			h.got = append(h.got, fmt.Sprintf("%s@%d", key, at))
+			h.mu.Unlock()
+		}
+		return err
+	}
+}
+
+// GivenBackAdmission tells an admission given back (by EVAL, after the NOSCRIPT of a Redis
+// that does not know the script yet, and by EVALSHA), at the time Take reported, from a place
+// given back and from Take's own calls.
+func TestGivenBackAdmission(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb := redistest.New(t)
+	hook := &givenBackHook{}
+	rdb.AddHook(hook)
+	l := newRateLimiter(rdb, 2, time.Second)
+	const url = "https://hooks.example/given-back"
+	take := taker(t, l, url, 0)
+	a, b, placed := take("a"), take("b"), take("c")
+	if a.Wait != 0 || b.Wait != 0 || !placed.Placed {
+		t.Fatalf("takes: %+v %+v %+v; want two admitted and a place", a, b, placed)
+	}
+	for _, g := range []struct {
+		turn   Turn
+		member string
+	}{{a, "a-run"}, {placed, "c-run"}, {b, "b-run"}} {
+		if err := l.GiveBack(ctx, url, g.turn, g.member, strings.TrimSuffix(g.member, "-run")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []string{fmt.Sprintf("%s@%d", rateKey(url), a.At.UnixMicro()), fmt.Sprintf("%s@%d", rateKey(url), b.At.UnixMicro())}
+	hook.mu.Lock()
+	defer hook.mu.Unlock()
+	if !slices.Equal(hook.got, want) {
+		t.Errorf("recognized %v, want %v", hook.got, want)
+	}
+}

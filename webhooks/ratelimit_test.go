@@ -284,6 +284,28 @@ func taker(t *testing.T, l *RateLimiter, url string, inFlight int) func(place st
 	}
 }
 
+// capWindow is the window of the limiters atCap builds.
+const capWindow = 300 * time.Millisecond
+
+// atCap builds a limiter of 3 attempts per capWindow, and with its taker (a cap of 3 in
+// flight) admits three attempts to url, named prefix0 to prefix2, which are never released:
+// the rate is spent and the cap reached. It returns the taker and the first admission's time.
+func atCap(t *testing.T, rdb *redis.Client, url, prefix string) (func(string) Turn, time.Time) {
+	t.Helper()
+	take := taker(t, newRateLimiter(rdb, 3, capWindow), url, 3)
+	var first time.Time
+	for i := range 3 {
+		turn := take(fmt.Sprint(prefix, i))
+		if turn.Wait != 0 {
+			t.Fatalf("attempt %d under the limit and the cap: %+v", i, turn)
+		}
+		if i == 0 {
+			first = turn.At
+		}
+	}
+	return take, first
+}
+
 // A burst to one URL while its first attempts are still in flight: attempts the rate holds
 // back get their places in line whatever the cap on attempts in flight says, and the cap
 // holds back (unplaced) only attempts that the rate would admit, or places that come due
@@ -292,20 +314,9 @@ func TestPlacesWhileCapReached(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	rdb := redistest.New(t)
-	const window = 300 * time.Millisecond
-	l := newRateLimiter(rdb, 3, window)
+	const window = capWindow
 	const url = "https://hooks.example/burst"
-	take := taker(t, l, url, 3)
-	var first time.Time
-	for i := range 3 {
-		turn := take(fmt.Sprint("b", i))
-		if turn.Wait != 0 {
-			t.Fatalf("attempt %d under the limit and the cap: %+v", i, turn)
-		}
-		if i == 0 {
-			first = turn.At
-		}
-	}
+	take, first := atCap(t, rdb, url, "b")
 	// Each admission is logged under its time in µs, printed as an integer, and its run.
 	for i, e := range rdb.ZRangeWithScores(ctx, rateKey(url), 0, -1).Val() {
 		if want := fmt.Sprintf("%d:b%d-run", int64(e.Score), i); e.Member != want {
@@ -346,15 +357,9 @@ func TestPlaceDueAtCapTakesNewPlace(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	rdb := redistest.New(t)
-	const window = 300 * time.Millisecond
-	l := newRateLimiter(rdb, 3, window)
+	const window = capWindow
 	const url = "https://hooks.example/slow"
-	take := taker(t, l, url, 3)
-	for i := range 3 {
-		if turn := take(fmt.Sprint("s", i)); turn.Wait != 0 {
-			t.Fatalf("attempt %d under the limit and the cap: %+v", i, turn)
-		}
-	}
+	take, _ := atCap(t, rdb, url, "s")
 	// Three in flight for good; four more in line, the last a window after the first.
 	places := make([]Turn, 4)
 	for i := range places {

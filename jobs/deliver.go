@@ -698,9 +698,9 @@ func (h *WebhookHandler) runHeld(ctx context.Context, a heldAttempt) {
 
 // handBack queues the delivery of attempt a, which waited in the Room, under a new task, as a
 // reaper does for a lapsed lease (Reap: from next_attempt_at, owned by the new task from then
-// on, but with no in-flight lease to give back), and releases its job lease. The place in line it waited for goes to the new task,
-// renamed for its first run to ask under, so that the attempt keeps its turn (a worker that
-// stops hands back every attempt waiting in it). If queueing fails, the lease is left to
+// on, but with no in-flight lease to give back), and releases its job lease. The place in line
+// it waited for goes to the new task, renamed for its first run to ask under, so that the
+// attempt keeps its turn (a worker that stops hands back every attempt waiting in it). If queueing fails, the lease is left to
 // lapse, and a reaper of any worker queues the same new task within JOB_LEASE_TTL.
 func (h *WebhookHandler) handBack(ctx context.Context, a heldAttempt) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -804,18 +804,18 @@ func (h *WebhookHandler) Reap(ctx context.Context, ref LeaseRef) error {
 // (an attempt handed back from the Room holds none: it waited, or its run gave it back).
 func (h *WebhookHandler) requeue(ctx context.Context, ref LeaseRef, inFlight bool) error {
 	next := replacementID(ref)
-	requeue := false
+	queue := false
 	rec, err := h.d.Store.Update(ctx, ref.KeyID, ref.JobID, func(r *Record) error {
-		requeue = false
+		queue = false
 		if !current(r.Webhook, ref.Gen) {
 			return ErrNoChange
 		}
 		switch deliveryOwner(r) {
 		case ref.Task:
-			r.WebhookTask, requeue = next, true
+			r.WebhookTask, queue = next, true
 			return nil
 		case next:
-			requeue = true
+			queue = true
 		}
 		return ErrNoChange
 	})
@@ -830,7 +830,7 @@ func (h *WebhookHandler) requeue(ctx context.Context, ref LeaseRef, inFlight boo
 			return err
 		}
 	}
-	if !requeue {
+	if !queue {
 		return nil
 	}
 	opts := []asynq.Option{asynq.TaskID(next)}
